@@ -1,0 +1,27 @@
+"""Exceptions that stop a run. Per-operation failures are never exceptions: they are results."""
+
+from __future__ import annotations
+
+
+class BulkCancelError(Exception):
+    """Base of every error bulkcancel raises on purpose."""
+
+
+class ConfigError(BulkCancelError):
+    """The run was refused before anything was sent: bad options or input (CLI exit 2)."""
+
+
+class UnsafeEndpointError(ConfigError):
+    """Credentials would travel in clear text to a non-loopback host."""
+
+
+class JournalMismatchError(ConfigError):
+    """The journal belongs to another run (other endpoint or API version)."""
+
+
+class CredentialsError(BulkCancelError):
+    """No usable credentials (CLI exit 4)."""
+
+
+class AuthenticationRejectedError(CredentialsError):
+    """The server rejected the credentials on every one of the run's first requests."""
