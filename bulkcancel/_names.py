@@ -50,7 +50,7 @@ def _check_segments(text: str) -> list[str]:
         raise InvalidNameError("empty name")
     if text.startswith("/"):
         raise InvalidNameError("leading '/' (give a relative resource name)")
-    if _SCHEME.match(text) or "//" in text:
+    if _SCHEME.match(text):
         raise InvalidNameError("a scheme or host; give a resource name, not a URL")
     bad = _BAD_CHAR.search(text)
     if bad is not None:
@@ -69,7 +69,7 @@ class NameRules:
     """Which operation name shapes a run accepts.
 
     ``patterns`` use ``*`` for exactly one segment, e.g. ``projects/*/locations/*/operations/*``.
-    ``None`` accepts any collection/id shape whose last collection is ``operations``.
+    ``None`` accepts any shape ending in ``operations/{id}``.
     """
 
     patterns: tuple[str, ...] | None = CLOUD_DEPLOY_PATTERNS
@@ -89,7 +89,9 @@ class NameRules:
         """Return the validated name (surrounding whitespace stripped) or raise InvalidNameError."""
         text = raw.strip()
         segments = _check_segments(text)
-        if len(segments) % 2 or segments[-2] != "operations":
+        # Not "collection/id pairs": singleton resources (AIP-156) such as Vertex AI's
+        # .../ragEngineConfig/operations/{id} have an odd number of segments.
+        if len(segments) < 2 or segments[-2] != "operations":
             raise InvalidNameError("does not end in operations/{id}")
         if not self._matches(segments):
             expected = " or ".join(self.patterns or ())

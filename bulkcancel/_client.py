@@ -1,0 +1,282 @@
+"""google.longrunning Operations over REST: cancel, get, list — with pacing and retries.
+
+The client knows HTTP and Google's error envelope; it knows nothing of outcomes. Every call
+returns an ``Answer`` (never raises for what the server said), so one operation's failure is a
+record, not an exception that would tear down the run.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
+
+import anyio
+
+from bulkcancel._limits import RateGovernor, Sleep
+from bulkcancel._names import location_of, quota_key
+from bulkcancel._retry import Backoff, Verdict, parse_duration, parse_retry_after, verdict
+from bulkcancel._transport import RawResponse, Transport, TransportError
+
+if TYPE_CHECKING:
+    from bulkcancel._auth import TokenSource
+
+_CANCEL_BODY = b"{}"
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+_MAX_THROTTLE_RETRIES = 30
+_AUTH_GIVE_UP = 8  # this many 401s before any success: the credentials are wrong, stop early
+
+
+class AnswerKind(StrEnum):
+    OK = "ok"  # 2xx with a JSON object
+    API_ERROR = "api_error"  # Google's error envelope
+    HTTP_ERROR = "http_error"  # an error status without Google JSON (HTML 404/502, plain text)
+    TRANSPORT = "transport"  # no HTTP answer
+    OVERSIZED = "oversized"  # body over the cap
+    MALFORMED = "malformed"  # 2xx whose body is not a JSON object
+    REDIRECT = "redirect"  # 3xx: never followed
+
+
+@dataclass(slots=True)
+class Answer:
+    """The last answer to one logical call, after retries, and what it took to get it."""
+
+    kind: AnswerKind
+    status: int = 0
+    body: dict[str, Any] | None = None
+    code: str | None = None  # canonical status name: NOT_FOUND, FAILED_PRECONDITION, ...
+    reason: str | None = None  # ErrorInfo reason (or legacy errors[].reason)
+    message: str | None = None
+    retry_delay: float | None = None
+    attempts: int = 0
+    throttled: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.kind is AnswerKind.OK
+
+    def summary(self) -> dict[str, Any]:
+        """What the report keeps about a failed call."""
+        out: dict[str, Any] = {"kind": self.kind.value}
+        if self.status:
+            out["http_status"] = self.status
+        if self.code:
+            out["code"] = self.code
+        if self.reason:
+            out["reason"] = self.reason
+        if self.message:
+            out["message"] = self.message[:500]
+        return out
+
+
+def interpret(raw: RawResponse) -> Answer:
+    """Turn a raw response into an Answer. Pure."""
+    status = raw.status
+    if raw.oversized:
+        return Answer(AnswerKind.OVERSIZED, status, message="response body over the size cap")
+    if 300 <= status < 400:
+        return Answer(AnswerKind.REDIRECT, status, message="redirect not followed")
+    parsed: Any = None
+    if raw.body:
+        try:
+            parsed = json.loads(raw.body)
+        except (ValueError, UnicodeDecodeError):
+            parsed = None
+    if 200 <= status < 300:
+        if isinstance(parsed, dict):
+            return Answer(AnswerKind.OK, status, body=parsed)
+        if not raw.body:
+            return Answer(AnswerKind.OK, status, body={})
+        return Answer(AnswerKind.MALFORMED, status, message="response is not a JSON object")
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if not isinstance(error, dict):
+        text = raw.body[:200].decode("utf-8", "replace").strip()
+        kind = "HTML" if "html" in raw.content_type.lower() else "non-JSON"
+        return Answer(
+            AnswerKind.HTTP_ERROR,
+            status,
+            message=f"{kind} error page: {text[:120]}".strip(),
+            retry_delay=parse_retry_after(raw.retry_after),
+        )
+    answer = Answer(
+        AnswerKind.API_ERROR,
+        status,
+        code=_str(error.get("status")),
+        message=_str(error.get("message")),
+    )
+    for detail in error.get("details") or ():
+        if not isinstance(detail, dict):
+            continue
+        kind = str(detail.get("@type", ""))
+        if kind.endswith("google.rpc.ErrorInfo"):
+            answer.reason = _str(detail.get("reason")) or answer.reason
+        elif kind.endswith("google.rpc.RetryInfo"):
+            answer.retry_delay = parse_duration(detail.get("retryDelay"))
+    hinted = parse_retry_after(raw.retry_after)
+    if hinted is not None:  # Retry-After wins over RetryInfo when both are present
+        answer.retry_delay = hinted
+    if answer.reason is None:
+        for legacy in error.get("errors") or ():
+            if isinstance(legacy, dict) and legacy.get("reason"):
+                answer.reason = _str(legacy.get("reason"))
+                break
+    return answer
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+@dataclass(slots=True)
+class ClientStats:
+    """Counts for the report: what the run cost on the wire."""
+
+    requests: dict[str, int] = field(default_factory=lambda: {"cancel": 0, "get": 0, "list": 0})
+    retries: int = 0
+    throttled: int = 0
+    unauthenticated: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.requests.values())
+
+
+class OperationsClient:
+    """Operations REST calls for one run. Every attempt, retries included, is paced and counted."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        endpoint: str,
+        api_version: str,
+        tokens: TokenSource,
+        governor: RateGovernor,
+        concurrency: int,
+        backoff: Backoff | None = None,
+        rng: random.Random | None = None,
+        sleep: Sleep | None = None,
+    ) -> None:
+        self._transport = transport
+        self._endpoint = endpoint.rstrip("/")
+        self._regional = "{location}" in self._endpoint
+        self._prefix = f"{self._endpoint}/{api_version}/"
+        self._tokens = tokens
+        self._governor = governor
+        self._slots = anyio.Semaphore(concurrency)
+        self._backoff = backoff or Backoff()
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._sleep = sleep or anyio.sleep
+        self.stats = ClientStats()
+        self._successes = 0
+        #: Set when the run's first requests were all rejected as unauthenticated.
+        self.auth_rejected = False
+
+    def rates(self) -> dict[str, float]:
+        """The adaptive rate reached per quota key."""
+        return self._governor.rates()
+
+    def url(self, path: str) -> str:
+        """The URL for a resource path: ``{endpoint}/{version}/{path}``, nothing re-encoded."""
+        if self._regional:
+            # Regional hosts ({location}-aiplatform...); "global" lives on the bare host.
+            location = location_of(path) or "global"
+            if location == "global":
+                return self._prefix.replace("{location}-", "").replace("{location}", "") + path
+            return self._prefix.replace("{location}", location) + path
+        return self._prefix + path
+
+    async def cancel(self, name: str) -> Answer:
+        return await self._call("cancel", "POST", self.url(name + ":cancel"), name, _CANCEL_BODY)
+
+    async def get(self, name: str) -> Answer:
+        return await self._call("get", "GET", self.url(name), name, None)
+
+    async def list_page(
+        self,
+        parent: str,
+        *,
+        filter_expr: str | None = None,
+        page_size: int = 0,
+        page_token: str | None = None,
+        collection: str = "operations",
+    ) -> Answer:
+        """One page of ``GET /{version}/{parent}/operations`` (or another collection)."""
+        path = f"{parent}/{collection}" if parent else collection
+        params: dict[str, str] = {}
+        if filter_expr:
+            params["filter"] = filter_expr
+        if page_size:
+            params["pageSize"] = str(page_size)
+        if page_token:
+            params["pageToken"] = page_token
+        url = self.url(path)
+        if params:
+            url += "?" + urlencode(params, quote_via=quote, safe="")
+        return await self._call("list", "GET", url, parent, None)
+
+    async def _call(
+        self, kind: str, method: str, url: str, name: str, body: bytes | None
+    ) -> Answer:
+        key = quota_key(name)
+        attempts = throttled = transient = 0
+        auth_retried = False
+        while True:
+            async with self._slots:
+                await self._governor.acquire(key)
+                headers = dict(_JSON_HEADERS) if body is not None else {}
+                auth = await self._tokens.headers()
+                headers.update(auth)
+                attempts += 1
+                self.stats.requests[kind] += 1
+                try:
+                    raw = await self._transport.request(method, url, headers, body)
+                    answer = interpret(raw)
+                except TransportError as exc:
+                    answer = Answer(AnswerKind.TRANSPORT, message=str(exc)[:300])
+            answer.attempts, answer.throttled = attempts, throttled
+            google_json = answer.kind is AnswerKind.API_ERROR
+            if answer.kind is AnswerKind.MALFORMED:
+                # A 2xx cut short is most often a connection cut mid-body: worth another try.
+                decision = Verdict.TRANSIENT
+            elif answer.kind in (AnswerKind.OVERSIZED, AnswerKind.REDIRECT, AnswerKind.OK):
+                decision = Verdict.FINAL
+            else:
+                decision = verdict(
+                    answer.status, answer.code, answer.reason, google_json=google_json
+                )
+            if decision is Verdict.THROTTLED:
+                throttled += 1
+                self.stats.throttled += 1
+                hint = answer.retry_delay
+                self._governor.on_throttle(key, hint)
+                if throttled > _MAX_THROTTLE_RETRIES:
+                    answer.throttled = throttled
+                    return answer
+                self.stats.retries += 1
+                if hint is None:
+                    await self._sleep(self._backoff.delay(min(throttled - 1, 6), self._rng))
+                continue
+            if decision is Verdict.TRANSIENT:
+                transient += 1
+                if transient >= self._backoff.max_attempts:
+                    return answer
+                self.stats.retries += 1
+                await self._sleep(self._backoff.delay(transient - 1, self._rng))
+                continue
+            if answer.status == 401:
+                self.stats.unauthenticated += 1
+                if not self._successes and self.stats.unauthenticated >= _AUTH_GIVE_UP:
+                    self.auth_rejected = True
+                if not auth_retried and await self._tokens.invalidate(auth):
+                    auth_retried = True
+                    self.stats.retries += 1
+                    continue
+                return answer
+            if answer.kind is not AnswerKind.TRANSPORT and answer.status < 500:
+                self._governor.on_success(key)
+                self._successes += 1
+            return answer

@@ -1,0 +1,91 @@
+"""Pure retry decisions and backoff: no I/O, no clock, no global randomness.
+
+AIP-194 says retry UNAVAILABLE; a bulk engine must also ride out front-end 502/504s, connection
+resets and timeouts, and treat throttling (429, or a 403 whose reason is a rate limit) as a signal
+that slows the whole run rather than a per-request failure.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+#: ErrorInfo / legacy ``errors[].reason`` values that mean "slow down", whatever the HTTP status.
+THROTTLE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED"})
+
+_TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
+_TRANSIENT_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
+
+
+class Verdict(Enum):
+    """What to do with an answer."""
+
+    FINAL = "final"  # success or a definite answer: do not retry
+    TRANSIENT = "transient"  # retry after backoff
+    THROTTLED = "throttled"  # retry after the hinted delay, and slow the whole run
+
+
+def verdict(
+    http_status: int, canonical: str | None, reason: str | None, *, google_json: bool
+) -> Verdict:
+    """Decide from what the server answered (``http_status`` 0 means no HTTP answer at all).
+
+    Google JSON errors are judged by their canonical ``status`` string because several codes share
+    an HTTP status (INTERNAL and UNKNOWN are 500 but so is DATA_LOSS); a bare status is used only
+    when the body is not Google's envelope (a front end's HTML 502, say).
+    """
+    if http_status == 0:
+        return Verdict.TRANSIENT
+    if http_status == 429 or canonical == "RESOURCE_EXHAUSTED":
+        return Verdict.THROTTLED
+    if reason in THROTTLE_REASONS and http_status in (403, 429):
+        return Verdict.THROTTLED
+    if google_json and canonical:
+        return Verdict.TRANSIENT if canonical in _TRANSIENT_CODES else Verdict.FINAL
+    if http_status in (502, 503, 504):
+        return Verdict.TRANSIENT
+    # A non-Google 500 (plain text, HTML) is a front end or proxy failing: worth another try.
+    return Verdict.TRANSIENT if http_status in _TRANSIENT_STATUS else Verdict.FINAL
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Full-jitter exponential backoff: ``uniform(0, min(cap, base * 2**attempt))``.
+
+    Full jitter spreads a thundering herd of workers that failed together; the cap keeps one
+    operation from waiting minutes on a single retry.
+    """
+
+    base: float = 0.25
+    cap: float = 8.0
+    max_attempts: int = 6  # total tries, the first included
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Sleep before retry number ``attempt`` (0 for the first retry)."""
+        ceiling = min(self.cap, self.base * (2.0 ** min(attempt, 32)))
+        return rng.uniform(0.0, ceiling)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+def parse_duration(text: object) -> float | None:
+    """A protobuf Duration in JSON form (``"1.5s"``) as seconds, or None if it is not one."""
+    if not isinstance(text, str):
+        return None
+    match = _DURATION.match(text)
+    return float(match.group(1)) if match else None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in its delta-seconds form. HTTP dates are ignored (Google does not send
+    them, and trusting a remote clock to schedule a local sleep is worse than backing off)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None

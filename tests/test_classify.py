@@ -1,0 +1,170 @@
+"""Classification as a table: every row of the contract's outcome table, and the edges."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bulkcancel._classify import classify, needs_get
+from bulkcancel._client import Answer, AnswerKind
+from bulkcancel._models import Outcome
+
+NAME = "projects/p/locations/l/operations/o"
+
+
+def ok(body: dict[str, Any] | None = None) -> Answer:
+    return Answer(AnswerKind.OK, 200, body={} if body is None else body)
+
+
+def running() -> Answer:
+    return ok({"name": NAME, "metadata": {}})
+
+
+def done(**extra: Any) -> Answer:
+    return ok({"name": NAME, "done": True, **extra})
+
+
+def api(status: int, code: str, reason: str | None = None) -> Answer:
+    return Answer(AnswerKind.API_ERROR, status, code=code, reason=reason, message=code.lower())
+
+
+HTML_404 = Answer(AnswerKind.HTTP_ERROR, 404, message="HTML error page: <!DOCTYPE html>")
+UNIMPLEMENTED = api(501, "UNIMPLEMENTED")
+PRECONDITION = api(400, "FAILED_PRECONDITION")
+NOT_FOUND = api(404, "NOT_FOUND")
+DENIED = api(403, "PERMISSION_DENIED", "IAM_PERMISSION_DENIED")
+UNAUTH = api(401, "UNAUTHENTICATED")
+CANCELLED_OP = done(error={"code": 1, "message": "Operation cancelled by user."})
+
+ROWS: list[tuple[str, Answer | None, Answer | None, bool, bool, Outcome]] = [
+    # (case, cancel, last GET, accepted, deadline passed, outcome)
+    ("accepted then cancelled", ok(), CANCELLED_OP, True, False, Outcome.CANCELLED),
+    (
+        "accepted, finished with a response",
+        ok(),
+        done(response={}),
+        True,
+        False,
+        Outcome.COMPLETED_ANYWAY,
+    ),
+    (
+        "accepted, finished with another error",
+        ok(),
+        done(error={"code": 13, "message": "x"}),
+        True,
+        False,
+        Outcome.COMPLETED_ANYWAY,
+    ),
+    ("accepted, finished with neither", ok(), done(), True, False, Outcome.COMPLETED_ANYWAY),
+    (
+        "already finished: FAILED_PRECONDITION then done",
+        PRECONDITION,
+        done(response={}),
+        False,
+        False,
+        Outcome.COMPLETED_ANYWAY,
+    ),
+    ("501 while running", UNIMPLEMENTED, running(), False, False, Outcome.UNSUPPORTED),
+    ("HTML 404 while GET finds it", HTML_404, running(), False, False, Outcome.UNSUPPORTED),
+    (
+        "FAILED_PRECONDITION while running",
+        PRECONDITION,
+        running(),
+        False,
+        False,
+        Outcome.UNSUPPORTED,
+    ),
+    ("501 but it finished meanwhile", UNIMPLEMENTED, CANCELLED_OP, False, False, Outcome.CANCELLED),
+    ("cancel and GET both 404", NOT_FOUND, NOT_FOUND, False, False, Outcome.NOT_FOUND),
+    ("HTML 404 and GET 404", HTML_404, NOT_FOUND, False, False, Outcome.NOT_FOUND),
+    ("403 denied", DENIED, None, False, False, Outcome.PERMISSION_DENIED),
+    ("401", UNAUTH, None, False, False, Outcome.PERMISSION_DENIED),
+    ("unsupported then GET denied", UNIMPLEMENTED, DENIED, False, False, Outcome.PERMISSION_DENIED),
+    ("accepted, GET denied", ok(), DENIED, True, False, Outcome.PERMISSION_DENIED),
+    ("accepted, still running at deadline", ok(), running(), True, True, Outcome.STILL_RUNNING),
+    ("accepted, gone afterwards", ok(), NOT_FOUND, True, False, Outcome.NOT_FOUND),
+    ("accepted, GET keeps failing", ok(), api(503, "UNAVAILABLE"), True, False, Outcome.ERROR),
+    ("persistent 503", api(503, "UNAVAILABLE"), None, False, False, Outcome.ERROR),
+    ("HTML 502", Answer(AnswerKind.HTTP_ERROR, 502), None, False, False, Outcome.ERROR),
+    ("reset", Answer(AnswerKind.TRANSPORT, message="reset"), None, False, False, Outcome.ERROR),
+    ("redirect", Answer(AnswerKind.REDIRECT, 302), None, False, False, Outcome.ERROR),
+    ("oversized", Answer(AnswerKind.OVERSIZED, 200), None, False, False, Outcome.ERROR),
+    ("malformed", Answer(AnswerKind.MALFORMED, 200), None, False, False, Outcome.ERROR),
+    ("INVALID_ARGUMENT", api(400, "INVALID_ARGUMENT"), None, False, False, Outcome.ERROR),
+    (
+        "429 retries spent",
+        api(429, "RESOURCE_EXHAUSTED", "RATE_LIMIT_EXCEEDED"),
+        None,
+        False,
+        False,
+        Outcome.ERROR,
+    ),
+    (
+        "throttling 403 retries spent",
+        api(403, "PERMISSION_DENIED", "rateLimitExceeded"),
+        None,
+        False,
+        False,
+        Outcome.ERROR,
+    ),
+    (
+        "unsupported but GET failed",
+        UNIMPLEMENTED,
+        api(500, "INTERNAL"),
+        False,
+        False,
+        Outcome.ERROR,
+    ),
+    (
+        "resumed: accepted earlier, cancelled now",
+        None,
+        CANCELLED_OP,
+        True,
+        False,
+        Outcome.CANCELLED,
+    ),
+    ("never attempted", None, None, False, False, Outcome.NOT_ATTEMPTED),
+]
+
+
+@pytest.mark.parametrize(
+    ("cancel", "last_get", "accepted", "passed", "outcome"),
+    [row[1:] for row in ROWS],
+    ids=[row[0] for row in ROWS],
+)
+def test_contract_table(
+    cancel: Answer | None, last_get: Answer | None, accepted: bool, passed: bool, outcome: Outcome
+) -> None:
+    assert classify(cancel, last_get, accepted=accepted, deadline_passed=passed).outcome is outcome
+
+
+def test_completed_anyway_keeps_error_code_and_message() -> None:
+    verdict = classify(ok(), done(error={"code": 13, "message": "boom"}), accepted=True)
+    assert verdict.details["error_code"] == 13
+    assert verdict.details["error_message"] == "boom"
+    assert verdict.details["finished_with"] == "error"
+
+
+def test_failures_keep_the_servers_words() -> None:
+    verdict = classify(DENIED, None, accepted=False)
+    assert verdict.details["cancel_error"] == {
+        "kind": "api_error",
+        "http_status": 403,
+        "code": "PERMISSION_DENIED",
+        "reason": "IAM_PERMISSION_DENIED",
+        "message": "permission_denied",
+    }
+
+
+def test_which_cancel_answers_need_a_get() -> None:
+    assert needs_get(ok())
+    for answer in (UNIMPLEMENTED, HTML_404, PRECONDITION, NOT_FOUND):
+        assert needs_get(answer)
+    for answer in (DENIED, UNAUTH, api(400, "INVALID_ARGUMENT"), Answer(AnswerKind.TRANSPORT)):
+        assert not needs_get(answer)
+
+
+def test_every_outcome_but_invalid_is_reachable_by_classification() -> None:
+    reached = {row[-1] for row in ROWS}
+    assert reached == set(Outcome) - {Outcome.INVALID}
