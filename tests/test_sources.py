@@ -1,0 +1,133 @@
+"""Sources and selection: names files, validation, duplicates, shards, metadata filters, paging."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bulkcancel._engine import Target
+from bulkcancel._models import OperationResult, Outcome
+from bulkcancel._sources import ListingError, Resolver, Selection, iter_pages, read_names
+from bulkcancel._transport import CallableTransport, RawResponse
+from tests._support import PARENT, op
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def resolve(
+    lines: list[str], selection: Selection | None = None, listed: bool = False
+) -> tuple[list[Target], list[OperationResult], Resolver]:
+    targets: list[Target] = []
+    results: list[OperationResult] = []
+    resolver = Resolver(selection or Selection(), targets.append, results.append)
+    for line in lines:
+        resolver.add_name(line, {"name": line} if listed else None)
+    return targets, results, resolver
+
+
+def test_names_file_skips_blanks_and_comments(tmp_path: Path) -> None:
+    path = tmp_path / "names.txt"
+    path.write_text(f"# incident 42\n\n  {op(1)}  \n{op(2)}\n   # indented comment\n")
+    assert list(read_names(str(path))) == [op(1), op(2)]
+    assert list(read_names("-", io.StringIO(f"{op(3)}\n\n"))) == [op(3)]
+
+
+def test_invalid_lines_become_records_and_duplicates_count_once() -> None:
+    targets, results, resolver = resolve([op(1), f" {op(1)} ", "not a name", op(2), "not a name"])
+    assert [t.name for t in targets] == [op(1), op(2)]
+    assert [(r.name, r.outcome) for r in results] == [("not a name", Outcome.INVALID)]
+    assert results[0].details["reason"] == "contains whitespace"
+    assert resolver.stats.skipped == {"duplicate": 2}
+    assert resolver.stats.given == 5
+
+
+def test_shards_partition_every_line_exactly_once() -> None:
+    lines = [op(i) for i in range(300)] + ["bad line 1", "bad/line/2", op(5)]
+    seen: list[str] = []
+    for index in range(3):
+        targets, results, _ = resolve(lines, Selection(shard=(index, 3)))
+        seen += [t.name for t in targets] + [r.name for r in results]
+        assert 0 < len(targets) < 300
+    assert sorted(seen) == sorted(set(lines))
+
+
+def test_match_applies_to_every_name() -> None:
+    targets, _, resolver = resolve([op(1), op(22)], Selection(match=re.compile(r"op-0002\d$")))
+    assert [t.name for t in targets] == [op(22)]
+    assert resolver.stats.skipped == {"match": 1}
+
+
+def listed_op(
+    i: int, *, age: timedelta, target: str = "prod", verb: str = "deploy"
+) -> dict[str, object]:
+    return {
+        "name": op(i),
+        "metadata": {
+            "createTime": (NOW - age).isoformat().replace("+00:00", "Z"),
+            "target": f"{PARENT}/targets/{target}",
+            "verb": verb,
+        },
+    }
+
+
+def test_metadata_filters_apply_to_listed_operations() -> None:
+    selection = Selection(
+        older_than=timedelta(hours=2),
+        target=re.compile(r"/targets/prod$"),
+        verb="Deploy",
+        now=lambda: NOW,
+    )
+    targets: list[Target] = []
+    resolver = Resolver(selection, targets.append, lambda r: None)
+    resolver.add_name(op(1), listed_op(1, age=timedelta(hours=3)))
+    resolver.add_name(op(2), listed_op(2, age=timedelta(minutes=5)))
+    resolver.add_name(op(3), listed_op(3, age=timedelta(hours=3), target="staging"))
+    resolver.add_name(op(4), listed_op(4, age=timedelta(hours=3), verb="rollback"))
+    resolver.add_name(op(5), {"name": op(5), "metadata": {"createTime": "garbage"}})
+    resolver.add_name(op(6))  # given by name: no metadata to judge, selected
+    assert [t.name for t in targets] == [op(1), op(6)]
+    assert resolver.stats.skipped == {"older_than": 2, "target": 1, "verb": 1}
+    assert resolver.stats.listed == 5
+
+
+def paged(pages: Mapping[str | None, dict[str, object]]) -> CallableTransport:
+    async def handler(
+        method: str, url: str, headers: Mapping[str, str], body: bytes | None
+    ) -> RawResponse:
+        token = url.partition("pageToken=")[2] or None
+        return RawResponse(200, json.dumps(pages[token]).encode(), "application/json")
+
+    return CallableTransport(handler)
+
+
+async def test_iter_pages_follows_tokens_through_empty_pages() -> None:
+    from tests.test_client import client_for
+
+    transport = paged(
+        {
+            None: {"operations": [{"name": op(1)}], "nextPageToken": "a"},
+            "a": {"nextPageToken": "b"},  # an empty page that still carries a token
+            "b": {"operations": [{"name": op(2)}], "nextPageToken": ""},
+        }
+    )
+    client = client_for(transport, "http://127.0.0.1:1")
+    names = [o["name"] async for o in iter_pages(client, PARENT)]
+    assert names == [op(1), op(2)]
+
+
+async def test_iter_pages_stops_on_a_repeated_token() -> None:
+    from tests.test_client import client_for
+
+    transport = paged(
+        {None: {"operations": [], "nextPageToken": "same"}, "same": {"nextPageToken": "same"}}
+    )
+    client = client_for(transport, "http://127.0.0.1:1")
+    with pytest.raises(ListingError, match="repeated page token"):
+        async for _ in iter_pages(client, PARENT):
+            pass
