@@ -1,0 +1,1 @@
+"""Benchmarks: each prints a table and writes JSON; run them all with `make bench`."""

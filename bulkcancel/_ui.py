@@ -1,0 +1,186 @@
+"""What people see: progress bar, summary table, prompt — the CLI's presentation half.
+
+Everything for people goes to stderr through rich, so stdout carries only what a pipeline asked
+for (``--format json|jsonl``). The progress bar appears only on a terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bulkcancel._models import SUCCESS_OUTCOMES, OperationResult, Outcome
+from bulkcancel._report import ReportWriter, examples_from, explain, to_csv
+
+SUCCESS_KEYS = frozenset(o.value for o in SUCCESS_OUTCOMES)
+_STYLE = {
+    "cancelled": "green",
+    "completed_anyway": "cyan",
+    "unsupported": "yellow",
+    "not_found": "yellow",
+    "permission_denied": "red",
+    "still_running": "magenta",
+    "error": "red",
+    "invalid": "red",
+    "not_attempted": "dim",
+}
+
+_stderr = Console(stderr=True, highlight=False)
+
+
+def error(message: str) -> None:
+    _stderr.print(f"[bold red]bulkcancel:[/] {message}", markup=True, soft_wrap=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    out_format: str = "table"
+    report_path: str | None = None
+    yes: bool = False
+    max_operations: int | None = None
+    quiet: bool = False
+    shard: tuple[int, int] | None = None
+
+
+class Ui:
+    def __init__(self, options: Options) -> None:
+        self._opt = options
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._counts: dict[str, int] = {}
+
+    def start(self, total: int) -> None:
+        if self._opt.quiet or not _stderr.is_terminal:
+            return
+        self._progress = Progress(
+            TextColumn("[bold]cancelling"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=_stderr,
+            transient=False,
+        )
+        self._task = self._progress.add_task("", total=total or None)
+        self._progress.start()
+
+    def advance(self, result: OperationResult, line: str) -> None:
+        if self._opt.out_format == "jsonl":
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        key = result.outcome.value
+        self._counts[key] = self._counts.get(key, 0) + 1
+        if self._progress is not None:
+            summary = "  ".join(f"{k} {n}" for k, n in self._counts.items())
+            self._progress.update(self._task, advance=1, description=summary)
+
+    def stopping(self, grace: float) -> None:
+        _stderr.print(
+            f"[bold yellow]Stopping:[/] no new cancels; finishing requests in flight and "
+            f"reconciling for up to {grace:g}s. Press Ctrl-C again to stop at once.",
+            markup=True,
+        )
+
+    def aborting(self) -> None:
+        _stderr.print("[bold red]Stopping now[/]; writing the report.", markup=True)
+
+    def error(self, message: str) -> None:
+        error(message)
+
+    def warn(self, message: str) -> None:
+        _stderr.print(f"[yellow]bulkcancel:[/] {message}", markup=True)
+
+    def finish(self, writer: ReportWriter, meta: Mapping[str, Any]) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        if self._opt.out_format == "json":
+            writer.dump(sys.stdout, meta)
+            sys.stdout.flush()
+        if self._opt.quiet:
+            return
+        if self._opt.out_format == "table":
+            _stderr.print(summary_table(writer.totals, writer.examples))
+        requests = meta.get("requests", {})
+        line = f"{writer.count} target(s); {requests.get('total', 0)} requests"
+        if requests.get("throttled"):
+            line += f", {requests['throttled']} throttled"
+        if self._opt.report_path:
+            line += f"; report: {self._opt.report_path}"
+        _stderr.print(line, highlight=False)
+
+
+def summary_table(totals: Mapping[str, int], examples: Mapping[str, list[dict[str, Any]]]) -> Table:
+    """Outcomes with counts and a few example names and messages each."""
+    table = Table(title="bulkcancel", title_justify="left")
+    table.add_column("outcome")
+    table.add_column("count", justify="right")
+    table.add_column("examples", overflow="fold")
+    for outcome in Outcome:
+        count = totals.get(outcome.value, 0)
+        if not count:
+            continue
+        samples = examples.get(outcome.value, [])
+        text = "\n".join(
+            f"{r['name']}" + (f"  ({why})" if (why := explain(r)) else "") for r in samples
+        )
+        if count > len(samples):
+            text += f"\n… and {count - len(samples)} more"
+        style = _STYLE.get(outcome.value, "")
+        table.add_row(f"[{style}]{outcome.value}[/]", str(count), text)
+    return table
+
+
+def render_saved(data: Mapping[str, Any], out_format: str) -> None:
+    operations = data["operations"]
+    if out_format == "json":
+        import json
+
+        json.dump(data, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    elif out_format == "csv":
+        sys.stdout.write(to_csv(operations))
+    else:
+        Console(highlight=False).print(summary_table(data["totals"], examples_from(operations)))
+
+
+async def confirm(count: int, sample: list[str], endpoint: str) -> bool | None:
+    """Ask on the controlling terminal (not stdin: names may be arriving there).
+
+    None when there is no terminal to ask on. The wait is cancellable, so Ctrl-C at the prompt
+    behaves like Ctrl-C anywhere else.
+    """
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        lines = [f"About to cancel {count} operation(s) at {endpoint}, for example:"]
+        lines += [f"  {name}" for name in sample]
+        if count > len(sample):
+            lines.append(f"  … and {count - len(sample)} more")
+        lines.append("Proceed? [y/N] ")
+        os.write(fd, "\n".join(lines).encode())
+        buffer = b""
+        while not buffer.endswith(b"\n"):
+            await anyio.wait_readable(fd)
+            chunk = os.read(fd, 1024)
+            if not chunk:
+                break
+            buffer += chunk
+        return buffer.decode(errors="replace").strip().lower() in ("y", "yes")
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def info(message: str) -> None:
+    _stderr.print(message, highlight=False, soft_wrap=True)

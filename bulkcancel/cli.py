@@ -1,0 +1,436 @@
+"""The command line: flags, prompt, progress, signals, exit codes. click and rich live only here.
+
+The engine knows nothing of terminals; this module turns people's and schedulers' intentions
+into a RunConfig, asks before acting, shows progress on stderr, and maps what happened to the
+contract's exit codes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import click
+
+from bulkcancel import _ui
+from bulkcancel._engine import ReconcileMode
+from bulkcancel._errors import ConfigError, CredentialsError
+from bulkcancel._models import OperationResult
+from bulkcancel._names import NameRules
+from bulkcancel._presets import PRESETS
+from bulkcancel._report import ReportWriter, load_report, merge_reports, write_atomically
+from bulkcancel._run import DEFAULT_ENDPOINT, BulkRun, RunConfig
+from bulkcancel._sources import Selection, read_names
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3
+EXIT_CREDENTIALS = 4
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_age(text: str) -> timedelta:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise click.BadParameter("use a number and a unit: 90s, 30m, 2h, 7d, 1w")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def parse_shard(spec: str | None, count_flag: int | None) -> tuple[int, int] | None:
+    """``I/N``, or ``auto`` from Cloud Run Jobs or a Kubernetes Indexed Job's environment."""
+    if spec is None:
+        return None
+    env = os.environ
+    if spec == "auto":
+        if "CLOUD_RUN_TASK_INDEX" in env:
+            index_text, count_text = env["CLOUD_RUN_TASK_INDEX"], env.get("CLOUD_RUN_TASK_COUNT")
+        elif "JOB_COMPLETION_INDEX" in env:
+            index_text = env["JOB_COMPLETION_INDEX"]
+            count_text = str(count_flag) if count_flag else env.get("BULKCANCEL_SHARD_COUNT")
+        else:
+            raise ConfigError(
+                "--shard auto needs CLOUD_RUN_TASK_INDEX/CLOUD_RUN_TASK_COUNT or "
+                "JOB_COMPLETION_INDEX with --shard-count (or BULKCANCEL_SHARD_COUNT)"
+            )
+        if count_text is None:
+            raise ConfigError("--shard auto: the shard count is not set")
+    else:
+        index_text, sep, count_text = spec.partition("/")
+        if not sep:
+            raise ConfigError("--shard takes I/N (e.g. 0/3) or auto")
+    try:
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        raise ConfigError(f"--shard: not whole numbers: {index_text}/{count_text}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(f"--shard: need 0 <= I < N, got {index}/{count}")
+    return index, count
+
+
+def _regex(flag: str, text: str | None) -> re.Pattern[str] | None:
+    if text is None:
+        return None
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise ConfigError(f"{flag}: bad regular expression: {exc}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bulkcancel")
+def cli() -> None:
+    """Cancel Google Cloud long-running operations in bulk, and prove what happened."""
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--names-file", multiple=True, help="One name per line; '-' is stdin. Repeatable.")
+@click.option("--parent", "parents", multiple=True, help="List operations under it. Repeatable.")
+@click.option("--filter", "filter_expr", help="Passed verbatim to the list call's filter.")
+@click.option("--service", type=click.Choice(sorted(PRESETS)), help="Endpoint and name preset.")
+@click.option("--endpoint", help=f"API root. Default {DEFAULT_ENDPOINT}.")
+@click.option("--api-version", help="Default v1.")
+@click.option("--name-pattern", multiple=True, help="Accepted shape, '*' = one segment.")
+@click.option("--token", envvar="BULKCANCEL_ACCESS_TOKEN", help="Static OAuth access token.")
+@click.option("--anonymous", is_flag=True, help="Send no credentials (emulators, the fake).")
+@click.option("--quota-project", help="Project billed for quota (x-goog-user-project).")
+@click.option("--rate", type=float, default=50.0, show_default=True, help="Max requests/s.")
+@click.option("--concurrency", type=int, default=32, show_default=True, help="Max in flight.")
+@click.option("--deadline", type=float, default=120.0, show_default=True, help="Seconds.")
+@click.option(
+    "--reconcile",
+    type=click.Choice([m.value for m in ReconcileMode]),
+    default="auto",
+    show_default=True,
+    help="Read back by GET per operation, by listing the parent, or choose per parent.",
+)
+@click.option("--page-size", type=int, default=0, help="List page size (0: server default).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="JSON report.")
+@click.option("--journal", type=click.Path(dir_okay=False), help="Durable progress; resumes.")
+@click.option(
+    "--format",
+    "out_format",
+    type=click.Choice(["table", "json", "jsonl"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Resolve and validate; send no cancel.")
+@click.option("--max-operations", type=int, help="Refuse when more targets are selected.")
+@click.option("--shard", "shard_spec", help="I/N, or auto (Cloud Run Jobs / Indexed Jobs).")
+@click.option("--shard-count", type=int, help="Shard count for --shard auto on Kubernetes.")
+@click.option("--older-than", help="Only listed operations created before this age (2h, 7d).")
+@click.option("--match", "match_re", help="Only names matching this regular expression.")
+@click.option("--target", "target_re", help="Only listed operations whose target matches.")
+@click.option("--verb", help="Only listed operations with this metadata verb.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or table.")
+@click.option("--debug", is_flag=True, envvar="BULKCANCEL_DEBUG", help="Tracebacks on errors.")
+def cancel(**kw: Any) -> None:
+    """Cancel operations by NAME, from --names-file, or listed under --parent."""
+    debug = bool(kw["debug"])
+    try:
+        config, names, options = _build(kw)
+    except (ConfigError, click.BadParameter) as exc:
+        _ui.error(str(exc))
+        sys.exit(EXIT_USAGE)
+    sys.exit(_guard(lambda: anyio.run(_cancel_main, config, names, options), debug))
+
+
+def _build(kw: dict[str, Any]) -> tuple[RunConfig, Iterable[str], _ui.Options]:
+    preset = PRESETS[kw["service"]] if kw["service"] else PRESETS["clouddeploy"]
+    if kw["name_pattern"]:
+        patterns: tuple[str, ...] | None = tuple(kw["name_pattern"])
+    else:
+        patterns = preset.patterns
+    for pattern in patterns or ():
+        if not pattern.endswith("operations/*"):
+            raise ConfigError(f"--name-pattern {pattern!r} must end in operations/*")
+    if kw["token"] is not None and kw["anonymous"]:
+        raise ConfigError("--token and --anonymous exclude each other")
+    if kw["token"] is not None and not kw["token"].strip():
+        raise ConfigError("--token is empty")
+    if kw["max_operations"] is not None and kw["max_operations"] < 0:
+        raise ConfigError("--max-operations must not be negative")
+    shard = parse_shard(kw["shard_spec"], kw["shard_count"])
+    for key in ("report_path", "journal"):
+        # {shard} in a path becomes this shard's index: one file per task from one manifest.
+        if kw[key] and "{shard}" in kw[key]:
+            if shard is None:
+                raise ConfigError(f"--{key.split('_')[0]} uses {{shard}} but no --shard is set")
+            kw[key] = kw[key].replace("{shard}", str(shard[0]))
+    selection = Selection(
+        rules=NameRules(patterns),
+        shard=shard,
+        match=_regex("--match", kw["match_re"]),
+        older_than=parse_age(kw["older_than"]) if kw["older_than"] else None,
+        target=_regex("--target", kw["target_re"]),
+        verb=kw["verb"],
+    )
+    config = RunConfig(
+        endpoint=kw["endpoint"] or preset.endpoint,
+        api_version=kw["api_version"] or preset.api_version,
+        token=kw["token"],
+        anonymous=kw["anonymous"],
+        quota_project=kw["quota_project"],
+        rate=kw["rate"],
+        concurrency=kw["concurrency"],
+        deadline=kw["deadline"],
+        reconcile=ReconcileMode(kw["reconcile"]),
+        parents=tuple(kw["parents"]),
+        filter=kw["filter_expr"],
+        list_page_size=kw["page_size"],
+        dash_ok=preset.dash_ok,
+        selection=selection,
+        dry_run=kw["dry_run"],
+        journal=kw["journal"],
+    )
+    config.validate()
+    if not kw["names"] and not kw["names_file"] and not kw["parents"]:
+        raise ConfigError("nothing to cancel: give NAMEs, --names-file or --parent")
+    if sum(1 for f in kw["names_file"] if f == "-") > 1:
+        raise ConfigError("--names-file - (stdin) may be given once")
+    for path in kw["names_file"]:
+        if path != "-" and not os.path.isfile(path):
+            raise ConfigError(f"--names-file {path}: no such file")
+    names = itertools.chain(kw["names"], *(read_names(p) for p in kw["names_file"]))
+    options = _ui.Options(
+        out_format=kw["out_format"],
+        report_path=kw["report_path"],
+        yes=kw["yes"],
+        max_operations=kw["max_operations"],
+        quiet=kw["quiet"],
+        shard=selection.shard,
+    )
+    return config, names, options
+
+
+def _guard(body: Any, debug: bool) -> int:
+    """Run ``body``; map known failures to exit codes and anything else to 1 without a
+    traceback (unless --debug): a bug report needs the message, a user needs no stack."""
+    try:
+        return int(body())
+    except ConfigError as exc:
+        _ui.error(str(exc))
+        return EXIT_USAGE
+    except CredentialsError as exc:
+        _ui.error(str(exc))
+        return EXIT_CREDENTIALS
+    except OSError as exc:  # an unreadable names file, an unwritable report directory
+        if debug:
+            raise
+        _ui.error(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+        return EXIT_USAGE
+    except Exception as exc:
+        if debug:
+            raise
+        _ui.error(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)")
+        return EXIT_INTERNAL
+
+
+async def _cancel_main(config: RunConfig, names: Iterable[str], options: _ui.Options) -> int:
+    return await drive(config, names, options)
+
+
+async def drive(
+    config: RunConfig,
+    names: Iterable[str],
+    options: _ui.Options,
+    *,
+    observe: Callable[[OperationResult], None] | None = None,
+) -> int:
+    """Resolve, confirm, execute, report. Returns the exit code."""
+    ui = _ui.Ui(options)
+    writer = ReportWriter()
+    received: list[int] = []
+    try:
+        async with BulkRun(config) as run, anyio.create_task_group() as tg:
+            resolving = anyio.CancelScope()
+
+            async def watch_signals() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        received.append(signum)
+                        engine = run.engine
+                        if len(received) == 1:
+                            ui.stopping(config.grace)
+                            resolving.cancel()
+                            if engine is not None:
+                                engine.stop()
+                        else:
+                            ui.aborting()
+                            if engine is not None:
+                                engine.abort()
+
+            tg.start_soon(watch_signals)
+            with resolving:
+                count = await run.resolve(names)
+            if received or resolving.cancel_called:
+                # Interrupted while listing: nothing was sent; report what was found.
+                await _report_unsent(run, writer)
+                code = EXIT_SIGNAL[signal.Signals(received[0])]
+            else:
+                code = await _confirm_and_execute(run, count, writer, ui, options, observe)
+            tg.cancel_scope.cancel()
+            if code == EXIT_USAGE:
+                return code  # refused: nothing was sent, so there is nothing to report
+            meta = run.meta()
+            if options.shard is not None:
+                meta["shard"] = {"index": options.shard[0], "count": options.shard[1]}
+            if received:
+                meta["stopped"] = "interrupted"
+                code = EXIT_SIGNAL[signal.Signals(received[0])]
+            elif run.engine is not None and run.engine.stop_reason == "unauthenticated":
+                code = EXIT_CREDENTIALS
+                ui.warn("the server rejected the credentials on every first request: stopped")
+            elif code == EXIT_OK and not _finished_well(writer, dry_run=run.config.dry_run):
+                code = EXIT_INCOMPLETE
+            meta["exit_code"] = code
+            if options.report_path:
+                writer.write_file(options.report_path, meta)
+            ui.finish(writer, meta)
+    finally:
+        writer.close()
+    return code
+
+
+def _finished_well(writer: ReportWriter, *, dry_run: bool) -> bool:
+    """Exit 0 or 3: every target cancelled or completed anyway; for a dry run, no target that
+    would have failed before sending (an invalid name, a listing that failed)."""
+    if dry_run:
+        return writer.totals["invalid"] == 0 and writer.totals["error"] == 0
+    return writer.ok
+
+
+async def _report_unsent(run: BulkRun, writer: ReportWriter) -> None:
+    """Interrupted before anything was sent: every target found so far is not attempted."""
+
+    async def emit(result: OperationResult) -> None:
+        if result.details.get("reason") == "dry_run":
+            result.details["reason"] = "interrupted"
+        writer.add(result)
+
+    run.config = replace(run.config, dry_run=True)
+    await run.execute(emit)
+
+
+async def _confirm_and_execute(
+    run: BulkRun,
+    count: int,
+    writer: ReportWriter,
+    ui: _ui.Ui,
+    options: _ui.Options,
+    observe: Callable[[OperationResult], None] | None,
+) -> int:
+    if options.max_operations is not None and count > options.max_operations:
+        ui.error(
+            f"{count} operations selected, more than --max-operations {options.max_operations}: "
+            "nothing sent"
+        )
+        return EXIT_USAGE
+    if not run.config.dry_run and not options.yes and count:
+        answer = await _ui.confirm(count, _sample(run), run.config.endpoint)
+        if answer is None:
+            ui.error("refusing to cancel without confirmation: no terminal to ask on; pass --yes")
+            return EXIT_USAGE
+        if not answer:
+            ui.error("not confirmed: nothing sent")
+            return EXIT_USAGE
+    ui.start(count)
+
+    async def emit(result: OperationResult) -> None:
+        line = writer.add(result)
+        ui.advance(result, line)
+        if observe is not None:
+            observe(result)
+
+    await run.execute(emit)
+    return EXIT_OK
+
+
+def _sample(run: BulkRun) -> list[str]:
+    return [t.name for t in itertools.islice(_actionable(run), 5)]
+
+
+def _actionable(run: BulkRun) -> Iterator[Any]:
+    return (t for t in run.spool if t.result is None)
+
+
+@cli.command("report")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--format", "out_format", type=click.Choice(["table", "csv", "json"]), default="table"
+)
+def report_cmd(path: str, out_format: str) -> None:
+    """Re-render a saved report."""
+    try:
+        data = load_report(path)
+    except (OSError, ValueError) as exc:
+        _ui.error(f"cannot read report: {exc}")
+        sys.exit(EXIT_USAGE)
+    _ui.render_saved(data, out_format)
+
+
+@cli.command("merge-reports")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+def merge_reports_cmd(paths: tuple[str, ...], output: str) -> None:
+    """Combine shard reports into one, checking that no target is reported twice."""
+    try:
+        loaded = [(p, load_report(p)) for p in paths]
+    except (OSError, ValueError) as exc:
+        _ui.error(f"cannot read report: {exc}")
+        sys.exit(EXIT_USAGE)
+    merged, twice = merge_reports(loaded)
+    if twice:
+        _ui.error(f"{len(twice)} target(s) reported twice, e.g. {twice[0]}: not merged")
+        sys.exit(EXIT_INCOMPLETE)
+    import json
+    from pathlib import Path
+
+    write_atomically(Path(output), lambda out: json.dump(merged, out, indent=1))
+    _ui.render_saved(merged, "table")
+    ok = all(merged["totals"][k] == 0 for k in merged["totals"] if k not in _ui.SUCCESS_KEYS)
+    sys.exit(EXIT_OK if ok else EXIT_INCOMPLETE)
+
+
+@cli.command()
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--quiet", "-q", is_flag=True)
+def demo(seed: int, quiet: bool) -> None:
+    """Run the whole job against the built-in fake server: no account, no network."""
+    from bulkcancel._demo import run_demo
+
+    sys.exit(_guard(lambda: anyio.run(run_demo, seed, quiet), False))
+
+
+@cli.command("fake-server")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=0, help="0: any free port.")
+@click.option("--parent", default="projects/demo/locations/us-central1", show_default=True)
+@click.option("--operations", type=int, default=100, show_default=True)
+@click.option("--cancel-delay", type=float, default=0.0)
+@click.option("--quota", type=float, help="Requests/s past which it answers 429.")
+@click.option("--latency", type=float, default=0.0)
+@click.option("--token", help="Require this bearer token.")
+@click.option("--names-out", type=click.Path(dir_okay=False), help="Write the names here.")
+def fake_server(**kw: Any) -> None:
+    """Serve the fake Operations API on loopback until interrupted."""
+    from bulkcancel._demo import run_fake_server
+
+    sys.exit(_guard(lambda: anyio.run(run_fake_server, kw), False))
+
+
+def main() -> None:
+    cli(prog_name="bulkcancel")
