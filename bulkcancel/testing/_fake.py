@@ -628,7 +628,7 @@ class FakeOperationsServer:
                 page.append(op.to_json(now))
         body: dict[str, Any] = {"operations": page} if page else {}
         if parent in self._repeat_tokens:
-            body["nextPageToken"] = "p0" if start else f"p{size}"
+            body["nextPageToken"] = f"p{size}"  # the second page, forever
         elif position < len(names):
             body["nextPageToken"] = f"p{position}"
         return _ok(body)
