@@ -11,7 +11,9 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -19,6 +21,30 @@ from typing import IO, Any
 from bulkcancel._models import SUCCESS_OUTCOMES, OperationResult, Outcome, empty_totals
 
 _EXAMPLES = 3
+#: distinct reasons counted per outcome; the rest are counted together as "other"
+_REASONS = 20
+_RESOURCE = re.compile(r"\b(?:projects|organizations|folders|operations)/[^\s'\"]+")
+
+
+class Summary:
+    """Per outcome: a few example records and how often each reason occurred (bounded)."""
+
+    def __init__(self) -> None:
+        self.examples: dict[str, list[dict[str, Any]]] = {}
+        self.reasons: dict[str, Counter[str]] = {}
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        outcome = str(record["outcome"])
+        samples = self.examples.setdefault(outcome, [])
+        if len(samples) < _EXAMPLES:
+            samples.append(dict(record))
+        # Messages often quote the resource: count "... 'projects/p/.../op-1' not found" once.
+        why = _RESOURCE.sub("…", explain(record))
+        if why:
+            counts = self.reasons.setdefault(outcome, Counter())
+            if why not in counts and len(counts) >= _REASONS:
+                why = "other reasons"
+            counts[why] += 1
 
 
 class ReportWriter:
@@ -27,7 +53,7 @@ class ReportWriter:
     def __init__(self) -> None:
         self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.totals = empty_totals()
-        self.examples: dict[str, list[dict[str, Any]]] = {}
+        self.summary = Summary()
 
     def add(self, result: OperationResult) -> str:
         """Record one result; returns its JSON line (for ``--format jsonl``)."""
@@ -35,9 +61,7 @@ class ReportWriter:
         line = json.dumps(record, separators=(",", ":"), default=str)
         self._spool.write(line + "\n")
         self.totals[result.outcome.value] += 1
-        samples = self.examples.setdefault(result.outcome.value, [])
-        if len(samples) < _EXAMPLES:
-            samples.append(record)
+        self.summary.add(record)
         return line
 
     @property
@@ -131,13 +155,11 @@ def merge_reports(reports: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, 
     return merged, twice
 
 
-def examples_from(operations: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    examples: dict[str, list[dict[str, Any]]] = {}
+def summarize(operations: Iterable[Mapping[str, Any]]) -> Summary:
+    summary = Summary()
     for record in operations:
-        samples = examples.setdefault(str(record["outcome"]), [])
-        if len(samples) < _EXAMPLES:
-            samples.append(dict(record))
-    return examples
+        summary.add(record)
+    return summary
 
 
 def explain(record: Mapping[str, Any]) -> str:
@@ -150,9 +172,13 @@ def explain(record: Mapping[str, Any]) -> str:
             return f"{code}: {message}".strip(": ")[:120]
     if record.get("error_message"):
         return f"code {record.get('error_code')}: {record['error_message']}"[:120]
-    for key in ("reason", "message", "finished_with"):
+    for key in ("reason", "message"):
         if record.get(key):
             return str(record[key])[:120]
+    if record.get("finished_with"):
+        return f"finished with a {record['finished_with']}"
+    if record.get("outcome") == "still_running":
+        return "not done when the reconcile deadline passed"
     return ""
 
 

@@ -15,11 +15,12 @@ from typing import Any
 
 import anyio
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bulkcancel._models import SUCCESS_OUTCOMES, OperationResult, Outcome
-from bulkcancel._report import ReportWriter, examples_from, explain, to_csv
+from bulkcancel._report import ReportWriter, Summary, summarize, to_csv
 
 SUCCESS_KEYS = frozenset(o.value for o in SUCCESS_OUTCOMES)
 _STYLE = {
@@ -108,7 +109,7 @@ class Ui:
         if self._opt.quiet:
             return
         if self._opt.out_format == "table":
-            _stderr.print(summary_table(writer.totals, writer.examples))
+            print_summary(_stderr, writer.totals, writer.summary)
         requests = meta.get("requests", {})
         line = f"{writer.count} target(s); {requests.get('total', 0)} requests"
         if requests.get("throttled"):
@@ -118,25 +119,40 @@ class Ui:
         _stderr.print(line, highlight=False)
 
 
-def summary_table(totals: Mapping[str, int], examples: Mapping[str, list[dict[str, Any]]]) -> Table:
-    """Outcomes with counts and a few example names and messages each."""
+def summary_table(totals: Mapping[str, int], summary: Summary) -> Table:
+    """Outcomes with counts and their most common reasons."""
     table = Table(title="bulkcancel", title_justify="left")
-    table.add_column("outcome")
-    table.add_column("count", justify="right")
-    table.add_column("examples", overflow="fold")
+    table.add_column("outcome", no_wrap=True)
+    table.add_column("count", justify="right", no_wrap=True)
+    table.add_column("why (most common first)", overflow="fold")
     for outcome in Outcome:
         count = totals.get(outcome.value, 0)
         if not count:
             continue
-        samples = examples.get(outcome.value, [])
-        text = "\n".join(
-            f"{r['name']}" + (f"  ({why})" if (why := explain(r)) else "") for r in samples
-        )
-        if count > len(samples):
-            text += f"\n… and {count - len(samples)} more"
         style = _STYLE.get(outcome.value, "")
-        table.add_row(f"[{style}]{outcome.value}[/]", str(count), text)
+        reasons = summary.reasons.get(outcome.value)
+        why = ""
+        if reasons:
+            top = reasons.most_common(3)
+            why = "\n".join(f"{n} x {reason}" if n > 1 else reason for reason, n in top)
+            if len(reasons) > len(top):
+                why += f"\n… {len(reasons) - len(top)} other reason(s)"
+        table.add_row(f"[{style}]{outcome.value}[/]", str(count), escape(why))
     return table
+
+
+def print_summary(console: Console, totals: Mapping[str, int], summary: Summary) -> None:
+    """The table, then a few example names per outcome. Names are long, so each gets a line of
+    its own, soft-wrapped by the terminal: whole, and copyable."""
+    console.print(summary_table(totals, summary))
+    for outcome in Outcome:
+        records = summary.examples.get(outcome.value)
+        if not records or not totals.get(outcome.value):
+            continue
+        style = _STYLE.get(outcome.value, "")
+        console.print(f"[{style}]{outcome.value}[/], for example:", highlight=False)
+        for record in records:
+            console.print(f"  {escape(str(record['name']))}", soft_wrap=True, highlight=False)
 
 
 def render_saved(data: Mapping[str, Any], out_format: str) -> None:
@@ -149,7 +165,7 @@ def render_saved(data: Mapping[str, Any], out_format: str) -> None:
     elif out_format == "csv":
         sys.stdout.write(to_csv(operations))
     else:
-        Console(highlight=False).print(summary_table(data["totals"], examples_from(operations)))
+        print_summary(Console(highlight=False), data["totals"], summarize(operations))
 
 
 async def confirm(count: int, sample: list[str], endpoint: str) -> bool | None:
