@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -259,6 +260,8 @@ async def drive(
             resolving = anyio.CancelScope()
 
             async def watch_signals() -> None:
+                if threading.current_thread() is not threading.main_thread():
+                    return  # only the main thread may handle signals (e.g. drive() in a test)
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for signum in signals:
                         received.append(signum)
