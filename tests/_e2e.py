@@ -1,0 +1,122 @@
+"""Helpers for end-to-end tests: a scripted fake world, and the CLI run beside it.
+
+The fake server runs in the test's event loop; the CLI runs in a worker thread with its own
+loop (it calls ``anyio.run`` itself), exactly as a user's process would talk to a server.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from click.testing import CliRunner
+
+from bulkcancel.cli import cli
+from bulkcancel.testing import Behavior, FakeOperationsServer, ParentMode
+
+MALFORMED = [
+    "projects/p/locations/l/operations//x",  # empty segment
+    "projects/p/locations/l/operations/.",
+    "projects/p/locations/l/operations/..",
+    "projects/p/locations/../operations/x",
+    "projects/p/locations/l/operations/a%2Fb",
+    "projects/p/locations/l/operations/a?b=c",
+    "projects/p/locations/l/operations/a#frag",
+    "projects/p/locations/l/operations/a b",
+    "projects/p/locations/l/operations/a\tb",
+    "projects\\p/locations/l/operations/x",
+    "https://evil.example/v1/projects/p/locations/l/operations/x",
+    "//evil.example/projects/p/locations/l/operations/x",
+    "/projects/p/locations/l/operations/x",
+    "projects/p/locations/l/operations/",
+    "projects/p/locations/l",
+    "projects/p/locations/l/operations/x:cancel",
+    "projects/p/locations/l/operations/x/../../../../admin",
+    "projects/p/locations/l/operations/ünïcode",
+    "operations/x",  # the wrong shape for Cloud Deploy
+    "projects/p/locations/l/operations/x\x00y",
+]
+
+
+@dataclass
+class World:
+    server: FakeOperationsServer
+    lines: list[str]  # the names file, as written
+    expected: dict[str, str]  # stripped line -> outcome (each distinct line once)
+
+
+def mixed_world(seed: int = 0, *, per_kind: int = 34) -> World:
+    """About 300 lines of every kind: each Behavior, unsupported and unrouted parents, a denied
+    project, missing names, malformed lines, duplicates, blank lines and comments."""
+    rng = random.Random(seed)
+    server = FakeOperationsServer()
+    names: list[str] = []
+    for b_index, behavior in enumerate(Behavior):
+        for i in range(per_kind):
+            loc = ("us-central1", "europe-west1")[i % 2]
+            name = f"projects/shop/locations/{loc}/operations/{behavior.value}-{i:03d}"
+            server.add_operation(name, behavior, cancel_delay=rng.uniform(0, 0.3) * (b_index < 3))
+            names.append(name)
+    for parent, mode in (
+        ("projects/legacy/locations/us-east1", ParentMode.UNSUPPORTED),
+        ("projects/workflows/locations/us-east1", ParentMode.UNROUTED),
+        ("projects/locked/locations/us-central1", ParentMode.DENIED),
+    ):
+        server.set_mode(parent, mode)
+        for i in range(15):
+            name = f"{parent}/operations/op-{i:03d}"
+            server.add_operation(name, Behavior.CANCELS)
+            names.append(name)
+    expected = server.expected()
+    for i in range(15):
+        name = f"projects/shop/locations/us-central1/operations/gone-{i:03d}"
+        names.append(name)
+        expected[name] = "not_found"
+    for line in MALFORMED:
+        expected[line.strip()] = "invalid"
+    lines = names + MALFORMED + rng.sample(names, 20) + ["", "# a comment", "   "]
+    rng.shuffle(lines)
+    return World(server, lines, expected)
+
+
+def write_lines(path: Path, lines: Sequence[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+async def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> CliResult:
+    """Run ``bulkcancel ARGS`` in a worker thread; the fake keeps serving in this loop."""
+
+    def invoke() -> CliResult:
+        result = CliRunner().invoke(cli, list(args), env=env, input=stdin, catch_exceptions=False)
+        return CliResult(result.exit_code, result.stdout, result.stderr)
+
+    return await anyio.to_thread.run_sync(invoke)
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def outcomes(report: dict[str, Any]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for record in report["operations"]:
+        assert record["name"] not in result, f"{record['name']} reported twice"
+        result[record["name"]] = record["outcome"]
+    return result
