@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 import click
+from anyio.abc import TaskStatus
 
 from bulkcancel import _ui
 from bulkcancel._engine import ReconcileMode
@@ -257,18 +258,21 @@ async def drive(
     received: list[int] = []
     try:
         async with BulkRun(config) as run, anyio.create_task_group() as tg:
-            resolving = anyio.CancelScope()
+            # Until the engine runs (listing, the prompt), a signal simply cancels the wait.
+            before_sending = anyio.CancelScope()
 
-            async def watch_signals() -> None:
+            async def watch_signals(*, task_status: TaskStatus[None]) -> None:
                 if threading.current_thread() is not threading.main_thread():
+                    task_status.started()
                     return  # only the main thread may handle signals (e.g. drive() in a test)
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    task_status.started()
                     async for signum in signals:
                         received.append(signum)
                         engine = run.engine
                         if len(received) == 1:
                             ui.stopping(config.grace)
-                            resolving.cancel()
+                            before_sending.cancel()
                             if engine is not None:
                                 engine.stop()
                         else:
@@ -276,15 +280,20 @@ async def drive(
                             if engine is not None:
                                 engine.abort()
 
-            tg.start_soon(watch_signals)
-            with resolving:
+            # Handlers are in place before anything is read or sent: an early Ctrl-C is graceful.
+            await tg.start(watch_signals)
+            refused: int | None = None
+            with before_sending:
                 count = await run.resolve(names)
-            if received or resolving.cancel_called:
-                # Interrupted while listing: nothing was sent; report what was found.
+                refused = await _confirm(run, count, ui, options)
+            if received or before_sending.cancel_called:
+                # Interrupted while listing or asking: nothing was sent; report what was found.
                 await _report_unsent(run, writer)
                 code = EXIT_SIGNAL[signal.Signals(received[0])]
+            elif refused is not None:
+                code = refused
             else:
-                code = await _confirm_and_execute(run, count, writer, ui, options, observe)
+                code = await _execute(run, count, writer, ui, observe)
             tg.cancel_scope.cancel()
             if code == EXIT_USAGE:
                 return code  # refused: nothing was sent, so there is nothing to report
@@ -328,14 +337,8 @@ async def _report_unsent(run: BulkRun, writer: ReportWriter) -> None:
     await run.execute(emit)
 
 
-async def _confirm_and_execute(
-    run: BulkRun,
-    count: int,
-    writer: ReportWriter,
-    ui: _ui.Ui,
-    options: _ui.Options,
-    observe: Callable[[OperationResult], None] | None,
-) -> int:
+async def _confirm(run: BulkRun, count: int, ui: _ui.Ui, options: _ui.Options) -> int | None:
+    """None to go ahead; otherwise the exit code of a refusal (nothing has been sent)."""
     if options.max_operations is not None and count > options.max_operations:
         ui.error(
             f"{count} operations selected, more than --max-operations {options.max_operations}: "
@@ -350,6 +353,16 @@ async def _confirm_and_execute(
         if not answer:
             ui.error("not confirmed: nothing sent")
             return EXIT_USAGE
+    return None
+
+
+async def _execute(
+    run: BulkRun,
+    count: int,
+    writer: ReportWriter,
+    ui: _ui.Ui,
+    observe: Callable[[OperationResult], None] | None,
+) -> int:
     ui.start(count)
 
     async def emit(result: OperationResult) -> None:
@@ -398,7 +411,7 @@ def merge_reports_cmd(paths: tuple[str, ...], output: str) -> None:
     merged, twice = merge_reports(loaded)
     if twice:
         _ui.error(f"{len(twice)} target(s) reported twice, e.g. {twice[0]}: not merged")
-        sys.exit(EXIT_INCOMPLETE)
+        sys.exit(EXIT_USAGE)
     import json
     from pathlib import Path
 
