@@ -24,6 +24,7 @@ The adaptive pacer is AIMD with a measured ceiling:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -125,7 +126,7 @@ class RateGovernor:
         self.ceiling = rate
         burst = max(1.0, rate / 10.0)
         self._limiter = AsyncLimiter(burst, burst / rate)
-        self._clock = clock or anyio.current_time
+        self._clock = clock or time.monotonic  # asyncio's own clock, without anyio's lookup
         self._sleep = sleep or anyio.sleep
         self._pacers: dict[str, KeyPacer] = {}
 

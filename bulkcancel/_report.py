@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import os
@@ -26,6 +27,12 @@ _REASONS = 20
 _RESOURCE = re.compile(r"\b(?:projects|organizations|folders|operations)/[^\s'\"]+")
 
 
+@functools.lru_cache(maxsize=1024)
+def _mask(reason: str) -> str:
+    """Messages often quote the resource: count "'projects/p/.../op-1' not found" once."""
+    return _RESOURCE.sub("…", reason)
+
+
 class Summary:
     """Per outcome: a few example records and how often each reason occurred (bounded)."""
 
@@ -38,8 +45,7 @@ class Summary:
         samples = self.examples.setdefault(outcome, [])
         if len(samples) < _EXAMPLES:
             samples.append(dict(record))
-        # Messages often quote the resource: count "... 'projects/p/.../op-1' not found" once.
-        why = _RESOURCE.sub("…", explain(record))
+        why = _mask(explain(record))
         if why:
             counts = self.reasons.setdefault(outcome, Counter())
             if why not in counts and len(counts) >= _REASONS:

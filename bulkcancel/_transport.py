@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -86,6 +86,8 @@ class AiohttpTransport:
         self._concurrency = concurrency
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
         self._max_body = max_body
+        # Our session carries the timeout already; a caller's session gets it per request.
+        self._per_request: dict[str, Any] = {} if session is None else {"timeout": self._timeout}
 
     async def __aenter__(self) -> AiohttpTransport:
         if self._session is None:
@@ -127,15 +129,20 @@ class AiohttpTransport:
                 headers=headers,
                 data=body,
                 allow_redirects=False,
-                timeout=self._timeout,
+                **self._per_request,
             ) as resp:
                 content_type = resp.headers.get("Content-Type", "")
                 retry_after = resp.headers.get("Retry-After")
                 declared = resp.content_length
-                if declared is not None and declared > self._max_body:
-                    resp.release()
-                    return RawResponse(resp.status, b"", content_type, retry_after, oversized=True)
-                chunks: list[bytes] = []
+                if declared is not None:
+                    if declared > self._max_body:
+                        resp.release()
+                        return RawResponse(
+                            resp.status, b"", content_type, retry_after, oversized=True
+                        )
+                    # A declared length within the cap: aiohttp reads exactly that much.
+                    return RawResponse(resp.status, await resp.read(), content_type, retry_after)
+                chunks: list[bytes] = []  # no length given (chunked): count while reading
                 size = 0
                 async for chunk in resp.content.iter_chunked(65536):
                     size += len(chunk)

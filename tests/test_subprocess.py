@@ -209,19 +209,17 @@ async def test_three_cloud_run_tasks_split_the_input_and_merge_to_one_report(
     assert merged_all == world.expected
 
     merged_path = tmp_path / "all.json"
-    merge = (
-        subprocess.run(
-            command(
-                "merge-reports",
-                *(str(tmp_path / f"shard-{i}.json") for i in range(3)),
-                "-o",
-                str(merged_path),
-            ),
-            capture_output=True,
-            env=child_env(),
-            timeout=30,
-            check=False,
+    merge = subprocess.run(
+        command(
+            "merge-reports",
+            *(str(tmp_path / f"shard-{i}.json") for i in range(3)),
+            "-o",
+            str(merged_path),
         ),
+        capture_output=True,
+        env=child_env(),
+        timeout=30,
+        check=False,
     )
     assert merge.returncode == 3, merge.stderr  # as a run: some outcomes are not successes
     merged = load_report(merged_path)
@@ -251,20 +249,18 @@ async def test_three_cloud_run_tasks_split_the_input_and_merge_to_one_report(
     assert outcomes(merged) == outcomes(alone)
 
     # The same target in two reports is refused.
-    twice = (
-        subprocess.run(
-            command(
-                "merge-reports",
-                str(tmp_path / "shard-0.json"),
-                str(tmp_path / "shard-0.json"),
-                "-o",
-                str(tmp_path / "bad.json"),
-            ),
-            capture_output=True,
-            env=child_env(),
-            timeout=30,
-            check=False,
+    twice = subprocess.run(
+        command(
+            "merge-reports",
+            str(tmp_path / "shard-0.json"),
+            str(tmp_path / "shard-0.json"),
+            "-o",
+            str(tmp_path / "bad.json"),
         ),
+        capture_output=True,
+        env=child_env(),
+        timeout=30,
+        check=False,
     )
     assert twice.returncode == 2
     assert b"twice" in twice.stderr + twice.stdout
@@ -308,15 +304,13 @@ async def test_kubernetes_indexed_job_shards_cover_the_input(tmp_path: Path) -> 
 
 
 def spawn(args: Sequence[str], **kw: Any) -> pexpect.spawn:
-    return (
-        pexpect.spawn(
-            sys.executable,
-            ["-m", "bulkcancel", *args],
-            env=child_env(),
-            timeout=30,
-            dimensions=(40, 120),
-            **kw,
-        ),
+    return pexpect.spawn(
+        sys.executable,
+        ["-m", "bulkcancel", *args],
+        env=child_env(),
+        timeout=30,
+        dimensions=(40, 120),
+        **kw,
     )
 
 
@@ -417,13 +411,11 @@ def test_report_json_roundtrip_of_a_process_run(tmp_path: Path) -> None:
             }
         )
     )
-    out = (
-        subprocess.run(
-            command("report", str(report), "--format", "json"),
-            capture_output=True,
-            env=child_env(),
-            timeout=30,
-            check=True,
-        ),
+    out = subprocess.run(
+        command("report", str(report), "--format", "json"),
+        capture_output=True,
+        env=child_env(),
+        timeout=30,
+        check=True,
     )
     assert json.loads(out.stdout)["operations"][1]["reason"] == "shape"
