@@ -6,6 +6,8 @@ checks every outcome against the script, so it doubles as an end-to-end self-tes
 
 from __future__ import annotations
 
+import json
+import random
 from typing import Any
 
 import anyio
@@ -75,6 +77,21 @@ async def run_fake_server(kw: dict[str, Any]) -> int:
         Behavior.CANCELS,
         cancel_delay=kw["cancel_delay"],
     )
+    if kw.get("mix") is not None:
+        rng = random.Random(kw["mix"])  # noqa: S311 - a scenario, not security
+        kinds = [
+            Behavior.CANCELS,
+            Behavior.COMPLETES_ANYWAY,
+            Behavior.ALREADY_DONE,
+            Behavior.NOT_CANCELLABLE,
+        ]
+        for name in names:
+            server.add_operation(
+                name, rng.choices(kinds, [6, 2, 1, 1])[0], cancel_delay=kw["cancel_delay"]
+            )
+    if kw.get("expected_out"):
+        text = json.dumps(server.expected(), indent=0)
+        await anyio.Path(kw["expected_out"]).write_text(text)
     if kw["quota"]:
         server.quota(kw["quota"])
     server.latency = kw["latency"]

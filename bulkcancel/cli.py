@@ -441,6 +441,17 @@ def demo(seed: int, quiet: bool) -> None:
 @click.option("--latency", type=float, default=0.0)
 @click.option("--token", help="Require this bearer token.")
 @click.option("--names-out", type=click.Path(dir_okay=False), help="Write the names here.")
+@click.option(
+    "--mix",
+    type=int,
+    help="Mixed behaviours (cancels, completes anyway, already done, not cancellable), "
+    "drawn with this seed, instead of all cancelling.",
+)
+@click.option(
+    "--expected-out",
+    type=click.Path(dir_okay=False),
+    help="Write the outcome each operation must get (JSON) here.",
+)
 def fake_server(**kw: Any) -> None:
     """Serve the fake Operations API on loopback until interrupted."""
     from bulkcancel._demo import run_fake_server

@@ -39,6 +39,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 __all__ = [
+    "STATS_PATH",
     "Behavior",
     "FakeOperation",
     "FakeOperationsServer",
@@ -51,6 +52,8 @@ __all__ = [
 ]
 
 _JSON = "application/json"
+#: ``GET`` answers :meth:`FakeOperationsServer.stats`; ``DELETE`` also clears the log.
+STATS_PATH = "/_fake/stats"
 _METADATA_TYPE = "type.googleapis.com/google.cloud.deploy.v1.OperationMetadata"
 _CODES = {
     400: "INVALID_ARGUMENT",
@@ -468,8 +471,29 @@ class FakeOperationsServer:
             return "get", rest
         return "unknown", rest
 
+    def stats(self) -> dict[str, Any]:
+        """Counts of what the server saw: requests by kind and by status (for benchmarks)."""
+        by_kind: dict[str, int] = {}
+        by_status: dict[str, int] = {}
+        for record in self.log:
+            by_kind[record.kind] = by_kind.get(record.kind, 0) + 1
+            by_status[str(record.status)] = by_status.get(str(record.status), 0) + 1
+        first = self.log[0].at if self.log else 0.0
+        last = self.log[-1].at if self.log else 0.0
+        return {
+            "requests": len(self.log),
+            "by_kind": by_kind,
+            "by_status": by_status,
+            "span_seconds": last - first,
+        }
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = request.raw_path
+        if raw == STATS_PATH:  # the fake's own control route: neither logged nor counted
+            stats = self.stats()
+            if request.method == "DELETE":
+                self.log.clear()
+            return _ok(stats)
         path, _, query_string = raw.partition("?")
         query = dict(parse_qsl(query_string, keep_blank_values=True))
         kind, name = self._route(request.method, path)

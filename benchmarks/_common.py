@@ -1,0 +1,126 @@
+"""Shared plumbing: the fake server in its own process, whole-process timing, tables, JSON.
+
+Every figure is the wall time of a whole process (interpreter start, imports, the run), so
+bulkcancel and its peers are compared as a user would meet them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PARENT = "projects/bench/locations/us-central1"
+
+
+@dataclass
+class Fake:
+    url: str
+    names_file: Path
+    expected_file: Path | None
+    process: subprocess.Popen[str]
+
+    def stats(self, clear: bool = False) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{self.url}/_fake/stats", method="DELETE" if clear else "GET"
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            data: dict[str, Any] = json.load(response)
+        return data
+
+    def expected(self) -> dict[str, str]:
+        assert self.expected_file is not None
+        data: dict[str, str] = json.loads(self.expected_file.read_text())
+        return data
+
+
+@contextmanager
+def fake_server(
+    workdir: Path,
+    operations: int,
+    *,
+    quota: float | None = None,
+    mix: int | None = None,
+    parent: str = PARENT,
+) -> Iterator[Fake]:
+    """``bulkcancel fake-server`` in its own process, on a free loopback port."""
+    names = workdir / "names.txt"
+    expected = workdir / "expected.json" if mix is not None else None
+    args = [sys.executable, "-m", "bulkcancel", "fake-server", "--port", "0"]
+    args += ["--operations", str(operations), "--parent", parent, "--names-out", str(names)]
+    if quota is not None:
+        args += ["--quota", str(quota)]
+    if mix is not None and expected is not None:
+        args += ["--mix", str(mix), "--expected-out", str(expected)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env())
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        if not url.startswith("http://"):
+            raise RuntimeError(f"the fake server did not start: {url!r}")
+        yield Fake(url, names, expected, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def run_timed(args: Sequence[str], *, check_codes: Sequence[int] = (0,)) -> float:
+    """Wall time of a whole process, seconds."""
+    started = time.perf_counter()
+    done = subprocess.run(list(args), capture_output=True, text=True, env=env(), check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode not in check_codes:
+        raise RuntimeError(
+            f"{' '.join(args[:6])}... exited {done.returncode}:\n{done.stderr[-2000:]}"
+        )
+    return elapsed
+
+
+def bulkcancel(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bulkcancel", *args]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(c) for c in header], *[[_fmt(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [title, "  ".join(h.ljust(w) for h, w in zip(cells[0], widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in cells[1:]:
+        lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if value < 10 else f"{value:,.1f}"
+    return str(value)
+
+
+def save(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    data = {"benchmark": name, "python": sys.version.split()[0], "cpus": os.cpu_count(), **data}
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
