@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 _CANCEL_BODY = b"{}"
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 _MAX_THROTTLE_RETRIES = 30
+_THROTTLE_JITTER = 0.25  # seconds; a throttled request waits uniform(0, this) before its turn
 _AUTH_GIVE_UP = 8  # this many 401s before any success: the credentials are wrong, stop early
 
 
@@ -262,7 +263,10 @@ class OperationsClient:
                     return answer
                 self.stats.retries += 1
                 if hint is None:
-                    await self._sleep(self._backoff.delay(min(throttled - 1, 6), self._rng))
+                    # The shared pacer has slowed the whole key already: a throttled request
+                    # only needs to step out of the crowd, not wait out an exponential backoff
+                    # of its own (that doubled the penalty and stretched the tail of a run).
+                    await self._sleep(self._rng.uniform(0.0, _THROTTLE_JITTER))
                 continue
             if decision is Verdict.TRANSIENT:
                 transient += 1

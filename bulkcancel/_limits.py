@@ -33,10 +33,11 @@ from aiolimiter import AsyncLimiter
 
 _WINDOW = 1.0  # seconds over which accepted requests are counted
 _MEASURED_SHARE = 0.95  # keep a little under the measured quota
-_INCREASE_SHARE = 0.03  # additive probe per clean window, as a share of the current rate
-_DECREASE = 0.5  # multiplicative decrease on a throttle answer...
+_INCREASE_SHARE = 0.10  # additive probe per clean window, as a share of the current rate
+_DECREASE = 0.7  # multiplicative decrease on a throttle answer...
 _DECREASE_GAP = 0.1  # ...at most once per this many seconds (one burst of 429s, one decrease)
 _MIN_RATE = 0.5  # requests/s: never stall a key completely
+_START_SHARE = 0.5  # a new key starts at this share of the ceiling (slow start)
 
 
 @dataclass(slots=True)
@@ -62,15 +63,25 @@ class KeyPacer:
 
     def __post_init__(self) -> None:
         if self.rate <= 0:
-            self.rate = self.ceiling
+            # Slow start: half the ceiling, doubling after each clean window until the first
+            # throttle, so a run told more than the quota does not open with a wall of 429s.
+            self.rate = max(_MIN_RATE, self.ceiling * _START_SHARE)
 
     def reserve(self, now: float) -> float:
-        """Claim the next slot; return how long the caller must wait for it."""
+        """Claim a slot if one is free now (return 0); otherwise return how long to wait
+        before asking again, *without* claiming anything.
+
+        Nothing is booked ahead: a waiter asks again when its turn may have come, at the rate
+        in force then. (Booking ahead meant that slots claimed while the rate was briefly at
+        its floor stayed seconds apart after the rate had recovered.)
+        """
         if self.rate >= self.ceiling and self.paused_until <= now:
             return 0.0
-        slot = max(now, self.next_free, self.paused_until)
-        self.next_free = slot + 1.0 / self.rate
-        return slot - now
+        slot = max(self.next_free, self.paused_until)
+        if slot > now:
+            return slot - now
+        self.next_free = now + 1.0 / self.rate
+        return 0.0
 
     def on_success(self, now: float) -> None:
         self._roll(now)
@@ -96,7 +107,10 @@ class KeyPacer:
         elif self.window_ok and self.rate < self.ceiling:
             # Decreases overshoot (several may land before the measurement does): return to the
             # measured quota at once, then probe above it additively.
-            probe = self.rate + max(self.rate * _INCREASE_SHARE, _MIN_RATE)
+            if self.throttles == 0:  # slow start: no throttle seen yet, double
+                probe = self.rate * 2
+            else:
+                probe = self.rate + max(self.rate * _INCREASE_SHARE, _MIN_RATE)
             known = self.estimate * _MEASURED_SHARE  # inf until the first throttled window
             self.rate = min(self.ceiling, probe if known > self.ceiling else max(probe, known))
         self.window_start = now
@@ -124,7 +138,7 @@ class RateGovernor:
         if not rate > 0 or math.isinf(rate) or math.isnan(rate):
             raise ValueError("rate must be a positive number")
         self.ceiling = rate
-        burst = max(1.0, rate / 10.0)
+        burst = max(1.0, rate / 50.0)  # 20 ms worth: smooth, and a small first burst
         self._limiter = AsyncLimiter(burst, burst / rate)
         self._clock = clock or time.monotonic  # asyncio's own clock, without anyio's lookup
         self._sleep = sleep or anyio.sleep
@@ -138,8 +152,8 @@ class RateGovernor:
 
     async def acquire(self, key: str) -> None:
         """Wait for permission to send one request counted against ``key``."""
-        wait = self.pacer(key).reserve(self._clock())
-        if wait > 0:
+        pacer = self.pacer(key)
+        while (wait := pacer.reserve(self._clock())) > 0:
             await self._sleep(wait)
         await self._limiter.acquire()
 
