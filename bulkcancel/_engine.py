@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -69,6 +70,9 @@ class EngineOptions:
     sweep_gap: float = 1.0
     #: after a graceful stop, how long accepted cancels are still reconciled.
     grace: float = 5.0
+    #: at most this many operations between "sent to the cancel pool" and "settled": the cancel
+    #: pool waits for the reconciler beyond it, so memory stays flat however long the input.
+    max_pending: int = 20_000
 
 
 class JournalSink(Protocol):
@@ -143,6 +147,7 @@ class Engine:
         self._heap: list[tuple[float, int, _Pending]] = []
         self._seq = itertools.count()
         self._wake = anyio.Event()
+        self._room = anyio.Event()  # set when the pending set has room again
         #: when the sleeping reconciler will wake by itself (-inf while it is awake)
         self._wake_at = -math.inf
         self._cancels_done = False
@@ -207,6 +212,9 @@ class Engine:
                             target.name, finished.outcome, {**finished.details, "found_done": True}
                         )
                         continue
+                while len(self._pending) + len(self._in_cancel) >= self._opt.max_pending:
+                    self._room = anyio.Event()
+                    await self._room.wait()  # backpressure: the reconciler is behind
                 if target.accepted_before:
                     self._schedule(target.name, None, accepted=True, calls=0)
                     continue
@@ -243,7 +251,14 @@ class Engine:
         deadline_at = now + opt.deadline if accepted else now
         first = min(now + opt.poll_initial, deadline_at) if accepted else now
         pending = _Pending(
-            name, parent_of(name), cancel, accepted, deadline_at, opt.poll_initial, first, calls
+            name,
+            sys.intern(parent_of(name)),
+            cancel,
+            accepted,
+            deadline_at,
+            opt.poll_initial,
+            first,
+            calls,
         )
         self._pending[name] = pending
         self._by_parent.setdefault(pending.parent, {})[name] = pending
@@ -426,6 +441,8 @@ class Engine:
     async def _settle(self, pending: _Pending, verdict: Verdict) -> None:
         pending.settled = True
         self._pending.pop(pending.name, None)
+        if len(self._pending) < self._opt.max_pending // 2:
+            self._room.set()
         siblings = self._by_parent.get(pending.parent)
         if siblings is not None:
             siblings.pop(pending.name, None)
