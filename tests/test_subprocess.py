@@ -419,3 +419,45 @@ def test_report_json_roundtrip_of_a_process_run(tmp_path: Path) -> None:
         check=True,
     )
     assert json.loads(out.stdout)["operations"][1]["reason"] == "shape"
+
+
+def test_the_demo_checks_itself_and_exits_0() -> None:
+    done = subprocess.run(
+        command("demo", "--quiet"), capture_output=True, env=child_env(), timeout=110, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert b"demo OK" in done.stderr
+
+
+def test_fake_server_command_serves_and_counts(tmp_path: Path) -> None:
+    names_out, expected_out = tmp_path / "names.txt", tmp_path / "expected.json"
+    server = subprocess.Popen(
+        command(
+            "fake-server", "--port", "0", "--operations", "30", "--mix", "3",
+            "--names-out", str(names_out), "--expected-out", str(expected_out),
+        ),
+        stdout=subprocess.PIPE, text=True, env=child_env(),
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        names = names_out.read_text().split()
+        expected = json.loads(expected_out.read_text())
+        assert sorted(expected) == sorted(names)
+        assert len(set(expected.values())) > 1  # a mix, not all one behaviour
+        run = subprocess.run(
+            command("cancel", *names, "--anonymous", "--endpoint", url, "--yes", "--quiet",
+                    "--format", "json"),
+            capture_output=True, env=child_env(), timeout=60, check=False,
+        )  # fmt: skip
+        got = {r["name"]: r["outcome"] for r in json.loads(run.stdout)["operations"]}
+        assert got == expected
+        import urllib.request
+
+        with urllib.request.urlopen(f"{url}/_fake/stats", timeout=10) as response:
+            stats = json.load(response)
+        assert stats["by_kind"]["cancel"] == 30
+    finally:
+        server.terminate()
+        server.wait(10)
