@@ -20,40 +20,25 @@ if TYPE_CHECKING:
     from google.auth.credentials import Credentials
 
 
-def _config(
-    *,
-    endpoint: str,
-    api_version: str,
-    token: str | None,
-    credentials: Credentials | None,
-    anonymous: bool,
-    quota_project: str | None,
-    rate: float,
-    concurrency: int,
-    deadline: float,
-    parents: Iterable[str],
-    filter: str | None,
-    reconcile: str,
-    name_rules: NameRules,
-    journal: str | None,
-    options: dict[str, Any],
-) -> RunConfig:
+def _config(args: dict[str, Any]) -> RunConfig:
+    """The run's configuration from a public function's arguments (its ``locals()``), so both
+    entry points take exactly the same keywords without spelling the mapping out twice."""
     return RunConfig(
-        endpoint=endpoint,
-        api_version=api_version,
-        token=token,
-        credentials=credentials,
-        anonymous=anonymous,
-        quota_project=quota_project,
-        rate=rate,
-        concurrency=concurrency,
-        deadline=deadline,
-        parents=tuple(parents),
-        filter=filter,
-        reconcile=ReconcileMode(reconcile),
-        selection=Selection(rules=name_rules),
-        journal=journal,
-        **options,
+        endpoint=args["endpoint"],
+        api_version=args["api_version"],
+        token=args["token"],
+        credentials=args["credentials"],
+        anonymous=args["anonymous"],
+        quota_project=args["quota_project"],
+        rate=args["rate"],
+        concurrency=args["concurrency"],
+        deadline=args["deadline"],
+        parents=tuple(args["parents"]),
+        filter=args["filter"],
+        reconcile=ReconcileMode(args["reconcile"]),
+        selection=Selection(rules=args["name_rules"]),
+        journal=args["journal"],
+        **args["options"],
     )
 
 
@@ -91,23 +76,7 @@ async def stream_operations(
     in the caller's task (structured concurrency). Leaving the block before the stream ends
     aborts the run: operations not yet settled are not reported.
     """
-    config = _config(
-        endpoint=endpoint,
-        api_version=api_version,
-        token=token,
-        credentials=credentials,
-        anonymous=anonymous,
-        quota_project=quota_project,
-        rate=rate,
-        concurrency=concurrency,
-        deadline=deadline,
-        parents=parents,
-        filter=filter,
-        reconcile=reconcile,
-        name_rules=name_rules,
-        journal=journal,
-        options=options,
-    )
+    config = _config(locals())
     send, receive = anyio.create_memory_object_stream[OperationResult](max(1, concurrency))
     async with BulkRun(config, session=session, transport=transport) as run:
         await run.resolve(names)
@@ -154,23 +123,7 @@ async def cancel_operations(
     endpoint and ``CredentialsError`` when no credentials can be found; every per-operation
     failure is a record in the report, never an exception.
     """
-    config = _config(
-        endpoint=endpoint,
-        api_version=api_version,
-        token=token,
-        credentials=credentials,
-        anonymous=anonymous,
-        quota_project=quota_project,
-        rate=rate,
-        concurrency=concurrency,
-        deadline=deadline,
-        parents=parents,
-        filter=filter,
-        reconcile=reconcile,
-        name_rules=name_rules,
-        journal=journal,
-        options=options,
-    )
+    config = _config(locals())
     report = Report()
 
     async def collect(result: OperationResult) -> None:

@@ -1,0 +1,146 @@
+"""The library surface: exactly the intended names, both entry points, against the real fake."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import anyio
+import pytest
+
+import bulkcancel
+from bulkcancel.testing import Behavior, FakeOperationsServer, populate
+
+PARENT = "projects/p/locations/l"
+
+INTENDED = {
+    "ANY_SHAPE",
+    "CLOUD_DEPLOY_PATTERNS",
+    "DEFAULT_ENDPOINT",
+    "AuthenticationRejectedError",
+    "BulkCancelError",
+    "ConfigError",
+    "CredentialsError",
+    "InvalidNameError",
+    "JournalMismatchError",
+    "NameRules",
+    "OperationResult",
+    "Outcome",
+    "Report",
+    "UnsafeEndpointError",
+    "__version__",
+    "cancel_operations",
+    "stream_operations",
+}
+
+
+def test_the_public_names_are_exactly_the_intended_ones() -> None:
+    assert set(bulkcancel.__all__) == INTENDED
+    public = {n for n in dir(bulkcancel) if not n.startswith("_")} | {"__version__"}
+    modules = {n for n in public if inspect.ismodule(getattr(bulkcancel, n))}
+    assert public - modules == INTENDED  # nothing else leaks from the package namespace
+
+
+def test_the_contract_signature() -> None:
+    params = inspect.signature(bulkcancel.cancel_operations).parameters
+    for name, default in (
+        ("endpoint", "https://clouddeploy.googleapis.com"),
+        ("token", None),
+        ("credentials", None),
+        ("rate", 50),
+        ("concurrency", 32),
+        ("deadline", 120),
+    ):
+        assert params[name].default == default, name
+    assert next(iter(params)) == "names"
+    assert inspect.signature(bulkcancel.stream_operations).parameters.keys() == params.keys()
+    assert [o.value for o in bulkcancel.Outcome] == [
+        "cancelled", "completed_anyway", "unsupported", "not_found", "permission_denied",
+        "still_running", "error", "invalid", "not_attempted",
+    ]  # fmt: skip
+
+
+async def test_cancel_operations_reports_every_target_and_leaves_a_given_session_open() -> None:
+    server = FakeOperationsServer()
+    names = populate(server, PARENT, 20)
+    server.add_operation(f"{PARENT}/operations/done", Behavior.ALREADY_DONE)
+    targets = [*names, f"{PARENT}/operations/done", "not a name"]
+    async with server.serve() as url, aiohttp.ClientSession() as session:
+        report = await bulkcancel.cancel_operations(
+            targets, endpoint=url, anonymous=True, rate=500, session=session
+        )
+        assert not session.closed
+    assert [r.name for r in report.operations].count(names[0]) == 1
+    assert report.totals["cancelled"] == 20
+    assert report.totals["completed_anyway"] == 1
+    assert report.totals["invalid"] == 1
+    assert not report.ok
+    assert report.meta["requests"]["total"] == len(server.log)
+    assert isinstance(report.operations[0].outcome, str)  # a str-valued enum
+
+
+async def test_stream_operations_yields_each_result_as_it_settles() -> None:
+    server = FakeOperationsServer()
+    names = populate(server, PARENT, 15)
+    seen: list[str] = []
+    async with (
+        server.serve() as url,
+        bulkcancel.stream_operations(names, endpoint=url, anonymous=True) as results,
+    ):
+        async for result in results:
+            assert result.outcome is bulkcancel.Outcome.CANCELLED
+            seen.append(result.name)
+    assert sorted(seen) == names
+
+
+async def test_leaving_the_stream_early_stops_the_run() -> None:
+    server = FakeOperationsServer()
+    server.latency = 0.05
+    names = populate(server, PARENT, 200)
+    async with server.serve() as url:
+        async with bulkcancel.stream_operations(
+            names, endpoint=url, anonymous=True, rate=100
+        ) as results:
+            async for _ in results:
+                break
+        await anyio.sleep(0.2)  # requests already on the wire arrive after the server's latency
+        sent = len(server.requests("cancel"))
+        await anyio.sleep(0.3)
+        assert len(server.requests("cancel")) == sent  # nothing more after leaving
+    assert sent < len(names)
+
+
+async def test_bad_arguments_raise_config_error_before_any_request() -> None:
+    with pytest.raises(bulkcancel.ConfigError):
+        await bulkcancel.cancel_operations([], rate=0, anonymous=True)
+    with pytest.raises(bulkcancel.UnsafeEndpointError):
+        await bulkcancel.cancel_operations(
+            [f"{PARENT}/operations/x"], endpoint="http://example.com", token="t"
+        )
+
+
+def test_works_in_a_plain_asyncio_program(tmp_path: Path) -> None:
+    """asyncio.run, no anyio in sight: how another tool would embed it."""
+
+    async def main() -> dict[str, int]:
+        server = FakeOperationsServer()
+        names = populate(server, PARENT, 5)
+        async with server.serve() as url:
+            report = await bulkcancel.cancel_operations(names, endpoint=url, anonymous=True)
+        return report.totals
+
+    assert asyncio.run(main())["cancelled"] == 5
+
+
+def test_the_example_runs() -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "library_example.py"
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "totals:" in done.stdout
+    assert "not_found" in done.stdout
