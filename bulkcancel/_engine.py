@@ -213,8 +213,11 @@ class Engine:
                         )
                         continue
                 while len(self._pending) + len(self._in_cancel) >= self._opt.max_pending:
+                    # Backpressure: the reconciler is behind. Woken when it catches up, and
+                    # re-checked now and then whatever happens (no wake-up can be missed).
                     self._room = anyio.Event()
-                    await self._room.wait()  # backpressure: the reconciler is behind
+                    with anyio.move_on_after(0.25):
+                        await self._room.wait()
                 if target.accepted_before:
                     self._schedule(target.name, None, accepted=True, calls=0)
                     continue

@@ -316,3 +316,27 @@ def test_every_input_ends_in_exactly_one_outcome(
     for i, (behaviour, _) in enumerate(plan):
         assert recorder.results[op(i)].outcome.value == EXPECTED[behaviour]
     assert all(o.accepted <= 1 for o in mem.operations.values())
+
+
+async def test_backpressure_bounds_the_operations_between_cancel_and_outcome() -> None:
+    """A slow reconciler makes the cancel pool wait: memory stays flat however long the input."""
+    mem = MemoryOperations()
+    names = [op(i) for i in range(120)]
+    for name in names:
+        mem.add(name, "cancels", polls=2)
+    peak = 0
+    options = replace(FAST, max_pending=10, reconcile=ReconcileMode.GET, poll_initial=0.01)
+
+    async def watch(method: str, name: str, kind: str) -> RawResponse | None:
+        nonlocal peak
+        peak = max(peak, len(engine._pending) + len(engine._in_cancel))
+        return None
+
+    mem.hook = watch
+    from bulkcancel._engine import Engine
+
+    engine = Engine(make_client(mem, concurrency=8), options)
+    recorder = Recorder()
+    await engine.run([Target(n) for n in names], recorder)
+    assert recorder.outcomes() == dict.fromkeys(names, "cancelled")
+    assert 0 < peak <= 10
