@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 import anyio
 
@@ -27,17 +27,8 @@ def names(count: int) -> Iterator[str]:
         yield f"projects/p{i % 100}/locations/us-central1/operations/operation-{i:09d}"
 
 
-class _NoAuth:
-    sends_credentials = False
-
-    async def headers(self) -> Mapping[str, str]:
-        return {}
-
-    async def invalidate(self, used: Mapping[str, str]) -> bool:
-        return False
-
-
 async def child(count: int) -> dict[str, float]:
+    from bulkcancel._auth import anonymous_source
     from bulkcancel._report import ReportWriter
     from bulkcancel._run import BulkRun, RunConfig
     from bulkcancel.testing import MemoryOperations
@@ -49,7 +40,7 @@ async def child(count: int) -> dict[str, float]:
     )  # fmt: skip
     writer = ReportWriter()
     started = time.perf_counter()
-    async with BulkRun(config, transport=mem.transport, tokens=_NoAuth()) as run:
+    async with BulkRun(config, transport=mem.transport, tokens=anonymous_source()) as run:
         resolved = await run.resolve(names(count))
         resolved_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

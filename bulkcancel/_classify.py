@@ -6,6 +6,7 @@ nothing and a refused one may still find the operation finished.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,9 +51,14 @@ class Verdict:
     details: dict[str, Any]
 
 
-def done_outcome(operation: dict[str, Any]) -> Verdict | None:
+def is_done(operation: Mapping[str, Any]) -> bool:
+    """Whether an Operation's JSON says it finished (a missing ``done`` means running)."""
+    return operation.get("done") is True
+
+
+def done_outcome(operation: Mapping[str, Any]) -> Verdict | None:
     """Classify a finished operation from its JSON, or None while it is still running."""
-    if operation.get("done") is not True:
+    if not is_done(operation):
         return None
     error = operation.get("error")
     if isinstance(error, dict):
@@ -96,11 +102,7 @@ def classify(
             # Accepted and, as far as we last saw, still running.
             details["deadline_passed"] = deadline_passed
             return Verdict(Outcome.STILL_RUNNING, details)
-        if is_not_found(last_get):
-            return Verdict(Outcome.NOT_FOUND, details)
-        if is_denied(last_get):
-            return Verdict(Outcome.PERMISSION_DENIED, details)
-        return Verdict(Outcome.ERROR, details)
+        return _after_failed_get(last_get, details)
 
     if cancel is None:
         return Verdict(Outcome.NOT_ATTEMPTED, details)
@@ -113,6 +115,11 @@ def classify(
         return Verdict(Outcome.ERROR, details)
     if last_get.ok:
         return Verdict(Outcome.UNSUPPORTED, details)
+    return _after_failed_get(last_get, details)
+
+
+def _after_failed_get(last_get: Answer, details: dict[str, Any]) -> Verdict:
+    """When the last GET itself failed, it decides: gone, denied, or an error."""
     if is_not_found(last_get):
         return Verdict(Outcome.NOT_FOUND, details)
     if is_denied(last_get):

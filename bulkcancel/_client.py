@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -177,8 +178,20 @@ class OperationsClient:
         self._sleep = sleep or anyio.sleep
         self.stats = ClientStats()
         self._successes = 0
+        self._auth_seen: Mapping[str, str] | None = None
+        self._plain_headers: Mapping[str, str] = {}
+        self._body_headers: Mapping[str, str] = {}
         #: Set when the run's first requests were all rejected as unauthenticated.
         self.auth_rejected = False
+
+    def _headers(self, auth: Mapping[str, str], *, with_body: bool) -> Mapping[str, str]:
+        """The request headers, built once per auth mapping (a token source hands out the same
+        mapping until its token changes), not once per request."""
+        if auth is not self._auth_seen:
+            self._auth_seen = auth
+            self._plain_headers = dict(auth)
+            self._body_headers = {**_JSON_HEADERS, **auth}
+        return self._body_headers if with_body else self._plain_headers
 
     def rates(self) -> dict[str, float]:
         """The adaptive rate reached per quota key."""
@@ -232,9 +245,8 @@ class OperationsClient:
         while True:
             async with self._slots:
                 await self._governor.acquire(key)
-                headers = dict(_JSON_HEADERS) if body is not None else {}
                 auth = await self._tokens.headers()
-                headers.update(auth)
+                headers = self._headers(auth, with_body=body is not None)
                 attempts += 1
                 self.stats.requests[kind] += 1
                 try:

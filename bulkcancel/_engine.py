@@ -29,7 +29,7 @@ from typing import Any, Protocol, TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from bulkcancel._classify import Verdict, classify, done_outcome, needs_get
+from bulkcancel._classify import Verdict, classify, done_outcome, is_done, needs_get
 from bulkcancel._client import Answer, AnswerKind, OperationsClient
 from bulkcancel._models import OperationResult, Outcome
 from bulkcancel._names import parent_of
@@ -206,10 +206,10 @@ class Engine:
                     await self._not_attempted(target.name)
                     continue
                 if target.listed is not None:
-                    finished = done_outcome(dict(target.listed))
+                    finished = done_outcome(target.listed)
                     if finished is not None:
                         await self._finish(
-                            target.name, finished.outcome, {**finished.details, "found_done": True}
+                            target.name, finished.outcome, finished.details | {"found_done": True}
                         )
                         continue
                 while len(self._pending) + len(self._in_cancel) >= self._opt.max_pending:
@@ -371,7 +371,7 @@ class Engine:
         """Settle or reschedule after a GET (or a listing entry) for this operation."""
         pending.last_get = answer
         now = self._clock()
-        running = answer.ok and answer.body is not None and done_outcome(answer.body) is None
+        running = answer.ok and answer.body is not None and not is_done(answer.body)
         final = not running or not pending.accepted or now >= min(pending.deadline_at, self._clip)
         if final:
             passed = running and pending.accepted
@@ -414,7 +414,7 @@ class Engine:
                 if pending.name in due:
                     del due[pending.name]
                     await self._observe(pending, listed)
-                elif done_outcome(operation) is not None:
+                elif is_done(operation):
                     self.stats.settled_by_list += 1
                     await self._observe(pending, listed)
             next_token = answer.body.get("nextPageToken")
@@ -451,7 +451,7 @@ class Engine:
             siblings.pop(pending.name, None)
             if not siblings:
                 del self._by_parent[pending.parent]
-        details = dict(verdict.details)
+        details = verdict.details  # classify builds a fresh dict for every verdict
         if pending.accepted and pending.cancel is None:
             details["resumed"] = True
         await self._finish(pending.name, verdict.outcome, details, pending.calls)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 #: Characters a segment may hold: RFC 3986 unreserved characters plus parentheses (Firestore's
@@ -155,8 +154,3 @@ def shard_of(name: str, count: int) -> int:
 def name_digest(name: str) -> bytes:
     """A 16-byte fingerprint used to remember names already seen without keeping the strings."""
     return hashlib.blake2b(name.encode(), digest_size=16).digest()
-
-
-def dedupe(names: Iterable[str]) -> list[str]:
-    """Names in first-seen order, each once."""
-    return list(dict.fromkeys(names))

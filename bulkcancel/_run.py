@@ -216,11 +216,6 @@ class BulkRun:
         """The resolved targets, in input order (iterating re-reads the spool)."""
         return self._spool
 
-    @property
-    def target_count(self) -> int:
-        """Targets selected so far, whether they still need work or finished in an earlier run."""
-        return self.resolver.stats.selected if self.resolver else 0
-
     async def resolve(self, names: Iterable[str] = ()) -> int:
         """Validate, de-duplicate and select every target; list parents. Sends no cancel."""
         journal = self.journal

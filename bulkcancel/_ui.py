@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bulkcancel._models import SUCCESS_OUTCOMES, OperationResult, Outcome
+from bulkcancel._models import SUCCESS_OUTCOMES, Outcome
 from bulkcancel._report import ReportWriter, Summary, summarize, to_csv
 
 SUCCESS_KEYS = frozenset(o.value for o in SUCCESS_OUTCOMES)
@@ -57,7 +57,6 @@ class Ui:
         self._opt = options
         self._progress: Progress | None = None
         self._task: Any = None
-        self._counts: dict[str, int] = {}
 
     def start(self, total: int) -> None:
         if self._opt.quiet or not _stderr.is_terminal:
@@ -74,14 +73,13 @@ class Ui:
         self._task = self._progress.add_task("", total=total or None)
         self._progress.start()
 
-    def advance(self, result: OperationResult, line: str) -> None:
+    def advance(self, line: str, totals: Mapping[str, int]) -> None:
+        """One result settled: ``line`` is its JSON record, ``totals`` the counts so far."""
         if self._opt.out_format == "jsonl":
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
-        key = result.outcome.value
-        self._counts[key] = self._counts.get(key, 0) + 1
         if self._progress is not None:
-            summary = "  ".join(f"{k} {n}" for k, n in self._counts.items())
+            summary = "  ".join(f"{k} {n}" for k, n in totals.items() if n)
             self._progress.update(self._task, advance=1, description=summary)
 
     def stopping(self, grace: float) -> None:

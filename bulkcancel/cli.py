@@ -367,7 +367,7 @@ async def _execute(
 
     async def emit(result: OperationResult) -> None:
         line = writer.add(result)
-        ui.advance(result, line)
+        ui.advance(line, writer.totals)
         if observe is not None:
             observe(result)
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from bulkcancel._transport import CallableTransport, RawResponse, TransportError
+from bulkcancel._transport import CallableTransport, RawResponse
 
 _JSON = "application/json; charset=UTF-8"
 _STATUS = {
@@ -146,8 +146,3 @@ class MemoryOperations:
         if start + size < len(names):
             out["nextPageToken"] = str(start + size)
         return RawResponse(200, json.dumps(out).encode(), _JSON)
-
-
-def reset_fault() -> TransportError:
-    """What a connection reset looks like at the seam."""
-    return TransportError("ServerDisconnectedError: Server disconnected")
