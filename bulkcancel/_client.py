@@ -19,6 +19,7 @@ from urllib.parse import quote, urlencode
 import anyio
 
 from bulkcancel._limits import RateGovernor, Sleep
+from bulkcancel._models import StopReason
 from bulkcancel._names import location_of, quota_key
 from bulkcancel._retry import Backoff, Verdict, parse_duration, parse_retry_after, verdict
 from bulkcancel._transport import RawResponse, Transport, TransportError
@@ -41,6 +42,7 @@ class AnswerKind(StrEnum):
     OVERSIZED = "oversized"  # body over the cap
     MALFORMED = "malformed"  # 2xx whose body is not a JSON object
     REDIRECT = "redirect"  # 3xx: never followed
+    STOPPED = "stopped"  # not sent: the client was stopped before this attempt
 
 
 @dataclass(slots=True)
@@ -181,8 +183,10 @@ class OperationsClient:
         self._auth_seen: Mapping[str, str] | None = None
         self._plain_headers: Mapping[str, str] = {}
         self._body_headers: Mapping[str, str] = {}
-        #: Set when the run's first requests were all rejected as unauthenticated.
-        self.auth_rejected = False
+        #: Why the whole run should stop (the first requests were all rejected as
+        #: unauthenticated, say), or None. The engine and the listing check it.
+        self.fatal: StopReason | None = None
+        self._stopped = False
 
     def _headers(self, auth: Mapping[str, str], *, with_body: bool) -> Mapping[str, str]:
         """The request headers, built once per auth mapping (a token source hands out the same
@@ -192,6 +196,15 @@ class OperationsClient:
             self._plain_headers = dict(auth)
             self._body_headers = {**_JSON_HEADERS, **auth}
         return self._body_headers if with_body else self._plain_headers
+
+    def stop(self) -> None:
+        """Start no new attempt from now on, retries included: each call that would make one
+        returns a ``STOPPED`` answer instead. Requests already on the wire finish."""
+        self._stopped = True
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
 
     def rates(self) -> dict[str, float]:
         """The adaptive rate reached per quota key."""
@@ -243,6 +256,13 @@ class OperationsClient:
         attempts = throttled = transient = 0
         auth_retried = False
         while True:
+            if self._stopped:
+                return Answer(
+                    AnswerKind.STOPPED,
+                    message="not sent: the run was stopping",
+                    attempts=attempts,
+                    throttled=throttled,
+                )
             async with self._slots:
                 await self._governor.acquire(key)
                 auth = await self._tokens.headers()
@@ -290,7 +310,7 @@ class OperationsClient:
             if answer.status == 401:
                 self.stats.unauthenticated += 1
                 if not self._successes and self.stats.unauthenticated >= _AUTH_GIVE_UP:
-                    self.auth_rejected = True
+                    self.fatal = StopReason.UNAUTHENTICATED
                 if not auth_retried and await self._tokens.invalidate(auth):
                     auth_retried = True
                     self.stats.retries += 1

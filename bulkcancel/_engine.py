@@ -31,7 +31,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from bulkcancel._classify import Verdict, classify, done_outcome, is_done, needs_get
 from bulkcancel._client import Answer, AnswerKind, OperationsClient
-from bulkcancel._models import OperationResult, Outcome
+from bulkcancel._models import OperationResult, Outcome, StopReason
 from bulkcancel._names import parent_of
 
 
@@ -133,8 +133,8 @@ class Engine:
         self._journal = journal
         self._clock = clock
         self.stats = EngineStats()
-        #: Why the run stopped early: None, "interrupted" or "unauthenticated".
-        self.stop_reason: str | None = None
+        #: Why the run stopped early, or None.
+        self.stop_reason: StopReason | None = None
         self._stopping = False
         self._clip = float("inf")  # after a graceful stop: reconcile no later than this
         self._scope: anyio.CancelScope | None = None
@@ -158,7 +158,7 @@ class Engine:
 
     # -- control ---------------------------------------------------------------------------
 
-    def stop(self, reason: str = "interrupted") -> None:
+    def stop(self, reason: StopReason = StopReason.INTERRUPTED) -> None:
         """Graceful: send no new cancel, finish what is in flight, reconcile accepted cancels
         for the grace period, report the rest as not attempted."""
         if self._stopping:
@@ -200,8 +200,8 @@ class Engine:
                     assert self._emit is not None
                     await self._emit(target.result)
                     continue
-                if self._client.auth_rejected and not self._stopping:
-                    self.stop("unauthenticated")
+                if self._client.fatal is not None and not self._stopping:
+                    self.stop(self._client.fatal)
                 if self._stopping:
                     await self._not_attempted(target.name)
                     continue
@@ -237,6 +237,11 @@ class Engine:
                     await self._journal.intent(name)
                 answer = await self._client.cancel(name)
                 del self._in_cancel[name]
+                if answer.kind is AnswerKind.STOPPED:
+                    # Never sent (or a retry never sent): the journal keeps it unanswered, so a
+                    # rerun sends it again.
+                    await self._not_attempted(name, cancel_in_flight=answer.attempts > 0)
+                    continue
                 if self._journal is not None:
                     self._journal.answer(name, answer.ok, None if answer.ok else answer.summary())
                 if needs_get(answer):

@@ -25,3 +25,15 @@ class CredentialsError(BulkCancelError):
 
 class AuthenticationRejectedError(CredentialsError):
     """The server rejected the credentials on every one of the run's first requests."""
+
+
+class RecordingError(BulkCancelError):
+    """The run could not record its progress (CLI exit 6): the journal or report failed mid-run."""
+
+
+class JournalError(RecordingError):
+    """A journal write or sync failed: the run stops sending and settles what it has."""
+
+
+class ReportError(RecordingError):
+    """The report could not be written where asked; it went to a fallback path instead."""

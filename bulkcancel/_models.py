@@ -25,6 +25,17 @@ class Outcome(StrEnum):
     NOT_ATTEMPTED = "not_attempted"
 
 
+class StopReason(StrEnum):
+    """Why a run stopped before every target was worked through. The values appear in reports
+    (``stopped``) and in ``not_attempted`` records' ``reason``; each maps to one exit code."""
+
+    INTERRUPTED = "interrupted"  # SIGINT/SIGTERM or Engine.stop() by a library caller
+    UNAUTHENTICATED = "unauthenticated"  # the server rejected the credentials (exit 4)
+    UNREACHABLE = "unreachable"  # connection failures or TLS failure on every first answer (exit 5)
+    WRONG_ENDPOINT = "wrong_endpoint"  # every first answer says the endpoint is wrong (exit 5)
+    JOURNAL_FAILED = "journal_failed"  # progress could not be recorded (exit 6)
+
+
 #: Outcomes that count as success for the exit code: the operation is no longer running.
 SUCCESS_OUTCOMES = frozenset({Outcome.CANCELLED, Outcome.COMPLETED_ANYWAY})
 

@@ -36,7 +36,15 @@ class RawResponse:
 
 
 class TransportError(Exception):
-    """No HTTP answer: reset, refused, timed out, disconnected. Always worth a retry."""
+    """No HTTP answer: reset, refused, timed out, disconnected.
+
+    ``retryable`` is False for failures another try cannot mend (a TLS certificate that does not
+    verify): the client then treats the answer as final.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class Transport(Protocol):

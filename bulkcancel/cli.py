@@ -25,7 +25,7 @@ from anyio.abc import TaskStatus
 from bulkcancel import _ui
 from bulkcancel._engine import ReconcileMode
 from bulkcancel._errors import ConfigError, CredentialsError
-from bulkcancel._models import OperationResult
+from bulkcancel._models import OperationResult, StopReason
 from bulkcancel._names import NameRules
 from bulkcancel._presets import PRESETS
 from bulkcancel._report import ReportWriter, load_report, merge_reports, write_atomically
@@ -303,7 +303,7 @@ async def drive(
             if received:
                 meta["stopped"] = "interrupted"
                 code = EXIT_SIGNAL[signal.Signals(received[0])]
-            elif run.engine is not None and run.engine.stop_reason == "unauthenticated":
+            elif run.engine is not None and run.engine.stop_reason is StopReason.UNAUTHENTICATED:
                 code = EXIT_CREDENTIALS
                 ui.warn("the server rejected the credentials on every first request: stopped")
             elif code == EXIT_OK and not _finished_well(writer, dry_run=run.config.dry_run):

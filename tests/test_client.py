@@ -314,3 +314,22 @@ def test_endpoint_safety(endpoint: str, credentials: bool, ok: bool) -> None:
 def test_endpoint_shape(endpoint: str) -> None:
     with pytest.raises(ConfigError):
         check_endpoint(endpoint, sends_credentials=False)
+
+
+async def test_a_stopped_client_sends_nothing_more() -> None:
+    calls: list[str] = []
+
+    async def handler(method: str, url: str, headers: Any, body: bytes | None) -> RawResponse:
+        calls.append(url)
+        return RawResponse(200, b"{}", "application/json")
+
+    from bulkcancel._transport import CallableTransport
+
+    client = client_for(CallableTransport(handler), "http://h.invalid")
+    assert (await client.cancel(NAME)).ok
+    client.stop()
+    answer = await client.cancel(NAME)
+    assert client.stopped
+    assert answer.kind is AnswerKind.STOPPED
+    assert answer.attempts == 0
+    assert len(calls) == 1
