@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bulkcancel._client import Answer, AnswerKind
+from bulkcancel._answers import Answer, AnswerKind
 from bulkcancel._models import Outcome
 from bulkcancel._retry import THROTTLE_REASONS
 

@@ -8,21 +8,20 @@ record, not an exception that would tear down the run.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
 import anyio
 
+from bulkcancel._answers import Answer, AnswerKind, interpret
 from bulkcancel._limits import RateGovernor, Sleep
 from bulkcancel._models import StopReason
 from bulkcancel._names import location_of, quota_key
-from bulkcancel._retry import Backoff, Verdict, parse_duration, parse_retry_after, verdict
-from bulkcancel._transport import RawResponse, Transport, TransportError
+from bulkcancel._retry import Backoff, RetryDecision, verdict
+from bulkcancel._transport import Transport, TransportError
 
 if TYPE_CHECKING:
     from bulkcancel._auth import TokenSource
@@ -32,107 +31,6 @@ _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json
 _MAX_THROTTLE_RETRIES = 30
 _THROTTLE_JITTER = 0.25  # seconds; a throttled request waits uniform(0, this) before its turn
 _AUTH_GIVE_UP = 8  # this many 401s before any success: the credentials are wrong, stop early
-
-
-class AnswerKind(StrEnum):
-    OK = "ok"  # 2xx with a JSON object
-    API_ERROR = "api_error"  # Google's error envelope
-    HTTP_ERROR = "http_error"  # an error status without Google JSON (HTML 404/502, plain text)
-    TRANSPORT = "transport"  # no HTTP answer
-    OVERSIZED = "oversized"  # body over the cap
-    MALFORMED = "malformed"  # 2xx whose body is not a JSON object
-    REDIRECT = "redirect"  # 3xx: never followed
-    STOPPED = "stopped"  # not sent: the client was stopped before this attempt
-
-
-@dataclass(slots=True)
-class Answer:
-    """The last answer to one logical call, after retries, and what it took to get it."""
-
-    kind: AnswerKind
-    status: int = 0
-    body: dict[str, Any] | None = None
-    code: str | None = None  # canonical status name: NOT_FOUND, FAILED_PRECONDITION, ...
-    reason: str | None = None  # ErrorInfo reason (or legacy errors[].reason)
-    message: str | None = None
-    retry_delay: float | None = None
-    attempts: int = 0
-    throttled: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.kind is AnswerKind.OK
-
-    def summary(self) -> dict[str, Any]:
-        """What the report keeps about a failed call."""
-        out: dict[str, Any] = {"kind": self.kind.value}
-        if self.status:
-            out["http_status"] = self.status
-        if self.code:
-            out["code"] = self.code
-        if self.reason:
-            out["reason"] = self.reason
-        if self.message:
-            out["message"] = self.message[:500]
-        return out
-
-
-def interpret(raw: RawResponse) -> Answer:
-    """Turn a raw response into an Answer. Pure."""
-    status = raw.status
-    if raw.oversized:
-        return Answer(AnswerKind.OVERSIZED, status, message="response body over the size cap")
-    if 300 <= status < 400:
-        return Answer(AnswerKind.REDIRECT, status, message="redirect not followed")
-    parsed: Any = None
-    if raw.body:
-        try:
-            parsed = json.loads(raw.body)
-        except (ValueError, UnicodeDecodeError):
-            parsed = None
-    if 200 <= status < 300:
-        if isinstance(parsed, dict):
-            return Answer(AnswerKind.OK, status, body=parsed)
-        if not raw.body:
-            return Answer(AnswerKind.OK, status, body={})
-        return Answer(AnswerKind.MALFORMED, status, message="response is not a JSON object")
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if not isinstance(error, dict):
-        text = raw.body[:200].decode("utf-8", "replace").strip()
-        kind = "HTML" if "html" in raw.content_type.lower() else "non-JSON"
-        return Answer(
-            AnswerKind.HTTP_ERROR,
-            status,
-            message=f"{kind} error page: {text[:120]}".strip(),
-            retry_delay=parse_retry_after(raw.retry_after),
-        )
-    answer = Answer(
-        AnswerKind.API_ERROR,
-        status,
-        code=_str(error.get("status")),
-        message=_str(error.get("message")),
-    )
-    for detail in error.get("details") or ():
-        if not isinstance(detail, dict):
-            continue
-        kind = str(detail.get("@type", ""))
-        if kind.endswith("google.rpc.ErrorInfo"):
-            answer.reason = _str(detail.get("reason")) or answer.reason
-        elif kind.endswith("google.rpc.RetryInfo"):
-            answer.retry_delay = parse_duration(detail.get("retryDelay"))
-    hinted = parse_retry_after(raw.retry_after)
-    if hinted is not None:  # Retry-After wins over RetryInfo when both are present
-        answer.retry_delay = hinted
-    if answer.reason is None:
-        for legacy in error.get("errors") or ():
-            if isinstance(legacy, dict) and legacy.get("reason"):
-                answer.reason = _str(legacy.get("reason"))
-                break
-    return answer
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 @dataclass(slots=True)
@@ -278,14 +176,14 @@ class OperationsClient:
             google_json = answer.kind is AnswerKind.API_ERROR
             if answer.kind is AnswerKind.MALFORMED:
                 # A 2xx cut short is most often a connection cut mid-body: worth another try.
-                decision = Verdict.TRANSIENT
+                decision = RetryDecision.TRANSIENT
             elif answer.kind in (AnswerKind.OVERSIZED, AnswerKind.REDIRECT, AnswerKind.OK):
-                decision = Verdict.FINAL
+                decision = RetryDecision.FINAL
             else:
                 decision = verdict(
                     answer.status, answer.code, answer.reason, google_json=google_json
                 )
-            if decision is Verdict.THROTTLED:
+            if decision is RetryDecision.THROTTLED:
                 throttled += 1
                 self.stats.throttled += 1
                 hint = answer.retry_delay
@@ -300,7 +198,7 @@ class OperationsClient:
                     # of its own (that doubled the penalty and stretched the tail of a run).
                     await self._sleep(self._rng.uniform(0.0, _THROTTLE_JITTER))
                 continue
-            if decision is Verdict.TRANSIENT:
+            if decision is RetryDecision.TRANSIENT:
                 transient += 1
                 if transient >= self._backoff.max_attempts:
                     return answer

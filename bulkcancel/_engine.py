@@ -29,9 +29,10 @@ from typing import Any, Protocol, TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from bulkcancel._answers import Answer, AnswerKind
 from bulkcancel._classify import Verdict, classify, done_outcome, is_done, needs_get
-from bulkcancel._client import Answer, AnswerKind, OperationsClient
-from bulkcancel._models import OperationResult, Outcome, StopReason
+from bulkcancel._client import OperationsClient
+from bulkcancel._models import OperationResult, Outcome, StopReason, Target
 from bulkcancel._names import parent_of
 
 
@@ -39,20 +40,6 @@ class ReconcileMode(StrEnum):
     GET = "get"  # one GET per operation per poll
     LIST = "list"  # one list sweep per parent settles a page of operations per call
     AUTO = "auto"  # list where enough targets share a parent, GET elsewhere
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One operation to act on, after validation and de-duplication."""
-
-    name: str
-    #: A previous run (the journal) saw this cancel accepted: reconcile only, never re-send.
-    accepted_before: bool = False
-    #: The operation as a listing returned it; when already done, no call is needed at all.
-    listed: Mapping[str, Any] | None = None
-    #: Already settled before the run (an invalid line, or finished in a previous run): the
-    #: engine only passes it on, so every record flows through one emit path in input order.
-    result: OperationResult | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,20 @@ class OperationResult:
         return cls(name=str(record["name"]), outcome=Outcome(record["outcome"]), details=details)
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One operation to act on, after validation and de-duplication."""
+
+    name: str
+    #: A previous run (the journal) saw this cancel accepted: reconcile only, never re-send.
+    accepted_before: bool = False
+    #: The operation as a listing returned it; when already done, no call is needed at all.
+    listed: Mapping[str, Any] | None = None
+    #: Already settled before the run (an invalid line, or finished in a previous run): the
+    #: engine only passes it on, so every record flows through one emit path in input order.
+    result: OperationResult | None = None
+
+
 @dataclass(slots=True)
 class Report:
     """Everything a run found out: one record per target, totals by outcome, and run metadata."""

@@ -19,7 +19,7 @@ _TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
 _TRANSIENT_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
 
 
-class Verdict(Enum):
+class RetryDecision(Enum):
     """What to do with an answer."""
 
     FINAL = "final"  # success or a definite answer: do not retry
@@ -29,7 +29,7 @@ class Verdict(Enum):
 
 def verdict(
     http_status: int, canonical: str | None, reason: str | None, *, google_json: bool
-) -> Verdict:
+) -> RetryDecision:
     """Decide from what the server answered (``http_status`` 0 means no HTTP answer at all).
 
     Google JSON errors are judged by their canonical ``status`` string because several codes share
@@ -37,17 +37,17 @@ def verdict(
     when the body is not Google's envelope (a front end's HTML 502, say).
     """
     if http_status == 0:
-        return Verdict.TRANSIENT
+        return RetryDecision.TRANSIENT
     if http_status == 429 or canonical == "RESOURCE_EXHAUSTED":
-        return Verdict.THROTTLED
+        return RetryDecision.THROTTLED
     if reason in THROTTLE_REASONS and http_status in (403, 429):
-        return Verdict.THROTTLED
+        return RetryDecision.THROTTLED
     if google_json and canonical:
-        return Verdict.TRANSIENT if canonical in _TRANSIENT_CODES else Verdict.FINAL
+        return RetryDecision.TRANSIENT if canonical in _TRANSIENT_CODES else RetryDecision.FINAL
     if http_status in (502, 503, 504):
-        return Verdict.TRANSIENT
+        return RetryDecision.TRANSIENT
     # A non-Google 500 (plain text, HTML) is a front end or proxy failing: worth another try.
-    return Verdict.TRANSIENT if http_status in _TRANSIENT_STATUS else Verdict.FINAL
+    return RetryDecision.TRANSIENT if http_status in _TRANSIENT_STATUS else RetryDecision.FINAL
 
 
 @dataclass(frozen=True, slots=True)

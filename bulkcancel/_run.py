@@ -27,11 +27,11 @@ from bulkcancel._auth import (
     static_token_source,
 )
 from bulkcancel._client import OperationsClient
-from bulkcancel._engine import Emit, Engine, EngineOptions, ReconcileMode, Target
+from bulkcancel._engine import Emit, Engine, EngineOptions, ReconcileMode
 from bulkcancel._errors import ConfigError
 from bulkcancel._journal import Journal
 from bulkcancel._limits import RateGovernor
-from bulkcancel._models import OperationResult, Outcome
+from bulkcancel._models import OperationResult, Outcome, Target
 from bulkcancel._sources import Resolver, Selection, check_parents, resolve_parents
 from bulkcancel._transport import AiohttpTransport, Transport, check_endpoint
 

@@ -16,9 +16,9 @@ from typing import Any, TextIO
 
 import anyio
 
-from bulkcancel._client import Answer, OperationsClient
-from bulkcancel._engine import Target
-from bulkcancel._models import OperationResult, Outcome
+from bulkcancel._answers import Answer
+from bulkcancel._client import OperationsClient
+from bulkcancel._models import OperationResult, Outcome, Target
 from bulkcancel._names import (
     DEFAULT_RULES,
     InvalidNameError,

@@ -7,9 +7,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bulkcancel._client import OperationsClient
-from bulkcancel._engine import Engine, EngineOptions, Target
+from bulkcancel._engine import Engine, EngineOptions
 from bulkcancel._limits import RateGovernor
-from bulkcancel._models import OperationResult
+from bulkcancel._models import OperationResult, Target
 from bulkcancel._retry import Backoff
 from bulkcancel.testing import MemoryOperations
 

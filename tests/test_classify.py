@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from bulkcancel._answers import Answer, AnswerKind
 from bulkcancel._classify import classify, needs_get
-from bulkcancel._client import Answer, AnswerKind
 from bulkcancel._models import Outcome
 
 NAME = "projects/p/locations/l/operations/o"

@@ -14,7 +14,8 @@ from aiohttp import web
 from aioresponses import aioresponses
 from pytest_aiohttp import AiohttpServer
 
-from bulkcancel._client import AnswerKind, OperationsClient, interpret
+from bulkcancel._answers import AnswerKind, interpret
+from bulkcancel._client import OperationsClient
 from bulkcancel._errors import ConfigError, UnsafeEndpointError
 from bulkcancel._limits import RateGovernor
 from bulkcancel._retry import Backoff

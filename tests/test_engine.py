@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bulkcancel._engine import ReconcileMode, Target
-from bulkcancel._models import OperationResult, Outcome
+from bulkcancel._engine import ReconcileMode
+from bulkcancel._models import OperationResult, Outcome, Target
 from bulkcancel._transport import RawResponse, TransportError
 from bulkcancel.testing import MemoryOperations
 from tests._support import FAST, PARENT, Recorder, make_client, op, run_engine

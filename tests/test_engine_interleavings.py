@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulkcancel._client import OperationsClient
-from bulkcancel._engine import Engine, Target
-from bulkcancel._models import Outcome
+from bulkcancel._engine import Engine
+from bulkcancel._models import Outcome, Target
 from bulkcancel._transport import CallableTransport, RawResponse, TransportError
 from bulkcancel.testing import MemoryOperations
 from tests._support import FAST, Recorder, make_client, op

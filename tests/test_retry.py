@@ -6,35 +6,35 @@ import random
 
 import pytest
 
-from bulkcancel._retry import Backoff, Verdict, parse_duration, parse_retry_after, verdict
+from bulkcancel._retry import Backoff, RetryDecision, parse_duration, parse_retry_after, verdict
 
 
 @pytest.mark.parametrize(
     ("status", "code", "reason", "google", "expected"),
     [
-        (0, None, None, False, Verdict.TRANSIENT),  # reset / timeout
-        (503, "UNAVAILABLE", None, True, Verdict.TRANSIENT),
-        (502, None, None, False, Verdict.TRANSIENT),  # front end HTML
-        (504, None, None, False, Verdict.TRANSIENT),
-        (504, "DEADLINE_EXCEEDED", None, True, Verdict.TRANSIENT),
-        (500, "INTERNAL", None, True, Verdict.FINAL),
-        (500, None, None, False, Verdict.TRANSIENT),
-        (429, "RESOURCE_EXHAUSTED", "RATE_LIMIT_EXCEEDED", True, Verdict.THROTTLED),
-        (429, None, None, False, Verdict.THROTTLED),
-        (403, "PERMISSION_DENIED", "rateLimitExceeded", True, Verdict.THROTTLED),
-        (403, "PERMISSION_DENIED", "userRateLimitExceeded", True, Verdict.THROTTLED),
-        (403, "PERMISSION_DENIED", "IAM_PERMISSION_DENIED", True, Verdict.FINAL),
-        (401, "UNAUTHENTICATED", None, True, Verdict.FINAL),
-        (400, "INVALID_ARGUMENT", None, True, Verdict.FINAL),
-        (400, "FAILED_PRECONDITION", None, True, Verdict.FINAL),
-        (404, "NOT_FOUND", None, True, Verdict.FINAL),
-        (404, None, None, False, Verdict.FINAL),
-        (501, "UNIMPLEMENTED", None, True, Verdict.FINAL),
-        (409, "ABORTED", None, True, Verdict.FINAL),
+        (0, None, None, False, RetryDecision.TRANSIENT),  # reset / timeout
+        (503, "UNAVAILABLE", None, True, RetryDecision.TRANSIENT),
+        (502, None, None, False, RetryDecision.TRANSIENT),  # front end HTML
+        (504, None, None, False, RetryDecision.TRANSIENT),
+        (504, "DEADLINE_EXCEEDED", None, True, RetryDecision.TRANSIENT),
+        (500, "INTERNAL", None, True, RetryDecision.FINAL),
+        (500, None, None, False, RetryDecision.TRANSIENT),
+        (429, "RESOURCE_EXHAUSTED", "RATE_LIMIT_EXCEEDED", True, RetryDecision.THROTTLED),
+        (429, None, None, False, RetryDecision.THROTTLED),
+        (403, "PERMISSION_DENIED", "rateLimitExceeded", True, RetryDecision.THROTTLED),
+        (403, "PERMISSION_DENIED", "userRateLimitExceeded", True, RetryDecision.THROTTLED),
+        (403, "PERMISSION_DENIED", "IAM_PERMISSION_DENIED", True, RetryDecision.FINAL),
+        (401, "UNAUTHENTICATED", None, True, RetryDecision.FINAL),
+        (400, "INVALID_ARGUMENT", None, True, RetryDecision.FINAL),
+        (400, "FAILED_PRECONDITION", None, True, RetryDecision.FINAL),
+        (404, "NOT_FOUND", None, True, RetryDecision.FINAL),
+        (404, None, None, False, RetryDecision.FINAL),
+        (501, "UNIMPLEMENTED", None, True, RetryDecision.FINAL),
+        (409, "ABORTED", None, True, RetryDecision.FINAL),
     ],
 )
 def test_verdicts(
-    status: int, code: str | None, reason: str | None, google: bool, expected: Verdict
+    status: int, code: str | None, reason: str | None, google: bool, expected: RetryDecision
 ) -> None:
     assert verdict(status, code, reason, google_json=google) is expected
 

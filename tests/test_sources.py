@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bulkcancel._engine import Target
-from bulkcancel._models import OperationResult, Outcome
+from bulkcancel._models import OperationResult, Outcome, Target
 from bulkcancel._sources import ListingError, Resolver, Selection, iter_pages, read_names
 from bulkcancel._transport import CallableTransport, RawResponse
 from tests._support import PARENT, op
