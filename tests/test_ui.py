@@ -202,7 +202,7 @@ def test_json_report_on_stdout_and_json_logs_instead_of_tables(
         ui.finish(writer, {"exit_code": 0})
         writer.close()
     finally:
-        log.handlers[:], log.level, log.propagate = saved  # type: ignore[misc]
+        log.handlers[:], log.level, log.propagate = saved
     assert buffer.getvalue() == ""  # nothing drawn
     events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert [e["message"] for e in events] == [
