@@ -113,11 +113,8 @@ def selection_line(selection: Mapping[str, Any]) -> str:
 def _parse_time(value: object) -> datetime | None:
     if not isinstance(value, str):
         return None
-    text = value.strip().replace("Z", "+00:00")
-    # RFC 3339 from Google may carry nanoseconds; Python parses at most microseconds.
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
-    try:
-        parsed = datetime.fromisoformat(text)
+    try:  # since 3.11 this reads RFC 3339 with nanoseconds ("...:00.123456789Z") too
+        parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
