@@ -6,7 +6,14 @@ Three sources, one small protocol (:class:`TokenSource`):
 * :func:`static_token_source` sends a token the user gave (``--token``); it cannot be refreshed;
 * :func:`credentials_source` wraps any ``google.auth`` credentials (service account, user ADC,
   impersonated, metadata server), and :func:`default_source` finds them the way ``gcloud`` and
-  the client libraries do (Application Default Credentials).
+  the client libraries do (Application Default Credentials);
+* :func:`impersonated_source` acts as a service account through the IAM Credentials API, as
+  ``gcloud --impersonate-service-account`` does.
+
+Every source here names who acts (an ``identity`` property; :func:`describe` reads it from any
+source) for the prompt and the report: the service-account or user email when google-auth can
+tell, otherwise what kind of credential it is. ``identity`` is not part of the protocol, so a
+test's or a user's own token source need not have one.
 
 google-auth is synchronous: token refreshes run in a worker thread, never on the event loop.
 All workers share one refresh: whoever finds the token stale takes the lock and refreshes, the
@@ -28,7 +35,7 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 import anyio.to_thread
 
-from bulkcancel._errors import CredentialsError
+from bulkcancel._errors import ConfigError, CredentialsError
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
@@ -40,6 +47,9 @@ __all__ = [
     "anonymous_source",
     "credentials_source",
     "default_source",
+    "describe",
+    "describe_credentials",
+    "impersonated_source",
     "static_token_source",
 ]
 
@@ -48,6 +58,10 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 #: 3 min 45 s early; a little more keeps the refresh off the critical path of most requests).
 REFRESH_AHEAD = 300.0
 
+_IMPERSONATION_HINT = (
+    "\n(impersonation needs roles/iam.serviceAccountTokenCreator on the service account for the"
+    " caller, and the IAM Service Account Credentials API enabled)"
+)
 _HOW_TO = (
     "No Google credentials were found. Provide them one of these ways:\n"
     "  * gcloud auth application-default login          (your user account)\n"
@@ -87,9 +101,13 @@ class _Fixed:
         self._headers: Mapping[str, str] = headers
         self.sends_credentials = sends_credentials
 
+    @property
+    def identity(self) -> str:
+        # An opaque token does not say whose it is (asking tokeninfo would send it elsewhere).
+        return "access token" if self.sends_credentials else "anonymous"
+
     def __repr__(self) -> str:  # never the token
-        kind = "static token" if self.sends_credentials else "anonymous"
-        return f"<TokenSource {kind}>"
+        return f"<TokenSource {self.identity}>"
 
     async def headers(self) -> Mapping[str, str]:
         return self._headers
@@ -139,6 +157,10 @@ class _CredentialsSource:
     def __repr__(self) -> str:
         return f"<TokenSource {type(self._creds).__name__}>"
 
+    @property
+    def identity(self) -> str:
+        return describe_credentials(self._creds)
+
     def _seconds_left(self) -> float | None:
         expiry = getattr(self._creds, "expiry", None)
         if not isinstance(expiry, _dt.datetime):
@@ -187,7 +209,8 @@ class _CredentialsSource:
             if self._headers is not None and left is not None and left > 10:
                 # A refresh ahead of time failed (a network blip); the token still works.
                 return
-            raise CredentialsError(f"could not refresh credentials: {_safe(exc)}") from None
+            hint = _IMPERSONATION_HINT if _impersonated(self._creds) else ""
+            raise CredentialsError(f"could not refresh credentials: {_safe(exc)}{hint}") from None
         token = getattr(self._creds, "token", None)
         if not token:
             raise CredentialsError("the credentials produced no access token")
@@ -197,6 +220,48 @@ class _CredentialsSource:
         self._headers = headers
         self._stale = False
         self.refreshes += 1
+
+
+def describe(tokens: object) -> str:
+    """Who acts through ``tokens`` (any token source): never a secret. Ask again after the first
+    request: the metadata server's service account is known only after a refresh."""
+    identity = getattr(tokens, "identity", None)
+    return identity if isinstance(identity, str) else "custom token source"
+
+
+def _email(value: object) -> str | None:
+    return value if isinstance(value, str) and "@" in value else None
+
+
+def _impersonated(creds: object) -> bool:
+    return type(creds).__module__ == "google.auth.impersonated_credentials"
+
+
+def describe_credentials(creds: object) -> str:
+    """Who these google-auth credentials act as, as far as they say without a network call.
+
+    A service account (key file, metadata server after its first refresh, impersonation) names
+    its email; user credentials name their account when the ADC file recorded one. Otherwise the
+    kind of credential, so the prompt never claims an identity it does not know.
+    """
+    if _impersonated(creds):
+        target = _email(getattr(creds, "service_account_email", None))
+        source = describe_credentials(getattr(creds, "_source_credentials", None))
+        return f"{target or 'a service account'} (impersonated by {source})"
+    email = _email(getattr(creds, "service_account_email", None))
+    if email:
+        return email
+    account = _email(getattr(creds, "account", None))
+    if account:
+        return account
+    module = type(creds).__module__
+    if module == "google.auth.compute_engine.credentials":
+        return "the attached service account (metadata server)"
+    if module == "google.oauth2.credentials":
+        return "user credentials"
+    if module in ("google.auth.external_account", "google.auth.identity_pool", "google.auth.aws"):
+        return "workload identity federation"
+    return "google credentials" if creds is not None else "unknown credentials"
 
 
 def _safe(exc: BaseException) -> str:
@@ -226,6 +291,14 @@ def credentials_source(
 
 async def default_source(quota_project: str | None = None) -> TokenSource:
     """Application Default Credentials, found in a worker thread (it may probe the network)."""
+    return credentials_source(await _application_default(), quota_project)
+
+
+def _iam_url(base: str, principal: str) -> str:
+    return f"{base.rstrip('/')}/v1/projects/-/serviceAccounts/{principal}:generateAccessToken"
+
+
+async def _application_default() -> Credentials:
     import google.auth
     from google.auth import exceptions as gexc
 
@@ -234,9 +307,56 @@ async def default_source(quota_project: str | None = None) -> TokenSource:
         return creds
 
     try:
-        creds = await anyio.to_thread.run_sync(find)
+        return await anyio.to_thread.run_sync(find)
     except gexc.DefaultCredentialsError as exc:
         raise CredentialsError(f"{_HOW_TO}\n({_safe(exc)})") from None
     except gexc.GoogleAuthError as exc:  # e.g. a malformed key file
         raise CredentialsError(f"the credentials could not be loaded: {_safe(exc)}") from None
-    return credentials_source(creds, quota_project)
+
+
+async def impersonated_source(
+    target_principal: str,
+    quota_project: str | None = None,
+    source_credentials: Credentials | None = None,
+    *,
+    iam_endpoint: str | None = None,
+    lifetime: int = 3600,
+    request: Callable[..., object] | None = None,
+    clock: Callable[[], float] = time.time,
+    refresh_ahead: float = REFRESH_AHEAD,
+) -> TokenSource:
+    """Act as ``target_principal`` (a service-account email) through IAM Credentials
+    ``generateAccessToken``, like ``gcloud --impersonate-service-account``.
+
+    As with gcloud, a comma-separated list is a delegation chain: the last email is the one acted
+    as, the others are delegates in order (each holds Token Creator on the next). The source
+    credentials default to Application Default Credentials. ``iam_endpoint`` replaces
+    ``https://iamcredentials.googleapis.com`` (tests, private endpoints); it is passed to
+    google-auth as its public ``iam_endpoint_override`` with the principal filled in.
+    """
+    chain = [p.strip() for p in target_principal.split(",")]
+    for principal in chain:
+        if (
+            not principal
+            or "@" not in principal
+            or any(c.isspace() or c in "/?#" for c in principal)
+        ):
+            raise ConfigError(
+                f"--impersonate-service-account: {principal!r} is not a service-account email"
+            )
+    target, delegates = chain[-1], chain[:-1]
+    source = source_credentials or await _application_default()
+    from google.auth import impersonated_credentials
+
+    creds = impersonated_credentials.Credentials(  # type: ignore[no-untyped-call]
+        source_credentials=source,
+        target_principal=target,
+        target_scopes=[CLOUD_PLATFORM_SCOPE],
+        delegates=delegates or None,
+        lifetime=lifetime,
+        quota_project_id=quota_project,
+        iam_endpoint_override=_iam_url(iam_endpoint, target) if iam_endpoint else None,
+    )
+    return credentials_source(
+        creds, quota_project, request=request, clock=clock, refresh_ahead=refresh_ahead
+    )

@@ -1,5 +1,6 @@
 """Auth with real google-auth credentials: a generated service-account key, a loopback token
-endpoint, one refresh shared by all workers, refresh ahead of expiry, clear errors."""
+endpoint, one refresh shared by all workers, refresh ahead of expiry, clear errors; impersonation
+through a loopback IAM Credentials endpoint; who acts, for the prompt and the report."""
 
 from __future__ import annotations
 
@@ -21,9 +22,12 @@ from bulkcancel._auth import (
     anonymous_source,
     credentials_source,
     default_source,
+    describe,
+    describe_credentials,
+    impersonated_source,
     static_token_source,
 )
-from bulkcancel._errors import CredentialsError
+from bulkcancel._errors import ConfigError, CredentialsError
 from bulkcancel.cli import cli
 
 
@@ -263,3 +267,143 @@ def test_cli_without_credentials_exits_4_with_instructions(
     assert result.exit_code == 4
     assert "gcloud auth application-default login" in result.output
     assert "Traceback" not in result.output
+
+
+SA_EMAIL = "bulkcancel-test@test-project.iam.gserviceaccount.com"
+TARGET = "canceller@prod-project.iam.gserviceaccount.com"
+
+
+@dataclass
+class IamServer:
+    url: str
+    calls: list[dict[str, object]]
+    status: int = 200
+
+
+@pytest.fixture
+async def iam_server() -> AsyncIterator[IamServer]:
+    """IAM Credentials ``generateAccessToken`` on loopback: it checks the caller's token and
+    answers with a token for the service account named in the path."""
+    state = IamServer("", [])
+
+    async def generate(request: web.Request) -> web.Response:
+        body = await request.json()
+        state.calls.append(
+            {
+                "principal": request.match_info["principal"],
+                "authorization": request.headers.get("authorization"),
+                "body": body,
+            }
+        )
+        if state.status != 200:
+            return web.json_response(
+                {
+                    "error": {
+                        "code": 403,
+                        "message": "Permission 'iam.serviceAccounts.getAccessToken' denied",
+                        "status": "PERMISSION_DENIED",
+                    }
+                },
+                status=state.status,
+            )
+        return web.json_response(
+            {"accessToken": f"imp-{len(state.calls)}", "expireTime": "2099-01-01T00:00:00Z"}
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/projects/-/serviceAccounts/{principal}:generateAccessToken", generate)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    state.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield state
+    await runner.cleanup()
+
+
+async def test_impersonation_exchanges_the_source_token_at_the_iam_endpoint(
+    tmp_path: Path, token_server: TokenServer, iam_server: IamServer
+) -> None:
+    source = credentials(key_file(tmp_path, token_server.url))
+    tokens = await impersonated_source(TARGET, "billing", source, iam_endpoint=iam_server.url)
+    headers = await tokens.headers()
+    assert headers == {"authorization": "Bearer imp-1", "x-goog-user-project": "billing"}
+    assert token_server.requests == 1  # the key was exchanged for the caller's token once
+    (call,) = iam_server.calls
+    assert call["principal"] == TARGET
+    assert call["authorization"] == "Bearer tok-1"  # the caller's token, never the target's
+    body = call["body"]
+    assert isinstance(body, dict)
+    assert body["scope"] == ["https://www.googleapis.com/auth/cloud-platform"]
+    assert body["lifetime"] == "3600s"
+    assert describe(tokens) == f"{TARGET} (impersonated by {SA_EMAIL})"
+    assert "imp-1" not in repr(tokens)
+
+
+async def test_impersonation_through_a_delegation_chain(
+    tmp_path: Path, token_server: TokenServer, iam_server: IamServer
+) -> None:
+    middle = "hop@mid-project.iam.gserviceaccount.com"
+    source = credentials(key_file(tmp_path, token_server.url))
+    tokens = await impersonated_source(
+        f"{middle}, {TARGET}", source_credentials=source, iam_endpoint=iam_server.url
+    )
+    assert (await tokens.headers())["authorization"] == "Bearer imp-1"
+    (call,) = iam_server.calls
+    assert call["principal"] == TARGET
+    body = call["body"]
+    assert isinstance(body, dict)
+    assert body["delegates"] == [middle]
+
+
+async def test_impersonation_denied_says_what_is_missing(
+    tmp_path: Path, token_server: TokenServer, iam_server: IamServer
+) -> None:
+    iam_server.status = 403
+    source = credentials(key_file(tmp_path, token_server.url))
+    tokens = await impersonated_source(
+        TARGET, source_credentials=source, iam_endpoint=iam_server.url
+    )
+    with pytest.raises(CredentialsError) as caught:
+        await tokens.headers()
+    message = str(caught.value)
+    assert "roles/iam.serviceAccountTokenCreator" in message
+    assert "tok-1" not in message
+    assert PRIVATE_MARKER not in message
+
+
+@pytest.mark.parametrize("bad", ["", "not-an-email", "a@b/../c", "x@y, ", "a b@c"])
+async def test_impersonation_refuses_what_is_not_an_email(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        await impersonated_source(bad, source_credentials=object())  # type: ignore[arg-type]
+
+
+async def test_impersonation_finds_application_default_source_credentials(
+    tmp_path: Path,
+    token_server: TokenServer,
+    iam_server: IamServer,
+    no_ambient_credentials: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file(tmp_path, token_server.url)))
+    tokens = await impersonated_source(TARGET, iam_endpoint=iam_server.url)
+    assert (await tokens.headers())["authorization"] == "Bearer imp-1"
+    assert iam_server.calls[0]["authorization"] == "Bearer tok-1"
+
+
+async def test_identity_names_who_acts_and_never_a_secret(tmp_path: Path) -> None:
+    assert describe(anonymous_source()) == "anonymous"
+    assert describe(static_token_source("ya29.secret")) == "access token"
+    assert describe(object()) == "custom token source"
+    sa = credentials(key_file(tmp_path, "http://127.0.0.1:9/token"))
+    assert describe(credentials_source(sa)) == SA_EMAIL
+
+    from google.auth import compute_engine
+    from google.oauth2 import credentials as user_credentials
+
+    user = user_credentials.Credentials(token=None, account="ada@example.com")  # type: ignore[no-untyped-call]
+    assert describe_credentials(user) == "ada@example.com"
+    anonymous_user = user_credentials.Credentials(token="ya29.user-secret")  # type: ignore[no-untyped-call]
+    assert describe_credentials(anonymous_user) == "user credentials"
+    metadata = compute_engine.Credentials()  # type: ignore[no-untyped-call]
+    assert describe_credentials(metadata) == "the attached service account (metadata server)"
