@@ -29,6 +29,7 @@ from bulkcancel._journal import (
     JournalBusyError,
     JournalCorruptError,
     JournalState,
+    Syscalls,
     read_journal,
 )
 from bulkcancel._models import OperationResult, Outcome, StopReason
@@ -419,19 +420,17 @@ async def test_intent_is_on_disk_when_it_returns(tmp_path: Path) -> None:
             assert lines(path)[-1] == {"i": op(i)}
 
 
-async def test_one_fsync_covers_many_concurrent_intents(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_one_fsync_covers_many_concurrent_intents(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
     calls: list[int] = []
-    real_fsync = os.fsync
 
-    def counting_fsync(fd: int) -> None:
-        calls.append(fd)
-        real_fsync(fd)
+    class Counting(Syscalls):
+        def fsync(self, fd: int) -> None:
+            calls.append(fd)
+            super().fsync(fd)
 
-    async with Journal.open(path, ID, window=NEVER, max_batch=64) as journal:
-        monkeypatch.setattr(os, "fsync", counting_fsync)
+    async with Journal.open(path, ID, window=NEVER, max_batch=64, syscalls=Counting()) as journal:
+        calls.clear()  # the header's
         with anyio.fail_after(5):  # the 64th record fills the batch; the window never ends
             async with anyio.create_task_group() as tg:
                 for i in range(64):
@@ -449,24 +448,21 @@ async def test_window_releases_a_lone_intent(tmp_path: Path) -> None:
         assert journal.fsyncs == 1
 
 
-async def test_records_buffered_during_an_fsync_go_into_the_next_batch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_records_buffered_during_an_fsync_go_into_the_next_batch(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
     in_fsync = 0
     most = 0
-    real_fsync = os.fsync
 
-    def slow_fsync(fd: int) -> None:
-        nonlocal in_fsync, most
-        in_fsync += 1
-        most = max(most, in_fsync)
-        time.sleep(0.02)
-        real_fsync(fd)
-        in_fsync -= 1
+    class SlowDisk(Syscalls):
+        def fsync(self, fd: int) -> None:
+            nonlocal in_fsync, most
+            in_fsync += 1
+            most = max(most, in_fsync)
+            time.sleep(0.02)  # a slow disk, in the worker thread
+            super().fsync(fd)
+            in_fsync -= 1
 
-    async with Journal.open(path, ID, window=0.001) as journal:
-        monkeypatch.setattr(os, "fsync", slow_fsync)
+    async with Journal.open(path, ID, window=0.001, syscalls=SlowDisk()) as journal:
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tg:
                 for i in range(200):
