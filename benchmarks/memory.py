@@ -29,8 +29,9 @@ def names(count: int) -> Iterator[str]:
 
 async def child(count: int) -> dict[str, float]:
     from bulkcancel._auth import anonymous_source
+    from bulkcancel._config import RunConfig
     from bulkcancel._report import ReportWriter
-    from bulkcancel._run import BulkRun, RunConfig
+    from bulkcancel._run import BulkRun
     from bulkcancel.testing import MemoryOperations
 
     mem = MemoryOperations(default="cancels")

@@ -82,8 +82,9 @@ def guard(body: Callable[[], int], *, debug: bool = False) -> int:
         return code
 
 
-def exit_code_for(error: Exception) -> int:
-    """The contract's exit code for an error that ended the program."""
+def exit_code_for(error: Exception, *, sent: bool = False) -> int:
+    """The contract's exit code for an error that ended the program (``sent``: after the first
+    cancel, when the only files touched are the journal and the report's spool)."""
     if isinstance(error, ConfigError):
         return EXIT_USAGE
     if isinstance(error, CredentialsError):
@@ -91,9 +92,9 @@ def exit_code_for(error: Exception) -> int:
     if isinstance(error, RecordingError):
         return EXIT_RECORDING
     if isinstance(error, OSError):
-        # Raised before sending (guard's callers catch those after): an unreadable names
-        # file, say. Usage, not a bug.
-        return EXIT_USAGE
+        # Before sending, an unreadable names file, say: usage, not a bug. Once sending, a
+        # failed write: the run could not record its progress.
+        return EXIT_RECORDING if sent else EXIT_USAGE
     return EXIT_INTERNAL
 
 
@@ -180,10 +181,15 @@ def _report(
     if state.stdout_closed:
         meta["stdout_closed"] = True
     meta["exit_code"] = code
-    if options.report_path and _write_report(writer, meta, options.report_path, run, ui):
-        code = EXIT_RECORDING
+    fallback = None
+    if options.report_path:
+        fallback = _write_report(writer, meta, options.report_path, run)
+        if fallback is not None:
+            code = EXIT_RECORDING
     _guard_stdout(lambda: ui.finish(writer, meta), state)
     _explain(run, state, ui, writer)
+    if fallback is not None:  # last, below the summary: the line a person must not miss
+        ui.error(fallback)
     return code
 
 
@@ -251,7 +257,7 @@ def _exit_code(run: BulkRun, writer: ReportWriter, state: _State) -> int:
     if state.signals:
         return EXIT_SIGNAL[signal.Signals(state.signals[0])]
     if state.failure is not None:
-        return exit_code_for(state.failure)
+        return exit_code_for(state.failure, sent=True)
     stop = run.stop_reason
     if stop is not None and stop in _STOP_EXIT:
         return _STOP_EXIT[stop]
@@ -386,16 +392,16 @@ def _detach_stdout() -> None:
 
 
 def _write_report(
-    writer: ReportWriter, meta: dict[str, Any], path: str, run: BulkRun, ui: _ui.Ui
-) -> bool:
+    writer: ReportWriter, meta: dict[str, Any], path: str, run: BulkRun
+) -> str | None:
     """Write the report where asked; if that fails now (the directory was removed, the disk
-    filled), write it to a fallback and name it on stderr. True when the fallback was used."""
+    filled), write it to a fallback. Returns None, or the line that names the fallback."""
     try:
         writer.write_file(path, meta)
     except OSError as exc:
         why = exc.strerror or str(exc)
     else:
-        return False
+        return None
     meta["exit_code"] = EXIT_RECORDING
     meta["report_fallback"] = {"wanted": path, "error": why}
     for directory in _fallback_dirs(run):
@@ -405,13 +411,10 @@ def _write_report(
             writer.write_file(fallback, meta)
         except OSError:
             continue
-        ui.error(f"could not write the report to {path} ({why}); it is in {fallback}")
-        return True
-    ui.error(
-        f"could not write the report to {path} ({why}), nor to a fallback; "
-        + ("the journal has every outcome" if run.config.journal else "the report is lost")
+        return f"could not write the report to {path} ({why}); it is in {fallback}"
+    return f"could not write the report to {path} ({why}), nor to a fallback; " + (
+        "the journal has every outcome" if run.config.journal else "the report is lost"
     )
-    return True
 
 
 def _fallback_dirs(run: BulkRun) -> list[Path]:
