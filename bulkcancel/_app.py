@@ -266,6 +266,19 @@ def _exit_code(run: BulkRun, writer: ReportWriter, state: _State) -> int:
     return EXIT_OK if _finished_well(writer, dry_run=run.config.dry_run) else EXIT_INCOMPLETE
 
 
+#: What a person reads when the run stopped as a whole: {where} is the endpoint and API
+#: version, {seen} what the client saw.
+_STOP_LINES = {
+    StopReason.UNAUTHENTICATED: "{where} rejected the credentials{seen}: stopped",
+    StopReason.UNREACHABLE: "stopped early: {where} could not be reached{seen}",
+    StopReason.WRONG_ENDPOINT: (
+        "stopped early: {where} does not answer like the Operations API{seen}; "
+        "check --endpoint and --api-version"
+    ),
+    StopReason.JOURNAL_FAILED: "stopped: the journal {journal} could not be written{seen}",
+}
+
+
 def _explain(run: BulkRun, state: _State, ui: _ui.Ui, writer: ReportWriter) -> None:
     """One line on stderr for a run that stopped on its own."""
     if state.signals:
@@ -274,32 +287,16 @@ def _explain(run: BulkRun, state: _State, ui: _ui.Ui, writer: ReportWriter) -> N
         ui.error(describe(state.failure))
         return
     stop = run.stop_reason
-    left = writer.totals["not_attempted"]
+    line = _STOP_LINES.get(stop) if stop is not None else None
+    if line is None:
+        return
     seen = run.fatal_detail
-    where = f"{run.config.endpoint.rstrip('/')}/{run.config.api_version}"
-    if stop is StopReason.UNAUTHENTICATED:
-        ui.error(
-            f"{where} rejected the credentials"
-            + (f" ({seen})" if seen else "")
-            + f": stopped, {left} target(s) not attempted"
-        )
-    elif stop is StopReason.UNREACHABLE:
-        ui.error(
-            f"stopped early: {where} could not be reached"
-            + (f" ({seen})" if seen else "")
-            + f"; {left} target(s) not attempted"
-        )
-    elif stop is StopReason.WRONG_ENDPOINT:
-        ui.error(
-            f"stopped early: {where} does not answer like the Operations API"
-            + (f" ({seen})" if seen else "")
-            + f"; check --endpoint and --api-version; {left} target(s) not attempted"
-        )
-    elif stop is StopReason.JOURNAL_FAILED:
-        ui.error(
-            f"stopped: the journal {run.config.journal} could not be written; "
-            f"{left} target(s) not attempted, every target is in the report"
-        )
+    text = line.format(
+        where=f"{run.config.endpoint.rstrip('/')}/{run.config.api_version}",
+        seen=f" ({seen})" if seen else "",
+        journal=run.config.journal,
+    )
+    ui.error(f"{text}; {writer.totals['not_attempted']} target(s) not attempted")
 
 
 def _finished_well(writer: ReportWriter, *, dry_run: bool) -> bool:

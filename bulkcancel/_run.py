@@ -168,7 +168,11 @@ class BulkRun:
         """Why the run stopped before working through every target, or None."""
         if self._stop_reason is not None:
             return self._stop_reason
-        return self.engine.stop_reason if self.engine is not None else None
+        if self.engine is not None and self.engine.stop_reason is not None:
+            return self.engine.stop_reason
+        # The client gave up on the run after the engine had taken every target (a short run
+        # all in flight at once): the run still ended for that reason.
+        return self.client.fatal if self.engine is not None else None
 
     @property
     def fatal_detail(self) -> str:

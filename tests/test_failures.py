@@ -209,30 +209,31 @@ async def test_401_on_listing_is_exit_4_and_sends_no_cancel(tmp_path: Path) -> N
 @pytest.mark.xfail(strict=False, reason="needs client fatal detection from branch pacer")
 async def test_dead_endpoint_stops_early_with_exit_5(tmp_path: Path) -> None:
     port = closed_port()
-    names = [f"{PARENT}/operations/op-{i}" for i in range(20)]
+    names = [f"{PARENT}/operations/op-{i}" for i in range(12)]  # 3x the workers
     report_path = tmp_path / "r.json"
     result = await run_cli(
         "cancel", *names, "--anonymous", "--endpoint", f"http://127.0.0.1:{port}", "--yes",
-        "--report", str(report_path),
+        "--concurrency", "4", "--report", str(report_path),
     )  # fmt: skip
     assert result.exit_code == 5, result.stderr
     one_clear_line(result.stderr, f"127.0.0.1:{port}")
     report = load_report(report_path)
     complete(report, names)
     assert report["stopped"] == "unreachable"
-    not_attempted = [r for r in report["operations"] if r["outcome"] == "not_attempted"]
-    assert not_attempted and all(r["reason"] == "unreachable" for r in not_attempted)
+    # Those never taken (all but a few in flight when it stopped) carry the reason.
+    reasons = [r.get("reason") for r in report["operations"] if r["outcome"] == "not_attempted"]
+    assert reasons.count("unreachable") >= len(names) - 2 * 4
 
 
 @pytest.mark.xfail(strict=False, reason="needs client fatal detection from branch pacer")
 async def test_wrong_endpoint_path_stops_early_with_exit_5(tmp_path: Path) -> None:
     server = FakeOperationsServer()
-    names = populate(server, PARENT, 20)
+    names = populate(server, PARENT, 100)
     report_path = tmp_path / "r.json"
     async with server.serve() as url:
         result = await run_cli(
             "cancel", *names, "--anonymous", "--endpoint", f"{url}/v1", "--yes",
-            "--report", str(report_path),
+            "--concurrency", "4", "--report", str(report_path),
         )  # fmt: skip
     assert result.exit_code == 5, result.stderr
     one_clear_line(result.stderr, f"{url}/v1")
