@@ -29,14 +29,15 @@ def names(count: int) -> Iterator[str]:
 
 async def child(count: int) -> dict[str, float]:
     from bulkcancel._auth import anonymous_source
+    from bulkcancel._config import RunConfig
     from bulkcancel._report import ReportWriter
-    from bulkcancel._run import BulkRun, RunConfig
+    from bulkcancel._run import BulkRun
     from bulkcancel.testing import MemoryOperations
 
     mem = MemoryOperations(default="cancels")
     config = RunConfig(
         endpoint="http://memory.invalid", anonymous=True, rate=1e9, concurrency=64,
-        poll_initial=0.0, seed=0,
+        poll_initial=0.001, seed=0,
     )  # fmt: skip
     writer = ReportWriter()
     started = time.perf_counter()

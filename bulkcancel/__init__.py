@@ -9,6 +9,7 @@ Everything else lives in private modules and may change.
 """
 
 from bulkcancel._api import cancel_operations, stream_operations
+from bulkcancel._config import DEFAULT_ENDPOINT
 from bulkcancel._errors import (
     AuthenticationRejectedError,
     BulkCancelError,
@@ -19,7 +20,6 @@ from bulkcancel._errors import (
 )
 from bulkcancel._models import OperationResult, Outcome, Report
 from bulkcancel._names import ANY_SHAPE, CLOUD_DEPLOY_PATTERNS, InvalidNameError, NameRules
-from bulkcancel._run import DEFAULT_ENDPOINT
 
 __version__ = "0.1.0"
 

@@ -13,8 +13,9 @@ from typing import Any
 import anyio
 
 from bulkcancel import _ui
+from bulkcancel._app import drive
+from bulkcancel._config import RunConfig
 from bulkcancel._models import OperationResult
-from bulkcancel._run import RunConfig
 from bulkcancel.testing import (
     Behavior,
     FakeOperationsServer,
@@ -25,8 +26,6 @@ from bulkcancel.testing import (
 
 
 async def run_demo(seed: int, quiet: bool) -> int:
-    from bulkcancel.cli import drive
-
     server, expected = demo_scenario(seed)
     got: dict[str, str] = {}
 

@@ -37,3 +37,32 @@ class JournalError(RecordingError):
 
 class ReportError(RecordingError):
     """The report could not be written where asked; it went to a fallback path instead."""
+
+
+def unwrap(error: BaseException) -> BaseException:
+    """The exception that explains a failure, taken out of (possibly nested) exception groups.
+
+    anyio's task groups wrap even a lone exception in an ``ExceptionGroup``; neither a library
+    caller's ``except CredentialsError`` nor the CLI's exit codes can see through one. Where a
+    group holds several, a deliberate bulkcancel error wins over any other exception, and any
+    exception wins over cancellation (which is only the echo of the first failure elsewhere).
+    Returns ``error`` itself when it is not a group, or holds nothing.
+    """
+    leaves = list(_leaves(error))
+    if not leaves:
+        return error
+    return min(leaves, key=_rank)  # min() keeps the first of the best rank
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+def _rank(error: BaseException) -> int:
+    if isinstance(error, BulkCancelError):
+        return 0
+    if isinstance(error, Exception):
+        return 1
+    return 2

@@ -8,90 +8,32 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 
-from bulkcancel._auth import (
-    TokenSource,
-    anonymous_source,
-    credentials_source,
-    default_source,
-    static_token_source,
-)
+from bulkcancel._auth import TokenSource
 from bulkcancel._client import OperationsClient
-from bulkcancel._engine import Emit, Engine, EngineOptions, ReconcileMode
-from bulkcancel._errors import ConfigError
+from bulkcancel._config import RunConfig, make_tokens
+from bulkcancel._engine import Emit, Engine, EngineOptions
+from bulkcancel._errors import (
+    BulkCancelError,
+    ConfigError,
+    CredentialsError,
+    RecordingError,
+    unwrap,
+)
 from bulkcancel._journal import Journal
 from bulkcancel._limits import RateGovernor
-from bulkcancel._models import OperationResult, Outcome, Target
-from bulkcancel._sources import Resolver, Selection, check_parents, resolve_parents
+from bulkcancel._models import OperationResult, Outcome, StopReason, Target
+from bulkcancel._report_meta import run_meta
+from bulkcancel._sources import Resolver, check_parents, resolve_parents
 from bulkcancel._transport import AiohttpTransport, Transport, check_endpoint
-
-if TYPE_CHECKING:
-    from google.auth.credentials import Credentials
-
-DEFAULT_ENDPOINT = "https://clouddeploy.googleapis.com"
-_VERSION = re.compile(r"[A-Za-z0-9._~-]+(?:/[A-Za-z0-9._~-]+)*")
-
-
-@dataclass(frozen=True, slots=True)
-class RunConfig:
-    """Everything that shapes a run. Defaults are the contract's."""
-
-    endpoint: str = DEFAULT_ENDPOINT
-    api_version: str = "v1"
-    token: str | None = None
-    credentials: Credentials | None = None
-    anonymous: bool = False
-    quota_project: str | None = None
-    rate: float = 50.0
-    concurrency: int = 32
-    deadline: float = 120.0
-    reconcile: ReconcileMode = ReconcileMode.AUTO
-    parents: tuple[str, ...] = ()
-    filter: str | None = None
-    list_page_size: int = 0
-    #: the service lists ``locations/-`` itself; otherwise bulkcancel fans out over locations.
-    dash_ok: bool = False
-    selection: Selection = field(default_factory=Selection)
-    dry_run: bool = False
-    journal: str | None = None
-    request_timeout: float = 30.0
-    poll_initial: float = 0.5
-    poll_max: float = 10.0
-    grace: float = 5.0
-    seed: int | None = None
-
-    def validate(self) -> None:
-        if not self.rate > 0:
-            raise ConfigError("--rate must be a positive number")
-        if self.concurrency < 1:
-            raise ConfigError("--concurrency must be at least 1")
-        if self.deadline < 0:
-            raise ConfigError("--deadline must not be negative")
-        if self.list_page_size < 0:
-            raise ConfigError("page size must not be negative")
-        # Usually "v1"; some APIs put more in the prefix ("dns/v1", "v1/admin").
-        if not _VERSION.fullmatch(self.api_version):
-            raise ConfigError(f"bad API version {self.api_version!r}")
-
-
-async def make_tokens(config: RunConfig) -> TokenSource:
-    if config.anonymous:
-        return anonymous_source(config.quota_project)
-    if config.token is not None:
-        return static_token_source(config.token, config.quota_project)
-    if config.credentials is not None:
-        return credentials_source(config.credentials, config.quota_project)
-    return await default_source(config.quota_project)
 
 
 class _Spool:
@@ -157,6 +99,11 @@ class BulkRun:
         self.engine: Engine | None = None
         self.resolver: Resolver | None = None
         self._started = time.time()
+        self._stop_reason: StopReason | None = None
+        self._fatal_detail = ""
+        #: The error that stopped the run after it started sending (already raised to the
+        #: caller of :meth:`execute`, once every target was reported), or None.
+        self.failure: Exception | None = None
         self._parents = check_parents_or_raise(config.parents)
 
     async def __aenter__(self) -> BulkRun:
@@ -216,9 +163,34 @@ class BulkRun:
         """The resolved targets, in input order (iterating re-reads the spool)."""
         return self._spool
 
+    @property
+    def stop_reason(self) -> StopReason | None:
+        """Why the run stopped before working through every target, or None."""
+        if self._stop_reason is not None:
+            return self._stop_reason
+        if self.engine is not None and self.engine.stop_reason is not None:
+            return self.engine.stop_reason
+        # The client gave up on the run after the engine had taken every target (a short run
+        # all in flight at once): the run still ended for that reason.
+        return self.client.fatal if self.engine is not None else None
+
+    @property
+    def fatal_detail(self) -> str:
+        """What made the run stop early, in a few words (what the client saw), or ''."""
+        if self._fatal_detail:
+            return self._fatal_detail
+        # The client names what it saw when it gives up on the whole run (a newer client).
+        return str(getattr(self.client, "fatal_detail", "") or "")
+
     async def resolve(self, names: Iterable[str] = ()) -> int:
-        """Validate, de-duplicate and select every target; list parents. Sends no cancel."""
+        """Validate, de-duplicate and select every target; list parents. Sends no cancel.
+
+        A listing can already show that the whole run is doomed (the credentials rejected, the
+        endpoint unreachable or wrong): then :attr:`stop_reason` is set, and :meth:`execute`
+        sends nothing and reports every target ``not_attempted`` with that reason.
+        """
         journal = self.journal
+        rejected: list[str] = []
 
         def on_target(target: Target) -> None:
             if journal is not None:
@@ -234,8 +206,13 @@ class BulkRun:
             self._spool.add(target)
 
         def on_result(result: OperationResult) -> None:
+            failed = result.details.get("list_error")
+            if isinstance(failed, dict) and failed.get("http_status") == 401:
+                rejected.append(result.name)
             self._spool.add(Target(result.name, result=result))
 
+        if isinstance(names, str):
+            raise ConfigError("names must be an iterable of operation names, not one string")
         self.resolver = resolver = Resolver(self.config.selection, on_target, on_result)
         for raw in names:
             resolver.add_name(raw)
@@ -248,18 +225,30 @@ class BulkRun:
                 page_size=self.config.list_page_size,
                 dash_ok=self.config.dash_ok,
             )
+        if self.client.fatal is not None:
+            self._stop_reason = self.client.fatal
+        elif rejected:
+            # A 401 on listing is the credentials, not the parent: cancels would meet it too.
+            self._stop_reason = StopReason.UNAUTHENTICATED
+            self._fatal_detail = f"HTTP 401 listing {rejected[0]}"
         return resolver.stats.selected
 
     async def execute(self, emit: Emit) -> None:
-        """Cancel and reconcile every resolved target, passing each result to ``emit``."""
+        """Cancel and reconcile every resolved target, passing each result to ``emit``.
+
+        Every target gets exactly one result, whatever fails: if the engine raises (the
+        credentials cannot be refreshed mid-run, say), the targets it had not reported yet are
+        reported here, and then the error is raised, taken out of its exception group.
+        """
         config = self.config
-        if config.dry_run:
+        if config.dry_run or self._stop_reason is not None:
+            reason = self._stop_reason or "dry_run"
             for target in self._spool:
                 if target.result is not None:
                     await emit(target.result)
                 else:
                     await emit(
-                        OperationResult(target.name, Outcome.NOT_ATTEMPTED, {"reason": "dry_run"})
+                        OperationResult(target.name, Outcome.NOT_ATTEMPTED, {"reason": reason})
                     )
             return
         options = EngineOptions(
@@ -271,69 +260,80 @@ class BulkRun:
             grace=config.grace,
         )
         self.engine = Engine(self.client, options, journal=self.journal)
-        await self.engine.run(self._spool, emit)
+        ledger = _Ledger(self._spool, emit)
+        try:
+            await self.engine.run(ledger, ledger.emit)
+        except BaseException as exc:
+            error = unwrap(exc)
+            if not isinstance(error, Exception):
+                raise  # cancelled from outside: the caller is leaving, not the run failing
+            self.failure = error
+            reason = _reason_for(error)
+            if isinstance(reason, StopReason):
+                self._stop_reason = reason
+            self.client.stop()
+            await ledger.settle_rest(reason)
+            raise error from None
 
     def meta(self) -> dict[str, Any]:
         """Run-level facts for the report (never a token)."""
-        config = self.config
-        stats = self.client.stats
-        finished = time.time()
-        processed = self.resolver.stats.selected if self.resolver else 0
-        meta: dict[str, Any] = {
-            "endpoint": config.endpoint,
-            "api_version": config.api_version,
-            "arguments": {
-                "rate": config.rate,
-                "concurrency": config.concurrency,
-                "deadline": config.deadline,
-                "reconcile": config.reconcile.value,
-                "parents": list(config.parents),
-                "filter": config.filter,
-                "dry_run": config.dry_run,
-                "quota_project": config.quota_project,
-                "journal": config.journal,
-                "credentials": "anonymous"
-                if config.anonymous
-                else "token"
-                if config.token is not None
-                else "credentials"
-                if config.credentials is not None
-                else "application_default",
-            },
-            "started_at": _iso(self._started),
-            "finished_at": _iso(finished),
-            "duration_seconds": round(finished - self._started, 3),
-            "requests": {
-                **stats.requests,
-                "total": stats.total,
-                "retries": stats.retries,
-                "throttled": stats.throttled,
-                "per_operation": round(stats.total / processed, 3) if processed else 0.0,
-            },
-            "rates": self.client.rates(),
-        }
-        if self.resolver is not None:
-            rs = self.resolver.stats
-            meta["selection"] = {
-                "given": rs.given,
-                "listed": rs.listed,
-                "selected": rs.selected,
-                "skipped": dict(rs.skipped),
-            }
-        if self.engine is not None:
-            es = self.engine.stats
-            meta["reconcile"] = {
-                "sweeps": es.sweeps,
-                "sweep_pages": es.sweep_pages,
-                "settled_by_list": es.settled_by_list,
-                "list_disabled": es.list_disabled,
-            }
-            meta["stopped"] = self.engine.stop_reason
-        return meta
+        return run_meta(
+            self.config,
+            self.client,
+            started=self._started,
+            resolver=self.resolver,
+            engine=self.engine,
+            stopped=self.stop_reason,
+        )
 
 
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+def _reason_for(error: Exception) -> StopReason | str:
+    if isinstance(error, CredentialsError):
+        return StopReason.UNAUTHENTICATED
+    if isinstance(error, RecordingError):
+        return StopReason.JOURNAL_FAILED
+    if isinstance(error, BulkCancelError):
+        return str(error)[:200]
+    return "internal_error"
+
+
+class _Ledger:
+    """The targets the engine has taken and not yet reported.
+
+    Normally empty at the end. If the engine fails, what it held is reported from here: the
+    targets it never took as ``not_attempted``, those it took as ``error`` (their cancel may
+    have been sent, so "not attempted" would be untrue). Bounded by the engine's own limit on
+    unsettled operations, so memory stays flat.
+    """
+
+    def __init__(self, targets: Iterable[Target], emit: Emit) -> None:
+        self._targets = iter(targets)
+        self._emit = emit
+        self._open: dict[str, None] = {}
+
+    def __iter__(self) -> Iterator[Target]:
+        for target in self._targets:
+            if target.result is None:
+                self._open[target.name] = None
+            yield target
+
+    async def emit(self, result: OperationResult) -> None:
+        self._open.pop(result.name, None)
+        await self._emit(result)
+
+    async def settle_rest(self, reason: StopReason | str) -> None:
+        for name in list(self._open):
+            del self._open[name]
+            message = "the run stopped before this operation settled; its cancel may have been sent"
+            await self._emit(
+                OperationResult(name, Outcome.ERROR, {"reason": reason, "message": message})
+            )
+        for target in self._targets:
+            if target.result is not None:
+                await self._emit(target.result)
+            else:
+                details = {"reason": reason}
+                await self._emit(OperationResult(target.name, Outcome.NOT_ATTEMPTED, details))
 
 
 def check_parents_or_raise(parents: Iterable[str]) -> tuple[str, ...]:

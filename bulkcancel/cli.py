@@ -1,43 +1,32 @@
-"""The command line: flags, prompt, progress, signals, exit codes. click and rich live only here.
+"""The command line: click only. Flags become a RunConfig and UI options, handed to ``_app``.
 
-The engine knows nothing of terminals; this module turns people's and schedulers' intentions
-into a RunConfig, asks before acting, shows progress on stderr, and maps what happened to the
-contract's exit codes.
+What happens next (resolve, confirm, execute, report, exit code, signals) lives in ``_app`` so
+that the demo runs exactly the same path.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import re
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
 import anyio
 import click
-from anyio.abc import TaskStatus
 
 from bulkcancel import _ui
+from bulkcancel._app import EXIT_HELP, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, drive, guard
+from bulkcancel._config import DEFAULT_ENDPOINT, RunConfig
 from bulkcancel._engine import ReconcileMode
-from bulkcancel._errors import ConfigError, CredentialsError
-from bulkcancel._models import OperationResult, StopReason
+from bulkcancel._errors import ConfigError
 from bulkcancel._names import NameRules
 from bulkcancel._presets import PRESETS
-from bulkcancel._report import ReportWriter, load_report, merge_reports, write_atomically
-from bulkcancel._run import DEFAULT_ENDPOINT, BulkRun, RunConfig
+from bulkcancel._report import load_report, merge_reports, write_atomically
 from bulkcancel._sources import Selection, read_names
-
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_USAGE = 2
-EXIT_INCOMPLETE = 3
-EXIT_CREDENTIALS = 4
-EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -47,7 +36,10 @@ def parse_age(text: str) -> timedelta:
     match = _DURATION.match(text.strip())
     if not match:
         raise click.BadParameter("use a number and a unit: 90s, 30m, 2h, 7d, 1w")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    except OverflowError:
+        raise ConfigError(f"--older-than {text}: too far back") from None
 
 
 def parse_shard(spec: str | None, count_flag: int | None) -> tuple[int, int] | None:
@@ -96,7 +88,7 @@ def cli() -> None:
     """Cancel Google Cloud long-running operations in bulk, and prove what happened."""
 
 
-@cli.command()
+@cli.command(epilog=EXIT_HELP)
 @click.argument("names", nargs=-1)
 @click.option("--names-file", multiple=True, help="One name per line; '-' is stdin. Repeatable.")
 @click.option("--parent", "parents", multiple=True, help="List operations under it. Repeatable.")
@@ -119,6 +111,14 @@ def cli() -> None:
     help="Read back by GET per operation, by listing the parent, or choose per parent.",
 )
 @click.option("--page-size", type=int, default=0, help="List page size (0: server default).")
+@click.option(
+    "--request-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Give up on one HTTP request after this long (it is retried like any failure).",
+)
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="JSON report.")
 @click.option("--journal", type=click.Path(dir_okay=False), help="Durable progress; resumes.")
 @click.option(
@@ -128,7 +128,7 @@ def cli() -> None:
     default="table",
     show_default=True,
 )
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Resolve and validate; send no cancel.")
 @click.option("--max-operations", type=int, help="Refuse when more targets are selected.")
 @click.option("--shard", "shard_spec", help="I/N, or auto (Cloud Run Jobs / Indexed Jobs).")
@@ -147,7 +147,8 @@ def cancel(**kw: Any) -> None:
     except (ConfigError, click.BadParameter) as exc:
         _ui.error(str(exc))
         sys.exit(EXIT_USAGE)
-    sys.exit(_guard(lambda: anyio.run(_cancel_main, config, names, options), debug))
+    run = functools.partial(drive, config, names, options, debug=debug)
+    sys.exit(guard(lambda: anyio.run(run), debug=debug))
 
 
 def _build(kw: dict[str, Any]) -> tuple[RunConfig, Iterable[str], _ui.Options]:
@@ -193,6 +194,7 @@ def _build(kw: dict[str, Any]) -> tuple[RunConfig, Iterable[str], _ui.Options]:
         parents=tuple(kw["parents"]),
         filter=kw["filter_expr"],
         list_page_size=kw["page_size"],
+        request_timeout=kw["request_timeout"],
         dash_ok=preset.dash_ok,
         selection=selection,
         dry_run=kw["dry_run"],
@@ -204,6 +206,8 @@ def _build(kw: dict[str, Any]) -> tuple[RunConfig, Iterable[str], _ui.Options]:
     if sum(1 for f in kw["names_file"] if f == "-") > 1:
         raise ConfigError("--names-file - (stdin) may be given once")
     for path in kw["names_file"]:
+        if path != "-" and os.path.isdir(path):
+            raise ConfigError(f"--names-file {path} is a directory, not a file of names")
         if path != "-" and not os.path.isfile(path):
             raise ConfigError(f"--names-file {path}: no such file")
     names = itertools.chain(kw["names"], *(read_names(p) for p in kw["names_file"]))
@@ -216,171 +220,6 @@ def _build(kw: dict[str, Any]) -> tuple[RunConfig, Iterable[str], _ui.Options]:
         shard=selection.shard,
     )
     return config, names, options
-
-
-def _guard(body: Any, debug: bool) -> int:
-    """Run ``body``; map known failures to exit codes and anything else to 1 without a
-    traceback (unless --debug): a bug report needs the message, a user needs no stack."""
-    try:
-        return int(body())
-    except ConfigError as exc:
-        _ui.error(str(exc))
-        return EXIT_USAGE
-    except CredentialsError as exc:
-        _ui.error(str(exc))
-        return EXIT_CREDENTIALS
-    except OSError as exc:  # an unreadable names file, an unwritable report directory
-        if debug:
-            raise
-        _ui.error(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
-        return EXIT_USAGE
-    except Exception as exc:
-        if debug:
-            raise
-        _ui.error(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)")
-        return EXIT_INTERNAL
-
-
-async def _cancel_main(config: RunConfig, names: Iterable[str], options: _ui.Options) -> int:
-    return await drive(config, names, options)
-
-
-async def drive(
-    config: RunConfig,
-    names: Iterable[str],
-    options: _ui.Options,
-    *,
-    observe: Callable[[OperationResult], None] | None = None,
-) -> int:
-    """Resolve, confirm, execute, report. Returns the exit code."""
-    ui = _ui.Ui(options)
-    writer = ReportWriter()
-    received: list[int] = []
-    try:
-        async with BulkRun(config) as run, anyio.create_task_group() as tg:
-            # Until the engine runs (listing, the prompt), a signal simply cancels the wait.
-            before_sending = anyio.CancelScope()
-
-            async def watch_signals(*, task_status: TaskStatus[None]) -> None:
-                if threading.current_thread() is not threading.main_thread():
-                    task_status.started()
-                    return  # only the main thread may handle signals (e.g. drive() in a test)
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    task_status.started()
-                    async for signum in signals:
-                        received.append(signum)
-                        engine = run.engine
-                        if len(received) == 1:
-                            ui.stopping(config.grace)
-                            before_sending.cancel()
-                            if engine is not None:
-                                engine.stop()
-                        else:
-                            ui.aborting()
-                            if engine is not None:
-                                engine.abort()
-
-            # Handlers are in place before anything is read or sent: an early Ctrl-C is graceful.
-            await tg.start(watch_signals)
-            refused: int | None = None
-            with before_sending:
-                count = await run.resolve(names)
-                refused = await _confirm(run, count, ui, options)
-            if received or before_sending.cancel_called:
-                # Interrupted while listing or asking: nothing was sent; report what was found.
-                await _report_unsent(run, writer)
-                code = EXIT_SIGNAL[signal.Signals(received[0])]
-            elif refused is not None:
-                code = refused
-            else:
-                code = await _execute(run, count, writer, ui, observe)
-            tg.cancel_scope.cancel()
-            if code == EXIT_USAGE:
-                return code  # refused: nothing was sent, so there is nothing to report
-            meta = run.meta()
-            if options.shard is not None:
-                meta["shard"] = {"index": options.shard[0], "count": options.shard[1]}
-            if received:
-                meta["stopped"] = "interrupted"
-                code = EXIT_SIGNAL[signal.Signals(received[0])]
-            elif run.engine is not None and run.engine.stop_reason is StopReason.UNAUTHENTICATED:
-                code = EXIT_CREDENTIALS
-                ui.warn("the server rejected the credentials on every first request: stopped")
-            elif code == EXIT_OK and not _finished_well(writer, dry_run=run.config.dry_run):
-                code = EXIT_INCOMPLETE
-            meta["exit_code"] = code
-            if options.report_path:
-                writer.write_file(options.report_path, meta)
-            ui.finish(writer, meta)
-    finally:
-        writer.close()
-    return code
-
-
-def _finished_well(writer: ReportWriter, *, dry_run: bool) -> bool:
-    """Exit 0 or 3: every target cancelled or completed anyway; for a dry run, no target that
-    would have failed before sending (an invalid name, a listing that failed)."""
-    if dry_run:
-        return writer.totals["invalid"] == 0 and writer.totals["error"] == 0
-    return writer.ok
-
-
-async def _report_unsent(run: BulkRun, writer: ReportWriter) -> None:
-    """Interrupted before anything was sent: every target found so far is not attempted."""
-
-    async def emit(result: OperationResult) -> None:
-        if result.details.get("reason") == "dry_run":
-            result.details["reason"] = "interrupted"
-        writer.add(result)
-
-    run.config = replace(run.config, dry_run=True)
-    await run.execute(emit)
-
-
-async def _confirm(run: BulkRun, count: int, ui: _ui.Ui, options: _ui.Options) -> int | None:
-    """None to go ahead; otherwise the exit code of a refusal (nothing has been sent)."""
-    if options.max_operations is not None and count > options.max_operations:
-        ui.error(
-            f"{count} operations selected, more than --max-operations {options.max_operations}: "
-            "nothing sent"
-        )
-        return EXIT_USAGE
-    if not run.config.dry_run and not options.yes and count:
-        answer = await _ui.confirm(count, _sample(run), run.config.endpoint)
-        if answer is None:
-            ui.error("refusing to cancel without confirmation: no terminal to ask on; pass --yes")
-            return EXIT_USAGE
-        if not answer:
-            ui.error("not confirmed: nothing sent")
-            return EXIT_USAGE
-    return None
-
-
-async def _execute(
-    run: BulkRun,
-    count: int,
-    writer: ReportWriter,
-    ui: _ui.Ui,
-    observe: Callable[[OperationResult], None] | None,
-) -> int:
-    ui.start(count)
-
-    async def emit(result: OperationResult) -> None:
-        line = writer.add(result)
-        ui.advance(line, writer.totals)
-        if observe is not None:
-            observe(result)
-
-    await run.execute(emit)
-    return EXIT_OK
-
-
-def _sample(run: BulkRun) -> list[str]:
-    return [t.name for t in itertools.islice(_actionable(run), 5)]
-
-
-def _actionable(run: BulkRun) -> Iterator[Any]:
-    return (t for t in run.spool if t.result is None)
 
 
 @cli.command("report")
@@ -428,7 +267,7 @@ def demo(seed: int, quiet: bool) -> None:
     """Run the whole job against the built-in fake server: no account, no network."""
     from bulkcancel._demo import run_demo
 
-    sys.exit(_guard(lambda: anyio.run(run_demo, seed, quiet), False))
+    sys.exit(guard(lambda: anyio.run(run_demo, seed, quiet)))
 
 
 @cli.command("fake-server")
@@ -456,7 +295,7 @@ def fake_server(**kw: Any) -> None:
     """Serve the fake Operations API on loopback until interrupted."""
     from bulkcancel._demo import run_fake_server
 
-    sys.exit(_guard(lambda: anyio.run(run_fake_server, kw), False))
+    sys.exit(guard(lambda: anyio.run(run_fake_server, kw)))
 
 
 def main() -> None:

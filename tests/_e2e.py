@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+import socket
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
+from aiohttp import web
 from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bulkcancel.cli import cli
 from bulkcancel.testing import Behavior, FakeOperationsServer, ParentMode
@@ -120,3 +125,76 @@ def outcomes(report: dict[str, Any]) -> dict[str, str]:
         assert record["name"] not in result, f"{record['name']} reported twice"
         result[record["name"]] = record["outcome"]
     return result
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@dataclass
+class TokenEndpoint:
+    """A loopback OAuth token endpoint for google-auth service-account credentials."""
+
+    url: str = ""
+    requests: int = 0
+    #: answer this many requests with a token, then refuse every one (None: never refuse)
+    succeed: int | None = None
+    expires_in: int = 3600
+
+
+@asynccontextmanager
+async def token_endpoint(
+    *, succeed: int | None = None, expires_in: int = 3600
+) -> AsyncIterator[TokenEndpoint]:
+    state = TokenEndpoint(succeed=succeed, expires_in=expires_in)
+
+    async def token(request: web.Request) -> web.Response:
+        await request.post()
+        state.requests += 1
+        if state.succeed is not None and state.requests > state.succeed:
+            # A revoked key: google-auth does not retry a 400.
+            return web.json_response({"error": "invalid_grant"}, status=400)
+        body = {
+            "access_token": f"tok-{state.requests}",
+            "expires_in": state.expires_in,
+            "token_type": "Bearer",
+        }
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_post("/token", token)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        state.url = f"http://127.0.0.1:{runner.addresses[0][1]}/token"
+        yield state
+    finally:
+        await runner.cleanup()
+
+
+def service_account_key(directory: Path, token_uri: str) -> Path:
+    """A freshly generated service-account key file whose tokens come from ``token_uri``."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    info = {
+        "type": "service_account",
+        "project_id": "test-project",
+        "private_key_id": "k1",
+        "private_key": pem,
+        "client_email": "bulkcancel-test@test-project.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": token_uri,
+    }
+    path = directory / "sa.json"
+    path.write_text(json.dumps(info))
+    return path

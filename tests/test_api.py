@@ -14,6 +14,7 @@ import pytest
 
 import bulkcancel
 from bulkcancel.testing import Behavior, FakeOperationsServer, populate
+from tests._e2e import service_account_key, token_endpoint
 
 PARENT = "projects/p/locations/l"
 
@@ -121,6 +122,71 @@ async def test_bad_arguments_raise_config_error_before_any_request() -> None:
         await bulkcancel.cancel_operations(
             [f"{PARENT}/operations/x"], endpoint="http://example.com", token="t"
         )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"rate": float("inf")},
+        {"rate": "50"},
+        {"concurrency": True},
+        {"concurrency": 10_000},
+        {"deadline": float("nan")},
+        {"grace": -1.0},
+        {"poll_initial": 0.0},
+        {"request_timeout": 0},
+        {"page_size": -1},
+        {"reconcile": "sometimes"},
+        {"parents": "projects/p/locations/l"},
+    ],
+)
+async def test_every_bad_number_or_choice_is_a_config_error(bad: dict[str, object]) -> None:
+    with pytest.raises(bulkcancel.ConfigError):
+        await bulkcancel.cancel_operations([f"{PARENT}/operations/x"], anonymous=True, **bad)  # type: ignore[arg-type]
+
+
+async def test_a_string_for_names_is_a_config_error_not_one_name_per_character() -> None:
+    with pytest.raises(bulkcancel.ConfigError, match="not one string"):
+        await bulkcancel.cancel_operations(f"{PARENT}/operations/x", anonymous=True)
+    with pytest.raises(bulkcancel.ConfigError, match="not one string"):
+        async with bulkcancel.stream_operations(f"{PARENT}/operations/x", anonymous=True):
+            pass
+
+
+async def test_a_typo_in_a_keyword_names_the_keyword() -> None:
+    with pytest.raises(TypeError, match="deadlin"):
+        await bulkcancel.cancel_operations([], anonymous=True, deadlin=5)  # type: ignore[call-arg]
+
+
+async def test_credentials_failing_mid_run_raise_unwrapped(tmp_path: Path) -> None:
+    """README: ``except bulkcancel.CredentialsError`` catches it, mid-run too (no group)."""
+    from google.oauth2 import service_account
+
+    server = FakeOperationsServer()
+    names = populate(server, PARENT, 10)
+    async with token_endpoint(succeed=2, expires_in=5) as tokens, server.serve() as url:
+        path = service_account_key(tmp_path, tokens.url)
+        creds = service_account.Credentials.from_service_account_file(str(path))  # type: ignore[no-untyped-call]
+        with pytest.raises(bulkcancel.CredentialsError, match="refresh"):
+            await bulkcancel.cancel_operations(
+                names, endpoint=url, credentials=creds, concurrency=1
+            )
+        sent = len(server.requests("cancel"))
+        assert sent >= 1  # it did fail mid-run
+        tokens.requests = 0  # a fresh key budget: two tokens, then refused again
+        seen: list[bulkcancel.OperationResult] = []
+        creds = service_account.Credentials.from_service_account_file(str(path))  # type: ignore[no-untyped-call]
+
+        async def stream() -> None:
+            async with bulkcancel.stream_operations(
+                names, endpoint=url, credentials=creds, concurrency=1
+            ) as results:
+                async for result in results:
+                    seen.append(result)
+
+        with pytest.raises(bulkcancel.CredentialsError, match="refresh"):
+            await stream()
+    assert len(seen) == len(names)  # every target reported before the error is raised
 
 
 def test_works_in_a_plain_asyncio_program(tmp_path: Path) -> None:

@@ -77,6 +77,24 @@ def test_token_from_environment_is_refused_the_same_way(no_connections: list[Any
         ([op(1), "--report", "r-{shard}.json"], "{shard}"),
         ([op(1), "--endpoint", "ftp://x"], "http(s) URL"),
         ([op(1), "--rate", "fast"], "Invalid value"),
+        # Every number is checked in one place, before anything is sent (issue 10).
+        ([op(1), "--rate", "inf"], "--rate must be a finite number"),
+        ([op(1), "--rate", "nan"], "--rate must be a finite number"),
+        ([op(1), "--rate", "-5"], "--rate must be more than 0"),
+        ([op(1), "--deadline", "nan"], "--deadline must be a finite number"),
+        ([op(1), "--deadline", "inf"], "--deadline must be a finite number"),
+        ([op(1), "--deadline", "-1"], "--deadline must be at least 0"),
+        ([op(1), "--concurrency", "100000"], "--concurrency must be between 1 and 1000"),
+        ([op(1), "--concurrency", "-3"], "--concurrency must be between 1 and 1000"),
+        ([op(1), "--page-size", "-1"], "--page-size must be between 0"),
+        ([op(1), "--page-size", "99999999999"], "--page-size must be between 0"),
+        ([op(1), "--request-timeout", "0"], "--request-timeout must be more than 0"),
+        ([op(1), "--request-timeout", "inf"], "--request-timeout must be a finite number"),
+        ([op(1), "--older-than", "99999999999w"], "--older-than"),
+        ([op(1), "--older-than", "9999999w"], "--older-than reaches back before the year 1"),
+        ([op(1), "--endpoint", "http://127.0.0.1:99999"], "--endpoint"),
+        ([op(1), "--names-file", "/"], "is a directory"),
+        ([op(1), "--max-operations", "-1"], "--max-operations"),
     ],
 )
 def test_usage_errors_exit_2(
@@ -89,6 +107,31 @@ def test_usage_errors_exit_2(
     )
     assert result.exit_code == 2, result.output
     assert message in result.output
+    assert "Traceback" not in result.output
+    assert "internal error" not in result.output
+    # one clear line (click's own usage errors add a usage hint around theirs)
+    assert len([line for line in result.output.splitlines() if message in line]) == 1
+
+
+def test_request_timeout_and_short_yes_reach_the_run(
+    tmp_path: Path, no_connections: list[Any]
+) -> None:
+    report = tmp_path / "plan.json"
+    result = invoke(
+        "cancel", "--anonymous", "--endpoint", CLOSED, op(1), "--dry-run", "-y", "-q",
+        "--request-timeout", "7.5", "--report", str(report),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(report.read_text())["arguments"]["request_timeout"] == 7.5
+
+
+def test_help_lists_the_exit_codes() -> None:
+    result = invoke("cancel", "--help")
+    text = " ".join(result.output.split())
+    assert "5 stopped early" in text
+    assert "6 progress could not be recorded" in text
+    assert "--request-timeout SECONDS" in text
+    assert "-y, --yes" in text
 
 
 def test_dry_run_sends_nothing_and_reports_every_line(
