@@ -146,6 +146,7 @@ class Engine:
         #: Why the run stopped early, or None.
         self.stop_reason: StopReason | None = None
         self._stopping = False
+        self._stopped = anyio.Event()
         self._clip = math.inf  # after a graceful stop: reconcile no later than this
         self._scope: anyio.CancelScope | None = None
         self._emit: Emit | None = None
@@ -182,6 +183,7 @@ class Engine:
         self.stop_reason = reason
         self._clip = self._clock() + self._opt.grace
         self._stop_cancels()
+        self._stopped.set()
         self._wake.set()
         self._room.set()
 
@@ -209,16 +211,19 @@ class Engine:
         self._targets = iter(targets)
         send, receive = anyio.create_memory_object_stream[Target](self._opt.concurrency)
         with anyio.CancelScope() as self._scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._reconciler)
-                async with anyio.create_task_group() as pool:
-                    pool.start_soon(self._produce, send)
-                    for _ in range(self._opt.concurrency):
-                        pool.start_soon(self._cancel_worker, receive.clone())
-                    receive.close()
-                self._cancels_done = True
-                self._ready.update(self._parents)  # nothing more will join: sweep what is left
-                self._wake.set()
+            async with anyio.create_task_group() as watch:
+                watch.start_soon(self._watch_grace)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._reconciler)
+                    async with anyio.create_task_group() as pool:
+                        pool.start_soon(self._produce, send)
+                        for _ in range(self._opt.concurrency):
+                            pool.start_soon(self._cancel_worker, receive.clone())
+                        receive.close()
+                    self._cancels_done = True
+                    self._ready.update(self._parents)  # nothing more joins: sweep what is left
+                    self._wake.set()
+                watch.cancel_scope.cancel()  # all settled: no grace to watch
         # Aborted, grace over, or done: anything not settled is reported now, outside the scope.
         self._client.stop()
         await self._settle_leftovers()
@@ -389,6 +394,13 @@ class Engine:
                     for job in self._plan(due, now):
                         self._reconciling += 1
                         await _put(send, job)
+
+    async def _watch_grace(self) -> None:
+        """Ends the run when the grace is over, whatever the workers are waiting for (a
+        server that never answers, the pacer): the grace is a bound."""
+        await self._stopped.wait()
+        await anyio.sleep(max(0.0, self._clip - self._clock()))
+        self._end_grace()
 
     def _end_grace(self) -> None:
         """The grace is a bound: no more calls; what is unsettled is settled from the last

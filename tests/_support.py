@@ -129,7 +129,9 @@ class _VirtualSelector(selectors.DefaultSelector):
             return ready
         if timeout is None:
             raise RuntimeError("deadlock: nothing can ever happen (no timer, no I/O)")
-        self.loop.now += timeout
+        # At least a microsecond: a wait shorter than a float can add to ``now`` (aiolimiter
+        # computes some) would otherwise leave time standing still, and the loop spinning.
+        self.loop.now += max(timeout, 1e-6)
         return []
 
 
