@@ -19,7 +19,6 @@ import anyio
 from bulkcancel._answers import Answer
 from bulkcancel._client import OperationsClient
 from bulkcancel._models import OperationResult, Outcome, Target
-from bulkcancel._seen import SeenNames
 from bulkcancel._names import (
     DEFAULT_RULES,
     InvalidNameError,
@@ -27,6 +26,7 @@ from bulkcancel._names import (
     parse_parent,
     shard_of,
 )
+from bulkcancel._seen import SeenNames
 
 
 def read_names(path: str, stdin: TextIO | None = None) -> Iterator[str]:
