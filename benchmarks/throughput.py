@@ -1,29 +1,37 @@
 """Throughput: 10,000 operations that cancel at once, 64 in flight, rate out of the way.
 
-Whole-process wall time of (a) ``bulkcancel cancel`` (cancel + GET per operation, as the peers
-do; and, for reference, its default ``auto`` reconciliation), (b) a bare aiohttp loop, the
-floor, (c) google-api-core's AsyncOperationsRestClient. The fake server runs in its own process,
-a fresh one per measurement; rounds alternate between the clients. Medians and ratios.
+Whole-process wall time of (a) ``bulkcancel cancel`` as users run it (default ``auto``
+reconciliation) and with ``--reconcile get`` (cancel + GET per operation, as the peers do),
+(b) a bare aiohttp loop, the floor, (c) google-api-core's AsyncOperationsRestClient.
+
+The fake server runs in its own process, a fresh one per measurement, and serves list pages of
+a fixed size whatever ``pageSize`` asks (servers may cap pages, AIP-158; some ignore
+``pageSize``): 50, 100 and 1000. Rounds alternate between the clients; medians and ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from benchmarks._common import bulkcancel, fake_server, median, run_timed, save, table
+from benchmarks._common import PARENT, Fake, bulkcancel, env, median, run_timed, save, table
 
 CONCURRENCY = 64
+PAGE_CAPS = (50, 100, 1000)
 
 
 def clients(url: str, names: Path, report: Path) -> dict[str, list[str]]:
     common = ["--names-file", str(names), "--anonymous", "--endpoint", url, "--yes", "--quiet"]
     common += ["--rate", "1000000", "--concurrency", str(CONCURRENCY), "--report", str(report)]
     return {
-        "bulkcancel (cancel+get)": bulkcancel("cancel", *common, "--reconcile", "get"),
-        "bulkcancel (auto: list)": bulkcancel("cancel", *common),
+        "bulkcancel": bulkcancel("cancel", *common),
+        "bulkcancel --reconcile get": bulkcancel("cancel", *common, "--reconcile", "get"),
         "bare aiohttp (floor)": [
             sys.executable, "-m", "benchmarks.peer_bare", url, str(names), str(CONCURRENCY)
         ],
@@ -33,50 +41,97 @@ def clients(url: str, names: Path, report: Path) -> dict[str, list[str]]:
     }  # fmt: skip
 
 
+def serve(operations: int, page: int, names_out: str) -> None:
+    """The child: the fake server with fixed-size list pages, until terminated."""
+    import anyio
+
+    from bulkcancel.testing._fake import FakeOperationsServer, populate, serve_forever
+
+    class FixedPages(FakeOperationsServer):
+        def _list(self, parent: str, query: Mapping[str, str]) -> Any:
+            return super()._list(parent, {k: v for k, v in query.items() if k != "pageSize"})
+
+    server = FixedPages(default_page_size=page, max_page_size=page)
+    names = populate(server, PARENT, operations)
+    Path(names_out).write_text("\n".join(names) + "\n")
+
+    def ready(url: str) -> None:
+        print(url, flush=True)
+
+    anyio.run(lambda: serve_forever(server, on_ready=ready))
+
+
+@contextmanager
+def fake_server(work: Path, operations: int, page: int) -> Iterator[Fake]:
+    names = work / "names.txt"
+    args = [sys.executable, "-m", "benchmarks.throughput", "--serve", str(page)]
+    args += ["--operations", str(operations), "--names-out", str(names)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env())
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        if not url.startswith("http://"):
+            raise RuntimeError(f"the fake server did not start: {url!r}")
+        yield Fake(url, names, None, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--operations", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pages", type=int, nargs="+", default=list(PAGE_CAPS))
     parser.add_argument("--quick", action="store_true", help="1,000 operations, 1 round")
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--names-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve is not None:
+        serve(args.operations, args.serve, args.names_out)
+        return {}
     if args.quick:
         args.operations, args.rounds = 1_000, 1
-    times: dict[str, list[float]] = {}
-    requests: dict[str, int] = {}
+    times: dict[tuple[int, str], list[float]] = {}
+    requests: dict[tuple[int, str], int] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for _ in range(args.rounds):
-            for label in clients("", work, work):
-                with fake_server(work, args.operations) as fake:
-                    command = clients(fake.url, fake.names_file, work / "report.json")[label]
-                    times.setdefault(label, []).append(run_timed(command))
-                    stats = fake.stats()
-                    requests[label] = int(stats["requests"])
-                    if stats["by_status"].get("200") != stats["requests"]:
-                        raise RuntimeError(f"{label}: not every request succeeded: {stats}")
-    floor = median(times["bare aiohttp (floor)"])
-    apicore = median(times["google-api-core"])
+            for page in args.pages:
+                for label in clients("", work, work):
+                    with fake_server(work, args.operations, page) as fake:
+                        command = clients(fake.url, fake.names_file, work / "report.json")[label]
+                        times.setdefault((page, label), []).append(run_timed(command))
+                        stats = fake.stats()
+                        requests[(page, label)] = int(stats["requests"])
+                        if stats["by_status"].get("200") != stats["requests"]:
+                            raise RuntimeError(f"{label}: not every request succeeded: {stats}")
     rows = []
     results: dict[str, object] = {}
-    for label, values in times.items():
-        med = median(values)
-        rows.append(
-            [
-                label,
-                med,
-                args.operations / med,
-                requests[label] / args.operations,
-                floor / med,
-                apicore / med,
-            ]
-        )
-        results[label] = {"seconds": values, "median": med, "ops_per_s": args.operations / med,
-                          "requests_per_op": requests[label] / args.operations}  # fmt: skip
+    for page in args.pages:
+        floor = median(times[(page, "bare aiohttp (floor)")])
+        apicore = median(times[(page, "google-api-core")])
+        for label in clients("", Path(), Path()):
+            values = times[(page, label)]
+            med = median(values)
+            per_op = requests[(page, label)] / args.operations
+            rows.append(
+                [page, label, med, args.operations / med, per_op, floor / med, apicore / med]
+            )
+            results[f"{page}/{label}"] = {
+                "page": page, "seconds": values, "median": med,
+                "ops_per_s": args.operations / med, "requests_per_op": per_op,
+                "x_floor": floor / med, "x_apicore": apicore / med,
+            }  # fmt: skip
     print(
         table(
-            f"throughput: {args.operations:,} operations, {CONCURRENCY} in flight, "
-            f"median of {args.rounds} round(s), whole-process wall time",
-            ["client", "seconds", "ops/s", "req/op", "x floor speed", "x api-core speed"],
+            f"throughput: {args.operations:,} operations, {CONCURRENCY} in flight, list pages "
+            f"of a fixed size, median of {args.rounds} alternating round(s), whole-process time",
+            ["page", "client", "seconds", "ops/s", "req/op", "x floor speed", "x api-core speed"],
             rows,
         )
     )

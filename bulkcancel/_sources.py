@@ -23,10 +23,10 @@ from bulkcancel._names import (
     DEFAULT_RULES,
     InvalidNameError,
     NameRules,
-    name_digest,
     parse_parent,
     shard_of,
 )
+from bulkcancel._seen import SeenNames
 
 
 def read_names(path: str, stdin: TextIO | None = None) -> Iterator[str]:
@@ -84,15 +84,13 @@ class Resolver:
         self._sel = selection
         self._on_target = on_target
         self._on_result = on_result
-        self._seen: set[bytes] = set()
+        self._seen = SeenNames()  # 8 bytes a name, not ~90: see _seen.py
         self.stats = ResolveStats()
 
     def _first_time(self, key: str) -> bool:
-        digest = name_digest(key)
-        if digest in self._seen:
+        if not self._seen.add(key):
             self.stats.skip("duplicate")
             return False
-        self._seen.add(digest)
         return True
 
     def _in_shard(self, key: str) -> bool:

@@ -1,19 +1,28 @@
-"""Shared test helpers: an engine wired to the in-memory Operations fake."""
+"""Shared test helpers: an engine wired to the in-memory Operations fake, on virtual time."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import random
-from collections.abc import Iterable, Mapping
-from typing import Any
+import selectors
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import anyio
+
+from bulkcancel._answers import Answer, AnswerKind
 from bulkcancel._client import OperationsClient
 from bulkcancel._engine import Engine, EngineOptions
 from bulkcancel._limits import RateGovernor
 from bulkcancel._models import OperationResult, Target
 from bulkcancel._retry import Backoff
+from bulkcancel._transport import CallableTransport, RawResponse, Transport
 from bulkcancel.testing import MemoryOperations
 
 PARENT = "projects/p/locations/l"
+_T = TypeVar("_T")
 
 
 def op(i: int, parent: str = PARENT) -> str:
@@ -30,18 +39,46 @@ class NoAuth:
         return False
 
 
+class GraceClient(OperationsClient):
+    """The client with the stop the engine asks for (see the engine's notes): ``stop_cancels``
+    refuses new cancel attempts, retries included, while GETs and lists go on for the grace."""
+
+    _cancels_stopped = False
+
+    def stop_cancels(self) -> None:
+        self._cancels_stopped = True
+
+    async def cancel(self, name: str) -> Answer:
+        if self._cancels_stopped:
+            return Answer(AnswerKind.STOPPED, message="not sent: the run was stopping")
+        return await super().cancel(name)
+
+
 def make_client(
-    mem: MemoryOperations, *, concurrency: int = 8, rate: float = 100_000.0, attempts: int = 4
+    mem: MemoryOperations | None = None,
+    *,
+    transport: Transport | None = None,
+    concurrency: int = 8,
+    rate: float = 100_000.0,
+    attempts: int = 4,
+    grace_client: bool = False,
 ) -> OperationsClient:
-    return OperationsClient(
-        mem.transport,
+    """A client on the running loop's clock (virtual under ``run_virtual``)."""
+    if transport is None:
+        assert mem is not None
+        transport = mem.transport
+    clock = asyncio.get_running_loop().time
+    cls = GraceClient if grace_client else OperationsClient
+    return cls(
+        transport,
         endpoint="http://mem.invalid",
         api_version="v1",
         tokens=NoAuth(),
-        governor=RateGovernor(rate),
+        governor=RateGovernor(rate, clock=clock, sleep=anyio.sleep),
         concurrency=concurrency,
         backoff=Backoff(base=0.0005, cap=0.002, max_attempts=attempts),
         rng=random.Random(0),
+        sleep=anyio.sleep,
     )
 
 
@@ -62,6 +99,11 @@ class Recorder:
         return {name: r.outcome.value for name, r in self.results.items()}
 
 
+def make_engine(client: OperationsClient, options: EngineOptions = FAST, **kw: Any) -> Engine:
+    """An engine on the running loop's clock."""
+    return Engine(client, options, clock=asyncio.get_running_loop().time, **kw)
+
+
 async def run_engine(
     mem: MemoryOperations,
     targets: Iterable[Target | str],
@@ -69,8 +111,74 @@ async def run_engine(
     **engine_kw: Any,
 ) -> tuple[Engine, Recorder]:
     client = make_client(mem, concurrency=options.concurrency)
-    engine = Engine(client, options, **engine_kw)
+    engine = make_engine(client, options, **engine_kw)
     recorder = Recorder()
     items = [t if isinstance(t, Target) else Target(t) for t in targets]
     await engine.run(items, recorder)
     return engine, recorder
+
+
+class _VirtualSelector(selectors.DefaultSelector):
+    """Never blocks: when the loop would wait for its next timer, time jumps there instead."""
+
+    loop: VirtualLoop
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = super().select(0)
+        if ready:
+            return ready
+        if timeout is None:
+            raise RuntimeError("deadlock: nothing can ever happen (no timer, no I/O)")
+        # At least a microsecond: a wait shorter than a float can add to ``now`` (aiolimiter
+        # computes some) would otherwise leave time standing still, and the loop spinning.
+        self.loop.now += max(timeout, 1e-6)
+        return []
+
+
+class VirtualLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop on virtual time: ``sleep(60)`` returns at once, 60 virtual seconds
+    later. Only for work without real I/O (the in-memory fake)."""
+
+    def __init__(self) -> None:
+        selector = _VirtualSelector()
+        super().__init__(selector)
+        selector.loop = self
+        self.now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+
+def run_virtual(main: Callable[[], Awaitable[_T]]) -> _T:
+    """``anyio.run(main)`` on a ``VirtualLoop``."""
+    return anyio.run(main, backend="asyncio", backend_options={"loop_factory": VirtualLoop})
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def virtual(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """Run an async test on virtual time (parametrize arguments pass through)."""
+
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        run_virtual(lambda: test(*args, **kwargs))
+
+    return wrapper
+
+
+def capped(mem: MemoryOperations, cap: int) -> Transport:
+    """``mem``'s transport with list pages capped at ``cap`` (what AIP-158 lets servers do)."""
+
+    async def handle(
+        method: str, url: str, headers: Mapping[str, str], body: bytes | None
+    ) -> RawResponse:
+        parts = urlsplit(url)
+        if parts.path.endswith("/operations"):
+            query = dict(parse_qsl(parts.query))
+            query["pageSize"] = str(min(int(query.get("pageSize") or cap), cap))
+            url = urlunsplit(parts._replace(query=urlencode(query)))
+        return await mem.transport.request(method, url, headers, body)
+
+    return CallableTransport(handle)

@@ -11,10 +11,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulkcancel._engine import ReconcileMode
-from bulkcancel._models import OperationResult, Outcome, Target
+from bulkcancel._models import OperationResult, Outcome, StopReason, Target
 from bulkcancel._transport import RawResponse, TransportError
 from bulkcancel.testing import MemoryOperations
-from tests._support import FAST, PARENT, Recorder, make_client, op, run_engine
+from tests._support import (
+    FAST,
+    PARENT,
+    Recorder,
+    make_client,
+    make_engine,
+    op,
+    run_engine,
+    run_virtual,
+    virtual,
+)
 
 EXPECTED = {
     "cancels": "cancelled",
@@ -28,6 +38,7 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("mode", list(ReconcileMode))
+@virtual
 async def test_each_behaviour_gets_its_outcome(mode: ReconcileMode) -> None:
     mem = MemoryOperations()
     expected: dict[str, str] = {}
@@ -42,6 +53,7 @@ async def test_each_behaviour_gets_its_outcome(mode: ReconcileMode) -> None:
     assert all(o.accepted <= 1 for o in mem.operations.values())
 
 
+@virtual
 async def test_polls_until_done_and_counts_requests() -> None:
     mem = MemoryOperations()
     mem.add(op(1), "cancels", polls=3)
@@ -52,6 +64,7 @@ async def test_polls_until_done_and_counts_requests() -> None:
     assert result.details["requests"] == 1 + 4  # one cancel, four GETs
 
 
+@virtual
 async def test_list_reconciliation_spends_fewer_calls() -> None:
     mem = MemoryOperations()
     names = [op(i) for i in range(400)]
@@ -66,6 +79,7 @@ async def test_list_reconciliation_spends_fewer_calls() -> None:
     assert engine.stats.sweeps >= 1
 
 
+@virtual
 async def test_auto_mode_uses_get_for_scattered_targets() -> None:
     mem = MemoryOperations()
     names = [op(0, f"projects/p/locations/l{i}") for i in range(5)]
@@ -76,6 +90,7 @@ async def test_auto_mode_uses_get_for_scattered_targets() -> None:
     assert mem.calls["get"] == 5
 
 
+@virtual
 async def test_list_unsupported_falls_back_to_get() -> None:
     mem = MemoryOperations()
     names = [op(i) for i in range(20)]
@@ -95,6 +110,7 @@ async def test_list_unsupported_falls_back_to_get() -> None:
     assert mem.calls["get"] >= 20
 
 
+@virtual
 async def test_listing_that_omits_a_target_falls_back_to_get() -> None:
     mem = MemoryOperations(default="cancels")  # unstored names are not in the listing
     stored = [op(i) for i in range(10)]
@@ -107,6 +123,7 @@ async def test_listing_that_omits_a_target_falls_back_to_get() -> None:
     assert {rec.results[n].outcome for n in stored} == {Outcome.STILL_RUNNING}
 
 
+@virtual
 async def test_transient_failures_are_retried_then_recorded() -> None:
     mem = MemoryOperations()
     mem.add(op(1), "cancels")
@@ -131,6 +148,7 @@ async def test_transient_failures_are_retried_then_recorded() -> None:
     assert lost.details["requests"] == 4  # bounded: max_attempts
 
 
+@virtual
 async def test_known_results_and_listed_done_operations_cost_nothing() -> None:
     mem = MemoryOperations()
     earlier = OperationResult(op(1), Outcome.CANCELLED, {"from_journal": True})
@@ -143,6 +161,7 @@ async def test_known_results_and_listed_done_operations_cost_nothing() -> None:
     assert sum(mem.calls.values()) == 0
 
 
+@virtual
 async def test_accepted_before_is_reconciled_not_cancelled_again() -> None:
     mem = MemoryOperations()
     mem.add(op(1), "cancels").accepted = 1
@@ -169,6 +188,7 @@ class Journal:
         self.outcomes.append(result.name)
 
 
+@virtual
 async def test_journal_sees_intent_before_every_cancel() -> None:
     mem = MemoryOperations()
     names = [op(i) for i in range(30)]
@@ -188,41 +208,43 @@ async def test_journal_sees_intent_before_every_cancel() -> None:
     assert sorted(journal.outcomes) == names
 
 
+@virtual
 async def test_graceful_stop_reports_every_target_once() -> None:
+    """After stop() no new cancel goes out; accepted ones are reconciled within the grace."""
     mem = MemoryOperations()
     names = [op(i) for i in range(200)]
     for name in names:
         mem.add(name, "cancels")
-    client = make_client(mem, concurrency=4)
-    from bulkcancel._engine import Engine
+    client = make_client(mem, concurrency=4, grace_client=True)
+    engine = make_engine(client, replace(FAST, concurrency=4, grace=0.5))
 
-    engine = Engine(client, replace(FAST, concurrency=4, grace=0.5))
-    recorder = Recorder()
-
-    async def stop_after_some(result: OperationResult) -> None:
-        await recorder(result)
-        if len(recorder.results) == 20:
+    async def stop_at_the_20th_cancel(method: str, name: str, kind: str) -> RawResponse | None:
+        if kind == "cancel" and mem.calls["cancel"] == 20:
             engine.stop()
+        return None
 
-    await engine.run([Target(n) for n in names], stop_after_some)
+    mem.hook = stop_at_the_20th_cancel
+    recorder = Recorder()
+    await engine.run([Target(n) for n in names], recorder)
     outcomes = recorder.outcomes()
     assert set(outcomes) == set(names)
-    assert "not_attempted" in outcomes.values()
+    # Not one attempt starts after the stop; the three others on the wire (4 slots) finish.
+    assert 20 <= mem.calls["cancel"] <= 23
     attempted = [n for n in names if mem.operations[n].accepted]
+    assert len(attempted) == mem.calls["cancel"]
     assert all(outcomes[n] == "cancelled" for n in attempted)
     assert all(outcomes[n] == "not_attempted" for n in names if n not in attempted)
-    assert engine.stop_reason == "interrupted"
+    assert engine.stop_reason is StopReason.INTERRUPTED
 
 
+@virtual
 async def test_abort_still_reports_everything() -> None:
     mem = MemoryOperations()
     names = [op(i) for i in range(100)]
     for name in names:
         mem.add(name, "never")
     client = make_client(mem, concurrency=8)
-    from bulkcancel._engine import Engine
-
-    engine = Engine(client, replace(FAST, deadline=30.0))
+    engine = make_engine(client, replace(FAST, deadline=30.0))
     recorder = Recorder()
 
     async def slow(method: str, name: str, kind: str) -> RawResponse | None:
@@ -245,6 +267,7 @@ async def test_abort_still_reports_everything() -> None:
             assert outcomes[name] == "not_attempted"
 
 
+@virtual
 async def test_all_unauthenticated_stops_early() -> None:
     mem = MemoryOperations()
     names = [op(i) for i in range(300)]
@@ -305,19 +328,18 @@ def test_every_input_ends_in_exactly_one_outcome(
 
     async def main() -> Recorder:
         client = make_client(mem, attempts=10)
-        from bulkcancel._engine import Engine
-
         recorder = Recorder()
-        await Engine(client, options).run([Target(n) for n in names], recorder)
+        await make_engine(client, options).run([Target(n) for n in names], recorder)
         return recorder
 
-    recorder = anyio.run(main)
+    recorder = run_virtual(main)
     assert set(recorder.results) == set(names)
     for i, (behaviour, _) in enumerate(plan):
         assert recorder.results[op(i)].outcome.value == EXPECTED[behaviour]
     assert all(o.accepted <= 1 for o in mem.operations.values())
 
 
+@virtual
 async def test_backpressure_bounds_the_operations_between_cancel_and_outcome() -> None:
     """A slow reconciler makes the cancel pool wait: memory stays flat however long the input."""
     mem = MemoryOperations()
@@ -333,9 +355,7 @@ async def test_backpressure_bounds_the_operations_between_cancel_and_outcome() -
         return None
 
     mem.hook = watch
-    from bulkcancel._engine import Engine
-
-    engine = Engine(make_client(mem, concurrency=8), options)
+    engine = make_engine(make_client(mem, concurrency=8), options)
     recorder = Recorder()
     await engine.run([Target(n) for n in names], recorder)
     assert recorder.outcomes() == dict.fromkeys(names, "cancelled")

@@ -17,12 +17,10 @@ import anyio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bulkcancel._client import OperationsClient
-from bulkcancel._engine import Engine
 from bulkcancel._models import Outcome, Target
 from bulkcancel._transport import CallableTransport, RawResponse, TransportError
 from bulkcancel.testing import MemoryOperations
-from tests._support import FAST, Recorder, make_client, op
+from tests._support import FAST, Recorder, make_client, make_engine, op, run_virtual
 
 EXPECTED = {
     "cancels": "cancelled",
@@ -91,19 +89,9 @@ def test_any_interleaving_gives_one_outcome_per_input(
 
     async def main() -> Recorder:
         nonlocal stopped
-        base = make_client(mem, attempts=12)
-        client = OperationsClient(
-            CallableTransport(handler),
-            endpoint="http://mem.invalid",
-            api_version="v1",
-            tokens=base._tokens,
-            governor=base._governor,
-            concurrency=8,
-            backoff=base._backoff,
-            rng=base._rng,
-        )
+        client = make_client(transport=CallableTransport(handler), attempts=12, grace_client=True)
         options = replace(FAST, list_threshold=list_threshold, deadline=30.0, grace=30.0)
-        engine = Engine(client, options)
+        engine = make_engine(client, options)
         recorder = Recorder()
         finished = anyio.Event()
 
@@ -134,7 +122,7 @@ def test_any_interleaving_gives_one_outcome_per_input(
             finished.set()
         return recorder
 
-    recorder = anyio.run(main)
+    recorder = run_virtual(main)
 
     assert sorted(recorder.results) == sorted(names)  # Recorder itself refuses duplicates
     totals = Counter(r.outcome for r in recorder.results.values())

@@ -1,0 +1,124 @@
+"""What the reconciler knows about each operation and each parent, and how it picks GET or list.
+
+Pure bookkeeping, no I/O: the engine (``_engine.py``) does the calls and feeds the measurements
+back here.
+
+Why a choice at all: a list page settles up to a page of operations for one call, a GET settles
+one. When the ``--rate`` (the quota) binds, calls are the cost and a page that carries more than
+one of our operations wins. When the rate does not bind, time is the cost: pages of one listing
+come one after another (each needs the previous page's token), GETs go out side by side, so a
+long walk through many pages can take longer than the GETs it would save.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bulkcancel._answers import Answer
+
+#: weight of the newest sample in the running averages below
+_EWMA = 0.2
+
+
+@dataclass(eq=False, slots=True)
+class Pending:
+    """An operation in the reconciler: cancel answered (or accepted in an earlier run)."""
+
+    name: str
+    parent: str
+    cancel: Answer | None
+    accepted: bool
+    deadline_at: float
+    interval: float
+    due: float
+    calls: int = 0
+    last_get: Answer | None = None
+    force_get: bool = False
+    settled: bool = False
+    #: the parent's pass number when it joined: any pass numbered higher must list it
+    joined_pass: int = 0
+    #: the last pass whose pages showed it
+    seen_pass: int = -1
+
+
+@dataclass(eq=False, slots=True)
+class Parent:
+    """One parent's operations awaiting reconciliation, and what listing it has cost so far.
+
+    A *pass* walks the listing from the first page to the last. A pass may be paused (its next
+    page token kept in ``cursor``) and resumed by a later sweep: sweeps that start while cancels
+    are still going out stop where the cancels have not arrived yet, instead of walking ahead.
+    """
+
+    name: str
+    members: dict[str, Pending] = field(default_factory=dict)
+    sweeping: bool = False
+    #: the token of the page to fetch next in the current pass; None: the pass starts afresh
+    cursor: str | None = None
+    #: the token a sweep paused at, once: a second visit walks on (no pause twice in one place)
+    paused_at: str | None = None
+    in_pass: bool = False
+    pass_no: int = 0
+    pass_pages: int = 0
+    #: pages of the last complete pass, once one completed
+    full_pass_pages: int | None = None
+    pages: int = 0
+    found: int = 0
+    no_list: bool = False
+    #: members that joined since the last sweep ended
+    joined: int = 0
+    #: seconds for one page (running average), entries per page (running average)
+    page_seconds: float = 0.0
+    page_entries: float = 0.0
+    next_sweep: float = 0.0
+
+    def record_page(self, seconds: float, entries: int) -> None:
+        if self.pages <= 1:
+            self.page_seconds, self.page_entries = seconds, float(entries)
+        else:
+            self.page_seconds += _EWMA * (seconds - self.page_seconds)
+            self.page_entries += _EWMA * (entries - self.page_entries)
+
+    def pages_left(self) -> int | None:
+        """Pages the current (or next) pass still has to walk, when a complete pass told us."""
+        if self.full_pass_pages is None:
+            return None
+        done = self.pass_pages if self.in_pass else 0
+        return max(1, self.full_pass_pages - done)
+
+    def wasteful(self) -> bool:
+        """Listing has cost more calls than it found operations of ours: most of this parent is
+        other operations (or a server paging out nothing), and GETs are cheaper."""
+        return self.pages > 8 and self.pages > self.found
+
+
+@dataclass(slots=True)
+class Costs:
+    """Running measurements the choice between GET and list rests on."""
+
+    get_seconds: float = 0.0
+    gets: int = 0
+
+    def record_get(self, seconds: float) -> None:
+        self.gets += 1
+        if self.gets == 1:
+            self.get_seconds = seconds
+        else:
+            self.get_seconds += _EWMA * (seconds - self.get_seconds)
+
+
+def prefer_list(
+    parent: Parent, due: int, *, rate_binds: bool, concurrency: int, costs: Costs
+) -> bool:
+    """Whether one sweep of ``parent`` beats ``due`` GETs, by calls when the rate binds and by
+    time when it does not. Without a complete pass to go by, listing is tried (it measures)."""
+    pages = parent.pages_left()
+    if pages is None:
+        return True
+    if rate_binds:
+        return pages <= due
+    if costs.gets == 0 or parent.pages == 0:
+        return pages <= due
+    list_time = pages * parent.page_seconds
+    rounds = -(-due // max(1, concurrency))  # GETs go out side by side, concurrency at a time
+    return list_time <= rounds * costs.get_seconds
