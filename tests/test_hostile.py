@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
+from click.testing import CliRunner
 
 from bulkcancel._client import OperationsClient
 from bulkcancel._errors import ConfigError
@@ -32,6 +33,7 @@ from bulkcancel._sources import (
     resolve_parents,
 )
 from bulkcancel._transport import AiohttpTransport
+from bulkcancel.cli import cli
 from bulkcancel.testing._hostile import HOSTILE_LOCATIONS, HostileServer, Hostility, foreign_entries
 from tests._e2e import run_cli
 
@@ -226,3 +228,64 @@ async def test_proto3_operation_shapes_through_the_client(
         await run_cli("cancel", *server.names(), "--endpoint", url, *FAST, "--report", str(report))
     [record] = json.loads(report.read_text())["operations"]
     assert record["outcome"] == outcome, record
+
+
+# ---- hostile files: malformed reports and unsafe targets through the CLI ------------------
+
+MALFORMED_FILES: dict[str, bytes] = {
+    "not json": b"{oops",
+    "not utf-8": b'{"operations": "\xff"}',
+    "an array": b"[]",
+    "no operations": b'{"schema_version": 1, "totals": {}}',
+    "wrong types": json.dumps(
+        {"schema_version": 1, "totals": {"cancelled": "many"}, "operations": {}}
+    ).encode(),
+    "deep": b"[" * 50_000 + b"]" * 50_000,
+}
+
+
+def good_report(path: Path, name: str = f"{PARENT}/operations/a") -> Path:
+    totals = dict.fromkeys(("cancelled", "completed_anyway", "unsupported", "not_found"), 0)
+    totals |= dict.fromkeys(("permission_denied", "still_running", "error", "invalid"), 0)
+    totals |= {"not_attempted": 0, "cancelled": 1}
+    record = {"name": name, "outcome": "cancelled"}
+    path.write_text(json.dumps({"schema_version": 1, "totals": totals, "operations": [record]}))
+    return path
+
+
+@pytest.mark.parametrize("content", MALFORMED_FILES.values(), ids=MALFORMED_FILES.keys())
+@pytest.mark.parametrize("command", ["report", "merge-reports"])
+def test_malformed_reports_get_one_line_and_exit_2(
+    tmp_path: Path, content: bytes, command: str
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    args = [command, str(bad)]
+    if command == "merge-reports":
+        args = [
+            command,
+            str(good_report(tmp_path / "good.json")),
+            str(bad),
+            "-o",
+            str(tmp_path / "m"),
+        ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0], lines
+    assert not (tmp_path / "m").exists()
+
+
+def test_merge_reports_will_not_replace_a_link(tmp_path: Path) -> None:
+    kept = tmp_path / "kept.json"
+    kept.write_text("keep me")
+    (tmp_path / "merged.json").symlink_to(kept)
+    sources = [str(good_report(tmp_path / f"{i}.json", f"{PARENT}/operations/{i}")) for i in "ab"]
+    result = CliRunner().invoke(
+        cli, ["merge-reports", *sources, "-o", str(tmp_path / "merged.json")]
+    )
+    assert result.exit_code != 0
+    assert kept.read_text() == "keep me"
+    assert (tmp_path / "merged.json").is_symlink()
