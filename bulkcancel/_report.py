@@ -213,8 +213,9 @@ class MalformedReportError(ValueError):
 
 def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a saved report, so whatever renders or merges it can rely on its shape:
-    ``schema_version`` 1, ``totals`` with every outcome as a count, ``operations`` a list of
-    records with a string ``name`` and a known ``outcome``, totals that match the records."""
+    ``schema_version`` 1, ``totals`` counts by outcome (a missing outcome counts zero and is
+    filled in), ``operations`` a list of records with a string ``name`` and a known
+    ``outcome``, totals that match the records."""
     where = os.fspath(path)
     try:
         with open(path, "rb") as handle:
@@ -244,11 +245,13 @@ def _report_problem(data: object) -> str | None:
     if not isinstance(totals, dict):
         return "'totals' is not an object"
     known = empty_totals()
-    if set(totals) != set(known):
-        odd = sorted(set(totals) ^ set(known))
-        return f"'totals' keys differ from the outcomes: {', '.join(map(_short, odd[:3]))}"
+    unknown = sorted(set(totals) - set(known))
+    if unknown:
+        return f"'totals' has keys that are not outcomes: {', '.join(map(_short, unknown[:3]))}"
     if not all(_is_count(n) for n in totals.values()):
         return "'totals' holds something other than counts"
+    # A missing outcome counts zero (hand-written reports); filled in for whatever reads it.
+    totals.update({k: 0 for k in known if k not in totals})
     operations = data["operations"]
     if not isinstance(operations, list):
         return "'operations' is not a list"

@@ -226,7 +226,7 @@ MALFORMED_REPORTS: list[tuple[str, object, str]] = [
     ("version true", broken(lambda d: d.update(schema_version=True)), "schema_version"),
     ("future version", broken(lambda d: d.update(schema_version=2)), "reads 1"),
     ("totals a list", broken(lambda d: d.update(totals=[])), "'totals' is not an object"),
-    ("totals missing a key", broken(lambda d: d["totals"].pop("error")), '"error"'),
+    ("totals missing a count", broken(lambda d: d["totals"].pop("invalid")), "do not match"),
     ("unknown outcome total", broken(lambda d: d["totals"].update(won=0)), '"won"'),
     ("totals as text", broken(lambda d: d["totals"].update(error="0")), "other than counts"),
     ("operations an object", broken(lambda d: d.update(operations={})), "not a list"),
@@ -274,6 +274,12 @@ def test_load_report_refuses_unreadable_files_in_one_line(
     with pytest.raises(MalformedReportError, match=why) as caught:
         load_report(path)
     assert "\n" not in str(caught.value)
+
+
+def test_missing_zero_totals_are_filled_in(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(broken(lambda d: d["totals"].pop("still_running"))))
+    assert load_report(path)["totals"] == valid()["totals"]
 
 
 def test_a_validated_report_merges_and_renders(tmp_path: Path) -> None:
