@@ -6,6 +6,8 @@ nothing and a refused one may still find the operation finished.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +18,8 @@ from bulkcancel._retry import THROTTLE_REASONS
 
 #: google.rpc.Code CANCELLED: what ``error.code`` holds on a cancelled operation (not an HTTP code).
 CODE_CANCELLED = 1
+_INT32_TEXT = re.compile(r"-?[0-9]{1,10}")
+_INT32_RANGE = range(-(2**31), 2**31)
 
 
 def is_denied(answer: Answer) -> bool:
@@ -52,23 +56,84 @@ class Verdict:
 
 
 def is_done(operation: Mapping[str, Any]) -> bool:
-    """Whether an Operation's JSON says it finished (a missing ``done`` means running)."""
+    """Whether an Operation's JSON says it finished (a missing ``done`` means running).
+
+    Only JSON ``true`` counts: ``done`` is a proto3 bool, whose JSON form is ``true``/``false``
+    and nothing else (``"true"`` is refused by every proto3 JSON parser).
+    """
     return operation.get("done") is True
 
 
+def read_int32(value: object) -> int | None:
+    """A proto3 JSON int32: a number or a numeric string (``1``, ``"1"``, ``1.0``), in range.
+
+    None for anything else, booleans above all: ``true`` is not ``1`` on the wire, whatever
+    Python's ``True == 1`` says.
+    """
+    match value:
+        case bool():
+            return None
+        case int():
+            number = value
+        case float() if value.is_integer():
+            number = int(value)
+        case str() if _INT32_TEXT.fullmatch(value):
+            number = int(value)
+        case _:
+            return None
+    return number if number in _INT32_RANGE else None
+
+
+def malformed(operation: Mapping[str, Any]) -> str | None:
+    """Why an Operation's JSON cannot be read as one, in the fields classification reads; None
+    when it can. What a proto3 JSON parser would refuse is refused here too (a ``null`` is the
+    field's default, as proto3 JSON says)."""
+    done = operation.get("done")
+    if done is not None and not isinstance(done, bool):
+        return f"done is {_quote(done)}, not true or false"
+    error = operation.get("error")
+    if error is None:
+        return None
+    if not isinstance(error, Mapping):
+        return f"error is {_quote(error)}, not an object"
+    code = error.get("code")
+    if code is not None and read_int32(code) is None:
+        return f"error.code is {_quote(code)}, not an int32"
+    return None
+
+
+def _quote(value: object) -> str:
+    return json.dumps(value, default=str)[:100]
+
+
 def done_outcome(operation: Mapping[str, Any]) -> Verdict | None:
-    """Classify a finished operation from its JSON, or None while it is still running."""
+    """Classify a finished operation from its JSON, or None while it is still running.
+
+    An Operation that cannot be read (see ``malformed``) is an ``error``, whether or not it
+    claims to be done: we cannot tell cancelled from completed, nor running from finished.
+    """
+    problem = malformed(operation)
+    if problem is not None:
+        return Verdict(Outcome.ERROR, {"malformed_operation": problem})
     if not is_done(operation):
         return None
     error = operation.get("error")
-    if isinstance(error, dict):
-        code = error.get("code")
-        details: dict[str, Any] = {"error_code": code, "error_message": error.get("message", "")}
+    if isinstance(error, Mapping):
+        code = read_int32(error.get("code"))
+        message = error.get("message")
+        details: dict[str, Any] = {
+            "error_code": code,
+            "error_message": message if isinstance(message, str) else _message(message),
+        }
         if code == CODE_CANCELLED:
             return Verdict(Outcome.CANCELLED, details)
         return Verdict(Outcome.COMPLETED_ANYWAY, {"finished_with": "error", **details})
     finished_with = "response" if "response" in operation else "neither"
     return Verdict(Outcome.COMPLETED_ANYWAY, {"finished_with": finished_with})
+
+
+def _message(value: object) -> str:
+    return "" if value is None else _quote(value)
 
 
 def classify(

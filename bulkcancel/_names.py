@@ -19,6 +19,11 @@ _SEGMENT_CHARS = "A-Za-z0-9._~()\\-"
 _BAD_CHAR = re.compile(f"[^{_SEGMENT_CHARS}/]")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 
+#: Longest name or parent accepted, in characters. Real operation names are about 100
+#: characters; a name past this is an input mistake (or a hostile listing), and sending it would
+#: put a URL of that size on the wire and into the journal several times over.
+MAX_NAME_LENGTH = 1024
+
 #: Cloud Deploy's shape, the default service.
 CLOUD_DEPLOY_PATTERNS: tuple[str, ...] = ("projects/*/locations/*/operations/*",)
 
@@ -44,16 +49,25 @@ def _describe(char: str) -> str:
 
 
 def _check_segments(text: str) -> list[str]:
-    """Shared rules for operation and parent names; returns the segments."""
+    """Shared rules for operation and parent names; returns the segments.
+
+    Length first, then characters, before any other work on the text: whatever else a name
+    may be, it is short and made of safe characters.
+    """
+    if len(text) > MAX_NAME_LENGTH:
+        raise InvalidNameError(f"longer than {MAX_NAME_LENGTH} characters ({len(text)})")
+    bad = _BAD_CHAR.search(text)
+    if bad is not None:
+        # The most telling phrase for the offending character: a URL is named as such.
+        if text.startswith("/"):
+            raise InvalidNameError("leading '/' (give a relative resource name)")
+        if _SCHEME.match(text):
+            raise InvalidNameError("a scheme or host; give a resource name, not a URL")
+        raise InvalidNameError(f"contains {_describe(bad.group())}")
     if not text:
         raise InvalidNameError("empty name")
     if text.startswith("/"):
         raise InvalidNameError("leading '/' (give a relative resource name)")
-    if _SCHEME.match(text):
-        raise InvalidNameError("a scheme or host; give a resource name, not a URL")
-    bad = _BAD_CHAR.search(text)
-    if bad is not None:
-        raise InvalidNameError(f"contains {_describe(bad.group())}")
     segments = text.split("/")
     for segment in segments:
         if not segment:

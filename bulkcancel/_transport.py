@@ -8,6 +8,7 @@ transport; production uses aiohttp.
 from __future__ import annotations
 
 import ipaddress
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -20,8 +21,13 @@ from yarl import URL
 from bulkcancel._errors import ConfigError, UnsafeEndpointError
 
 #: Operation JSON is a few KiB; a list page of 500 is well under a MiB. Past this, it is not an
-#: answer we can trust, and reading it would let a broken server exhaust our memory.
+#: answer we can trust, and reading it would let a broken server exhaust our memory. The cap
+#: counts the bytes we would hold: the decompressed body, and the bytes on the wire too.
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
+#: What we ask for, and all we decode ourselves (aiohttp's own decoding is turned off so that
+#: no library inflates a body past the cap before we can count it).
+ACCEPT_ENCODING = "gzip, deflate"
+_READ_CHUNK = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,62 @@ class TransportError(Exception):
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class BoundedBody:
+    """Collects a response body, decoding gzip/deflate as it streams, never holding more than
+    ``limit`` decoded bytes: a 1 MB gzip that inflates to 1 GB stops at the cap.
+
+    ``feed`` returns False once the body is over the cap. A body in an encoding we did not ask
+    for (``br``, ``zstd``, stacked encodings) is kept undecoded: it then reads as malformed.
+    """
+
+    def __init__(self, limit: int, content_encoding: str = "") -> None:
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0  # decoded bytes held
+        self._wire = 0  # bytes received
+        self._encoding = content_encoding.strip().lower()
+        self._inflater: Any = None
+        if self._encoding in ("gzip", "x-gzip", "deflate"):
+            # 47: a gzip or zlib header, detected; raw deflate is chosen on the first byte.
+            self._inflater = zlib.decompressobj(47)
+
+    def feed(self, chunk: bytes) -> bool:
+        self._wire += len(chunk)
+        if self._wire > self._limit:
+            return False
+        if self._inflater is None:
+            return self._keep(chunk)
+        first = self._wire == len(chunk)
+        if first and self._encoding == "deflate" and chunk and chunk[0] & 0x0F != 8:
+            # "deflate" without its zlib header: raw deflate, seen in the wild.
+            self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        data = chunk
+        while data and not self._inflater.eof:
+            # max_length: never more than one byte past the cap per step, whatever the ratio.
+            try:
+                out = self._inflater.decompress(data, self._limit - self._size + 1)
+            except zlib.error as exc:
+                raise TransportError(f"response body is not valid {self._encoding}: {exc}") from exc
+            if not self._keep(out):
+                return False
+            data = self._inflater.unconsumed_tail
+        return True
+
+    def _keep(self, data: bytes) -> bool:
+        self._size += len(data)
+        if self._size > self._limit:
+            self._chunks.clear()
+            return False
+        if data:
+            self._chunks.append(data)
+        return True
+
+    def finish(self) -> bytes:
+        if self._inflater is not None and self._wire and not self._inflater.eof:
+            raise TransportError(f"response body ended inside its {self._encoding} stream")
+        return b"".join(self._chunks)
 
 
 class Transport(Protocol):
@@ -95,7 +157,10 @@ class AiohttpTransport:
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
         self._max_body = max_body
         # Our session carries the timeout already; a caller's session gets it per request.
-        self._per_request: dict[str, Any] = {} if session is None else {"timeout": self._timeout}
+        # Decompression is always ours (BoundedBody): aiohttp's would inflate before we count.
+        self._per_request: dict[str, Any] = {"auto_decompress": False}
+        if session is not None:
+            self._per_request["timeout"] = self._timeout
 
     async def __aenter__(self) -> AiohttpTransport:
         if self._session is None:
@@ -105,7 +170,10 @@ class AiohttpTransport:
             # trust_env=False: proxies from the environment are a user's choice we do not make
             # silently for a tool that carries credentials.
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, auto_decompress=True
+                connector=connector,
+                timeout=self._timeout,
+                auto_decompress=False,
+                headers={"Accept-Encoding": ACCEPT_ENCODING},
             )
         return self
 
@@ -128,6 +196,9 @@ class AiohttpTransport:
         session = self._session
         if session is None:
             raise RuntimeError("AiohttpTransport used outside 'async with'")
+        if self._given is not None:
+            # A caller's session may advertise encodings we do not decode (br, zstd).
+            headers = {**headers, "Accept-Encoding": ACCEPT_ENCODING}
         try:
             # encoded=True: the path is already exactly what must be sent; yarl must not
             # normalise dot segments or re-quote anything.
@@ -141,27 +212,33 @@ class AiohttpTransport:
             ) as resp:
                 content_type = resp.headers.get("Content-Type", "")
                 retry_after = resp.headers.get("Retry-After")
+                oversized = RawResponse(resp.status, b"", content_type, retry_after, oversized=True)
+                # A declared length is the length on the wire (compressed, if it is): past the
+                # cap, refused unread; within it, still counted as it is decoded.
                 declared = resp.content_length
-                if declared is not None:
-                    if declared > self._max_body:
-                        resp.release()
-                        return RawResponse(
-                            resp.status, b"", content_type, retry_after, oversized=True
-                        )
-                    # A declared length within the cap: aiohttp reads exactly that much.
-                    return RawResponse(resp.status, await resp.read(), content_type, retry_after)
-                chunks: list[bytes] = []  # no length given (chunked): count while reading
-                size = 0
-                async for chunk in resp.content.iter_chunked(65536):
-                    size += len(chunk)
-                    if size > self._max_body:
-                        return RawResponse(
-                            resp.status, b"", content_type, retry_after, oversized=True
-                        )
-                    chunks.append(chunk)
-                return RawResponse(resp.status, b"".join(chunks), content_type, retry_after)
+                if declared is not None and declared > self._max_body:
+                    resp.release()
+                    return oversized
+                reader = BoundedBody(self._max_body, resp.headers.get("Content-Encoding", ""))
+                async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+                    if not reader.feed(chunk):
+                        return oversized
+                return RawResponse(resp.status, reader.finish(), content_type, retry_after)
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise TransportError(_certificate_message(exc), retryable=False) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TransportError(type(exc).__name__ + (f": {exc}" if str(exc) else "")) from exc
+
+
+def _certificate_message(exc: aiohttp.ClientConnectorCertificateError) -> str:
+    """One line that says what failed and where to look; verification is never turned off."""
+    cause = exc.certificate_error
+    reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or cause
+    return (
+        f"TLS certificate verification failed for {exc.host}:{exc.port} ({reason}): "
+        "the server's certificate is not trusted; check --endpoint and this machine's CA "
+        "certificates"
+    )
 
 
 def is_loopback_host(host: str) -> bool:

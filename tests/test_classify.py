@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from bulkcancel._answers import Answer, AnswerKind
-from bulkcancel._classify import classify, needs_get
+from bulkcancel._classify import classify, done_outcome, needs_get, read_int32
 from bulkcancel._models import Outcome
 
 NAME = "projects/p/locations/l/operations/o"
@@ -168,3 +168,96 @@ def test_which_cancel_answers_need_a_get() -> None:
 def test_every_outcome_but_invalid_is_reachable_by_classification() -> None:
     reached = {row[-1] for row in ROWS}
     assert reached == set(Outcome) - {Outcome.INVALID}
+
+
+# ---- proto3 JSON as it is: int32 accepts numbers and numeric strings, bool only true/false ----
+
+PROTO3_SHAPES: list[tuple[str, dict[str, Any], Outcome, dict[str, Any]]] = [
+    ("code 1", {"done": True, "error": {"code": 1}}, Outcome.CANCELLED, {"error_code": 1}),
+    ("code '1'", {"done": True, "error": {"code": "1"}}, Outcome.CANCELLED, {"error_code": 1}),
+    ("code 1.0", {"done": True, "error": {"code": 1.0}}, Outcome.CANCELLED, {"error_code": 1}),
+    (
+        "code '13'",
+        {"done": True, "error": {"code": "13"}},
+        Outcome.COMPLETED_ANYWAY,
+        {"error_code": 13},
+    ),
+    (
+        "code null (the default, 0)",
+        {"done": True, "error": {"code": None, "message": "m"}},
+        Outcome.COMPLETED_ANYWAY,
+        {"error_code": None, "error_message": "m"},
+    ),
+    (
+        "code true",
+        {"done": True, "error": {"code": True}},
+        Outcome.ERROR,
+        {"malformed_operation": "error.code is true, not an int32"},
+    ),
+    (
+        "code '1.0'",
+        {"done": True, "error": {"code": "1.0"}},
+        Outcome.ERROR,
+        {"malformed_operation": 'error.code is "1.0", not an int32'},
+    ),
+    (
+        "code ' 1'",
+        {"done": True, "error": {"code": " 1"}},
+        Outcome.ERROR,
+        {"malformed_operation": 'error.code is " 1", not an int32'},
+    ),
+    ("code 1.5", {"done": True, "error": {"code": 1.5}}, Outcome.ERROR, {}),
+    ("code 2**31", {"done": True, "error": {"code": 2**31}}, Outcome.ERROR, {}),
+    ("code as object", {"done": True, "error": {"code": {"v": 1}}}, Outcome.ERROR, {}),
+    (
+        "error a string",
+        {"done": True, "error": "CANCELLED"},
+        Outcome.ERROR,
+        {"malformed_operation": 'error is "CANCELLED", not an object'},
+    ),
+    (
+        "done 'true'",
+        {"done": "true", "error": {"code": 1}},
+        Outcome.ERROR,
+        {"malformed_operation": 'done is "true", not true or false'},
+    ),
+    ("done 1", {"done": 1, "error": {"code": 1}}, Outcome.ERROR, {}),
+    ("done false", {"done": False, "error": {"code": 1}}, Outcome.STILL_RUNNING, {}),
+    ("done null", {"done": None}, Outcome.STILL_RUNNING, {}),
+    (
+        "message not a string",
+        {"done": True, "error": {"code": 1, "message": ["a"]}},
+        Outcome.CANCELLED,
+        {"error_message": '["a"]'},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "outcome", "details"),
+    [row[1:] for row in PROTO3_SHAPES],
+    ids=[row[0] for row in PROTO3_SHAPES],
+)
+def test_proto3_shapes(body: dict[str, Any], outcome: Outcome, details: dict[str, Any]) -> None:
+    verdict = classify(ok(), ok({"name": NAME, **body}), accepted=True)
+    assert verdict.outcome is outcome
+    assert details.items() <= verdict.details.items()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        *[(1, 1), ("1", 1), ("-2147483648", -(2**31)), (7.0, 7)],
+        *[(True, None), (False, None), ("+1", None), ("1e0", None), ("1_0", None), ("", None)],
+        *[(None, None), ("2147483648", None)],
+    ],
+)
+def test_read_int32(value: object, expected: int | None) -> None:
+    assert read_int32(value) == expected
+
+
+def test_a_malformed_listed_entry_is_an_error_without_a_call() -> None:
+    verdict = done_outcome({"name": NAME, "done": True, "error": {"code": True}})
+    assert verdict is not None
+    assert verdict.outcome is Outcome.ERROR
+    assert done_outcome({"name": NAME, "metadata": {}}) is None

@@ -14,6 +14,7 @@ from yarl import URL
 from bulkcancel._names import (
     ANY_SHAPE,
     DEFAULT_RULES,
+    MAX_NAME_LENGTH,
     InvalidNameError,
     NameRules,
     location_of,
@@ -143,3 +144,21 @@ def test_validation_is_total(raw: str) -> None:
         assert reason
     else:
         assert parsed == raw.strip()
+
+
+def test_length_is_checked_before_anything_else() -> None:
+    limit = MAX_NAME_LENGTH
+    at_limit = "projects/p/locations/l/operations/" + "x" * (limit - 34)
+    assert len(at_limit) == limit
+    assert DEFAULT_RULES.parse(at_limit) == at_limit
+    with pytest.raises(InvalidNameError, match=f"longer than {limit} characters"):
+        DEFAULT_RULES.parse(at_limit + "x")
+    # Even a line that is also malformed in every other way is refused for its length first.
+    with pytest.raises(InvalidNameError, match="longer than"):
+        parse_parent("https://evil/" + "%" * 10_000_000)
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x1b", "\u202e", "\ufeff", "é"])
+def test_control_and_non_ascii_characters_are_refused(char: str) -> None:
+    with pytest.raises(InvalidNameError, match="contains"):
+        DEFAULT_RULES.parse(f"projects/p/locations/l/operations/a{char}b")

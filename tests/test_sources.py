@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from bulkcancel._models import OperationResult, Outcome, Target
-from bulkcancel._sources import ListingError, Resolver, Selection, iter_pages, read_names
+from bulkcancel._sources import (
+    ListingError,
+    Resolver,
+    Selection,
+    SelectionLimitError,
+    iter_pages,
+    read_names,
+)
 from bulkcancel._transport import CallableTransport, RawResponse
 from tests._support import PARENT, op
 
@@ -130,3 +137,76 @@ async def test_iter_pages_stops_on_a_repeated_token() -> None:
     with pytest.raises(ListingError, match="repeated page token"):
         async for _ in iter_pages(client, PARENT):
             pass
+
+
+def test_every_listed_entry_ends_in_one_record_and_only_its_own_are_targets() -> None:
+    targets: list[Target] = []
+    results: list[OperationResult] = []
+    resolver = Resolver(Selection(), targets.append, results.append)
+    entries: list[object] = [
+        {"name": op(1)},
+        {"name": op(1, "projects/victim/locations/l")},
+        {},
+        {"name": 7},
+        [op(2)],
+        {"name": op(2)},
+        {"name": op(1)},  # the same operation again (pages shift): one target
+    ]
+    for position, entry in enumerate(entries, start=1):
+        resolver.add_listed(PARENT, position, entry)
+    assert [t.name for t in targets] == [op(1), op(2)]
+    assert [r.outcome for r in results] == [Outcome.ERROR] * 4
+    assert {r.name: r.details["message"] for r in results} == {
+        f"{PARENT}/operations[#2]": f"listed name is not under {PARENT}/operations/",
+        f"{PARENT}/operations[#3]": "listed entry without a name",
+        f"{PARENT}/operations[#4]": "listed entry whose name is a JSON number, not a string",
+        f"{PARENT}/operations[#5]": "listed entry is a JSON array, not an object",
+    }
+    assert resolver.stats.listed == 7
+    assert resolver.stats.skipped == {"duplicate": 1}
+
+
+def test_a_dash_parent_scopes_one_segment() -> None:
+    targets: list[Target] = []
+    resolver = Resolver(Selection(), targets.append, lambda r: None)
+    dash = "projects/p/locations/-"
+    for position, name in enumerate(
+        [op(1, "projects/p/locations/a"), op(2, "projects/q/locations/a"), op(3, "projects/p")],
+        start=1,
+    ):
+        resolver.add_listed(dash, position, {"name": name})
+    assert [t.name for t in targets] == [op(1, "projects/p/locations/a")]
+
+
+def test_out_of_scope_records_follow_the_shard_of_their_name() -> None:
+    seen: list[str] = []
+    for index in range(3):
+        results: list[OperationResult] = []
+        resolver = Resolver(Selection(shard=(index, 3)), lambda t: None, results.append)
+        for position in range(1, 31):
+            resolver.add_listed(PARENT, position, {"name": f"projects/x/operations/{position}"})
+        seen += [r.name for r in results]
+    assert sorted(seen) == sorted(f"{PARENT}/operations[#{n}]" for n in range(1, 31))
+
+
+def test_max_selected_raises_the_moment_it_is_passed() -> None:
+    targets: list[Target] = []
+    resolver = Resolver(Selection(), targets.append, lambda r: None, max_selected=2)
+    resolver.add_name(op(1))
+    resolver.add_name("not a name")  # invalid lines are records, not selections
+    resolver.add_listed(PARENT, 1, {"name": op(2)})
+    with pytest.raises(SelectionLimitError, match="more than --max-operations 2"):
+        resolver.add_listed(PARENT, 2, {"name": op(3)})
+    assert len(targets) == 2
+
+
+def test_an_overlong_line_is_invalid_and_its_record_keeps_only_the_start() -> None:
+    line = op(1) + "x" * 5_000_000
+    _, results, _ = resolve([line])
+    [record] = results
+    assert record.outcome is Outcome.INVALID
+    assert record.details == {
+        "reason": f"longer than 1024 characters ({len(line)})",
+        "length": len(line),
+    }
+    assert record.name == line[:1024] + "…"
