@@ -36,7 +36,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from bulkcancel._answers import Answer, AnswerKind
-from bulkcancel._classify import Verdict, classify, done_outcome, is_done, needs_get
+from bulkcancel._classify import Verdict, classify, done_outcome, is_done, malformed, needs_get
 from bulkcancel._client import OperationsClient
 from bulkcancel._errors import RecordingError
 from bulkcancel._models import OperationResult, Outcome, StopReason, Target
@@ -515,7 +515,9 @@ class Engine:
         """Settle or reschedule after a GET (or a listing entry); True when it settled."""
         pending.last_get = answer
         now = self._clock()
-        running = answer.ok and answer.body is not None and not is_done(answer.body)
+        body = answer.body
+        # A malformed Operation is final too: polling it again until the deadline tells nothing.
+        running = answer.ok and body is not None and not is_done(body) and malformed(body) is None
         final = not running or not pending.accepted or now >= min(pending.deadline_at, self._clip)
         if final:
             passed = running and pending.accepted
@@ -626,7 +628,8 @@ class Engine:
                 continue
             listed = Answer(AnswerKind.OK, 200, body=operation)
             was_due = due.pop(name, None) is not None
-            if (was_due or is_done(operation)) and await self._observe(pending, listed):
+            settles = was_due or is_done(operation) or malformed(operation) is not None
+            if settles and await self._observe(pending, listed):
                 self.stats.settled_by_list += 1
         parent.found += ours
         return ours, on_the_wire

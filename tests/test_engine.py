@@ -361,3 +361,34 @@ async def test_backpressure_bounds_the_operations_between_cancel_and_outcome() -
     await engine.run([Target(n) for n in names], recorder)
     assert recorder.outcomes() == dict.fromkeys(names, "cancelled")
     assert 0 < peak <= 10
+
+
+@pytest.mark.parametrize("mode", [ReconcileMode.GET, ReconcileMode.LIST])
+@virtual
+async def test_a_malformed_operation_settles_at_once_as_error(mode: ReconcileMode) -> None:
+    """``done: "true"`` cannot be read as an Operation: one look settles it as ``error``
+    instead of polling it until the deadline."""
+    mem = MemoryOperations()
+    names = [op(i) for i in range(4)]
+    for name in names:
+        mem.add(name, "never")
+    bad = b'{"name": "%s", "done": "true"}'
+
+    async def malformed_get(method: str, name: str, kind: str) -> RawResponse | None:
+        if kind == "get":
+            return RawResponse(200, bad % name.encode(), "application/json")
+        if kind == "list":
+            ops = ",".join((bad % n.encode()).decode() for n in names)
+            return RawResponse(200, b'{"operations": [%s]}' % ops.encode(), "application/json")
+        return None
+
+    mem.hook = malformed_get
+    options = replace(FAST, reconcile=mode, deadline=30.0, list_threshold=2)
+    started = anyio.current_time()  # virtual time: the loop's clock
+    _, rec = await run_engine(mem, names, options)
+    assert anyio.current_time() - started < 5.0  # settled by the first look, not the deadline
+    for name in names:
+        result = rec.results[name]
+        assert result.outcome is Outcome.ERROR
+        assert "done" in result.details["malformed_operation"]
+        assert result.details["requests"] == (2 if mode is ReconcileMode.GET else 1)
