@@ -8,7 +8,8 @@ naive client (the same rate ceiling, a fixed 1 s cool-down for everyone after an
 
 Columns: ``drain s`` is the server's view (first to last request); ``floor s`` the least time
 the server's limit allows for what it accepted (quota scenarios: per quota key, what exceeded
-the first burst or window at the sustained rate; others: accepted requests / TOLD); ``x floor``
+the first burst or window at the sustained rate, but never less than accepted requests / TOLD;
+others: accepted requests / TOLD); ``x floor``
 their ratio; ``429 share`` the share of requests refused as throttled; ``exact`` whether every
 outcome was the one the fake scripted (rounds exact / rounds). In the two-region row the drain
 and floor are the free region's only. Nothing is tuned to these results.
@@ -141,7 +142,8 @@ def measure(
         drain = float(region.get("last", 0.0)) - float(region.get("first", 0.0))
         floor = (float(region.get("requests", 0)) - float(region.get("throttled", 0))) / TOLD
     elif scenario.quota_floor:
-        floor = float(stats["quota_floor_seconds"] or 0.0)
+        # No client told TOLD/s can beat its own ceiling, whatever burst the quota allows.
+        floor = max(float(stats["quota_floor_seconds"] or 0.0), (total - throttled) / TOLD)
     else:
         floor = (total - throttled) / TOLD
     return {
