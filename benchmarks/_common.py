@@ -52,17 +52,24 @@ def fake_server(
     quota: float | None = None,
     mix: int | None = None,
     parent: str = PARENT,
+    parents: Sequence[str] = (),
+    extra: Sequence[str] = (),
 ) -> Iterator[Fake]:
-    """``bulkcancel fake-server`` in its own process, on a free loopback port."""
+    """``bulkcancel fake-server`` in its own process, on a free loopback port: ``operations``
+    per parent (``parents``, else ``parent``), ``extra`` flags (personalities and the like)."""
     names = workdir / "names.txt"
     expected = workdir / "expected.json" if mix is not None else None
     args = [sys.executable, "-m", "bulkcancel", "fake-server", "--port", "0"]
-    args += ["--operations", str(operations), "--parent", parent, "--names-out", str(names)]
+    args += ["--operations", str(operations), "--names-out", str(names), *extra]
+    for one in parents or [parent]:
+        args += ["--parent", one]
     if quota is not None:
         args += ["--quota", str(quota)]
     if mix is not None and expected is not None:
         args += ["--mix", str(mix), "--expected-out", str(expected)]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env())
+    process = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env()
+    )
     try:
         assert process.stdout is not None
         url = process.stdout.readline().strip()
@@ -124,3 +131,21 @@ def save(name: str, data: dict[str, Any]) -> Path:
     data = {"benchmark": name, "python": sys.version.split()[0], "cpus": os.cpu_count(), **data}
     path.write_text(json.dumps(data, indent=1) + "\n")
     return path
+
+
+def outcome_of(
+    cancel_status: int, cancel_html: bool, get_status: int, body: dict[str, Any] | None
+) -> str:
+    """What a peer's cancel + GET amount to, in the contract's words (a fair, simple reading:
+    the benchmark checks whether a peer's answers would let its user tell the outcome)."""
+    if get_status == 404:
+        return "not_found"
+    if get_status in (401, 403) or cancel_status in (401, 403):
+        return "permission_denied"
+    if get_status != 200 or body is None:
+        return "error"
+    if body.get("done"):
+        return "cancelled" if body.get("error", {}).get("code") == 1 else "completed_anyway"
+    if cancel_status in (400, 501) or (cancel_status == 404 and cancel_html):
+        return "unsupported"
+    return "still_running" if cancel_status == 200 else "error"

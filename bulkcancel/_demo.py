@@ -68,39 +68,99 @@ async def run_demo(seed: int, quiet: bool) -> int:
 
 
 async def run_fake_server(kw: dict[str, Any]) -> int:
-    server = FakeOperationsServer()
-    names = populate(
-        server,
-        kw["parent"],
-        kw["operations"],
-        Behavior.CANCELS,
-        cancel_delay=kw["cancel_delay"],
-    )
+    """``bulkcancel fake-server``: script the fake from flags, serve it, print how to use it."""
+    import shlex
+    import sys
+
+    from bulkcancel._errors import ConfigError
+    from bulkcancel.testing import ParentMode, RequestRecord
+
+    def pairs(flag: str, values: tuple[str, ...]) -> list[tuple[str, str]]:
+        out = []
+        for value in values:
+            key, sep, setting = value.partition("=")
+            if not sep or not key or not setting:
+                raise ConfigError(f"--{flag} wants LOCATION=VALUE, not {value!r}")
+            out.append((key, setting))
+        return out
+
+    parents = list(kw["parent"]) or ["projects/demo/locations/us-central1"]
+    server = FakeOperationsServer(seed=kw["seed"])
+    names: list[str] = []
+    for parent in parents:
+        names += populate(
+            server, parent, kw["operations"], Behavior.CANCELS, cancel_delay=kw["cancel_delay"]
+        )
     if kw.get("mix") is not None:
         rng = random.Random(kw["mix"])  # noqa: S311 - a scenario, not security
         kinds = [
             Behavior.CANCELS,
             Behavior.COMPLETES_ANYWAY,
+            Behavior.FAILS_ANYWAY,
             Behavior.ALREADY_DONE,
             Behavior.NOT_CANCELLABLE,
         ]
         for name in names:
             server.add_operation(
-                name, rng.choices(kinds, [6, 2, 1, 1])[0], cancel_delay=kw["cancel_delay"]
+                name, rng.choices(kinds, [6, 1, 1, 1, 1])[0], cancel_delay=kw["cancel_delay"]
             )
+    rates: dict[str, float] = {}
+    for location, rate in pairs("location-quota", kw["location_quota"]):
+        try:
+            rates[location] = float(rate)
+        except ValueError:
+            raise ConfigError(f"--location-quota {location}: {rate!r} is not a rate") from None
+    try:
+        server.personality(
+            kw["personality"],
+            rate=kw["quota"],
+            window=kw["window"],
+            background_share=kw["background_share"],
+            location_rates=rates,
+            seed=kw["seed"],
+        )
+    except ValueError as exc:
+        raise ConfigError(f"--personality: {exc}") from None
+    projects = sorted({"/".join(p.split("/")[:2]) for p in parents})
+    for where, mode in pairs("location-mode", kw["location_mode"]):
+        if mode not in set(ParentMode):
+            known = ", ".join(ParentMode)
+            raise ConfigError(f"--location-mode {where}: unknown mode {mode!r} (known: {known})")
+        targets = [where] if where.startswith("projects/") else []
+        targets += [f"{project}/locations/{where}" for project in projects if not targets]
+        for target in targets:
+            server.set_mode(target, mode)
+    server.dash_listing = kw["dash_listing"]
+    server.partial_success = kw["partial_success"]
+    missing = [f"{parents[0]}/operations/missing-{i:06d}" for i in range(kw["missing"])]
     if kw.get("expected_out"):
-        text = json.dumps(server.expected(), indent=0)
-        await anyio.Path(kw["expected_out"]).write_text(text)
-    if kw["quota"]:
-        server.quota(kw["quota"])
+        expected = server.expected() | {name: "not_found" for name in missing}
+        await anyio.Path(kw["expected_out"]).write_text(json.dumps(expected, indent=0))
     server.latency = kw["latency"]
     if kw["token"]:
         server.valid_tokens = {kw["token"]}
     if kw["names_out"]:
-        await anyio.Path(kw["names_out"]).write_text("\n".join(names) + "\n")
+        await anyio.Path(kw["names_out"]).write_text("\n".join(names + missing) + "\n")
+    if kw["request_log"]:
+        log = open(kw["request_log"], "a", encoding="utf-8")  # noqa: ASYNC230, SIM115 - tiny lines
+
+        def write(record: RequestRecord) -> None:
+            log.write(json.dumps(record.to_json(), separators=(",", ":")) + "\n")
+            log.flush()
+
+        server.on_record = write
 
     def ready(url: str) -> None:
         print(url, flush=True)
+        auth = ["--token", kw["token"]] if kw["token"] else ["--anonymous"]
+        command = ["bulkcancel", "cancel", "--endpoint", url, *auth]
+        for parent in parents:
+            command += ["--parent", parent]
+        print(f"try: {shlex.join([*command, '--dry-run'])}", file=sys.stderr, flush=True)
 
-    await serve_forever(server, kw["host"], kw["port"], on_ready=ready)
+    try:
+        await serve_forever(server, kw["host"], kw["port"], on_ready=ready)
+    finally:
+        if kw["request_log"]:
+            log.close()
     return 0

@@ -273,18 +273,70 @@ def demo(seed: int, quiet: bool) -> None:
 @cli.command("fake-server")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=0, help="0: any free port.")
-@click.option("--parent", default="projects/demo/locations/us-central1", show_default=True)
-@click.option("--operations", type=int, default=100, show_default=True)
+@click.option(
+    "--parent",
+    multiple=True,
+    help="Repeatable: a parent holding --operations operations "
+    "[default: projects/demo/locations/us-central1].",
+)
+@click.option("--operations", type=int, default=100, show_default=True, help="Per parent.")
 @click.option("--cancel-delay", type=float, default=0.0)
-@click.option("--quota", type=float, help="Requests/s past which it answers 429.")
+@click.option("--quota", type=float, help="Requests/s (sustained) past which it answers 429.")
+@click.option(
+    "--personality",
+    multiple=True,
+    metavar="NAME[,NAME...]",
+    help="Named server traits, combinable (see below).",
+)
+@click.option(
+    "--window",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds per quota window (bucket-minute, fixed-window); scale it down for tests.",
+)
+@click.option(
+    "--background-share",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Share of requests answered 429 with background-429.",
+)
+@click.option(
+    "--location-quota",
+    multiple=True,
+    metavar="LOCATION=RATE",
+    help="Repeatable: a different quota (requests/s) for one region.",
+)
+@click.option(
+    "--location-mode",
+    multiple=True,
+    metavar="LOCATION=MODE",
+    help="Repeatable: normal, unsupported (cancel 501), unrouted (cancel HTML 404), denied "
+    "(403), unavailable (503). LOCATION is a location id or a projects/P[/locations/L] path.",
+)
+@click.option("--dash-listing", is_flag=True, help="Accept locations/- in list calls.")
+@click.option(
+    "--partial-success",
+    is_flag=True,
+    help="Honour returnPartialSuccess (lists name unreachable locations); else it earns 501.",
+)
+@click.option("--missing", type=int, default=0, help="Also write N names that do not exist.")
+@click.option("--seed", type=int, default=0, show_default=True, help="For faults and 429s.")
 @click.option("--latency", type=float, default=0.0)
 @click.option("--token", help="Require this bearer token.")
 @click.option("--names-out", type=click.Path(dir_okay=False), help="Write the names here.")
 @click.option(
+    "--request-log",
+    type=click.Path(dir_okay=False),
+    help="Append one JSON line per request (method, path, query, status, user_agent, token "
+    "sent or not, time) here.",
+)
+@click.option(
     "--mix",
     type=int,
-    help="Mixed behaviours (cancels, completes anyway, already done, not cancellable), "
-    "drawn with this seed, instead of all cancelling.",
+    help="Mixed behaviours (cancels, completes or fails anyway, already done, not "
+    "cancellable), drawn with this seed, instead of all cancelling.",
 )
 @click.option(
     "--expected-out",
@@ -292,7 +344,32 @@ def demo(seed: int, quiet: bool) -> None:
     help="Write the outcome each operation must get (JSON) here.",
 )
 def fake_server(**kw: Any) -> None:
-    """Serve the fake Operations API on loopback until interrupted."""
+    """Serve the fake Operations API on loopback until interrupted.
+
+    The first line on stdout is the endpoint URL; a ready-to-paste bulkcancel command follows
+    on stderr.
+
+    \b
+    Personalities (--personality, one per group, comma-separated or repeated):
+      quota shape (needs --quota):
+        bucket-small     token bucket, burst max(1, R/10)
+        bucket-minute    token bucket, burst R*window (a minute's budget at once)
+        fixed-window     R*window requests per aligned window, then 429 until it turns
+      quota scope:
+        regional-quota   one quota per project+region (default)
+        shared-quota     one quota per project, shared by its regions
+      refusal shape:
+        429-errorinfo    429 with ErrorInfo quota metadata (default)
+        429-bare         429 with status and message only
+        429-retryinfo    429 with ErrorInfo and RetryInfo retryDelay
+        403-rate-limit   403 rateLimitExceeded instead of 429
+      noise:
+        background-429   a share of 429s with no quota (--background-share)
+        fault-mix        8% 429, 5% 503, 2% HTML 502, 2% resets
+      pages:
+        pages-50, pages-100, pages-1000   list pages capped there
+        pages-ignored    pageSize ignored: every page has the default size
+    """
     from bulkcancel._demo import run_fake_server
 
     sys.exit(guard(lambda: anyio.run(run_fake_server, kw)))

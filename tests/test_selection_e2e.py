@@ -97,7 +97,7 @@ async def test_selection_flags_compose_with_the_server_filter(tmp_path: Path) ->
     async with server.serve() as url:
         result = await run_cli(
             "cancel", "--parent", parent, "--filter", "done=false", "--older-than", "2h",
-            "--target", "^prod$", "--verb", "DEPLOY", "--match", "/keep-", "--endpoint", url,
+            "--target", "targets/prod$", "--verb", "DEPLOY", "--match", "/keep-", "--endpoint", url,
             *FAST, "--report", str(report_path),
         )  # fmt: skip
     assert result.exit_code == 0, result.stderr

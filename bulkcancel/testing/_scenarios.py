@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from bulkcancel.testing._fake import Behavior, FakeOperationsServer, Faults, ParentMode
+from bulkcancel.testing._model import Behavior, Faults, ParentMode
+from bulkcancel.testing._server import FakeOperationsServer
 
 __all__ = ["DEMO_LOCATIONS", "demo_scenario"]
 

@@ -1,0 +1,180 @@
+"""Each named personality of the fake, driven on a virtual clock through the pure model."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from bulkcancel.testing import OperationsModel, Personality, parse_personalities, populate
+
+A = "projects/p/locations/a"
+B = "projects/p/locations/b"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def model(spec: str = "", **kw: Any) -> tuple[OperationsModel, Clock]:
+    clock = Clock()
+    m = OperationsModel(clock=clock, wall=lambda: 1_700_000_000.0 + clock.now)
+    populate(m, A, 3)
+    populate(m, B, 3)
+    if spec or kw:
+        m.personality(spec, **kw)
+    return m, clock
+
+
+def get(m: OperationsModel, parent: str = A, query: str = "") -> tuple[int, dict[str, Any]]:
+    reply = m.handle("GET", f"/v1/{parent}/operations/op-000000{query}", {})
+    is_json = reply.content_type.startswith("application/json") and reply.body
+    return reply.status, json.loads(reply.body) if is_json else {}
+
+
+def statuses(m: OperationsModel, count: int, parent: str = A) -> list[int]:
+    return [get(m, parent)[0] for _ in range(count)]
+
+
+def test_bucket_small_admits_a_small_burst_then_the_rate() -> None:
+    m, clock = model("bucket-small", rate=20)
+    assert statuses(m, 3) == [200, 200, 429]  # burst max(1, 20/10) = 2
+    clock.now = 0.05  # one token at 20/s
+    assert statuses(m, 2) == [200, 429]
+    clock.now = 10.05
+    assert statuses(m, 3) == [200, 200, 429]  # refills to the burst, no further
+
+
+def test_bucket_minute_spends_a_windows_budget_at_once() -> None:
+    m, clock = model("bucket-minute", rate=10, window=6)
+    assert statuses(m, 61).count(200) == 60
+    clock.now = 1.0
+    assert statuses(m, 11).count(200) == 10
+
+
+def test_fixed_window_refuses_until_the_window_turns() -> None:
+    m, clock = model("fixed-window,429-retryinfo", rate=10, window=2)
+    clock.now = 0.5
+    assert statuses(m, 21).count(200) == 20
+    status, body = get(m)
+    assert status == 429
+    delays = [d["retryDelay"] for d in body["error"]["details"] if "retryDelay" in d]
+    assert delays == ["1.500s"]  # until the aligned window at t = 2
+    clock.now = 1.999
+    assert statuses(m, 1) == [429]
+    clock.now = 2.0
+    assert statuses(m, 21).count(200) == 20
+
+
+def test_regional_quotas_are_separate_and_a_shared_one_is_not() -> None:
+    regional, _ = model("bucket-small,regional-quota", rate=10)  # burst 1
+    assert statuses(regional, 1, A) == statuses(regional, 1, B) == [200]
+    shared, _ = model("bucket-small,shared-quota", rate=10)
+    assert statuses(shared, 1, A) == [200]
+    status, body = get(shared, B)
+    assert status == 429
+    meta = body["error"]["details"][0]["metadata"]
+    assert meta["quota_location"] == "global"
+    assert meta["quota_limit"] == "ApiRequestsPerMinutePerProject"
+
+
+def test_one_region_can_have_its_own_quota() -> None:
+    m, clock = model("bucket-small", location_rates={"b": 10})  # a is free, b throttled
+    assert statuses(m, 50, A).count(200) == 50
+    assert statuses(m, 5, B).count(200) == 1
+    clock.now = 1.0
+    assert statuses(m, 20, B).count(200) == 1  # the burst of 1 is all a second buys back
+
+
+def test_errorinfo_carries_quota_metadata() -> None:
+    m, _ = model("bucket-small,429-errorinfo", rate=5)
+    statuses(m, 1)
+    status, body = get(m)
+    info = body["error"]["details"][0]
+    assert status == 429 and body["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert info["reason"] == "RATE_LIMIT_EXCEEDED"
+    assert info["metadata"]["quota_limit_value"] == "300"  # 5/s as Google states it: per minute
+    assert info["metadata"]["quota_location"] == "a"
+    assert info["metadata"]["quota_limit"] == "ApiRequestsPerMinutePerProjectPerRegion"
+    assert {"quota_metric", "consumer"} <= set(info["metadata"])
+
+
+def test_bare_429_has_no_details_and_403_says_rate_limit() -> None:
+    bare, _ = model("bucket-small,429-bare", rate=5)
+    statuses(bare, 1)
+    status, body = get(bare)
+    assert status == 429 and "details" not in body["error"]
+    forbidden, _ = model("bucket-small,403-rate-limit", rate=5)
+    statuses(forbidden, 1)
+    status, body = get(forbidden)
+    assert status == 403
+    assert body["error"]["details"][0]["reason"] == "rateLimitExceeded"
+    assert body["error"]["errors"][0]["reason"] == "rateLimitExceeded"
+
+
+def test_background_429s_are_a_share_with_no_quota_behind_them() -> None:
+    m, clock = model("background-429", background_share=0.1, seed=7)
+    seen = []
+    for i in range(4000):
+        clock.now = i * 0.001  # a thousand a second: no quota would allow that
+        seen.append(get(m))
+    throttled = [body for status, body in seen if status == 429]
+    assert 0.08 < len(throttled) / len(seen) < 0.12
+    assert all("quota_limit" not in str(body) for body in throttled)
+
+
+def test_fault_mix_draws_its_shares() -> None:
+    m, _ = model("fault-mix", seed=3)
+    counts = Counter(statuses(m, 5000))
+    for status, share in ((429, 0.08), (503, 0.05), (502, 0.02), (0, 0.02)):
+        assert share * 0.7 < counts[status] / 5000 < share * 1.3, (status, counts)
+
+
+@pytest.mark.parametrize(
+    ("spec", "asked", "got"),
+    [("pages-50", 1000, 50), ("pages-100", 1000, 100), ("pages-1000", 5000, 1000),
+     ("pages-ignored", 5, 50)],
+)  # fmt: skip
+def test_page_personalities(spec: str, asked: int, got: int) -> None:
+    clock = Clock()
+    m = OperationsModel(clock=clock)
+    m.personality(spec)
+    populate(m, A, 1200)
+    reply = m.handle("GET", f"/v1/{A}/operations?pageSize={asked}", {})
+    assert len(json.loads(reply.body)["operations"]) == got
+
+
+def test_names_parse_combine_and_refuse_conflicts() -> None:
+    assert parse_personalities("bucket-small, shared-quota,429-bare") == {
+        Personality.BUCKET_SMALL,
+        Personality.SHARED_QUOTA,
+        Personality.THROTTLE_BARE,
+    }
+    assert parse_personalities(["pages-50", "background-429"]) == {
+        Personality.PAGES_50,
+        Personality.BACKGROUND_429,
+    }
+    with pytest.raises(ValueError, match="unknown personality 'bucket'"):
+        parse_personalities("bucket")
+    with pytest.raises(ValueError, match="pick one quota shape"):
+        parse_personalities("bucket-small,fixed-window")
+    with pytest.raises(ValueError, match="needs a quota rate"):
+        OperationsModel().personality("fixed-window")
+
+
+def test_quota_floor_counts_what_exceeded_the_first_burst() -> None:
+    m, clock = model("bucket-minute", rate=10, window=2)  # burst 20
+    for i in range(400):
+        clock.now = i * 0.01
+        get(m)
+    stats = m.stats()
+    admitted = stats["quota_keys"][A]["admitted"]
+    assert admitted == stats["by_status"]["200"]
+    assert stats["quota_floor_seconds"] == pytest.approx((admitted - 20) / 10)
+    assert stats["by_location"][A]["throttled"] == stats["by_status"]["429"]
