@@ -15,10 +15,9 @@ import argparse
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from benchmarks._common import PARENT, Fake, bulkcancel, env, median, run_timed, save, table
 
@@ -45,13 +44,11 @@ def serve(operations: int, page: int, names_out: str) -> None:
     """The child: the fake server with fixed-size list pages, until terminated."""
     import anyio
 
-    from bulkcancel.testing._fake import FakeOperationsServer, populate, serve_forever
+    from bulkcancel.testing import FakeOperationsServer, populate, serve_forever
 
-    class FixedPages(FakeOperationsServer):
-        def _list(self, parent: str, query: Mapping[str, str]) -> Any:
-            return super()._list(parent, {k: v for k, v in query.items() if k != "pageSize"})
-
-    server = FixedPages(default_page_size=page, max_page_size=page)
+    # Every page holds `page` operations whatever pageSize asks: the server caps pages.
+    server = FakeOperationsServer(default_page_size=page, max_page_size=page)
+    server.ignore_page_size = True
     names = populate(server, PARENT, operations)
     Path(names_out).write_text("\n".join(names) + "\n")
 
