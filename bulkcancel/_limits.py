@@ -21,32 +21,39 @@ How a pacer tells a wall from noise, and what it borrowed:
 
 * **Shares, not single 429s** (the SRE book's client-side throttling compares requests with
   accepts; gRPC's retry throttling keeps a token ratio, so scattered failures cost little while a
-  sustained majority stops retries). A decision needs at least 16 fresh answers; a throttle share
-  above the learned background share by a statistical margin (wider for few samples) suspects a
-  wall, up to 64 clean answers make an increase.
+  sustained majority stops retries). A wall is suspected when, over at least 16 fresh answers, the
+  throttle share exceeds the learned background share by a binomial margin (2.5 standard
+  deviations plus 3 points, so few samples need a bigger share). An increase needs 64 clean fresh
+  answers, or 16 and half a second.
 * **A wall grows with the send rate, noise does not.** A suspected wall cuts the rate to 95% of
-  what the server *accepted* (the quota itself when we were over it), then the next decision
-  checks: if the throttle share did not fall by half, the 429s were background (overload, other
-  limits), the cut is undone and that share is learned as the key's background, which later
-  decisions discount. A share of 10% random 429s therefore costs one short test, not a spiral.
-* **Growth like AWS's adaptive retry** (CUBIC after a throttle, capped at twice the measured send
-  rate): slow start doubles until the first wall; after it, a clean decision returns to the
-  measured quota at once and then probes by 2%; the rate never grows past twice what the key
-  actually sent in the last second, so an idle key does not bank a burst. We did not take CUBIC's
-  cubic curve: a measured quota is a better target than a curve fitted to the last maximum.
+  what the server *accepted* (the quota itself when we were over it); 32 answers later the cut is
+  judged: if the share did not fall to under 40% of what it was (and the share was under 40%,
+  which background never is), the 429s were background (overload, other limits), every cut since
+  the last increase is undone and that share, at most 15%, becomes the key's background, which
+  later decisions discount. A background share costs one short test, not a spiral.
+* **Growth after AWS's adaptive retry** (CUBIC after a throttle, capped at twice the measured send
+  rate): slow start doubles until the first wall; after it, a clean decision returns to 95% of the
+  measured quota at once and then probes by 5%, doubling the step per clean decision only once
+  the rate is clean at 1.1x the old measurement (CUBIC's plateau, then its convex phase); the rate
+  never grows past twice what the key actually sent lately, so an idle key does not bank a burst.
+  We did not take CUBIC's cubic curve: a measured quota is a better target than a fitted one.
 * **Parking.** When nearly everything is refused (90% of at least 8 fresh answers: a spent
-  per-minute window, a minute's burst used up, an hour-long hint), the key parks: nothing is sent
-  but sparse probes (0.25 s, doubling to 4 s, or the server's hint capped at ``hint_cap``). The
-  first accepted probe resumes the key at the rate that worked (what was accepted in the second
-  before the wall). When walls repeat, the period between resumes is learned and the next
-  probes are aimed just before the predicted window boundary.
-* **Hints and budgets.** RetryInfo / ``Retry-After`` shape a park's first probe (capped), and
-  the client makes the hinted request itself wait for the hint (capped) or until its key accepts
-  again, whichever is first. A key parked with no success for ``throttle_budget`` seconds is
-  *exhausted*: its waiting requests end at once (the client reports them as throttled errors)
-  while sparse probes keep checking whether it came back.
+  per-minute window, a minute's burst used up), the key parks: nothing is sent but one probe at a
+  time (after 0.25 s, doubling to 2 s; or after the server's hint, capped at ``hint_cap``).
+  Requests granted before the park and still waiting for a slot go back to the queue. The first
+  accepted probe resumes the key at the rate that worked (what was accepted in the second before
+  the wall). When walls repeat at a steady period, the period is learned and the next probes are
+  aimed just before the predicted window boundary.
+* **Hints and budgets.** RetryInfo / ``Retry-After`` pause the request that received them (the
+  client waits ``min(hint, hint_cap)``, or less if its key accepts another request meanwhile) and
+  set the first probe of a park. A single hinted 429 among successes never stops the key. A key
+  parked for ``throttle_budget`` seconds is *exhausted*: its waiting requests end at once (the
+  client reports them as throttled errors) while the probes go on.
 * **A per-minute limit value** in ErrorInfo (``quota_limit_value`` of a ``...PerMinute...``
   limit) gives the quota at once: the rate is held at 98% of it.
+
+Known limits: two pacers sharing one project quota without ErrorInfo saying so converge (AIMD is
+fair) but overshoot together; background and a wall together can hide a small overshoot.
 
 Every waiting request is woken at once by :meth:`RateGovernor.stop`. Everything reads the running
 loop's clock (or an injected one), so tests drive it on virtual time.
@@ -70,13 +77,14 @@ _START_SHARE = 0.5  # a new key starts at this share of the ceiling (slow start)
 _MIN_SAMPLES = 16  # fresh answers before any wall decision
 _CLEAN_SAMPLES = 64  # ... and before an increase (or a second of them)
 _CLEAN_TIME = 0.5
-_CHECK_SAMPLES = 48  # fresh answers after a cut before judging it
+_CHECK_SAMPLES = 32  # fresh answers after a cut before judging it
 _PARK_SAMPLES = 8  # fresh answers before parking, when nearly all are refused
 _PARK_SHARE = 0.9
 _MEASURED_SHARE = 0.95  # a cut lands a little under what the server accepted
 _LIMIT_SHARE = 0.98  # a quota value from ErrorInfo is used this close
 _PROBE_STEP = 0.05  # additive probe above the measured quota, per clean decision
-_SURE_WALL = 0.3  # a throttle share this high is a wall, never background
+_SURE_WALL = 0.4  # a throttle share this high is a wall, never background
+_MAX_NOISE = 0.15  # background shares above this are not discounted
 _FELL = 0.4  # after a cut, a wall's share falls below this share of the one before
 _PROBE_BASE = 0.25  # seconds to the first probe of a parked key
 _PROBE_CAP = 2.0  # probes of a parked key are at most this far apart
@@ -114,7 +122,8 @@ class KeyPacer:
     noise: float = 0.0
     #: (share, rate, accepted rate) before a cut that the next decision must confirm
     checking: tuple[float, float, float] | None = None
-    noise_samples: int = 0
+    #: (rate, estimate, walls) before the first cut since the last growth
+    before_cuts: tuple[float, float, int] | None = None
     #: what the server accepted per second at the last confirmed wall: the quota, roughly
     estimate: float = math.inf
     #: requests per second a per-minute quota value from ErrorInfo allows
@@ -220,10 +229,13 @@ class KeyPacer:
                 share >= before * _FELL or share - self.noise > _margin(n, self.noise) / 2
             ):
                 # The share did not fall with the rate: background 429s, not a wall.
-                share = min(share, _SURE_WALL)
+                # Undo every cut since the last growth: they were all taken on noise.
+                share = min(share, _MAX_NOISE)
                 self.noise = share if self.noise == 0 else (self.noise + share) / 2
-                self.noise_samples = n
                 self.rate = rate_before
+                if self.before_cuts is not None:
+                    self.rate, self.estimate, self.walls = self.before_cuts
+                    self.before_cuts = None
                 self._new_epoch(now)
                 return
             self.walls += 1  # confirmed: a wall, and what it let through is the quota
@@ -236,6 +248,8 @@ class KeyPacer:
     def _cut(self, now: float, share: float) -> None:
         accepted = self._fresh_rate() * (1.0 - share)
         self.checking = (share, self.rate, accepted)
+        if self.before_cuts is None:
+            self.before_cuts = (self.rate, self.estimate, self.walls)
         self.step = _PROBE_STEP
         target = min(accepted * _MEASURED_SHARE, self.limit * _LIMIT_SHARE)
         self.rate = max(_MIN_RATE, min(self.rate, target))
@@ -253,8 +267,11 @@ class KeyPacer:
             # or a quota that grew) and each clean decision probes twice as far.
             if self.rate > self.estimate * 1.1:
                 self.step = min(0.5, self.step * 2)
+        self.before_cuts = None
         # AWS's cap: never more than twice what the key really sent lately.
-        sent = len(self.sends) / _HISTORY
+        _trim(self.sends, now)
+        span = now - self.sends[0] if len(self.sends) > 1 else _HISTORY
+        sent = len(self.sends) / max(span, 0.1)
         self.rate = max(self.rate, min(self.ceiling, probe, max(2 * sent, _MIN_RATE)))
         self._new_epoch(now)
 
