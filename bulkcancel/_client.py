@@ -1,23 +1,41 @@
-"""google.longrunning Operations over REST: cancel, get, list — with pacing and retries.
+"""google.longrunning Operations over REST: cancel, get, list — one attempt loop, paced.
 
 The client knows HTTP and Google's error envelope; it knows nothing of outcomes. Every call
 returns an ``Answer`` (never raises for what the server said), so one operation's failure is a
 record, not an exception that would tear down the run.
+
+One attempt, in order: wait for the quota key's turn (a FIFO per key, holding nothing), then an
+in-flight slot, then a unit of the run's ``--rate``; send; report the answer to the key's pacer
+exactly once (throttle or capacity). Retries: throttles are retried at the pacer's pace (a hint
+makes that request wait for it, capped, or until its key accepts again); transient failures
+(503, 502/504, resets, timeouts, a cut body) with full-jitter backoff up to ``Backoff.max_attempts``
+tries; every wait is bounded by ``max_call_time`` from the call's start, and throttle retries by the
+governor's ``throttle_budget`` from the call's first throttle (then the call ends as a
+``THROTTLED`` answer, which classification reports as an error). A stop, or a fatal condition of
+the whole run, wakes every waiting call at once and they return ``STOPPED``.
+
+Fatal conditions (``fatal`` and a one-line ``fatal_detail``): 401 on the first requests
+(``UNAUTHENTICATED``); no HTTP answer at all to the run's first attempts, or a TLS failure
+(``UNREACHABLE``); non-JSON 404 pages to several GET or list calls before any Google JSON answer
+(``WRONG_ENDPOINT``).
+
+Every request carries ``User-Agent: bulkcancel/VERSION (+python aiohttp)``. Server text is scrubbed
+of the bearer token sent before it becomes part of an Answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-from urllib.parse import quote, urlencode
+from importlib import metadata
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import quote, urlencode, urlsplit
 
-import anyio
-
-from bulkcancel._answers import Answer, AnswerKind, interpret
-from bulkcancel._limits import RateGovernor, Sleep
+from bulkcancel._answers import Answer, AnswerKind, interpret, scrub_text
+from bulkcancel._limits import Grant, KeyExhaustedError, RateGovernor, Sleep
 from bulkcancel._models import StopReason
 from bulkcancel._names import location_of, quota_key
 from bulkcancel._retry import Backoff, RetryDecision, verdict
@@ -28,9 +46,21 @@ if TYPE_CHECKING:
 
 _CANCEL_BODY = b"{}"
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
-_MAX_THROTTLE_RETRIES = 30
-_THROTTLE_JITTER = 0.25  # seconds; a throttled request waits uniform(0, this) before its turn
 _AUTH_GIVE_UP = 8  # this many 401s before any success: the credentials are wrong, stop early
+_UNREACHABLE_AFTER = 16  # the run's first attempts all without an HTTP answer: stop early
+_WRONG_ENDPOINT_AFTER = 4  # GET/list answered by non-JSON 404 pages before any Google JSON
+_MIN_SECRET = 4  # shorter "tokens" are not scrubbed (they would mangle every message)
+
+
+def _user_agent() -> str:
+    try:
+        version = metadata.version("bulkcancel")
+    except metadata.PackageNotFoundError:
+        version = "0"
+    return f"bulkcancel/{version} (+python aiohttp)"
+
+
+USER_AGENT = _user_agent()
 
 
 @dataclass(slots=True)
@@ -41,6 +71,8 @@ class ClientStats:
     retries: int = 0
     throttled: int = 0
     unauthenticated: int = 0
+    #: calls that ended because their throttle or time budget ran out
+    gave_up_throttled: int = 0
 
     @property
     def total(self) -> int:
@@ -62,6 +94,7 @@ class OperationsClient:
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
         sleep: Sleep | None = None,
+        max_call_time: float = 300.0,
     ) -> None:
         self._transport = transport
         self._endpoint = endpoint.rstrip("/")
@@ -75,34 +108,57 @@ class OperationsClient:
         self._slots = asyncio.Semaphore(concurrency)
         self._backoff = backoff or Backoff()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
-        self._sleep = sleep or anyio.sleep
+        self._sleep = sleep  # None: the governor's naps, which a stop cuts short
+        self._max_call_time = max_call_time
         self.stats = ClientStats()
         self._successes = 0
         self._auth_seen: Mapping[str, str] | None = None
-        self._plain_headers: Mapping[str, str] = {}
-        self._body_headers: Mapping[str, str] = {}
-        #: Why the whole run should stop (the first requests were all rejected as
-        #: unauthenticated, say), or None. The engine and the listing check it.
+        self._plain_headers: Mapping[str, str] = {"User-Agent": USER_AGENT}
+        self._body_headers: Mapping[str, str] = {**_JSON_HEADERS, "User-Agent": USER_AGENT}
+        self._secrets: tuple[bytes, ...] = ()
+        #: Why the whole run should stop, or None. The engine and the listing check it; once it
+        #: is set the client makes no further attempt.
         self.fatal: StopReason | None = None
+        #: One line for people: the endpoint and what was seen.
+        self.fatal_detail: str = ""
         self._stopped = False
+        self._first_attempts = 0
+        self._unanswered = 0
+        self._google_answered = False
+        self._unrouted: list[str] = []
 
     def _headers(self, auth: Mapping[str, str], *, with_body: bool) -> Mapping[str, str]:
         """The request headers, built once per auth mapping (a token source hands out the same
         mapping until its token changes), not once per request."""
         if auth is not self._auth_seen:
             self._auth_seen = auth
-            self._plain_headers = dict(auth)
-            self._body_headers = {**_JSON_HEADERS, **auth}
+            self._plain_headers = {"User-Agent": USER_AGENT, **auth}
+            self._body_headers = {**_JSON_HEADERS, "User-Agent": USER_AGENT, **auth}
+            secrets = []
+            for value in auth.values():
+                scheme, _, credential = value.partition(" ")
+                if scheme.lower() == "bearer" and len(credential) >= _MIN_SECRET:
+                    secrets.append(credential.encode())
+            self._secrets = tuple(secrets)
         return self._body_headers if with_body else self._plain_headers
 
     def stop(self) -> None:
         """Start no new attempt from now on, retries included: each call that would make one
-        returns a ``STOPPED`` answer instead. Requests already on the wire finish."""
+        returns a ``STOPPED`` answer instead, and every call waiting for its turn, a hint or a
+        backoff is woken at once. Requests already on the wire finish."""
         self._stopped = True
+        self._governor.stop()
 
     @property
     def stopped(self) -> bool:
         return self._stopped
+
+    def _fail(self, reason: StopReason, detail: str) -> None:
+        """The whole run is doomed: remember why, and behave as stopped."""
+        if self.fatal is None:
+            self.fatal = reason
+            self.fatal_detail = detail
+        self._governor.stop()
 
     def rates(self) -> dict[str, float]:
         """The adaptive rate reached per quota key."""
@@ -122,7 +178,7 @@ class OperationsClient:
         return await self._call("cancel", "POST", self.url(name + ":cancel"), name, _CANCEL_BODY)
 
     async def get(self, name: str) -> Answer:
-        return await self._call("get", "GET", self.url(name), name, None)
+        return await self._call("get", "GET", self.url(name), name, None, expect_name=name)
 
     async def list_page(
         self,
@@ -147,74 +203,220 @@ class OperationsClient:
             url += "?" + urlencode(params, quote_via=quote, safe="")
         return await self._call("list", "GET", url, parent, None)
 
+    async def _nap(self, seconds: float) -> None:
+        if self._sleep is not None:
+            await self._sleep(seconds)
+        else:
+            await self._governor.nap(seconds)
+
     async def _call(
-        self, kind: str, method: str, url: str, name: str, body: bytes | None
+        self,
+        kind: str,
+        method: str,
+        url: str,
+        name: str,
+        body: bytes | None,
+        *,
+        expect_name: str | None = None,
     ) -> Answer:
+        governor = self._governor
         key = quota_key(name)
+        deadline = governor.now() + self._max_call_time
+        first_throttle = math.inf
         attempts = throttled = transient = 0
         auth_retried = False
+        last: Answer | None = None
+        last_throttled = False
         while True:
-            if self._stopped:
-                return Answer(
-                    AnswerKind.STOPPED,
-                    message="not sent: the run was stopping",
-                    attempts=attempts,
-                    throttled=throttled,
-                )
-            async with self._slots:
-                await self._governor.acquire(key)
-                auth = await self._tokens.headers()
-                headers = self._headers(auth, with_body=body is not None)
-                attempts += 1
-                self.stats.requests[kind] += 1
-                try:
-                    raw = await self._transport.request(method, url, headers, body)
-                    answer = interpret(raw)
-                except TransportError as exc:
-                    answer = Answer(AnswerKind.TRANSPORT, message=str(exc)[:300])
+            if self._stopped or self.fatal is not None:
+                return _stopped(attempts, throttled)
+            budget_end = min(deadline, first_throttle + governor.throttle_budget)
+            try:
+                grant = await governor.acquire_key(key, budget_end)
+            except KeyExhaustedError:
+                if last is not None and not last_throttled:
+                    return last
+                why = f"{key or 'the quota key'} refused every request for "
+                why += f"{governor.throttle_budget:g}s"
+                return self._gave_up(last, why, attempts, throttled)
+            if grant is None:
+                if self._stopped or self.fatal is not None or governor.stopped:
+                    return _stopped(attempts, throttled)
+                if last is not None and not last_throttled:
+                    return last
+                return self._gave_up(last, "the call's time budget ran out", attempts, throttled)
+            sent = await self._attempt(kind, method, url, body, grant)
+            if sent is None:
+                return _stopped(attempts, throttled)
+            if sent == "again":
+                continue
+            answer, auth = sent
+            attempts += 1
             answer.attempts, answer.throttled = attempts, throttled
-            google_json = answer.kind is AnswerKind.API_ERROR
-            if answer.kind is AnswerKind.MALFORMED:
-                # A 2xx cut short is most often a connection cut mid-body: worth another try.
-                decision = RetryDecision.TRANSIENT
-            elif answer.kind in (AnswerKind.OVERSIZED, AnswerKind.REDIRECT, AnswerKind.OK):
-                decision = RetryDecision.FINAL
-            else:
-                decision = verdict(
-                    answer.status, answer.code, answer.reason, google_json=google_json
-                )
+            if expect_name is not None and answer.ok and answer.body is not None:
+                answer = _check_name(answer, expect_name)
+            decision = self._decide(answer)
+            governor.report(
+                grant,
+                throttled=decision is RetryDecision.THROTTLED,
+                hint=answer.retry_delay,
+                quota=answer.quota,
+                key=key,
+            )
+            self._watch(kind, url, answer)
+            last = answer
+            last_throttled = decision is RetryDecision.THROTTLED
+            now = governor.now()
             if decision is RetryDecision.THROTTLED:
                 throttled += 1
+                answer.throttled = throttled
                 self.stats.throttled += 1
-                hint = answer.retry_delay
-                self._governor.on_throttle(key, hint)
-                if throttled > _MAX_THROTTLE_RETRIES:
-                    answer.throttled = throttled
-                    return answer
+                first_throttle = min(first_throttle, now)
+                if now - first_throttle >= governor.throttle_budget or now >= deadline:
+                    why = f"still refused after {throttled} tries in {now - first_throttle:.0f}s"
+                    return self._gave_up(answer, why, attempts, throttled)
                 self.stats.retries += 1
-                if hint is None:
-                    # The shared pacer has slowed the whole key already: a throttled request
-                    # only needs to step out of the crowd, not wait out an exponential backoff
-                    # of its own (that doubled the penalty and stretched the tail of a run).
-                    await self._sleep(self._rng.uniform(0.0, _THROTTLE_JITTER))
+                hint = answer.retry_delay
+                if hint is not None and hint > 0:
+                    # This request waits for the hint (capped), or until its key accepts again.
+                    await governor.hint_wait(grant, min(hint, governor.hint_cap, deadline - now))
                 continue
             if decision is RetryDecision.TRANSIENT:
                 transient += 1
-                if transient >= self._backoff.max_attempts:
+                delay = self._backoff.delay(transient - 1, self._rng)
+                if transient >= self._backoff.max_attempts or now + delay >= deadline:
                     return answer
                 self.stats.retries += 1
-                await self._sleep(self._backoff.delay(transient - 1, self._rng))
+                await self._nap(delay)
                 continue
             if answer.status == 401:
                 self.stats.unauthenticated += 1
                 if not self._successes and self.stats.unauthenticated >= _AUTH_GIVE_UP:
-                    self.fatal = StopReason.UNAUTHENTICATED
+                    self._fail(
+                        StopReason.UNAUTHENTICATED,
+                        f"{self._endpoint} rejected the credentials (401) on the first "
+                        f"{self.stats.unauthenticated} requests",
+                    )
                 if not auth_retried and await self._tokens.invalidate(auth):
                     auth_retried = True
                     self.stats.retries += 1
                     continue
                 return answer
             if answer.kind is not AnswerKind.TRANSPORT and answer.status < 500:
-                self._governor.on_success(key)
                 self._successes += 1
             return answer
+
+    async def _attempt(
+        self, kind: str, method: str, url: str, body: bytes | None, grant: Grant
+    ) -> tuple[Answer, Mapping[str, str]] | Literal["again"] | None:
+        """Send once: a slot, the run's ceiling, the request. None if stopped before sending;
+        ``"again"`` if the key parked while this request waited for its slot; otherwise the
+        answer and the auth headers it was sent with."""
+        governor = self._governor
+        sent = False
+        try:
+            async with self._slots:
+                if not await governor.acquire_ceiling() or self._stopped or self.fatal:
+                    return None
+                if grant.stale:
+                    return "again"
+                auth = await self._tokens.headers()
+                headers = self._headers(auth, with_body=body is not None)
+                self.stats.requests[kind] += 1
+                governor.sent(grant)
+                sent = True
+                try:
+                    raw = await self._transport.request(method, url, headers, body)
+                    return interpret(raw, self._secrets), auth
+                except TransportError as exc:
+                    message = scrub_text(str(exc), self._secrets)[:300]
+                    if not exc.retryable:
+                        self._fail(StopReason.UNREACHABLE, f"{self._endpoint}: {message}")
+                        return Answer(AnswerKind.TRANSPORT, message=message, final=True), auth
+                    return Answer(AnswerKind.TRANSPORT, message=message), auth
+        finally:
+            if not sent:
+                governor.release(grant)
+
+    def _decide(self, answer: Answer) -> RetryDecision:
+        if answer.kind is AnswerKind.MALFORMED:
+            # A 2xx cut short is most often a connection cut mid-body: worth another try; an
+            # answer about another operation is not.
+            return RetryDecision.FINAL if answer.final else RetryDecision.TRANSIENT
+        if answer.kind in (AnswerKind.OVERSIZED, AnswerKind.REDIRECT, AnswerKind.OK):
+            return RetryDecision.FINAL
+        if answer.final:
+            return RetryDecision.FINAL
+        return verdict(
+            answer.status,
+            answer.code,
+            answer.reason,
+            google_json=answer.kind is AnswerKind.API_ERROR,
+            message=answer.message,
+        )
+
+    def _watch(self, kind: str, url: str, answer: Answer) -> None:
+        """Fail fast when the first answers say the whole run is doomed."""
+        if answer.kind in (AnswerKind.OK, AnswerKind.API_ERROR):
+            self._google_answered = True
+        self._first_attempts += 1
+        if answer.kind is AnswerKind.TRANSPORT:
+            self._unanswered += 1
+            if self._unanswered == self._first_attempts and self._unanswered >= _UNREACHABLE_AFTER:
+                self._fail(
+                    StopReason.UNREACHABLE,
+                    f"no answer from {self._endpoint}: the first {self._unanswered} requests "
+                    f"failed ({answer.message})",
+                )
+            return
+        if self._google_answered or kind == "cancel":
+            return
+        if answer.kind is AnswerKind.HTTP_ERROR and answer.status == 404:
+            self._unrouted.append(urlsplit(url).path)
+            if len(self._unrouted) >= _WRONG_ENDPOINT_AFTER:
+                self._fail(
+                    StopReason.WRONG_ENDPOINT,
+                    f"{self._endpoint} answered {len(self._unrouted)} GET/list calls with "
+                    f"non-JSON 404 pages and nothing else (e.g. {self._unrouted[0]}): "
+                    "check --endpoint and --api-version",
+                )
+
+    def _gave_up(self, last: Answer | None, why: str, attempts: int, throttled: int) -> Answer:
+        """End a call whose throttle budget (or time budget, while throttled) ran out."""
+        self.stats.gave_up_throttled += 1
+        seen = f"; last answer HTTP {last.status}" if last is not None and last.status else ""
+        return Answer(
+            AnswerKind.THROTTLED,
+            code=last.code if last is not None else None,
+            reason=last.reason if last is not None else None,
+            message=f"throttled: {why}{seen}",
+            quota=last.quota if last is not None else None,
+            attempts=attempts,
+            throttled=throttled,
+        )
+
+
+def _stopped(attempts: int, throttled: int) -> Answer:
+    return Answer(
+        AnswerKind.STOPPED,
+        message="not sent: the run was stopping",
+        attempts=attempts,
+        throttled=throttled,
+    )
+
+
+def _check_name(answer: Answer, expected: str) -> Answer:
+    """A GET whose Operation names another operation is not this operation's state."""
+    assert answer.body is not None
+    named = answer.body.get("name")
+    if named is None or named == expected:
+        return answer
+    shown = named[:200] if isinstance(named, str) else type(named).__name__
+    return Answer(
+        AnswerKind.MALFORMED,
+        answer.status,
+        message=f"the server answered for another operation ({shown!r}), not this one",
+        attempts=answer.attempts,
+        throttled=answer.throttled,
+        final=True,
+    )

@@ -28,9 +28,17 @@ class RetryDecision(Enum):
 
 
 def verdict(
-    http_status: int, canonical: str | None, reason: str | None, *, google_json: bool
+    http_status: int,
+    canonical: str | None,
+    reason: str | None,
+    *,
+    google_json: bool,
+    message: str | None = None,
 ) -> RetryDecision:
     """Decide from what the server answered (``http_status`` 0 means no HTTP answer at all).
+
+    A 403 is throttling when its reason says so, or when its message speaks of a per-minute
+    quota (some APIs say "Quota exceeded for quota metric ... per minute" with a 403).
 
     Google JSON errors are judged by their canonical ``status`` string because several codes share
     an HTTP status (INTERNAL and UNKNOWN are 500 but so is DATA_LOSS); a bare status is used only
@@ -42,12 +50,22 @@ def verdict(
         return RetryDecision.THROTTLED
     if reason in THROTTLE_REASONS and http_status in (403, 429):
         return RetryDecision.THROTTLED
+    if http_status == 403 and message is not None and is_rate_quota_message(message):
+        return RetryDecision.THROTTLED
     if google_json and canonical:
         return RetryDecision.TRANSIENT if canonical in _TRANSIENT_CODES else RetryDecision.FINAL
     if http_status in (502, 503, 504):
         return RetryDecision.TRANSIENT
     # A non-Google 500 (plain text, HTML) is a front end or proxy failing: worth another try.
     return RetryDecision.TRANSIENT if http_status in _TRANSIENT_STATUS else RetryDecision.FINAL
+
+
+_RATE_QUOTA = re.compile(r"quota.*per (minute|second)|per (minute|second).*quota", re.IGNORECASE)
+
+
+def is_rate_quota_message(message: str) -> bool:
+    """Whether an error message speaks of a per-minute (or per-second) rate quota."""
+    return _RATE_QUOTA.search(message[:500]) is not None
 
 
 @dataclass(frozen=True, slots=True)
