@@ -106,7 +106,7 @@ def test_progress_while_listing_and_in_a_dry_run() -> None:
     out, buffer = console(80)
     out.print(render_progress(ProgressSnapshot(phase=Phase.LISTING, listed=57), 3.0, 80))
     listing = plain(buffer.getvalue())
-    whole_words_fit(listing, 80, ["listing", "57 listed"])
+    whole_words_fit(listing, 80, ["listing", "57 found"])
 
     out, buffer = console(80)
     dry = ProgressSnapshot(phase=Phase.CANCELLING, total=100, settled=100, dry_run=True)
