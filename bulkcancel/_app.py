@@ -21,7 +21,6 @@ import tempfile
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,7 +32,8 @@ from anyio.abc import TaskStatus
 from bulkcancel import _ui
 from bulkcancel._config import RunConfig, check_writable
 from bulkcancel._errors import ConfigError, CredentialsError, RecordingError, unwrap
-from bulkcancel._inputs import NameInput, aiter_inputs
+from bulkcancel._inputs import NameInput
+from bulkcancel._live import Progress, read_names_files
 from bulkcancel._logging import event
 from bulkcancel._models import OperationResult, StopReason
 from bulkcancel._report import ReportWriter
@@ -123,85 +123,6 @@ class _State:
     stdout_closed: bool = False
     #: the number of targets, once resolved (None while listing)
     count: int | None = None
-
-
-#: Rate and throttling are measured over this many recent seconds.
-_WINDOW = 5.0
-
-
-class _Progress:
-    """Builds the live display's :class:`_ui.ProgressSnapshot` from the run's own counters.
-
-    Called by rich from its refresh thread: it only reads counters (and keeps a few recent
-    samples, under a lock, for the request rate). ``accepted`` counts cancels the server
-    accepted (the run's client counts them as they are answered); ``throttling`` means a
-    throttle answer (429) arrived within the last few seconds.
-    """
-
-    def __init__(
-        self,
-        run: BulkRun,
-        writer: ReportWriter,
-        state: _State,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._run = run
-        self._writer = writer
-        self._state = state
-        self._clock = clock
-        self._samples: deque[tuple[float, int, int]] = deque()
-        self._lock = threading.Lock()
-
-    def _phase(self) -> _ui.Phase:
-        run, state = self._run, self._state
-        if state.signals:
-            return _ui.Phase.STOPPING
-        if state.count is None or run.config.dry_run:
-            return _ui.Phase.LISTING
-        if run.all_taken and run.cancels.in_flight == 0:
-            return _ui.Phase.RECONCILING
-        return _ui.Phase.CANCELLING
-
-    def _recent(self) -> tuple[float, bool]:
-        stats = self._run.client.stats
-        now, total, throttled = self._clock(), stats.total, stats.throttled
-        with self._lock:
-            samples = self._samples
-            samples.append((now, total, throttled))
-            while now - samples[0][0] > _WINDOW:
-                samples.popleft()
-            then, total_then, throttled_then = samples[0]
-        rate = (total - total_then) / (now - then) if now - then >= 0.5 else 0.0
-        return rate, throttled > throttled_then
-
-    def __call__(self) -> _ui.ProgressSnapshot:
-        run = self._run
-        rate, throttling = self._recent()
-        stats = run.resolver.stats if run.resolver is not None else None
-        return _ui.ProgressSnapshot(
-            phase=self._phase(),
-            total=self._state.count,
-            listed=stats.given + stats.listed if stats is not None else 0,
-            sent=run.cancels.answered,
-            accepted=run.cancels.accepted,
-            settled=self._writer.count,
-            rate=rate,
-            throttled=run.client.stats.throttled,
-            throttling=throttling,
-            dry_run=run.config.dry_run,
-            totals=dict(self._writer.totals),
-        )
-
-
-async def read_names_files(paths: Sequence[str]) -> AsyncIterator[NameInput]:
-    """Every input of each names file in turn (``-`` is stdin), read without blocking the loop:
-    a Ctrl-C while stdin is still open is handled at once."""
-    for path in paths:
-        if path == "-":
-            event("reading names from stdin")
-        async for item in aiter_inputs(path):
-            yield item
 
 
 async def drive(
@@ -310,7 +231,7 @@ async def _drive_run(
         before_sending = anyio.CancelScope()
         await tg.start(_watch_signals, run, ui, state, before_sending)
         refused: int | None = None
-        progress = _Progress(run, writer, state)
+        progress = Progress(run, writer, state)
         with before_sending:
             ui.start(None, progress)  # the display shows the listing too
             count = state.count = await run.resolve(*given)
@@ -462,7 +383,7 @@ async def _execute(
     ui: _ui.Ui,
     state: _State,
     observe: Callable[[OperationResult], None] | None,
-    progress: _Progress,
+    progress: Progress,
 ) -> None:
     """Send and reconcile. A failure of the run is kept for the exit code, not raised: the
     targets are all reported by then (``BulkRun.execute`` sees to it)."""

@@ -139,6 +139,8 @@ class BulkRun:
         self.places: dict[str, int] = {}
         #: True once the engine has taken every target (the rest is reconciling).
         self.all_taken = False
+        #: Inputs that were not names at all (neither selected nor skipped by a filter).
+        self.invalid = 0
         self._started = time.time()
         self._stop_reason: StopReason | None = None
         self._fatal_detail = ""
@@ -264,6 +266,8 @@ class BulkRun:
             self._spool.add(target)
 
         def on_result(result: OperationResult) -> None:
+            if result.outcome is Outcome.INVALID:
+                self.invalid += 1
             failed = result.details.get("list_error")
             if isinstance(failed, dict) and failed.get("http_status") == 401:
                 rejected.append(result.name)
@@ -353,6 +357,8 @@ class BulkRun:
             engine=self.engine,
             stopped=self.stop_reason,
         )
+        if "selection" in meta:
+            meta["selection"]["invalid"] = self.invalid
         meta["identity"] = self.identity_text()
         meta["places"] = self.places
         return meta

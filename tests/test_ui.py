@@ -237,6 +237,8 @@ def test_selection_line_names_each_filter() -> None:
     assert selection_line(stats) == "100 listed; 0 selected; skipped: 100 by --target"
     mixed = {"given": 5, "listed": 0, "selected": 2, "skipped": {"duplicate": 1, "verb": 2}}
     assert selection_line(mixed) == "5 given; 2 selected; skipped: 2 by --verb, 1 duplicates"
+    invalid = {"given": 4, "listed": 0, "selected": 1, "invalid": 3, "skipped": {}}
+    assert selection_line(invalid) == "4 given; 1 selected; 3 invalid"
 
 
 def listed(i: int, **meta: object) -> dict[str, object]:
