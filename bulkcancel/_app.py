@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,9 @@ from anyio.abc import TaskStatus
 from bulkcancel import _ui
 from bulkcancel._config import RunConfig, check_writable
 from bulkcancel._errors import ConfigError, CredentialsError, RecordingError, unwrap
+from bulkcancel._inputs import NameInput
+from bulkcancel._live import Progress, read_names_files
+from bulkcancel._logging import event
 from bulkcancel._models import OperationResult, StopReason
 from bulkcancel._report import ReportWriter
 from bulkcancel._run import BulkRun
@@ -53,15 +56,19 @@ _STOP_EXIT = {
     StopReason.JOURNAL_FAILED: EXIT_RECORDING,
 }
 
-#: The exit codes, as the CLI's help shows them.
-EXIT_HELP = (
-    "Exit codes: 0 every target cancelled or completed anyway; 1 internal error (a bug); "
-    "2 refused before sending (bad usage or input); 3 finished, some targets ended otherwise; "
-    "4 no usable credentials, or the server rejected them; 5 stopped early: the API could not "
-    "be reached or the endpoint is wrong; 6 progress could not be recorded (journal or report "
-    "failed mid-run; the report went to a fallback path named on stderr); "
-    "130/143 interrupted by SIGINT/SIGTERM."
-)
+#: The exit codes, as the CLI's help shows them (``\b``: click keeps the lines as they are).
+EXIT_HELP = """\b
+Exit codes:
+  0   every target cancelled or completed anyway
+  1   internal error (a bug)
+  2   refused before sending: bad usage or input, no confirmation
+  3   finished, some targets ended otherwise
+  4   no usable credentials, or the server rejected them
+  5   stopped early: the API could not be reached or the endpoint is wrong
+  6   progress could not be recorded (journal or report failed mid-run;
+      the report went to a fallback path named on stderr)
+  130 interrupted by SIGINT (Ctrl-C); 143 terminated by SIGTERM
+"""
 
 
 def guard(body: Callable[[], int], *, debug: bool = False) -> int:
@@ -114,6 +121,8 @@ class _State:
     signals: list[int] = field(default_factory=list)
     failure: Exception | None = None
     stdout_closed: bool = False
+    #: the number of targets, once resolved (None while listing)
+    count: int | None = None
 
 
 async def drive(
@@ -121,10 +130,14 @@ async def drive(
     names: Iterable[str],
     options: _ui.Options,
     *,
+    names_files: Sequence[str] = (),
     observe: Callable[[OperationResult], None] | None = None,
     debug: bool = False,
 ) -> int:
     """Resolve, confirm, execute, report. Returns the exit code.
+
+    ``names`` are plain names (arguments); ``names_files`` files (``-``: stdin) read through
+    :mod:`bulkcancel._inputs` (lines, gcloud JSON arrays, JSON Lines).
 
     Raises (for :func:`guard`) only before anything was sent; from the first cancel on, every
     failure ends in a report and an exit code.
@@ -141,7 +154,16 @@ async def drive(
     code: int | None = None
     try:
         async with BulkRun(config) as run:
-            code = await _drive_run(run, names, writer, ui, options, state, observe)
+            event(
+                "run started",
+                endpoint=config.endpoint,
+                api_version=config.api_version,
+                dry_run=config.dry_run,
+                parents=list(config.parents),
+                journal=config.journal,
+            )
+            inputs = read_names_files(names_files) if names_files else None
+            code = await _drive_run(run, (names, inputs), writer, ui, options, state, observe)
             if code is None:
                 return EXIT_USAGE  # refused: nothing was sent, so there is nothing to report
             code = _report(run, writer, ui, options, state, code)
@@ -157,6 +179,7 @@ async def drive(
         _ui.error(f"could not close the journal {config.journal}: {describe(error)}")
         return EXIT_RECORDING
     finally:
+        ui.pause()  # a failure while listing must not leave the display (and cursor) hidden
         writer.close()
     return code
 
@@ -195,7 +218,7 @@ def _report(
 
 async def _drive_run(
     run: BulkRun,
-    names: Iterable[str],
+    given: tuple[Iterable[str], AsyncIterator[NameInput] | None],
     writer: ReportWriter,
     ui: _ui.Ui,
     options: _ui.Options,
@@ -208,18 +231,21 @@ async def _drive_run(
         before_sending = anyio.CancelScope()
         await tg.start(_watch_signals, run, ui, state, before_sending)
         refused: int | None = None
+        progress = Progress(run, writer, state)
         with before_sending:
-            count = await run.resolve(names)
+            ui.start(None, progress)  # the display shows the listing too
+            count = state.count = await run.resolve(*given)
             if run.stop_reason is None:
                 refused = await _confirm(run, count, ui, options)
         if state.signals or before_sending.cancel_called:
             # Interrupted while listing or asking: nothing was sent; report what was found.
             await _report_unsent(run, writer)
         elif refused is not None:
+            ui.pause()
             tg.cancel_scope.cancel()
             return None
         else:
-            await _execute(run, count, writer, ui, state, observe)
+            await _execute(run, count, writer, ui, state, observe, progress)
         tg.cancel_scope.cancel()
     return _exit_code(run, writer, state)
 
@@ -328,7 +354,14 @@ async def _confirm(run: BulkRun, count: int, ui: _ui.Ui, options: _ui.Options) -
         )
         return EXIT_USAGE
     if not run.config.dry_run and not options.yes and count:
-        answer = await _ui.confirm(count, _sample(run), run.config.endpoint)
+        ui.pause()  # the live display would draw over the question
+        answer = await _ui.confirm(
+            count,
+            _sample(run),
+            run.config.endpoint,
+            identity=run.identity_text(),
+            places=run.places,
+        )
         if answer is None:
             ui.error("refusing to cancel without confirmation: no terminal to ask on; pass --yes")
             return EXIT_USAGE
@@ -350,10 +383,11 @@ async def _execute(
     ui: _ui.Ui,
     state: _State,
     observe: Callable[[OperationResult], None] | None,
+    progress: Progress,
 ) -> None:
     """Send and reconcile. A failure of the run is kept for the exit code, not raised: the
     targets are all reported by then (``BulkRun.execute`` sees to it)."""
-    ui.start(count)
+    ui.start(count, progress)
 
     async def emit(result: OperationResult) -> None:
         line = writer.add(result)

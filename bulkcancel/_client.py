@@ -28,11 +28,14 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote, urlencode, urlsplit
+
+import anyio
 
 from bulkcancel._answers import Answer, AnswerKind, interpret, scrub_text
 from bulkcancel._limits import Grant, KeyExhaustedError, RateGovernor, Sleep
@@ -122,6 +125,10 @@ class OperationsClient:
         #: One line for people: the endpoint and what was seen.
         self.fatal_detail: str = ""
         self._stopped = False
+        self._cancels_stopped = False
+        #: cancel calls waiting (for their key's turn, a hint, a backoff): stop_cancels() ends
+        #: those waits at once
+        self._cancel_waits: set[anyio.CancelScope] = set()
         self._first_attempts = 0
         self._unanswered = 0
         self._google_answered = False
@@ -149,9 +156,37 @@ class OperationsClient:
         self._stopped = True
         self._governor.stop()
 
+    def stop_cancels(self) -> None:
+        """Start no new *cancel* attempt from now on, retries included, while GET and list go
+        on: a graceful stop still reads back the cancels that were accepted. Cancel calls
+        waiting for their turn, a hint or a backoff return ``STOPPED`` at once."""
+        self._cancels_stopped = True
+        for scope in list(self._cancel_waits):
+            scope.cancel()
+
     @property
     def stopped(self) -> bool:
         return self._stopped
+
+    def _refused(self, kind: str) -> bool:
+        """No new attempt of this kind may start."""
+        return (
+            self._stopped or self.fatal is not None or (self._cancels_stopped and kind == "cancel")
+        )
+
+    @contextmanager
+    def _wait_scope(self, kind: str) -> Iterator[None]:
+        """Around a cancel call's waits (never around a request on the wire), so that
+        ``stop_cancels`` can end them; the caller checks ``_refused`` afterwards."""
+        if kind != "cancel":
+            yield
+            return
+        with anyio.CancelScope() as scope:
+            self._cancel_waits.add(scope)
+            try:
+                yield
+            finally:
+                self._cancel_waits.discard(scope)
 
     def _fail(self, reason: StopReason, detail: str) -> None:
         """The whole run is doomed: remember why, and behave as stopped."""
@@ -228,19 +263,23 @@ class OperationsClient:
         last: Answer | None = None
         last_throttled = False
         while True:
-            if self._stopped or self.fatal is not None:
+            if self._refused(kind):
                 return _stopped(attempts, throttled)
             budget_end = min(deadline, first_throttle + governor.throttle_budget)
+            grant = None
             try:
-                grant = await governor.acquire_key(key, budget_end)
+                with self._wait_scope(kind):
+                    grant = await governor.acquire_key(key, budget_end)
             except KeyExhaustedError:
                 if last is not None and not last_throttled:
                     return last
                 why = f"{key or 'the quota key'} refused every request for "
                 why += f"{governor.throttle_budget:g}s"
                 return self._gave_up(last, why, attempts, throttled)
-            if grant is None:
-                if self._stopped or self.fatal is not None or governor.stopped:
+            if grant is None or self._refused(kind):
+                if grant is not None:
+                    governor.release(grant)
+                if self._refused(kind) or governor.stopped:
                     return _stopped(attempts, throttled)
                 if last is not None and not last_throttled:
                     return last
@@ -279,7 +318,10 @@ class OperationsClient:
                 hint = answer.retry_delay
                 if hint is not None and hint > 0:
                     # This request waits for the hint (capped), or until its key accepts again.
-                    await governor.hint_wait(grant, min(hint, governor.hint_cap, deadline - now))
+                    with self._wait_scope(kind):
+                        await governor.hint_wait(
+                            grant, min(hint, governor.hint_cap, deadline - now)
+                        )
                 continue
             if decision is RetryDecision.TRANSIENT:
                 transient += 1
@@ -287,7 +329,8 @@ class OperationsClient:
                 if transient >= self._backoff.max_attempts or now + delay >= deadline:
                     return answer
                 self.stats.retries += 1
-                await self._nap(delay)
+                with self._wait_scope(kind):
+                    await self._nap(delay)
                 continue
             if answer.status == 401:
                 self.stats.unauthenticated += 1
@@ -316,7 +359,7 @@ class OperationsClient:
         sent = False
         try:
             async with self._slots:
-                if not await governor.acquire_ceiling() or self._stopped or self.fatal:
+                if not await governor.acquire_ceiling() or self._refused(kind):
                     return None
                 if grant.stale:
                     return "again"

@@ -22,6 +22,7 @@ from bulkcancel._auth import (
     anonymous_source,
     credentials_source,
     default_source,
+    impersonated_source,
     static_token_source,
 )
 from bulkcancel._engine import ReconcileMode
@@ -67,6 +68,10 @@ class RunConfig:
     poll_max: float = 10.0
     grace: float = 5.0
     seed: int | None = None
+    #: act as this service account (a comma-separated list is a delegation chain, as gcloud's)
+    impersonate: str | None = None
+    #: where IAM ``generateAccessToken`` is asked (tests, private endpoints); None: Google's
+    iam_endpoint: str | None = None
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for the first thing that cannot work."""
@@ -86,6 +91,9 @@ class RunConfig:
             urlsplit(self.endpoint).port  # noqa: B018 - parsing it is the check
         except (ValueError, TypeError, AttributeError) as exc:
             raise ConfigError(f"--endpoint {self.endpoint!r}: {exc}") from None
+        if self.impersonate is not None and (self.anonymous or self.token is not None):
+            other = "--anonymous" if self.anonymous else "--token"
+            raise ConfigError(f"--impersonate-service-account and {other} exclude each other")
         older = self.selection.older_than
         if older is not None:
             if older.total_seconds() < 0:
@@ -139,7 +147,15 @@ def check_writable(path: str, flag: str) -> None:
 
 
 async def make_tokens(config: RunConfig) -> TokenSource:
-    """The run's credentials: anonymous, a static token, given credentials, or ADC."""
+    """The run's credentials: anonymous, a static token, impersonation (of given credentials or
+    ADC), given credentials, or ADC."""
+    if config.impersonate:
+        return await impersonated_source(
+            config.impersonate,
+            config.quota_project,
+            config.credentials,
+            iam_endpoint=config.iam_endpoint,
+        )
     if config.anonymous:
         return anonymous_source(config.quota_project)
     if config.token is not None:

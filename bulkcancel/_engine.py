@@ -195,14 +195,9 @@ class Engine:
             self._scope.cancel()
 
     def _stop_cancels(self) -> None:
-        # A client that can refuse new cancels while still answering GETs keeps the grace
-        # useful; one that cannot (``stop()`` refuses everything) keeps the promise anyway:
-        # GETs then come back STOPPED and those operations settle from the last observation.
-        stop_cancels = getattr(self._client, "stop_cancels", None)
-        if callable(stop_cancels):
-            stop_cancels()
-        else:
-            self._client.stop()
+        # No new cancel, retries included, while GETs go on: the grace reads back what was
+        # accepted. When the grace ends, ``client.stop()`` refuses everything.
+        self._client.stop_cancels()
 
     # -- the run ---------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ def run_meta(
     finished = time.time()
     processed = resolver.stats.selected if resolver else 0
     meta: dict[str, Any] = {
+        "tool": {"name": "bulkcancel", "version": _version()},
         "endpoint": config.endpoint,
         "api_version": config.api_version,
         "arguments": {
@@ -45,6 +46,8 @@ def run_meta(
             "journal": config.journal,
             "request_timeout": config.request_timeout,
             "credentials": _credentials_kind(config),
+            "impersonate_service_account": config.impersonate,
+            **selection_arguments(config),
         },
         "started_at": _iso(started),
         "finished_at": _iso(finished),
@@ -79,7 +82,29 @@ def run_meta(
     return meta
 
 
+def selection_arguments(config: RunConfig) -> dict[str, Any]:
+    """Every flag that chose the targets, as given: a report must say what was asked for, not
+    only what was found (``filter`` and ``parents`` are recorded beside these)."""
+    sel = config.selection
+    return {
+        "match": sel.match.pattern if sel.match is not None else None,
+        "target": sel.target.pattern if sel.target is not None else None,
+        "verb": sel.verb,
+        "older_than_seconds": sel.older_than.total_seconds() if sel.older_than else None,
+        "shard": {"index": sel.shard[0], "count": sel.shard[1]} if sel.shard else None,
+        "name_patterns": list(sel.rules.patterns) if sel.rules.patterns is not None else None,
+    }
+
+
+def _version() -> str:
+    from bulkcancel import __version__
+
+    return __version__
+
+
 def _credentials_kind(config: RunConfig) -> str:
+    if config.impersonate:
+        return "impersonated"
     if config.anonymous:
         return "anonymous"
     if config.token is not None:

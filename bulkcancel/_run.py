@@ -10,14 +10,16 @@ import json
 import random
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 
-from bulkcancel._auth import TokenSource
+from bulkcancel._answers import Answer, AnswerKind
+from bulkcancel._auth import TokenSource, describe
 from bulkcancel._client import OperationsClient
 from bulkcancel._config import RunConfig, make_tokens
 from bulkcancel._engine import Emit, Engine, EngineOptions
@@ -28,12 +30,45 @@ from bulkcancel._errors import (
     RecordingError,
     unwrap,
 )
+from bulkcancel._inputs import NameInput
 from bulkcancel._journal import Journal
 from bulkcancel._limits import RateGovernor
 from bulkcancel._models import OperationResult, Outcome, StopReason, Target
 from bulkcancel._report_meta import run_meta
 from bulkcancel._sources import Resolver, check_parents, resolve_parents
 from bulkcancel._transport import AiohttpTransport, Transport, check_endpoint
+from bulkcancel._views import listing_fields, places_touched
+
+
+@dataclass(slots=True)
+class CancelCounts:
+    """Cancels as the live display counts them: answered (sent, whatever the answer), accepted
+    by the server, and in flight right now. Read from rich's refresh thread: plain ints only."""
+
+    answered: int = 0
+    accepted: int = 0
+    in_flight: int = 0
+
+
+class _CountingClient(OperationsClient):
+    """The run's client, counting each cancel as it is answered. A cancel the client did not
+    send because the run was stopping is not counted as sent."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cancels = CancelCounts()
+
+    async def cancel(self, name: str) -> Answer:
+        self.cancels.in_flight += 1
+        try:
+            answer = await super().cancel(name)
+        finally:
+            self.cancels.in_flight -= 1
+        if answer.kind is not AnswerKind.STOPPED:
+            self.cancels.answered += 1
+            if answer.ok:
+                self.cancels.accepted += 1
+        return answer
 
 
 class _Spool:
@@ -98,6 +133,14 @@ class BulkRun:
         self.journal: Journal | None = None
         self.engine: Engine | None = None
         self.resolver: Resolver | None = None
+        #: The run's credentials, once entered (for :meth:`identity_text`).
+        self.tokens: TokenSource | None = None
+        #: Targets to act on per project/location, known once resolved.
+        self.places: dict[str, int] = {}
+        #: True once the engine has taken every target (the rest is reconciling).
+        self.all_taken = False
+        #: Inputs that were not names at all (neither selected nor skipped by a filter).
+        self.invalid = 0
         self._started = time.time()
         self._stop_reason: StopReason | None = None
         self._fatal_detail = ""
@@ -111,7 +154,7 @@ class BulkRun:
         # Refuse an unsafe endpoint before looking for credentials or opening any connection.
         endpoint = check_endpoint(config.endpoint, sends_credentials=not config.anonymous)
         try:
-            tokens = self._tokens or await make_tokens(config)
+            self.tokens = tokens = self._tokens or await make_tokens(config)
             transport = self._transport
             if transport is None:
                 transport = await self._stack.enter_async_context(
@@ -121,7 +164,7 @@ class BulkRun:
                         timeout=config.request_timeout,
                     )
                 )
-            self.client = OperationsClient(
+            self.client = _CountingClient(
                 transport,
                 endpoint=endpoint,
                 api_version=config.api_version,
@@ -158,6 +201,17 @@ class BulkRun:
             "api_version": self.config.api_version,
         }
 
+    def identity_text(self) -> str:
+        """Who acts: a service account's email, "access token", "anonymous"... never a secret.
+        Best asked after the first request (the metadata server names its account then)."""
+        return describe(self.tokens)
+
+    @property
+    def cancels(self) -> CancelCounts:
+        """Cancels answered and accepted so far, and in flight (the live display reads it)."""
+        counts: CancelCounts = self.client.cancels
+        return counts
+
     @property
     def spool(self) -> Iterable[Target]:
         """The resolved targets, in input order (iterating re-reads the spool)."""
@@ -179,11 +233,16 @@ class BulkRun:
         """What made the run stop early, in a few words (what the client saw), or ''."""
         if self._fatal_detail:
             return self._fatal_detail
-        # The client names what it saw when it gives up on the whole run (a newer client).
-        return str(getattr(self.client, "fatal_detail", "") or "")
+        return self.client.fatal_detail
 
-    async def resolve(self, names: Iterable[str] = ()) -> int:
+    async def resolve(
+        self, names: Iterable[str] = (), inputs: AsyncIterable[NameInput] | None = None
+    ) -> int:
         """Validate, de-duplicate and select every target; list parents. Sends no cancel.
+
+        ``names`` are plain names (arguments, the library's list); ``inputs`` what a names file
+        or stdin held (:mod:`bulkcancel._inputs`): names, gcloud Operation objects whose
+        metadata feeds the selection like a listing's, and inputs that cannot be names.
 
         A listing can already show that the whole run is doomed (the credentials rejected, the
         endpoint unreachable or wrong): then :attr:`stop_reason` is set, and :meth:`execute`
@@ -206,6 +265,8 @@ class BulkRun:
             self._spool.add(target)
 
         def on_result(result: OperationResult) -> None:
+            if result.outcome is Outcome.INVALID:
+                self.invalid += 1
             failed = result.details.get("list_error")
             if isinstance(failed, dict) and failed.get("http_status") == 401:
                 rejected.append(result.name)
@@ -216,6 +277,12 @@ class BulkRun:
         self.resolver = resolver = Resolver(self.config.selection, on_target, on_result)
         for raw in names:
             resolver.add_name(raw)
+        if inputs is not None:
+            async for item in inputs:
+                if item.problem is not None:
+                    resolver.add_invalid(item.name, item.problem)
+                else:
+                    resolver.add_name(item.name, item.operation)
         if self._parents:
             await resolve_parents(
                 self.client,
@@ -231,6 +298,7 @@ class BulkRun:
             # A 401 on listing is the credentials, not the parent: cancels would meet it too.
             self._stop_reason = StopReason.UNAUTHENTICATED
             self._fatal_detail = f"HTTP 401 listing {rejected[0]}"
+        self.places = places_touched(t.name for t in self._spool if t.result is None)
         return resolver.stats.selected
 
     async def execute(self, emit: Emit) -> None:
@@ -247,9 +315,9 @@ class BulkRun:
                 if target.result is not None:
                     await emit(target.result)
                 else:
-                    await emit(
-                        OperationResult(target.name, Outcome.NOT_ATTEMPTED, {"reason": reason})
-                    )
+                    # What is running, as the listing (or gcloud's JSON) showed it.
+                    details = {"reason": reason, **listing_fields(target.listed)}
+                    await emit(OperationResult(target.name, Outcome.NOT_ATTEMPTED, details))
             return
         options = EngineOptions(
             concurrency=config.concurrency,
@@ -260,7 +328,7 @@ class BulkRun:
             grace=config.grace,
         )
         self.engine = Engine(self.client, options, journal=self.journal)
-        ledger = _Ledger(self._spool, emit)
+        ledger = _Ledger(self._spool, emit, on_exhausted=self._taken_all)
         try:
             await self.engine.run(ledger, ledger.emit)
         except BaseException as exc:
@@ -275,9 +343,12 @@ class BulkRun:
             await ledger.settle_rest(reason)
             raise error from None
 
+    def _taken_all(self) -> None:
+        self.all_taken = True
+
     def meta(self) -> dict[str, Any]:
         """Run-level facts for the report (never a token)."""
-        return run_meta(
+        meta = run_meta(
             self.config,
             self.client,
             started=self._started,
@@ -285,6 +356,11 @@ class BulkRun:
             engine=self.engine,
             stopped=self.stop_reason,
         )
+        if "selection" in meta:
+            meta["selection"]["invalid"] = self.invalid
+        meta["identity"] = self.identity_text()
+        meta["places"] = self.places
+        return meta
 
 
 def _reason_for(error: Exception) -> StopReason | str:
@@ -306,16 +382,20 @@ class _Ledger:
     unsettled operations, so memory stays flat.
     """
 
-    def __init__(self, targets: Iterable[Target], emit: Emit) -> None:
+    def __init__(
+        self, targets: Iterable[Target], emit: Emit, *, on_exhausted: Callable[[], None]
+    ) -> None:
         self._targets = iter(targets)
         self._emit = emit
         self._open: dict[str, None] = {}
+        self._on_exhausted = on_exhausted
 
     def __iter__(self) -> Iterator[Target]:
         for target in self._targets:
             if target.result is None:
                 self._open[target.name] = None
             yield target
+        self._on_exhausted()
 
     async def emit(self, result: OperationResult) -> None:
         self._open.pop(result.name, None)

@@ -221,6 +221,11 @@ class Resolver:
             details["listed_name"] = name[:_QUOTE]
         self._on_result(OperationResult(key, Outcome.ERROR, details))
 
+    def add_invalid(self, text: str, reason: str) -> None:
+        """An input that cannot be a name at all (not UTF-8, too long, malformed JSON)."""
+        self.stats.given += 1
+        self._on_result(OperationResult(text, Outcome.INVALID, {"reason": reason}))
+
     def _skip_reason(self, name: str, listed: Mapping[str, Any] | None) -> str | None:
         sel = self._sel
         if sel.match is not None and not sel.match.search(name):

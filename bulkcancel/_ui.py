@@ -97,8 +97,9 @@ class Phase(StrEnum):
 class ProgressSnapshot:
     """The run's counters at one moment, as the live display reads them.
 
-    ``sent`` counts cancel requests sent (first attempts), ``accepted`` the cancels the server
-    accepted, ``settled`` the targets with a final outcome. ``rate`` is recent requests per
+    ``listed`` counts the names found so far (given and listed), ``sent`` the cancels sent and
+    answered, ``accepted`` the cancels the server accepted, ``settled`` the targets with a final
+    outcome. ``rate`` is recent requests per
     second (all calls); ``throttled`` counts 429 answers so far, and ``throttling`` says the
     pacer is slowing down right now.
     """
@@ -150,7 +151,7 @@ def render_progress(snap: ProgressSnapshot, elapsed: float, width: int) -> Group
     phase_style = "bold yellow" if snap.phase == Phase.STOPPING else "bold"
     label.append(str(snap.phase), style=phase_style)
     if snap.phase == Phase.LISTING or snap.total is None:
-        counts = f"{snap.listed} listed"
+        counts = f"{snap.listed} found"
         bar = ProgressBar(total=None, pulse=True)
     else:
         counts = f"{snap.settled}/{snap.total} settled"
@@ -202,9 +203,8 @@ class Options:
     dry_run: bool = False
     #: "json": nothing is drawn; events go to the ``bulkcancel`` logger (see _logging).
     log_format: str = "text"
-    #: ``--format jsonl`` ends with ``{"summary": {...totals, "exit_code": N}}`` (the contract;
-    #: off until the CLI turns it on, so the two land together with their tests).
-    jsonl_summary: bool = False
+    #: ``--format jsonl`` ends with ``{"summary": {...totals, "exit_code": N}}`` (the contract).
+    jsonl_summary: bool = True
 
 
 class Ui:
@@ -246,10 +246,14 @@ class Ui:
         )
 
     def start(self, total: int | None, snapshot: SnapshotFn | None = None) -> None:
-        """Show the live display (on a terminal, unless quiet or logging JSON)."""
+        """Show the live display (on a terminal, unless quiet or logging JSON). ``total`` is
+        None while listing; calling again with the total keeps the display that is up."""
         self._total = total
         if self._json_logs:
-            event("cancelling", targets=total, dry_run=self._opt.dry_run)
+            if total is not None:
+                event("cancelling", targets=total, dry_run=self._opt.dry_run)
+            return
+        if self._live is not None:
             return
         if self._opt.quiet or not self._console.is_terminal:
             return
@@ -265,6 +269,13 @@ class Ui:
             redirect_stderr=False,
         )
         self._live.start()
+
+    def pause(self) -> None:
+        """Take the live display down (its last frame stays), e.g. to ask a question;
+        :meth:`start` brings it back."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
     def refresh(self) -> None:
         if self._live is not None:
@@ -309,9 +320,7 @@ class Ui:
     def finish(self, writer: ReportWriter, meta: Mapping[str, Any]) -> None:
         """Stop the display; the JSON report or the JSONL summary record on stdout; the final
         table, what the exit code means and how to resume on stderr."""
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
+        self.pause()
         code = meta.get("exit_code")
         if self._opt.out_format == "json":
             writer.dump(self._out, meta)
@@ -330,6 +339,8 @@ class Ui:
                 stopped=stopped,
                 requests=meta.get("requests"),
                 selection=meta.get("selection"),
+                identity=meta.get("identity"),
+                places=meta.get("places"),
                 report=self._opt.report_path,
             )
             return
@@ -338,6 +349,8 @@ class Ui:
         console = self._console
         if self._opt.out_format == "table":
             print_summary(console, writer.totals, writer.summary, stopped=stopped)
+            if arguments.get("dry_run", self._opt.dry_run) and writer.count:
+                console.print(running_table(json.loads(line) for line in writer.records()))
         requests = meta.get("requests", {})
         line = f"{writer.count} target(s); {requests.get('total', 0)} requests"
         if requests.get("throttled"):

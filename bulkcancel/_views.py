@@ -93,12 +93,15 @@ def exit_lines(
 
 def selection_line(selection: Mapping[str, Any]) -> str:
     """``{"given": 0, "listed": 278, "selected": 178, "skipped": {"target": 100}}`` ->
-    ``278 listed; 178 selected; skipped: 100 by --target``."""
+    ``278 listed; 178 selected; skipped: 100 by --target`` (and ``N invalid`` after
+    ``selected`` when some inputs were not names at all)."""
     parts = []
     for key in ("given", "listed"):
         if selection.get(key):
             parts.append(f"{selection[key]} {key}")
     parts.append(f"{selection.get('selected', 0)} selected")
+    if selection.get("invalid"):
+        parts.append(f"{selection['invalid']} invalid")
     skipped = selection.get("skipped") or {}
     if skipped:
         words = [

@@ -7,18 +7,18 @@ that the demo runs exactly the same path.
 from __future__ import annotations
 
 import functools
-import itertools
+import logging
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import click
 
-from bulkcancel import _ui
+from bulkcancel import _logging, _ui
 from bulkcancel._app import EXIT_HELP, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, drive, guard
 from bulkcancel._config import DEFAULT_ENDPOINT, RunConfig
 from bulkcancel._engine import ReconcileMode
@@ -26,7 +26,7 @@ from bulkcancel._errors import ConfigError
 from bulkcancel._names import NameRules
 from bulkcancel._presets import PRESETS
 from bulkcancel._report import load_report, merge_reports, write_atomically
-from bulkcancel._sources import Selection, read_names
+from bulkcancel._sources import Selection
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -82,36 +82,78 @@ def _regex(flag: str, text: str | None) -> re.Pattern[str] | None:
         raise ConfigError(f"{flag}: bad regular expression: {exc}") from None
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+ENV_PREFIX = "BULKCANCEL"
+
+
+def option(*decls: str, **kw: Any) -> Callable[[_F], _F]:
+    """A ``cancel`` option that also reads ``BULKCANCEL_<FLAG>`` (named after the flag, not the
+    Python parameter: ``--format`` reads ``BULKCANCEL_FORMAT``), shown in ``--help``."""
+    flag = next(d for d in decls if d.startswith("--"))
+    kw.setdefault("envvar", f"{ENV_PREFIX}_{flag[2:].upper().replace('-', '_')}")
+    kw.setdefault("show_envvar", True)
+    decorator: Callable[[_F], _F] = click.option(*decls, **kw)
+    return decorator
+
+
+CANCEL_EPILOG = f"""\b
+Examples:
+  # what is running, without sending anything:
+  bulkcancel cancel --parent projects/P/locations/us-central1 --dry-run
+  # cancel a list of names, keep a report and a journal (rerun to resume):
+  bulkcancel cancel --names-file names.txt --report r.json --journal r.journal
+  # what gcloud lists (a JSON array, or JSON Lines), piped in:
+  gcloud redis operations list --region=us-central1 --format=json \\
+    | bulkcancel cancel --service redis --names-file - --dry-run
+  # a scheduled job: no prompt, JSON logs, records on stdout:
+  BULKCANCEL_LOG_FORMAT=json bulkcancel cancel -y --format jsonl \\
+    --parent projects/P/locations/us-central1 --older-than 2h
+
+\b
+Environment:
+  Every option reads BULKCANCEL_<OPTION> (shown beside each option above),
+  e.g. BULKCANCEL_PARENT, BULKCANCEL_LOG_FORMAT, BULKCANCEL_YES=1; a repeatable
+  option takes several values separated by spaces. --token reads
+  BULKCANCEL_ACCESS_TOKEN. Without --token/--anonymous, Application Default
+  Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, the metadata server).
+
+{EXIT_HELP}
+"""
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="bulkcancel")
 def cli() -> None:
     """Cancel Google Cloud long-running operations in bulk, and prove what happened."""
 
 
-@cli.command(epilog=EXIT_HELP)
+@cli.command(
+    epilog=CANCEL_EPILOG,
+    context_settings={"auto_envvar_prefix": ENV_PREFIX},
+)
 @click.argument("names", nargs=-1)
-@click.option("--names-file", multiple=True, help="One name per line; '-' is stdin. Repeatable.")
-@click.option("--parent", "parents", multiple=True, help="List operations under it. Repeatable.")
-@click.option("--filter", "filter_expr", help="Passed verbatim to the list call's filter.")
-@click.option("--service", type=click.Choice(sorted(PRESETS)), help="Endpoint and name preset.")
-@click.option("--endpoint", help=f"API root. Default {DEFAULT_ENDPOINT}.")
-@click.option("--api-version", help="Default v1.")
-@click.option("--name-pattern", multiple=True, help="Accepted shape, '*' = one segment.")
-@click.option("--token", envvar="BULKCANCEL_ACCESS_TOKEN", help="Static OAuth access token.")
-@click.option("--anonymous", is_flag=True, help="Send no credentials (emulators, the fake).")
-@click.option("--quota-project", help="Project billed for quota (x-goog-user-project).")
-@click.option("--rate", type=float, default=50.0, show_default=True, help="Max requests/s.")
-@click.option("--concurrency", type=int, default=32, show_default=True, help="Max in flight.")
-@click.option("--deadline", type=float, default=120.0, show_default=True, help="Seconds.")
-@click.option(
+@option("--names-file", multiple=True, help="One name per line; '-' is stdin. Repeatable.")
+@option("--parent", "parents", multiple=True, help="List operations under it. Repeatable.")
+@option("--filter", "filter_expr", help="Passed verbatim to the list call's filter.")
+@option("--service", type=click.Choice(sorted(PRESETS)), help="Endpoint and name preset.")
+@option("--endpoint", help=f"API root. Default {DEFAULT_ENDPOINT}.")
+@option("--api-version", help="Default v1.")
+@option("--name-pattern", multiple=True, help="Accepted shape, '*' = one segment.")
+@option("--token", envvar="BULKCANCEL_ACCESS_TOKEN", help="Static OAuth access token.")
+@option("--anonymous", is_flag=True, help="Send no credentials (emulators, the fake).")
+@option("--quota-project", help="Project billed for quota (x-goog-user-project).")
+@option("--rate", type=float, default=50.0, show_default=True, help="Max requests/s.")
+@option("--concurrency", type=int, default=32, show_default=True, help="Max in flight.")
+@option("--deadline", type=float, default=120.0, show_default=True, help="Seconds.")
+@option(
     "--reconcile",
     type=click.Choice([m.value for m in ReconcileMode]),
     default="auto",
     show_default=True,
     help="Read back by GET per operation, by listing the parent, or choose per parent.",
 )
-@click.option("--page-size", type=int, default=0, help="List page size (0: server default).")
-@click.option(
+@option("--page-size", type=int, default=0, help="List page size (0: server default).")
+@option(
     "--request-timeout",
     type=float,
     default=30.0,
@@ -119,39 +161,61 @@ def cli() -> None:
     metavar="SECONDS",
     help="Give up on one HTTP request after this long (it is retried like any failure).",
 )
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="JSON report.")
-@click.option("--journal", type=click.Path(dir_okay=False), help="Durable progress; resumes.")
-@click.option(
+@option("--report", "report_path", type=click.Path(dir_okay=False), help="JSON report.")
+@option("--journal", type=click.Path(dir_okay=False), help="Durable progress; resumes.")
+@option(
     "--format",
     "out_format",
     type=click.Choice(["table", "json", "jsonl"]),
     default="table",
     show_default=True,
 )
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--dry-run", is_flag=True, help="Resolve and validate; send no cancel.")
-@click.option("--max-operations", type=int, help="Refuse when more targets are selected.")
-@click.option("--shard", "shard_spec", help="I/N, or auto (Cloud Run Jobs / Indexed Jobs).")
-@click.option("--shard-count", type=int, help="Shard count for --shard auto on Kubernetes.")
-@click.option("--older-than", help="Only listed operations created before this age (2h, 7d).")
-@click.option("--match", "match_re", help="Only names matching this regular expression.")
-@click.option("--target", "target_re", help="Only listed operations whose target matches.")
-@click.option("--verb", help="Only listed operations with this metadata verb.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar or table.")
-@click.option("--debug", is_flag=True, envvar="BULKCANCEL_DEBUG", help="Tracebacks on errors.")
+@option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@option("--dry-run", is_flag=True, help="Resolve and validate; send no cancel.")
+@option("--max-operations", type=int, help="Refuse when more targets are selected.")
+@option("--shard", "shard_spec", help="I/N, or auto (Cloud Run Jobs / Indexed Jobs).")
+@option("--shard-count", type=int, help="Shard count for --shard auto on Kubernetes.")
+@option("--older-than", help="Only listed operations created before this age (2h, 7d).")
+@option("--match", "match_re", help="Only names matching this regular expression.")
+@option("--target", "target_re", help="Only listed operations whose target matches.")
+@option("--verb", help="Only listed operations with this metadata verb.")
+@option("--quiet", "-q", is_flag=True, help="No progress bar or table.")
+@option(
+    "--impersonate-service-account",
+    "impersonate",
+    metavar="SA[,SA...]",
+    help="Act as this service account (IAM Token Creator); a list is a delegation chain.",
+)
+@option("--iam-endpoint", hidden=True, help="IAM Credentials API root (tests).")
+@option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="stderr for people, or one JSON object per event (Cloud Logging).",
+)
+@option("--debug", is_flag=True, help="Tracebacks on errors.")
 def cancel(**kw: Any) -> None:
-    """Cancel operations by NAME, from --names-file, or listed under --parent."""
+    """Cancel operations by NAME, from --names-file (names, or gcloud's JSON), or listed under
+    --parent."""
     debug = bool(kw["debug"])
+    log_format = kw["log_format"]
+    _logging.setup_logging(log_format, logging.INFO if log_format == "json" else logging.WARNING)
     try:
-        config, names, options = _build(kw)
+        config, options = _build(kw)
     except (ConfigError, click.BadParameter) as exc:
-        _ui.error(str(exc))
+        if log_format == "json":
+            _logging.event(str(exc), level=logging.ERROR)
+        else:
+            _ui.error(str(exc))
         sys.exit(EXIT_USAGE)
-    run = functools.partial(drive, config, names, options, debug=debug)
+    run = functools.partial(
+        drive, config, kw["names"], options, names_files=kw["names_file"], debug=debug
+    )
     sys.exit(guard(lambda: anyio.run(run), debug=debug))
 
 
-def _build(kw: dict[str, Any]) -> tuple[RunConfig, Iterable[str], _ui.Options]:
+def _build(kw: dict[str, Any]) -> tuple[RunConfig, _ui.Options]:
     preset = PRESETS[kw["service"]] if kw["service"] else PRESETS["clouddeploy"]
     if kw["name_pattern"]:
         patterns: tuple[str, ...] | None = tuple(kw["name_pattern"])
@@ -199,6 +263,8 @@ def _build(kw: dict[str, Any]) -> tuple[RunConfig, Iterable[str], _ui.Options]:
         selection=selection,
         dry_run=kw["dry_run"],
         journal=kw["journal"],
+        impersonate=kw["impersonate"],
+        iam_endpoint=kw["iam_endpoint"],
     )
     config.validate()
     if not kw["names"] and not kw["names_file"] and not kw["parents"]:
@@ -210,7 +276,6 @@ def _build(kw: dict[str, Any]) -> tuple[RunConfig, Iterable[str], _ui.Options]:
             raise ConfigError(f"--names-file {path} is a directory, not a file of names")
         if path != "-" and not os.path.isfile(path):
             raise ConfigError(f"--names-file {path}: no such file")
-    names = itertools.chain(kw["names"], *(read_names(p) for p in kw["names_file"]))
     options = _ui.Options(
         out_format=kw["out_format"],
         report_path=kw["report_path"],
@@ -218,8 +283,10 @@ def _build(kw: dict[str, Any]) -> tuple[RunConfig, Iterable[str], _ui.Options]:
         max_operations=kw["max_operations"],
         quiet=kw["quiet"],
         shard=selection.shard,
+        dry_run=kw["dry_run"],
+        log_format=kw["log_format"],
     )
-    return config, names, options
+    return config, options
 
 
 @cli.command("report")

@@ -7,8 +7,10 @@ loop (it calls ``anyio.run`` itself), exactly as a user's process would talk to 
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -198,3 +200,17 @@ def service_account_key(directory: Path, token_uri: str) -> Path:
     path = directory / "sa.json"
     path.write_text(json.dumps(info))
     return path
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    """The environment for a bulkcancel child process: this checkout importable, no job-runner
+    variables or BULKCANCEL_* defaults leaking in from the test runner's own environment."""
+    skip = ("CLOUD_RUN_", "JOB_", "BULKCANCEL_", "COLUMNS", "LINES", "NO_COLOR", "TERM")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[1]), PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def bulkcancel_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bulkcancel", *args]

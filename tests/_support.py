@@ -12,7 +12,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 
-from bulkcancel._answers import Answer, AnswerKind
 from bulkcancel._client import OperationsClient
 from bulkcancel._engine import Engine, EngineOptions
 from bulkcancel._limits import RateGovernor
@@ -39,21 +38,6 @@ class NoAuth:
         return False
 
 
-class GraceClient(OperationsClient):
-    """The client with the stop the engine asks for (see the engine's notes): ``stop_cancels``
-    refuses new cancel attempts, retries included, while GETs and lists go on for the grace."""
-
-    _cancels_stopped = False
-
-    def stop_cancels(self) -> None:
-        self._cancels_stopped = True
-
-    async def cancel(self, name: str) -> Answer:
-        if self._cancels_stopped:
-            return Answer(AnswerKind.STOPPED, message="not sent: the run was stopping")
-        return await super().cancel(name)
-
-
 def make_client(
     mem: MemoryOperations | None = None,
     *,
@@ -61,15 +45,13 @@ def make_client(
     concurrency: int = 8,
     rate: float = 100_000.0,
     attempts: int = 4,
-    grace_client: bool = False,
 ) -> OperationsClient:
     """A client on the running loop's clock (virtual under ``run_virtual``)."""
     if transport is None:
         assert mem is not None
         transport = mem.transport
     clock = asyncio.get_running_loop().time
-    cls = GraceClient if grace_client else OperationsClient
-    return cls(
+    return OperationsClient(
         transport,
         endpoint="http://mem.invalid",
         api_version="v1",

@@ -243,9 +243,13 @@ async def test_jsonl_streams_one_record_per_operation(tmp_path: Path) -> None:
         )  # fmt: skip
     import json
 
-    records = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    *records, last = [json.loads(line) for line in result.stdout.splitlines()]
     assert sorted(r["name"] for r in records) == sorted([*names, "bad name"])
     assert Counter(r["outcome"] for r in records) == {"cancelled": 12, "invalid": 1}
+    # The contract's closing record: every total, and the exit code.
+    assert last == {"summary": {**dict.fromkeys(OUTCOMES, 0), "cancelled": 12, "invalid": 1,
+                                "exit_code": 3}}  # fmt: skip
+    assert result.exit_code == 3
 
 
 async def test_rejected_credentials_stop_the_run_early(tmp_path: Path) -> None:

@@ -215,7 +215,7 @@ async def test_graceful_stop_reports_every_target_once() -> None:
     names = [op(i) for i in range(200)]
     for name in names:
         mem.add(name, "cancels")
-    client = make_client(mem, concurrency=4, grace_client=True)
+    client = make_client(mem, concurrency=4)
     engine = make_engine(client, replace(FAST, concurrency=4, grace=0.5))
 
     async def stop_at_the_20th_cancel(method: str, name: str, kind: str) -> RawResponse | None:

@@ -89,7 +89,7 @@ def test_any_interleaving_gives_one_outcome_per_input(
 
     async def main() -> Recorder:
         nonlocal stopped
-        client = make_client(transport=CallableTransport(handler), attempts=12, grace_client=True)
+        client = make_client(transport=CallableTransport(handler), attempts=12)
         options = replace(FAST, list_threshold=list_threshold, deadline=30.0, grace=30.0)
         engine = make_engine(client, options)
         recorder = Recorder()

@@ -89,13 +89,10 @@ def _never_answers() -> CallableTransport:
     return CallableTransport(hang)
 
 
-@pytest.mark.parametrize("grace_client", [False, True])
 @virtual
-async def test_a_graceful_stop_ends_within_the_grace_against_a_server_that_never_answers(
-    grace_client: bool,
-) -> None:
+async def test_a_graceful_stop_ends_within_the_grace_against_a_server_that_never_answers() -> None:
     names = [op(i) for i in range(50)]
-    client = make_client(transport=_never_answers(), concurrency=8, grace_client=grace_client)
+    client = make_client(transport=_never_answers(), concurrency=8)
     engine = make_engine(client, replace(FAST, deadline=600.0, grace=2.0))
     recorder = Recorder()
     async with anyio.create_task_group() as tg:
@@ -118,7 +115,7 @@ async def test_the_grace_is_a_bound_not_one_more_get_each() -> None:
     names = [op(i, f"projects/p/locations/l{i}") for i in range(200)]  # one per parent: GETs
     for name in names:
         mem.add(name, "never")
-    client = make_client(mem, rate=40.0, concurrency=32, grace_client=True)
+    client = make_client(mem, rate=40.0, concurrency=32)
     options = replace(FAST, concurrency=32, deadline=600.0, poll_initial=0.5, poll_max=5.0)
     engine = make_engine(client, replace(options, grace=0.5))
     recorder = Recorder()
@@ -189,10 +186,8 @@ class FailingJournal:
 
 
 @settings(max_examples=30, deadline=None)
-@given(room=st.integers(0, 150), count=st.integers(1, 50), grace_client=st.booleans())
-def test_a_journal_that_fails_leaves_every_result_and_its_reason(
-    room: int, count: int, grace_client: bool
-) -> None:
+@given(room=st.integers(0, 150), count=st.integers(1, 50))
+def test_a_journal_that_fails_leaves_every_result_and_its_reason(room: int, count: int) -> None:
     mem = MemoryOperations()
     names = [op(i) for i in range(count)]
     for name in names:
@@ -200,7 +195,7 @@ def test_a_journal_that_fails_leaves_every_result_and_its_reason(
     journal = FailingJournal(room)
 
     async def main() -> tuple[Recorder, StopReason | None]:
-        client = make_client(mem, grace_client=grace_client)
+        client = make_client(mem)
         engine = make_engine(client, FAST, journal=journal)
         recorder = Recorder()
         await engine.run([Target(n) for n in names], recorder)

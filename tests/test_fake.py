@@ -222,3 +222,19 @@ def test_demo_scenario_is_big_and_mixed() -> None:
     locations = {n.split("/")[3] for n in expected if n.startswith("projects/demo-shop/")}
     assert len(locations) >= 3
     assert server.faults is not None and server.faults.throttle > 0
+
+
+async def test_a_path_outside_every_route_gets_the_front_ends_html_404(fake: Fake) -> None:
+    """An extra ``/v1`` (a wrong --endpoint) never reaches the service: like Google's front
+    end, the fake answers an HTML page, not the service's JSON NOT_FOUND."""
+    server, session, url = fake
+    server.add_operation(f"{P}/operations/op")
+    for method, path in [
+        ("GET", f"/v1/v1/{P}/operations/op"),
+        ("POST", f"/v1/v1/{P}/operations/op:cancel"),
+    ]:
+        status, body = await call(session, method, url + path)
+        assert status == 404
+        assert isinstance(body, bytes) and b"<html" in body.lower()
+    status, body = await call(session, "GET", f"{url}/v1/{P}/operations/op")
+    assert status == 200 and body["name"] == f"{P}/operations/op"

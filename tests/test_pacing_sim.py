@@ -206,6 +206,7 @@ def simulate(
     workers: int = 64,
     latency: float = 0.02,
     stop_at: float | None = None,
+    stop_cancels_only: bool = False,
     throttle_budget: float = 120.0,
 ) -> Result:
     """Cancel every name through the real client against ``server``, on virtual time, with
@@ -252,12 +253,15 @@ def simulate(
                 answers[i] = await one(names[i])
 
         if stop_at is not None:
-            loop.call_at(stop_at, client.stop)
+            loop.call_at(stop_at, client.stop_cancels if stop_cancels_only else client.stop)
         start = loop.time()
         await asyncio.gather(
             *(worker(q) for q in queues.values() for _ in range(min(workers, len(q))))
         )
         assert all(a is not None for a in answers)
+        if stop_cancels_only:  # reads still go out after a stop of the cancels
+            read = await client.get(names[0])
+            assert read.kind is not AnswerKind.STOPPED
         return Result([a for a in answers if a is not None], loop.time() - start, server, done_at)
 
     return run_virtual(main)
@@ -400,5 +404,16 @@ def test_a_server_answering_only_429_ends_every_call_within_the_budget() -> None
 def test_stop_wakes_calls_waiting_out_a_long_pause() -> None:
     server = Server({"*": Closed()}, retry_after=3600.0)
     result = simulate(server, [name(i) for i in range(50)], rate=50, stop_at=5.0)
+    assert {a.kind for a in result.answers} == {AnswerKind.STOPPED}
+    assert max(result.done_at.values()) <= 5.0 + 0.05  # at once, not after the pause
+
+
+def test_stop_cancels_wakes_waiting_cancels_and_keeps_reads() -> None:
+    """A graceful stop's first step: cancels waiting out a long pause end at once, while a
+    GET (the grace's read-back) still goes out."""
+    server = Server({"*": Closed()}, retry_after=3600.0)
+    result = simulate(
+        server, [name(i) for i in range(50)], rate=50, stop_at=5.0, stop_cancels_only=True
+    )
     assert {a.kind for a in result.answers} == {AnswerKind.STOPPED}
     assert max(result.done_at.values()) <= 5.0 + 0.05  # at once, not after the pause

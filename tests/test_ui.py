@@ -106,7 +106,7 @@ def test_progress_while_listing_and_in_a_dry_run() -> None:
     out, buffer = console(80)
     out.print(render_progress(ProgressSnapshot(phase=Phase.LISTING, listed=57), 3.0, 80))
     listing = plain(buffer.getvalue())
-    whole_words_fit(listing, 80, ["listing", "57 listed"])
+    whole_words_fit(listing, 80, ["listing", "57 found"])
 
     out, buffer = console(80)
     dry = ProgressSnapshot(phase=Phase.CANCELLING, total=100, settled=100, dry_run=True)
@@ -237,6 +237,8 @@ def test_selection_line_names_each_filter() -> None:
     assert selection_line(stats) == "100 listed; 0 selected; skipped: 100 by --target"
     mixed = {"given": 5, "listed": 0, "selected": 2, "skipped": {"duplicate": 1, "verb": 2}}
     assert selection_line(mixed) == "5 given; 2 selected; skipped: 2 by --verb, 1 duplicates"
+    invalid = {"given": 4, "listed": 0, "selected": 1, "invalid": 3, "skipped": {}}
+    assert selection_line(invalid) == "4 given; 1 selected; 3 invalid"
 
 
 def listed(i: int, **meta: object) -> dict[str, object]:

@@ -62,6 +62,9 @@ def _ok(body: object) -> Reply:
     return Reply(200, json.dumps(body, separators=(",", ":")).encode())
 
 
+#: First segments of the resource names the Operations routes serve (WIRE.md's name shapes).
+_ROOTS = frozenset({"projects", "organizations", "folders", "operations"})
+
 class OperationsModel:
     """The state of one fake Operations API and the answer to every request. All knobs are
     plain attributes; :meth:`personality` sets several from the named personalities."""
@@ -300,6 +303,11 @@ class OperationsModel:
         if not path.startswith(prefix):
             return "unknown", ""
         rest = path[len(prefix) :]
+        if rest.split("/", 1)[0] not in _ROOTS:
+            # Google's front end routes by the method's URL template: a path whose resource
+            # name does not start with a known collection (an extra "/v1", say) never reaches
+            # the service and gets the front end's HTML 404.
+            return "unknown", rest
         if method == "POST" and rest.endswith(":cancel"):
             return "cancel", rest[: -len(":cancel")]
         if method != "GET":
