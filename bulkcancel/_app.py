@@ -36,7 +36,7 @@ from bulkcancel._inputs import NameInput
 from bulkcancel._live import Progress, read_names_files
 from bulkcancel._logging import event
 from bulkcancel._models import OperationResult, StopReason
-from bulkcancel._report import ReportWriter
+from bulkcancel._report import ReportWriter, check_report_path
 from bulkcancel._run import BulkRun
 
 EXIT_OK = 0
@@ -144,7 +144,9 @@ async def drive(
     """
     # Every file the run writes is checked before the first request: a report that cannot be
     # written after 10,000 cancels is a lost proof.
-    if options.report_path:
+    # A device or pipe the user named (/dev/stdout) is written in place; anything else that is
+    # not a regular file (a link, a directory) is refused here, before anything is sent.
+    if options.report_path and not check_report_path(options.report_path):
         check_writable(options.report_path, "--report")
     if config.journal:
         check_writable(config.journal, "--journal")
@@ -234,7 +236,7 @@ async def _drive_run(
         progress = Progress(run, writer, state)
         with before_sending:
             ui.start(None, progress)  # the display shows the listing too
-            count = state.count = await run.resolve(*given)
+            count = state.count = await run.resolve(*given, max_selected=options.max_operations)
             if run.stop_reason is None:
                 refused = await _confirm(run, count, ui, options)
         if state.signals or before_sending.cancel_called:

@@ -236,7 +236,11 @@ class BulkRun:
         return self.client.fatal_detail
 
     async def resolve(
-        self, names: Iterable[str] = (), inputs: AsyncIterable[NameInput] | None = None
+        self,
+        names: Iterable[str] = (),
+        inputs: AsyncIterable[NameInput] | None = None,
+        *,
+        max_selected: int | None = None,
     ) -> int:
         """Validate, de-duplicate and select every target; list parents. Sends no cancel.
 
@@ -247,6 +251,9 @@ class BulkRun:
         A listing can already show that the whole run is doomed (the credentials rejected, the
         endpoint unreachable or wrong): then :attr:`stop_reason` is set, and :meth:`execute`
         sends nothing and reports every target ``not_attempted`` with that reason.
+
+        ``max_selected`` (``--max-operations``) stops reading and listing the moment one more
+        target would pass it: ``SelectionLimitError`` (a ConfigError), nothing sent.
         """
         journal = self.journal
         rejected: list[str] = []
@@ -274,7 +281,9 @@ class BulkRun:
 
         if isinstance(names, str):
             raise ConfigError("names must be an iterable of operation names, not one string")
-        self.resolver = resolver = Resolver(self.config.selection, on_target, on_result)
+        self.resolver = resolver = Resolver(
+            self.config.selection, on_target, on_result, max_selected=max_selected
+        )
         for raw in names:
             resolver.add_name(raw)
         if inputs is not None:

@@ -321,7 +321,11 @@ def merge_reports_cmd(paths: tuple[str, ...], output: str) -> None:
     import json
     from pathlib import Path
 
-    write_atomically(Path(output), lambda out: json.dump(merged, out, indent=1))
+    try:
+        write_atomically(Path(output), lambda out: json.dump(merged, out, indent=1))
+    except (OSError, ConfigError) as exc:  # a link, a directory, a full disk: one line
+        _ui.error(f"cannot write {output}: {getattr(exc, 'strerror', None) or exc}")
+        sys.exit(EXIT_USAGE)
     _ui.render_saved(merged, "table")
     ok = all(merged["totals"][k] == 0 for k in merged["totals"] if k not in _ui.SUCCESS_KEYS)
     sys.exit(EXIT_OK if ok else EXIT_INCOMPLETE)

@@ -139,6 +139,43 @@ async def test_endless_listing_stops_at_max_selected_after_one_page() -> None:
     assert isinstance(SelectionLimitError("x"), ConfigError)  # the app maps it to exit 2
 
 
+async def test_max_operations_stops_an_endless_listing_through_the_cli(tmp_path: Path) -> None:
+    """The CLI passes --max-operations into the listing: exit 2 after one page, one line,
+    nothing sent, no report."""
+    server = HostileServer(hostility=Hostility(endless_listing=True), page_size=500)
+    report = tmp_path / "r.json"
+    async with server.serve() as url:
+        with anyio.fail_after(30):
+            result = await run_cli(
+                "cancel", "--parent", PARENT, "--endpoint", url, "--anonymous", "--yes",
+                "--max-operations", "100", "--report", str(report),
+            )  # fmt: skip
+    assert result.exit_code == 2, result.stderr
+    assert "more than --max-operations 100" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(server.requests) == 1
+    assert not report.exists()
+
+
+async def test_a_report_path_that_is_a_link_is_refused_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    server = HostileServer(parents=(PARENT,))
+    kept = tmp_path / "kept.json"
+    kept.write_text("keep me")
+    link = tmp_path / "report.json"
+    link.symlink_to(kept)
+    async with server.serve() as url:
+        result = await run_cli(
+            "cancel", "--parent", PARENT, "--endpoint", url, "--anonymous", "--yes",
+            "--report", str(link),
+        )  # fmt: skip
+    assert result.exit_code == 2
+    assert "symbolic link" in result.stderr and "Traceback" not in result.stderr
+    assert server.requests == []
+    assert kept.read_text() == "keep me" and link.is_symlink()
+
+
 async def test_endless_listing_of_unselected_names_stops_at_the_ceiling() -> None:
     server = HostileServer(hostility=Hostility(endless_listing=True), page_size=500)
     found = Collected()
@@ -286,6 +323,8 @@ def test_merge_reports_will_not_replace_a_link(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         cli, ["merge-reports", *sources, "-o", str(tmp_path / "merged.json")]
     )
-    assert result.exit_code != 0
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert kept.read_text() == "keep me"
     assert (tmp_path / "merged.json").is_symlink()
