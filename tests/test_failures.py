@@ -121,6 +121,39 @@ async def test_report_directory_removed_mid_run_falls_back_next_to_the_journal(
     assert report["report_fallback"]["wanted"] == str(wanted)
 
 
+async def test_journal_failing_mid_run_settles_reports_and_exits_6(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The journal's file is removed once the run has started (the journal notices at its next
+    write, the first cancel's intent): the run stops sending, settles what it has, writes a
+    complete report and exits 6 with one line."""
+    server = FakeOperationsServer()
+    names = ["not an operation name", *populate(server, PARENT, 60)]
+    journal = tmp_path / "run.journal"
+    report_path = tmp_path / "r.json"
+
+    def remove_the_journal(result: OperationResult) -> None:
+        # The invalid line settles first, before any cancel is sent.
+        if journal.exists():
+            journal.unlink()
+
+    async with server.serve() as url:
+        config = RunConfig(
+            endpoint=url, anonymous=True, rate=1000, concurrency=4, journal=str(journal)
+        )
+        options = _ui.Options(yes=True, quiet=True, report_path=str(report_path))
+        code = await drive(config, names, options, observe=remove_the_journal)
+    assert code == 6
+    err = capsys.readouterr().err
+    assert "journal" in err and "removed or replaced" in err and "Traceback" not in err
+    report = load_report(report_path)
+    complete(report, names)
+    assert report["exit_code"] == 6
+    assert report["stopped"] == "journal_failed"
+    assert report["totals"]["not_attempted"] >= 60 - 4  # at most the first intents were in flight
+    assert sum(op.accepted_cancels for op in server.operations()) == 0  # no intent was durable
+
+
 async def test_closed_stdout_stops_stdout_only(tmp_path: Path) -> None:
     """``--format jsonl | head -1``: the run goes on, the report is whole, the exit code is the
     run's own (not 1, not 120 from a failed flush at exit)."""
