@@ -8,7 +8,8 @@ import random
 import pytest
 
 from bulkcancel._answers import QuotaInfo
-from bulkcancel._limits import KeyPacer, PacerState, RateGovernor
+from bulkcancel._limits import RateGovernor
+from bulkcancel._pacer import KeyPacer, PacerState
 
 
 def feed(

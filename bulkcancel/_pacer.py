@@ -1,0 +1,335 @@
+"""The adaptive pacer of one quota key: pure, every method takes ``now``.
+
+Evidence: every attempt's answer is reported exactly once, as a *throttle* (429, 403
+``rateLimitExceeded``) or as *capacity* (everything else: 2xx, 4xx, 5xx, resets). Only answers to
+requests sent after the pacer's last decision count toward its next decision, so one decision is
+never made twice on the same news (TCP's "one decrease per round trip").
+
+How a pacer tells a wall from noise, and what it borrowed:
+
+* **Shares, not single 429s** (the SRE book's client-side throttling compares requests with
+  accepts; gRPC's retry throttling keeps a token ratio, so scattered failures cost little while a
+  sustained majority stops retries). A wall is suspected when, over at least 16 fresh answers, the
+  throttle share exceeds the learned background share by a binomial margin (2.5 standard
+  deviations plus 3 points, so few samples need a bigger share). An increase needs 64 clean fresh
+  answers, or 16 and half a second.
+* **A wall grows with the send rate, noise does not.** A suspected wall cuts the rate to 95% of
+  what the server *accepted* (the quota itself when we were over it); 32 answers later the cut is
+  judged: if the share did not fall to under 40% of what it was (and the share was under 40%,
+  which background never is), the 429s were background (overload, other limits), every cut since
+  the last increase is undone and that share, at most 15%, becomes the key's background, which
+  later decisions discount. A background share costs one short test, not a spiral.
+* **Growth after AWS's adaptive retry** (CUBIC after a throttle, capped at twice the measured send
+  rate): slow start doubles until the first wall; after it, a clean decision returns to 95% of the
+  measured quota at once and then probes by 5%, doubling the step per clean decision only once
+  the rate is clean at 1.1x the old measurement (CUBIC's plateau, then its convex phase); the rate
+  never grows past twice what the key actually sent lately, so an idle key does not bank a burst.
+  We did not take CUBIC's cubic curve: a measured quota is a better target than a fitted one.
+* **Parking.** When nearly everything is refused (90% of at least 8 fresh answers: a spent
+  per-minute window, a minute's burst used up), the key parks: nothing is sent but one probe at a
+  time (after 0.25 s, doubling to 2 s; or after the server's hint, capped at ``hint_cap``).
+  Requests granted before the park and still waiting for a slot go back to the queue. The first
+  accepted probe resumes the key at the rate that worked (what was accepted in the second before
+  the wall). When walls repeat at a steady period, the period is learned and the next probes are
+  aimed just before the predicted window boundary.
+* **Hints and budgets.** RetryInfo / ``Retry-After`` pause the request that received them (the
+  client waits ``min(hint, hint_cap)``, or less if its key accepts another request meanwhile) and
+  set the first probe of a park. A single hinted 429 among successes never stops the key. A key
+  parked for ``throttle_budget`` seconds is *exhausted*: its waiting requests end at once (the
+  client reports them as throttled errors) while the probes go on.
+* **A per-minute limit value** in ErrorInfo (``quota_limit_value`` of a ``...PerMinute...``
+  limit) gives the quota at once: the rate is held at 98% of it.
+
+Known limits: two pacers sharing one project quota without ErrorInfo saying so converge (AIMD is
+fair) but overshoot together; background and a wall together can hide a small overshoot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+
+from bulkcancel._answers import QuotaInfo
+
+_MIN_RATE = 0.5  # requests/s: a key never stalls completely while active
+_START_SHARE = 0.5  # a new key starts at this share of the ceiling (slow start)
+_MIN_SAMPLES = 16  # fresh answers before any wall decision
+_CLEAN_SAMPLES = 64  # ... and before an increase (or a second of them)
+_CLEAN_TIME = 0.5
+_CHECK_SAMPLES = 32  # fresh answers after a cut before judging it
+_PARK_SAMPLES = 8  # fresh answers before parking, when nearly all are refused
+_PARK_SHARE = 0.9
+_MEASURED_SHARE = 0.95  # a cut lands a little under what the server accepted
+_LIMIT_SHARE = 0.98  # a quota value from ErrorInfo is used this close
+_PROBE_STEP = 0.05  # additive probe above the measured quota, per clean decision
+_SURE_WALL = 0.4  # a throttle share this high is a wall, never background
+_MAX_NOISE = 0.15  # background shares above this are not discounted
+_FELL = 0.4  # after a cut, a wall's share falls below this share of the one before
+_PROBE_BASE = 0.25  # seconds to the first probe of a parked key
+_PROBE_CAP = 2.0  # probes of a parked key are at most this far apart
+_EPSILON = 1e-6  # seconds: a wait shorter than this is no wait
+_HISTORY = 1.0  # seconds of sends and accepts remembered, for measured rates
+
+
+class PacerState(Enum):
+    ACTIVE = "active"
+    PARKED = "parked"
+
+
+@dataclass(slots=True)
+class KeyPacer:
+    """The adaptive rate of one quota key. Pure: every method takes ``now``.
+
+    At the ceiling with no park in force, ``reserve`` is free (the global limiter alone paces).
+    Below it, requests are spaced ``1/rate`` apart (GCRA), nothing booked ahead: a waiter asks
+    again when its turn may have come, at the rate in force then.
+    """
+
+    ceiling: float
+    rate: float = 0.0
+    throttle_budget: float = 120.0
+    hint_cap: float = 60.0
+    state: PacerState = PacerState.ACTIVE
+    next_free: float = 0.0
+    # evidence since the last decision
+    decided_at: float = -math.inf
+    fresh: int = 0
+    fresh_throttled: int = 0
+    fresh_first_sent: float = math.inf
+    fresh_last_sent: float = -math.inf
+    #: the learned share of background 429s that does not grow with the rate
+    noise: float = 0.0
+    #: (share, rate, accepted rate) before a cut that the next decision must confirm
+    checking: tuple[float, float, float] | None = None
+    #: (rate, estimate, walls) before the first cut since the last growth
+    before_cuts: tuple[float, float, int] | None = None
+    #: what the server accepted per second at the last confirmed wall: the quota, roughly
+    estimate: float = math.inf
+    #: requests per second a per-minute quota value from ErrorInfo allows
+    limit: float = math.inf
+    #: the next additive probe above the measured quota, as a share of the rate
+    step: float = _PROBE_STEP
+    walls: int = 0
+    throttles: int = 0
+    last_success: float = 0.0
+    # parking
+    parked_at: float = 0.0
+    probe_at: float = 0.0
+    probe_gap: float = _PROBE_BASE
+    probe_out: bool = False
+    last_failed_probe: float = 0.0
+    resume_rate: float = _MIN_RATE
+    resumes: list[float] = field(default_factory=list)
+    #: learned length of a fixed quota window, once walls repeat
+    period: float | None = None
+    sends: deque[float] = field(default_factory=deque)
+    accepts: deque[float] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0:
+            # Slow start: half the ceiling, doubling after each clean decision until the first
+            # wall, so a run told more than the quota does not open with a wall of 429s.
+            self.rate = max(_MIN_RATE, self.ceiling * _START_SHARE)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def reserve(self, now: float) -> tuple[float, bool]:
+        """Claim a turn if one is free now: ``(0, is_probe)``; otherwise ``(wait, False)``:
+        how long to wait before asking again, without claiming anything."""
+        if self.state is PacerState.PARKED:
+            if self.probe_out or now < self.probe_at:
+                wait = self.probe_gap if self.probe_out else self.probe_at - now
+                return max(wait, 1e-3), False
+            self.probe_out = True
+            return 0.0, True
+        if self.rate < self.ceiling:
+            if self.next_free - now > _EPSILON:  # (a float-sized wait would never end)
+                return self.next_free - now, False
+            self.next_free = max(self.next_free, now - 1.0 / self.rate) + 1.0 / self.rate
+        return 0.0, False
+
+    def exhausted(self, now: float) -> bool:
+        """Parked, refusing everything, for the whole throttle budget: stop retrying here."""
+        return self.state is PacerState.PARKED and now - self.parked_at >= self.throttle_budget
+
+    def sent(self, now: float) -> None:
+        """A granted request goes on the wire now (after its slot and the run's ceiling)."""
+        self.sends.append(now)
+        _trim(self.sends, now)
+
+    # -- evidence ----------------------------------------------------------------------------
+
+    def on_answer(
+        self,
+        now: float,
+        *,
+        throttled: bool,
+        sent_at: float,
+        probe: bool = False,
+        hint: float | None = None,
+        quota: QuotaInfo | None = None,
+    ) -> None:
+        """One attempt's answer: ``throttled`` or capacity. ``sent_at`` is when it was granted."""
+        if throttled:
+            self.throttles += 1
+            per_second = quota.per_second if quota is not None else None
+            if per_second is not None:
+                self.limit = per_second
+                self.rate = max(_MIN_RATE, min(self.rate, per_second * _LIMIT_SHARE))
+        else:
+            self.last_success = now
+            self.accepts.append(now)
+            _trim(self.accepts, now)
+        if self.state is PacerState.PARKED:
+            self._while_parked(now, throttled=throttled, sent_at=sent_at, probe=probe)
+            return
+        if sent_at < self.decided_at:
+            return  # sent before the last decision: its news is already acted on
+        self.fresh += 1
+        self.fresh_throttled += throttled
+        self.fresh_first_sent = min(self.fresh_first_sent, sent_at)
+        self.fresh_last_sent = max(self.fresh_last_sent, sent_at)
+        self._decide(now, hint)
+
+    def _decide(self, now: float, hint: float | None) -> None:
+        n, t = self.fresh, self.fresh_throttled
+        share = t / n
+        if n >= _PARK_SAMPLES and share >= _PARK_SHARE:
+            self._park(now, hint)
+            return
+        if n < _MIN_SAMPLES:
+            return
+        if self.checking is not None:
+            if n < _CHECK_SAMPLES:
+                return
+            before, rate_before, accepted = self.checking
+            self.checking = None
+            if before < _SURE_WALL and (
+                share >= before * _FELL or share - self.noise > _margin(n, self.noise) / 2
+            ):
+                # The share did not fall with the rate: background 429s, not a wall.
+                # Undo every cut since the last growth: they were all taken on noise.
+                share = min(share, _MAX_NOISE)
+                self.noise = share if self.noise == 0 else (self.noise + share) / 2
+                self.rate = rate_before
+                if self.before_cuts is not None:
+                    self.rate, self.estimate, self.walls = self.before_cuts
+                    self.before_cuts = None
+                self._new_epoch(now)
+                return
+            self.walls += 1  # confirmed: a wall, and what it let through is the quota
+            self.estimate = accepted
+        if share - self.noise > _margin(n, self.noise):
+            self._cut(now, share)
+        elif n >= _CLEAN_SAMPLES or now - self.decided_at >= _CLEAN_TIME:
+            self._grow(now)
+
+    def _cut(self, now: float, share: float) -> None:
+        accepted = self._fresh_rate() * (1.0 - share)
+        self.checking = (share, self.rate, accepted)
+        if self.before_cuts is None:
+            self.before_cuts = (self.rate, self.estimate, self.walls)
+        self.step = _PROBE_STEP
+        target = min(accepted * _MEASURED_SHARE, self.limit * _LIMIT_SHARE)
+        self.rate = max(_MIN_RATE, min(self.rate, target))
+        self._new_epoch(now)
+
+    def _grow(self, now: float) -> None:
+        if self.walls == 0 and self.limit == math.inf:
+            probe = self.rate * 2  # slow start
+        else:
+            known = min(self.estimate * _MEASURED_SHARE, self.limit * _LIMIT_SHARE)
+            probe = max(self.rate * (1 + self.step), min(known, self.ceiling))
+            probe = min(probe, self.limit * _LIMIT_SHARE)
+            # Near the measured quota the probe stays small (CUBIC's plateau); once the rate is
+            # clean well above it, the estimate was stale (background 429s taken for a wall,
+            # or a quota that grew) and each clean decision probes twice as far.
+            if self.rate > self.estimate * 1.1:
+                self.step = min(0.5, self.step * 2)
+        self.before_cuts = None
+        # AWS's cap: never more than twice what the key really sent lately.
+        _trim(self.sends, now)
+        span = now - self.sends[0] if len(self.sends) > 1 else _HISTORY
+        sent = len(self.sends) / max(span, 0.1)
+        self.rate = max(self.rate, min(self.ceiling, probe, max(2 * sent, _MIN_RATE)))
+        self._new_epoch(now)
+
+    def _fresh_rate(self) -> float:
+        """Requests per second the fresh evidence was sent at."""
+        span = self.fresh_last_sent - self.fresh_first_sent
+        if self.fresh < 2 or span <= 0:
+            return self.rate
+        return (self.fresh - 1) / span
+
+    def _new_epoch(self, now: float) -> None:
+        self.decided_at = now
+        self.fresh = self.fresh_throttled = 0
+        self.fresh_first_sent, self.fresh_last_sent = math.inf, -math.inf
+
+    # -- parking -----------------------------------------------------------------------------
+
+    def _park(self, now: float, hint: float | None) -> None:
+        _trim(self.accepts, now)
+        # The rate that worked: what was accepted in the second before the wall (for a fixed
+        # window that is the full pace; for a spent minute's burst, the refill rate).
+        self.resume_rate = max(_MIN_RATE, min(self.ceiling, len(self.accepts) / _HISTORY))
+        self.state = PacerState.PARKED
+        self.parked_at = now
+        self.last_failed_probe = now
+        self.probe_out = False
+        self.checking = None
+        self.probe_gap = _PROBE_BASE
+        first = _PROBE_BASE if hint is None else min(max(hint, _PROBE_BASE), self.hint_cap)
+        self.probe_at = now + first
+        if self.period is not None and self.resumes:
+            # A fixed window seen before: aim just before its next boundary.
+            boundary = self.resumes[-1] + self.period
+            while boundary < now:
+                boundary += self.period
+            self.probe_at = max(now + 0.01, boundary - 0.02 * self.period)
+            self.probe_gap = max(0.01, 0.01 * self.period)
+
+    def _while_parked(self, now: float, *, throttled: bool, sent_at: float, probe: bool) -> None:
+        if not throttled and sent_at >= self.parked_at:
+            self._resume(now)
+            return
+        if probe:
+            self.probe_out = False
+            self.last_failed_probe = now
+            if self.period is None or now - self.parked_at > self.period:
+                self.probe_gap = min(_PROBE_CAP, self.probe_gap * 2)
+            self.probe_at = now + self.probe_gap
+
+    def _resume(self, now: float) -> None:
+        # The boundary lies between the last failed probe and now; remember its middle.
+        boundary = (self.last_failed_probe + now) / 2 if self.probe_gap < 1.0 else now
+        if self.resumes:
+            gap = boundary - self.resumes[-1]
+            if self.period is None or abs(gap - self.period) <= 0.25 * self.period:
+                self.period = gap if self.period is None else (self.period + gap) / 2
+            elif gap > 1.5 * self.period:
+                # A boundary skipped (several periods in one park): keep the period.
+                pass
+            else:
+                self.period = None
+        self.resumes.append(boundary)
+        del self.resumes[:-4]
+        self.state = PacerState.ACTIVE
+        self.probe_out = False
+        self.rate = max(_MIN_RATE, min(self.resume_rate, self.limit * _LIMIT_SHARE))
+        self.next_free = now
+        self._new_epoch(now)
+
+
+def _margin(samples: int, noise: float) -> float:
+    """How far above the background a throttle share must be to suspect a wall: 2.5 standard
+    deviations of a binomial share (never assuming a background below 1%), plus 3 points."""
+    base = max(noise, 0.01)
+    return 0.03 + 2.5 * math.sqrt(base * (1 - base) / samples)
+
+
+def _trim(times: deque[float], now: float) -> None:
+    while times and times[0] <= now - _HISTORY:
+        times.popleft()
