@@ -219,7 +219,12 @@ class AiohttpTransport:
                 if declared is not None and declared > self._max_body:
                     resp.release()
                     return oversized
-                reader = BoundedBody(self._max_body, resp.headers.get("Content-Encoding", ""))
+                encoding = resp.headers.get("Content-Encoding", "")
+                if declared is not None and encoding.strip().lower() in ("", "identity"):
+                    # Plain, of a declared length within the cap: what arrives is what we keep,
+                    # so one read does (the common answer, and the hot path of a run).
+                    return RawResponse(resp.status, await resp.read(), content_type, retry_after)
+                reader = BoundedBody(self._max_body, encoding)
                 async for chunk in resp.content.iter_chunked(_READ_CHUNK):
                     if not reader.feed(chunk):
                         return oversized
