@@ -27,7 +27,15 @@ import itertools
 import math
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
@@ -150,7 +158,10 @@ class Engine:
         self._clip = math.inf  # after a graceful stop: reconcile no later than this
         self._scope: anyio.CancelScope | None = None
         self._emit: Emit | None = None
+        #: the input: a plain iterator is read to its end even after a stop (each remaining
+        #: target reported ``not_attempted``); an async one is not read past a stop
         self._targets: Iterator[Target] = iter(())
+        self._feed: AsyncIterable[Target] | None = None
         #: Handed to the cancel pool, not yet answered: name -> whether its cancel was sent.
         self._in_cancel: dict[str, bool] = {}
         #: taken from the input and waiting for room (backpressure)
@@ -201,9 +212,17 @@ class Engine:
 
     # -- the run ---------------------------------------------------------------------------
 
-    async def run(self, targets: Iterable[Target], emit: Emit) -> None:
+    async def run(self, targets: Iterable[Target] | AsyncIterable[Target], emit: Emit) -> None:
+        """Cancel and reconcile every target; ``emit`` gets each one's result exactly once.
+
+        ``targets`` may be an async iterable (a drain feeding what re-listings find): it is read
+        with ``async for``, its end is the end of input, and a stop ends the reading there —
+        every target taken from it is reported, nothing more is asked of it."""
         self._emit = emit
-        self._targets = iter(targets)
+        if isinstance(targets, AsyncIterable):
+            self._feed = targets
+        else:
+            self._targets = iter(targets)
         send, receive = anyio.create_memory_object_stream[Target](self._opt.concurrency)
         with anyio.CancelScope() as self._scope:
             async with anyio.create_task_group() as watch:
@@ -225,40 +244,49 @@ class Engine:
 
     async def _produce(self, send: MemoryObjectSendStream[Target]) -> None:
         async with send:
-            for target in self._targets:
-                if target.result is not None:
-                    await self._pass_on(target.result)
-                    continue
-                if self._client.fatal is not None and not self._stopping:
-                    self.stop(self._client.fatal)
-                if self._stopping:
-                    await self._not_attempted(target.name)
-                    continue
-                if target.listed is not None:
-                    finished = done_outcome(target.listed)
-                    if finished is not None:
-                        await self._finish(
-                            target.name, finished.outcome, finished.details | {"found_done": True}
-                        )
-                        continue
-                # Held where an abort finds it before any wait: nothing taken is ever lost.
-                self._held = target
-                while len(self._pending) + len(self._in_cancel) >= self._opt.max_pending:
+            if self._feed is not None:
+                async for target in self._feed:
+                    await self._take(target, send)
                     if self._stopping:
-                        break
-                    # Backpressure: the reconciler is behind. _release wakes us.
-                    self._room = anyio.Event()
-                    await self._room.wait()
-                self._held = None
-                if self._stopping:
-                    await self._not_attempted(target.name)
-                    continue
-                if target.accepted_before:
-                    self._schedule(target.name, None, accepted=True, calls=0)
-                    continue
-                self._in_cancel[target.name] = _TAKEN
-                await _put(send, target)
+                        break  # a stop ends the reading: what was taken is reported
+            else:
+                for target in self._targets:
+                    await self._take(target, send)
             self._input_done = True
+
+    async def _take(self, target: Target, send: MemoryObjectSendStream[Target]) -> None:
+        """One target from the input: passed on, reported, or handed to the cancel pool."""
+        if target.result is not None:
+            await self._pass_on(target.result)
+            return
+        if self._client.fatal is not None and not self._stopping:
+            self.stop(self._client.fatal)
+        if self._stopping:
+            await self._not_attempted(target.name)
+            return
+        if target.listed is not None:
+            finished = done_outcome(target.listed)
+            if finished is not None:
+                details = finished.details | {"found_done": True}
+                await self._finish(target.name, finished.outcome, details)
+                return
+        # Held where an abort finds it before any wait: nothing taken is ever lost.
+        self._held = target
+        while len(self._pending) + len(self._in_cancel) >= self._opt.max_pending:
+            if self._stopping:
+                break
+            # Backpressure: the reconciler is behind. _release wakes us.
+            self._room = anyio.Event()
+            await self._room.wait()
+        self._held = None
+        if self._stopping:
+            await self._not_attempted(target.name)
+            return
+        if target.accepted_before:
+            self._schedule(target.name, None, accepted=True, calls=0)
+            return
+        self._in_cancel[target.name] = _TAKEN
+        await _put(send, target)
 
     async def _cancel_worker(self, receive: MemoryObjectReceiveStream[Target]) -> None:
         async with receive:
