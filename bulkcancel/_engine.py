@@ -27,6 +27,7 @@ import itertools
 import math
 import sys
 import time
+from collections import deque
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -41,6 +42,8 @@ from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 import anyio
+import anyio.abc
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from bulkcancel._answers import Answer, AnswerKind
@@ -48,7 +51,7 @@ from bulkcancel._classify import Verdict, classify, done_outcome, is_done, malfo
 from bulkcancel._client import OperationsClient
 from bulkcancel._errors import RecordingError
 from bulkcancel._models import OperationResult, Outcome, StopReason, Target
-from bulkcancel._names import parent_of
+from bulkcancel._names import parent_of, quota_key
 from bulkcancel._reconcile import Costs, Parent, Pending, prefer_list
 
 
@@ -166,6 +169,11 @@ class Engine:
         self._in_cancel: dict[str, bool] = {}
         #: taken from the input and waiting for room (backpressure)
         self._held: Target | None = None
+        #: cancels not started yet, per quota key; how many workers each key has
+        self._queues: dict[str, deque[Target]] = {}
+        self._workers: dict[str, int] = {}
+        self._queued = 0
+        self._pool: anyio.abc.TaskGroup | None = None
         self._pending: dict[str, Pending] = {}
         self._parents: dict[str, Parent] = {}
         self._heap: list[tuple[float, int, Pending]] = []
@@ -223,17 +231,13 @@ class Engine:
             self._feed = targets
         else:
             self._targets = iter(targets)
-        send, receive = anyio.create_memory_object_stream[Target](self._opt.concurrency)
         with anyio.CancelScope() as self._scope:
             async with anyio.create_task_group() as watch:
                 watch.start_soon(self._watch_grace)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._reconciler)
-                    async with anyio.create_task_group() as pool:
-                        pool.start_soon(self._produce, send)
-                        for _ in range(self._opt.concurrency):
-                            pool.start_soon(self._cancel_worker, receive.clone())
-                        receive.close()
+                    async with anyio.create_task_group() as self._pool:
+                        self._pool.start_soon(self._produce)
                     self._cancels_done = True
                     self._ready.update(self._parents)  # nothing more joins: sweep what is left
                     self._wake.set()
@@ -242,19 +246,18 @@ class Engine:
         self._client.stop()
         await self._settle_leftovers()
 
-    async def _produce(self, send: MemoryObjectSendStream[Target]) -> None:
-        async with send:
-            if self._feed is not None:
-                async for target in self._feed:
-                    await self._take(target, send)
-                    if self._stopping:
-                        break  # a stop ends the reading: what was taken is reported
-            else:
-                for target in self._targets:
-                    await self._take(target, send)
-            self._input_done = True
+    async def _produce(self) -> None:
+        if self._feed is not None:
+            async for target in self._feed:
+                await self._take(target)
+                if self._stopping:
+                    break  # a stop ends the reading: what was taken is reported
+        else:
+            for target in self._targets:
+                await self._take(target)
+        self._input_done = True
 
-    async def _take(self, target: Target, send: MemoryObjectSendStream[Target]) -> None:
+    async def _take(self, target: Target) -> None:
         """One target from the input: passed on, reported, or handed to the cancel pool."""
         if target.result is not None:
             await self._pass_on(target.result)
@@ -286,35 +289,68 @@ class Engine:
             self._schedule(target.name, None, accepted=True, calls=0)
             return
         self._in_cancel[target.name] = _TAKEN
-        await _put(send, target)
+        await self._queue_cancel(target)
 
-    async def _cancel_worker(self, receive: MemoryObjectReceiveStream[Target]) -> None:
-        async with receive:
-            async for target in _drain(receive):
-                name = target.name
-                if self._stopping or not await self._record_intent(name):
-                    del self._in_cancel[name]
-                    self._release()
-                    await self._not_attempted(name)
-                    continue
-                self._in_cancel[name] = _SENT
-                answer = await self._client.cancel(name)
-                del self._in_cancel[name]
-                if self._client.fatal is not None and not self._stopping:
-                    self.stop(self._client.fatal)  # a doomed run stops within one answer
-                if answer.kind is AnswerKind.STOPPED:
-                    # Never sent (or a retry never sent): the journal keeps it unanswered, so a
-                    # rerun sends it again.
-                    self._release()
-                    await self._not_attempted(name, cancel_in_flight=answer.attempts > 0)
-                    continue
-                self._record_answer(name, answer)
-                if needs_get(answer):
-                    self._schedule(name, answer, accepted=answer.ok, calls=answer.attempts)
-                else:
-                    self._release()
-                    verdict = classify(answer, None, accepted=False)
-                    await self._finish(name, verdict.outcome, verdict.details, answer.attempts)
+    async def _queue_cancel(self, target: Target) -> None:
+        """Queue the cancel by quota key; each key gets up to ``concurrency`` workers of its own.
+
+        One pool taking targets in input order would let a throttled key's backlog occupy every
+        worker (each waiting for that key's pacer) while a free key waits behind it. With a
+        queue and a worker cap per key, a waiting key holds only its own workers; the client's
+        slots still bound what is in flight, whichever keys hold them."""
+        key = quota_key(target.name)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = deque()
+        queue.append(target)
+        workers = self._workers.get(key, 0)
+        if workers < self._opt.concurrency:
+            self._workers[key] = workers + 1
+            assert self._pool is not None
+            self._pool.start_soon(self._cancel_worker, key, queue)
+        self._queued += 1
+        if self._queued % self._opt.concurrency == 0:
+            # The input is read ahead of the workers (up to max_pending): let them run now
+            # and then, so a long input does not hold the loop.
+            await anyio.lowlevel.checkpoint()
+
+    async def _cancel_worker(self, key: str, queue: deque[Target]) -> None:
+        try:
+            while queue:
+                await self._cancel(queue.popleft())
+        finally:
+            # Done with this key for now: a target queued later starts a new worker.
+            self._workers[key] -= 1
+            if not self._workers[key]:
+                del self._workers[key]
+                if not queue:
+                    self._queues.pop(key, None)
+
+    async def _cancel(self, target: Target) -> None:
+        name = target.name
+        if self._stopping or not await self._record_intent(name):
+            del self._in_cancel[name]
+            self._release()
+            await self._not_attempted(name)
+            return
+        self._in_cancel[name] = _SENT
+        answer = await self._client.cancel(name)
+        del self._in_cancel[name]
+        if self._client.fatal is not None and not self._stopping:
+            self.stop(self._client.fatal)  # a doomed run stops within one answer
+        if answer.kind is AnswerKind.STOPPED:
+            # Never sent (or a retry never sent): the journal keeps it unanswered, so a
+            # rerun sends it again.
+            self._release()
+            await self._not_attempted(name, cancel_in_flight=answer.attempts > 0)
+            return
+        self._record_answer(name, answer)
+        if needs_get(answer):
+            self._schedule(name, answer, accepted=answer.ok, calls=answer.attempts)
+        else:
+            self._release()
+            verdict = classify(answer, None, accepted=False)
+            await self._finish(name, verdict.outcome, verdict.details, answer.attempts)
 
     def _release(self) -> None:
         """Wake the waiting input once the reconciler has caught up to half the bound (so it
