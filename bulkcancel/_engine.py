@@ -522,6 +522,7 @@ class Engine:
             parent,
             len(due),
             rate_binds=self._rate_binds,
+            cancels_pending=not self._cancels_done,
             concurrency=self._opt.concurrency,
             costs=self._costs,
         )
@@ -687,7 +688,9 @@ class Engine:
                 continue
             listed = Answer(AnswerKind.OK, 200, body=operation)
             was_due = due.pop(name, None) is not None
-            settles = was_due or is_done(operation) or malformed(operation) is not None
+            finished = is_done(operation) or malformed(operation) is not None
+            parent.record_look(finished)
+            settles = was_due or finished
             if settles and await self._observe(pending, listed):
                 self.stats.settled_by_list += 1
         parent.found += ours
