@@ -51,7 +51,8 @@ class EngineOptions:
     #: auto mode lists a parent when at least this many of its operations await reconciliation.
     list_threshold: int = 8
     list_page_size: int = 500
-    #: after a complete pass over a parent's listing, the next pass starts no sooner than this.
+    #: after a complete pass over a parent's listing, the next pass starts no sooner than this
+    #: (while cancels are still going out; after that a rest would only lengthen the tail).
     sweep_gap: float = 1.0
     #: most pages one sweep fetches; past it the sweep ends and the parent goes to GET.
     sweep_page_budget: int = 2_000
@@ -243,8 +244,12 @@ class Reconciler:
             if not self._listing(parent) or not self._list_pays(parent, members):
                 jobs.extend(members)
                 continue
-            if parent.sweeping or (not parent.in_pass and now < parent.next_sweep):
-                # A sweep is running or a pass just ended: these wait for the next one.
+            # A pass that just ended rests ``sweep_gap`` while cancels still go out (the next
+            # one would find little new). Once they are all answered nothing new joins: a rest
+            # would only be a tail, and the members due are worth a pass by the cost model.
+            resting = not parent.in_pass and now < parent.next_sweep and not self._cancels_done
+            if parent.sweeping or resting:
+                # A sweep is running or the listing rests: these wait for the next pass.
                 retry_at = max(parent.next_sweep, now + self._opt.poll_initial)
                 for pending in members:
                     pending.due = retry_at
