@@ -12,6 +12,7 @@ a fixed size whatever ``pageSize`` asks (servers may cap pages, AIP-158; some ig
 from __future__ import annotations
 
 import argparse
+import math
 import subprocess
 import sys
 import tempfile
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pages", type=int, nargs="+", default=list(PAGE_CAPS))
     parser.add_argument("--quick", action="store_true", help="1,000 operations, 1 round")
+    parser.add_argument(
+        "--only", nargs="+", help="measure only clients whose label starts with one of these"
+    )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--names-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -93,13 +97,16 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         return {}
     if args.quick:
         args.operations, args.rounds = 1_000, 1
+    labels = list(clients("", Path(), Path()))
+    if args.only:
+        labels = [label for label in labels if label.startswith(tuple(args.only))]
     times: dict[tuple[int, str], list[float]] = {}
     requests: dict[tuple[int, str], int] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for _ in range(args.rounds):
             for page in args.pages:
-                for label in clients("", work, work):
+                for label in labels:
                     with fake_server(work, args.operations, page) as fake:
                         command = clients(fake.url, fake.names_file, work / "report.json")[label]
                         times.setdefault((page, label), []).append(run_timed(command))
@@ -110,9 +117,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     rows = []
     results: dict[str, object] = {}
     for page in args.pages:
-        floor = median(times[(page, "bare aiohttp (floor)")])
-        apicore = median(times[(page, "google-api-core")])
-        for label in clients("", Path(), Path()):
+        floor = median(times.get((page, "bare aiohttp (floor)"), [math.nan]))
+        apicore = median(times.get((page, "google-api-core"), [math.nan]))
+        for label in labels:
             values = times[(page, label)]
             med = median(values)
             per_op = requests[(page, label)] / args.operations

@@ -1,18 +1,19 @@
-"""The run: targets -> cancel pool -> reconciler -> emit, under one anyio task group.
+"""The run: targets -> per-quota-key cancel queues -> reconciler -> emit, under one task group.
 
-Shape of the data flow (each arrow a bounded hand-off, so a slow stage slows the one before it):
+Shape of the data flow:
 
-    targets ──> memory stream (size = concurrency) ──> N cancel workers
+    targets ──> a queue per quota key ──> up to ``concurrency`` cancel workers per key
                                                           │ accepted / refused-but-maybe-running
                                                           v
-                              reconciler: a heap of operations by next poll time
-                                  │ due: per-operation GET, or a sweep of a parent's listing
+                              reconciler (``_reconciler.Reconciler``, this class's base):
+                              a heap of operations by next poll time; GETs or sweeps
                                   v
                                emit(result)  (journal outcome, report, progress)
 
-Sweeps start while cancels are still going out and settle operations page by page; a sweep that
-reaches the cancels still on the wire pauses there and resumes from the same page later (see
-``_reconcile.Parent``). GET or list is chosen per parent by measured cost (``prefer_list``).
+The input is read ahead of the cancels up to ``max_pending`` operations between "taken" and
+"settled" (then it waits, woken by the reconciler). Each quota key has its own queue and
+workers, so a key waiting for its pacer holds no worker another key could use; the client's
+slots bound what is in flight. The input may be an async iterable (a drain's re-listings).
 
 Stops keep their promises: after ``stop()`` no new cancel attempt starts; accepted cancels are
 reconciled until the grace ends, and then settled from what was last seen, with no further
@@ -22,77 +23,38 @@ graceful way (``StopReason.JOURNAL_FAILED``) and ``run`` still returns every res
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import math
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from collections import deque
+from collections.abc import (
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from typing import Any, Protocol
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+import anyio.abc
+import anyio.lowlevel
 
 from bulkcancel._answers import Answer, AnswerKind
-from bulkcancel._classify import Verdict, classify, done_outcome, is_done, malformed, needs_get
+from bulkcancel._classify import classify, done_outcome, needs_get
 from bulkcancel._client import OperationsClient
 from bulkcancel._errors import RecordingError
 from bulkcancel._models import OperationResult, Outcome, StopReason, Target
-from bulkcancel._names import parent_of
-from bulkcancel._reconcile import Costs, Parent, Pending, prefer_list
+from bulkcancel._names import quota_key
+from bulkcancel._reconciler import (
+    _SENT,
+    _TAKEN,
+    EngineOptions,
+    EngineStats,
+    ReconcileMode,
+    Reconciler,
+)
 
-
-class ReconcileMode(StrEnum):
-    GET = "get"  # one GET per operation per poll
-    LIST = "list"  # sweeps of each parent's listing settle a page of operations per call
-    AUTO = "auto"  # per parent, whichever costs less (calls when the rate binds, else time)
-
-
-@dataclass(frozen=True, slots=True)
-class EngineOptions:
-    concurrency: int = 32
-    deadline: float = 120.0
-    poll_initial: float = 0.5
-    poll_factor: float = 1.5
-    poll_max: float = 10.0
-    reconcile: ReconcileMode = ReconcileMode.AUTO
-    #: auto mode lists a parent when at least this many of its operations await reconciliation.
-    list_threshold: int = 8
-    list_page_size: int = 500
-    #: after a complete pass over a parent's listing, the next pass starts no sooner than this.
-    sweep_gap: float = 1.0
-    #: most pages one sweep fetches; past it the sweep ends and the parent goes to GET.
-    sweep_page_budget: int = 2_000
-    #: after a graceful stop, how long accepted cancels are still reconciled.
-    grace: float = 5.0
-    #: at most this many operations between "taken from the input" and "settled": the input
-    #: waits for the reconciler beyond it, so memory stays flat however long the input.
-    max_pending: int = 20_000
-
-    def __post_init__(self) -> None:
-        # A zero poll interval would let the reconciler go round without ever waiting.
-        positive = {"poll_initial": self.poll_initial, "poll_max": self.poll_max}
-        for label, value in positive.items():
-            if not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{label} must be a positive number of seconds, not {value!r}")
-        if not self.poll_factor >= 1:
-            raise ValueError(f"poll_factor must be at least 1, not {self.poll_factor!r}")
-        for label, value in {"deadline": self.deadline, "grace": self.grace}.items():
-            if not value >= 0:
-                raise ValueError(f"{label} must not be negative, not {value!r}")
-        counts = {
-            "concurrency": self.concurrency,
-            "max_pending": self.max_pending,
-            "sweep_page_budget": self.sweep_page_budget,
-            "list_threshold": self.list_threshold,
-        }
-        for label, count in counts.items():
-            if count < 1:
-                raise ValueError(f"{label} must be at least 1, not {count!r}")
-        if self.list_page_size < 0 or self.sweep_gap < 0:
-            raise ValueError("list_page_size and sweep_gap must not be negative")
+__all__ = ["Emit", "Engine", "EngineOptions", "EngineStats", "JournalSink", "ReconcileMode"]
 
 
 class JournalSink(Protocol):
@@ -109,25 +71,7 @@ class JournalSink(Protocol):
 Emit = Callable[[OperationResult], Awaitable[None]]
 
 
-@dataclass(eq=False, slots=True)
-class _Sweep:
-    parent: Parent
-    due: list[Pending]
-
-
-@dataclass(slots=True)
-class EngineStats:
-    sweeps: int = 0
-    sweep_pages: int = 0
-    #: every operation a listing settled
-    settled_by_list: int = 0
-    list_disabled: list[str] = field(default_factory=list)
-
-
-_TAKEN, _SENT = False, True  # values of Engine._in_cancel
-
-
-class Engine:
+class Engine(Reconciler):
     """One bulk cancel. Not reusable: build one per run, inside the event loop."""
 
     def __init__(
@@ -138,39 +82,25 @@ class Engine:
         journal: JournalSink | None = None,
         clock: Callable[[], float] = time.monotonic,  # asyncio's clock; anyio's costs ~1µs more
     ) -> None:
-        self._client = client
-        self._opt = options or EngineOptions()
+        super().__init__(client, options or EngineOptions(), clock)
         self._journal = journal
-        self._clock = clock
-        self.stats = EngineStats()
         #: Why the run stopped early, or None.
         self.stop_reason: StopReason | None = None
-        self._stopping = False
         self._stopped = anyio.Event()
-        self._clip = math.inf  # after a graceful stop: reconcile no later than this
         self._scope: anyio.CancelScope | None = None
         self._emit: Emit | None = None
+        #: the input: a plain iterator is read to its end even after a stop (each remaining
+        #: target reported ``not_attempted``); an async one is not read past a stop
         self._targets: Iterator[Target] = iter(())
-        #: Handed to the cancel pool, not yet answered: name -> whether its cancel was sent.
-        self._in_cancel: dict[str, bool] = {}
+        self._feed: AsyncIterable[Target] | None = None
         #: taken from the input and waiting for room (backpressure)
         self._held: Target | None = None
-        self._pending: dict[str, Pending] = {}
-        self._parents: dict[str, Parent] = {}
-        self._heap: list[tuple[float, int, Pending]] = []
-        self._seq = itertools.count()
-        self._wake = anyio.Event()
+        #: cancels not started yet, per quota key; how many workers each key has
+        self._queues: dict[str, deque[Target]] = {}
+        self._workers: dict[str, int] = {}
+        self._queued = 0
+        self._pool: anyio.abc.TaskGroup | None = None
         self._room = anyio.Event()  # set when the input may go on (see _release)
-        #: when the sleeping reconciler will wake by itself (-inf while it is awake)
-        self._wake_at = -math.inf
-        #: parents whose sweep should (re)start now, not at the next due time
-        self._ready: set[str] = set()
-        self._input_done = False
-        self._cancels_done = False
-        self._reconciling = 0
-        self._costs = Costs()
-        self._rate_window = (0.0, 0)  # (when, client requests then): the rate actually reached
-        self._rate_binds = False
 
     # -- control ---------------------------------------------------------------------------
 
@@ -201,92 +131,149 @@ class Engine:
 
     # -- the run ---------------------------------------------------------------------------
 
-    async def run(self, targets: Iterable[Target], emit: Emit) -> None:
+    async def run(self, targets: Iterable[Target] | AsyncIterable[Target], emit: Emit) -> None:
+        """Cancel and reconcile every target; ``emit`` gets each one's result exactly once.
+
+        ``targets`` may be an async iterable (a drain feeding what re-listings find): it is read
+        with ``async for``, its end is the end of input, and a stop ends the reading there —
+        every target taken from it is reported, nothing more is asked of it."""
         self._emit = emit
-        self._targets = iter(targets)
-        send, receive = anyio.create_memory_object_stream[Target](self._opt.concurrency)
-        with anyio.CancelScope() as self._scope:
-            async with anyio.create_task_group() as watch:
-                watch.start_soon(self._watch_grace)
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._reconciler)
-                    async with anyio.create_task_group() as pool:
-                        pool.start_soon(self._produce, send)
-                        for _ in range(self._opt.concurrency):
-                            pool.start_soon(self._cancel_worker, receive.clone())
-                        receive.close()
-                    self._cancels_done = True
-                    self._ready.update(self._parents)  # nothing more joins: sweep what is left
-                    self._wake.set()
-                watch.cancel_scope.cancel()  # all settled: no grace to watch
+        if isinstance(targets, AsyncIterable):
+            self._feed = targets
+        else:
+            self._targets = iter(targets)
+        try:
+            with anyio.CancelScope() as self._scope:
+                async with anyio.create_task_group() as watch:
+                    watch.start_soon(self._watch_grace)
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._reconciler)
+                        async with anyio.create_task_group() as self._pool:
+                            self._pool.start_soon(self._produce)
+                        self._cancels_done = True
+                        self._ready.update(self._parents)  # nothing more joins: sweep the rest
+                        self._wake.set()
+                    watch.cancel_scope.cancel()  # all settled: no grace to watch
+        except Exception:
+            # A failure ends the run (credentials that cannot be refreshed, say): the caller
+            # reports what the engine took as possibly sent. Cancels still queued were never
+            # sent: say so first. The input is read ahead of the cancels, so there can be many.
+            self._client.stop()
+            with anyio.CancelScope(shield=True):
+                for name, sent in list(self._in_cancel.items()):
+                    if not sent:
+                        del self._in_cancel[name]
+                        await self._not_attempted(name)
+            raise
         # Aborted, grace over, or done: anything not settled is reported now, outside the scope.
         self._client.stop()
         await self._settle_leftovers()
 
-    async def _produce(self, send: MemoryObjectSendStream[Target]) -> None:
-        async with send:
+    async def _produce(self) -> None:
+        if self._feed is not None:
+            async for target in self._feed:
+                await self._take(target)
+                if self._stopping:
+                    break  # a stop ends the reading: what was taken is reported
+        else:
             for target in self._targets:
-                if target.result is not None:
-                    await self._pass_on(target.result)
-                    continue
-                if self._client.fatal is not None and not self._stopping:
-                    self.stop(self._client.fatal)
-                if self._stopping:
-                    await self._not_attempted(target.name)
-                    continue
-                if target.listed is not None:
-                    finished = done_outcome(target.listed)
-                    if finished is not None:
-                        await self._finish(
-                            target.name, finished.outcome, finished.details | {"found_done": True}
-                        )
-                        continue
-                # Held where an abort finds it before any wait: nothing taken is ever lost.
-                self._held = target
-                while len(self._pending) + len(self._in_cancel) >= self._opt.max_pending:
-                    if self._stopping:
-                        break
-                    # Backpressure: the reconciler is behind. _release wakes us.
-                    self._room = anyio.Event()
-                    await self._room.wait()
-                self._held = None
-                if self._stopping:
-                    await self._not_attempted(target.name)
-                    continue
-                if target.accepted_before:
-                    self._schedule(target.name, None, accepted=True, calls=0)
-                    continue
-                self._in_cancel[target.name] = _TAKEN
-                await _put(send, target)
-            self._input_done = True
+                await self._take(target)
+        self._input_done = True
 
-    async def _cancel_worker(self, receive: MemoryObjectReceiveStream[Target]) -> None:
-        async with receive:
-            async for target in _drain(receive):
-                name = target.name
-                if self._stopping or not await self._record_intent(name):
-                    del self._in_cancel[name]
-                    self._release()
-                    await self._not_attempted(name)
-                    continue
-                self._in_cancel[name] = _SENT
-                answer = await self._client.cancel(name)
-                del self._in_cancel[name]
-                if self._client.fatal is not None and not self._stopping:
-                    self.stop(self._client.fatal)  # a doomed run stops within one answer
-                if answer.kind is AnswerKind.STOPPED:
-                    # Never sent (or a retry never sent): the journal keeps it unanswered, so a
-                    # rerun sends it again.
-                    self._release()
-                    await self._not_attempted(name, cancel_in_flight=answer.attempts > 0)
-                    continue
-                self._record_answer(name, answer)
-                if needs_get(answer):
-                    self._schedule(name, answer, accepted=answer.ok, calls=answer.attempts)
-                else:
-                    self._release()
-                    verdict = classify(answer, None, accepted=False)
-                    await self._finish(name, verdict.outcome, verdict.details, answer.attempts)
+    async def _take(self, target: Target) -> None:
+        """One target from the input: passed on, reported, or handed to the cancel pool."""
+        if target.result is not None:
+            await self._pass_on(target.result)
+            return
+        if self._client.fatal is not None and not self._stopping:
+            self.stop(self._client.fatal)
+        if self._stopping:
+            await self._not_attempted(target.name)
+            return
+        if target.listed is not None:
+            finished = done_outcome(target.listed)
+            if finished is not None:
+                details = finished.details | {"found_done": True}
+                await self._finish(target.name, finished.outcome, details)
+                return
+        # Held where an abort finds it before any wait: nothing taken is ever lost.
+        self._held = target
+        while len(self._pending) + len(self._in_cancel) >= self._opt.max_pending:
+            if self._stopping:
+                break
+            # Backpressure: the reconciler is behind. _release wakes us.
+            self._room = anyio.Event()
+            await self._room.wait()
+        self._held = None
+        if self._stopping:
+            await self._not_attempted(target.name)
+            return
+        if target.accepted_before:
+            self._schedule(target.name, None, accepted=True, calls=0)
+            return
+        self._in_cancel[target.name] = _TAKEN
+        await self._queue_cancel(target)
+
+    async def _queue_cancel(self, target: Target) -> None:
+        """Queue the cancel by quota key; each key gets up to ``concurrency`` workers of its own.
+
+        One pool taking targets in input order would let a throttled key's backlog occupy every
+        worker (each waiting for that key's pacer) while a free key waits behind it. With a
+        queue and a worker cap per key, a waiting key holds only its own workers; the client's
+        slots still bound what is in flight, whichever keys hold them."""
+        key = quota_key(target.name)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = deque()
+        queue.append(target)
+        workers = self._workers.get(key, 0)
+        if workers < self._opt.concurrency:
+            self._workers[key] = workers + 1
+            assert self._pool is not None
+            self._pool.start_soon(self._cancel_worker, key, queue)
+        self._queued += 1
+        if self._queued % self._opt.concurrency == 0:
+            # The input is read ahead of the workers (up to max_pending): let them run now
+            # and then, so a long input does not hold the loop.
+            await anyio.lowlevel.checkpoint()
+
+    async def _cancel_worker(self, key: str, queue: deque[Target]) -> None:
+        try:
+            while queue:
+                await self._cancel(queue.popleft())
+        finally:
+            # Done with this key for now: a target queued later starts a new worker.
+            self._workers[key] -= 1
+            if not self._workers[key]:
+                del self._workers[key]
+                if not queue:
+                    self._queues.pop(key, None)
+
+    async def _cancel(self, target: Target) -> None:
+        name = target.name
+        if self._stopping or not await self._record_intent(name):
+            del self._in_cancel[name]
+            self._release()
+            await self._not_attempted(name)
+            return
+        self._in_cancel[name] = _SENT
+        answer = await self._client.cancel(name)
+        del self._in_cancel[name]
+        if self._client.fatal is not None and not self._stopping:
+            self.stop(self._client.fatal)  # a doomed run stops within one answer
+        if answer.kind is AnswerKind.STOPPED:
+            # Never sent (or a retry never sent): the journal keeps it unanswered, so a
+            # rerun sends it again.
+            self._release()
+            await self._not_attempted(name, cancel_in_flight=answer.attempts > 0)
+            return
+        self._record_answer(name, answer)
+        if needs_get(answer):
+            self._schedule(name, answer, accepted=answer.ok, calls=answer.attempts)
+        else:
+            self._release()
+            verdict = classify(answer, None, accepted=False)
+            await self._finish(name, verdict.outcome, verdict.details, answer.attempts)
 
     def _release(self) -> None:
         """Wake the waiting input once the reconciler has caught up to half the bound (so it
@@ -321,75 +308,6 @@ class Engine:
         self.stop(StopReason.JOURNAL_FAILED)
         self.stop_reason = StopReason.JOURNAL_FAILED  # it decides the exit code over a signal
 
-    # -- reconciler ------------------------------------------------------------------------
-
-    def _schedule(self, name: str, cancel: Answer | None, *, accepted: bool, calls: int) -> None:
-        now = self._clock()
-        opt = self._opt
-        # A refused cancel needs one GET, now; an accepted one is polled until the deadline.
-        deadline_at = now + opt.deadline if accepted else now
-        first = min(now + opt.poll_initial, deadline_at) if accepted else now
-        key = sys.intern(parent_of(name))
-        parent = self._parents.get(key)
-        if parent is None:
-            parent = self._parents[key] = Parent(key)
-        pending = Pending(name, key, cancel, accepted, deadline_at, opt.poll_initial, first, calls)
-        pending.joined_pass = parent.pass_no
-        self._pending[name] = pending
-        parent.members[name] = pending
-        parent.joined += 1
-        self._push(pending)
-        if parent.joined >= self._sweep_trigger(parent) and self._listing(parent):
-            self._ready.add(key)
-            if self._wake_at > now:
-                self._wake.set()
-
-    def _sweep_trigger(self, parent: Parent) -> int:
-        """How many operations joining a parent are worth a sweep before anyone is due: about a
-        page of them, so a sweep following the cancels fetches each page about once."""
-        per_page = parent.page_entries or self._opt.list_page_size or 50
-        return max(self._opt.list_threshold, min(int(per_page), self._opt.max_pending // 4))
-
-    def _push(self, pending: Pending) -> None:
-        heapq.heappush(self._heap, (pending.due, next(self._seq), pending))
-        if pending.due < self._wake_at:  # only when the reconciler would otherwise sleep past it
-            self._wake.set()
-
-    async def _reconciler(self) -> None:
-        send, receive = anyio.create_memory_object_stream[Pending | _Sweep](0)
-        async with anyio.create_task_group() as tg:
-            for _ in range(self._opt.concurrency):
-                tg.start_soon(self._reconcile_worker, receive.clone())
-            receive.close()
-            async with send:
-                while True:
-                    now = self._clock()
-                    if now >= self._clip:
-                        self._end_grace()
-                        return
-                    heap = self._heap
-                    while heap and heap[0][2].settled:
-                        heapq.heappop(heap)
-                    if not heap:
-                        if self._cancels_done and not self._reconciling:
-                            return
-                        await self._wait(None if math.isinf(self._clip) else self._clip - now)
-                        continue
-                    due_at = min(heap[0][0], self._clip)
-                    if due_at > now and not self._ready:
-                        # Wake a little late so that one wake-up gathers everything due close
-                        # together (polls are half a second apart at least: nobody notices).
-                        await self._wait(due_at - now + _COALESCE)
-                        continue
-                    due: list[Pending] = []
-                    while heap and heap[0][0] <= now:
-                        pending = heapq.heappop(heap)[2]
-                        if not pending.settled:
-                            due.append(pending)
-                    for job in self._plan(due, now):
-                        self._reconciling += 1
-                        await _put(send, job)
-
     async def _watch_grace(self) -> None:
         """Ends the run when the grace is over, whatever the workers are waiting for (a
         server that never answers, the pacer): the grace is a bound."""
@@ -404,259 +322,7 @@ class Engine:
         if self._scope is not None:
             self._scope.cancel()
 
-    async def _wait(self, delay: float | None) -> None:
-        self._wake_at = math.inf if delay is None else self._clock() + delay
-        with anyio.move_on_after(delay):
-            await self._wake.wait()
-        self._wake_at = -math.inf  # awake: nobody needs to ring
-        self._wake = anyio.Event()
-
-    def _plan(self, due: list[Pending], now: float) -> list[Pending | _Sweep]:
-        """Turn due operations (and parents ready for a sweep) into jobs."""
-        jobs: list[Pending | _Sweep] = []
-        groups: dict[str, list[Pending]] = {key: [] for key in self._ready}
-        self._ready.clear()
-        self._measure_rate(now)
-        for pending in due:
-            if pending.force_get or self._opt.reconcile is ReconcileMode.GET:
-                jobs.append(pending)
-            else:
-                groups.setdefault(pending.parent, []).append(pending)
-        for key, members in groups.items():
-            parent = self._parents.get(key)
-            if parent is None or not parent.members:
-                continue
-            if not self._listing(parent) or not self._list_pays(parent, members):
-                jobs.extend(members)
-                continue
-            if parent.sweeping or (not parent.in_pass and now < parent.next_sweep):
-                # A sweep is running or a pass just ended: these wait for the next one.
-                retry_at = max(parent.next_sweep, now + self._opt.poll_initial)
-                for pending in members:
-                    pending.due = retry_at
-                    self._push(pending)
-                continue
-            parent.sweeping = True
-            parent.joined = 0
-            jobs.append(_Sweep(parent, members))
-        return jobs
-
-    def _listing(self, parent: Parent) -> bool:
-        if parent.no_list or self._stopping or self._opt.reconcile is ReconcileMode.GET:
-            # While stopping, the grace is short: one GET each is the bounded way.
-            return False
-        if self._opt.reconcile is ReconcileMode.LIST:
-            return True
-        return len(parent.members) >= self._opt.list_threshold or parent.in_pass
-
-    def _list_pays(self, parent: Parent, due: list[Pending]) -> bool:
-        if self._opt.reconcile is ReconcileMode.LIST:
-            return True
-        if not due:  # an early sweep, ahead of any due time: costs nothing GETs would not
-            return True
-        return prefer_list(
-            parent,
-            len(due),
-            rate_binds=self._rate_binds,
-            concurrency=self._opt.concurrency,
-            costs=self._costs,
-        )
-
-    def _measure_rate(self, now: float) -> None:
-        """Does the ``--rate`` bind? Compare the request rate reached with the pacer's."""
-        since, count = self._rate_window
-        elapsed = now - since
-        if elapsed < 0.5:
-            return
-        total = self._client.stats.total
-        self._rate_window = (now, total)
-        reached = (total - count) / elapsed
-        rates = self._client.rates()
-        ceiling = min(rates.values()) if rates else math.inf
-        self._rate_binds = self._client.stats.throttled > 0 or reached >= 0.7 * ceiling
-
-    async def _reconcile_worker(self, receive: MemoryObjectReceiveStream[Pending | _Sweep]) -> None:
-        async with receive:
-            async for job in _drain(receive):
-                try:
-                    if isinstance(job, _Sweep):
-                        await self._sweep(job)
-                    else:
-                        await self._poll(job)
-                finally:
-                    self._reconciling -= 1
-                    if self._reconciling == 0 or isinstance(job, _Sweep):
-                        self._wake.set()  # the end may be reached, or a parent is free again
-
-    async def _poll(self, pending: Pending) -> None:
-        if pending.settled:
-            return
-        started = self._clock()
-        answer = await self._client.get(pending.name)
-        self._costs.record_get(self._clock() - started)
-        pending.calls += answer.attempts
-        pending.force_get = False
-        if pending.settled:  # a sweep may have settled it meanwhile
-            return
-        if answer.kind is AnswerKind.STOPPED:
-            # The run is ending: settle from what was last seen rather than call again.
-            verdict = classify(pending.cancel, pending.last_get, accepted=pending.accepted)
-            verdict.details["interrupted"] = True
-            await self._settle(pending, verdict)
-            return
-        await self._observe(pending, answer)
-
-    async def _observe(self, pending: Pending, answer: Answer) -> bool:
-        """Settle or reschedule after a GET (or a listing entry); True when it settled."""
-        pending.last_get = answer
-        now = self._clock()
-        body = answer.body
-        # A malformed Operation is final too: polling it again until the deadline tells nothing.
-        running = answer.ok and body is not None and not is_done(body) and malformed(body) is None
-        final = not running or not pending.accepted or now >= min(pending.deadline_at, self._clip)
-        if final:
-            passed = running and pending.accepted
-            verdict = classify(
-                pending.cancel, answer, accepted=pending.accepted, deadline_passed=passed
-            )
-            await self._settle(pending, verdict)
-            return True
-        pending.interval = min(pending.interval * self._opt.poll_factor, self._opt.poll_max)
-        pending.due = min(now + pending.interval, pending.deadline_at)
-        self._push(pending)
-        return False
-
-    async def _sweep(self, sweep: _Sweep) -> None:
-        """Walk the parent's listing from where its pass stands; settle what the pages show.
-
-        Ends at the end of the listing, at the cancels still on the wire (the pass resumes
-        there later), at the page budget or the deadline, or when the run stops."""
-        parent = sweep.parent
-        self.stats.sweeps += 1
-        due = {p.name: p for p in sweep.due}
-        if not parent.in_pass:
-            parent.in_pass, parent.cursor, parent.pass_pages = True, None, 0
-            parent.pass_no += 1
-        pages = 0
-        failed = complete = False
-        tokens_seen: set[str] = set()
-        horizon = min(self._clip, max((p.deadline_at for p in parent.members.values()), default=0))
-        try:
-            while not self._stopping:
-                token = parent.cursor
-                started = self._clock()
-                answer = await self._client.list_page(
-                    parent.name, page_size=self._opt.list_page_size, page_token=token
-                )
-                now = self._clock()
-                pages += 1
-                parent.pages += 1
-                parent.pass_pages += 1
-                self.stats.sweep_pages += 1
-                if not answer.ok or answer.body is None:
-                    failed = answer.kind is not AnswerKind.STOPPED
-                    break
-                operations = answer.body.get("operations")
-                entries = operations if isinstance(operations, list) else []
-                parent.record_page(now - started, len(entries))
-                ours, on_the_wire = await self._take_page(parent, entries, due)
-                next_token = answer.body.get("nextPageToken")
-                if not isinstance(next_token, str) or not next_token:
-                    complete = True
-                    break
-                if next_token in tokens_seen or next_token == token:
-                    failed = True  # a server that repeats itself would page forever
-                    break
-                tokens_seen.add(next_token)
-                ahead = on_the_wire or (ours == 0 and not self._input_done)
-                if ahead and parent.paused_at != token:
-                    # The cancels have not got this far: resume from this page later, once.
-                    parent.paused_at = token
-                    break
-                parent.cursor = next_token
-                if pages >= self._opt.sweep_page_budget or now >= horizon:
-                    failed = True  # this listing costs more than it settles: GETs from here
-                    break
-                if self._opt.reconcile is ReconcileMode.AUTO and parent.wasteful():
-                    failed = True
-                    break
-        finally:
-            parent.sweeping = False
-        if complete:
-            self._pass_complete(parent)
-        wasteful = self._opt.reconcile is ReconcileMode.AUTO and parent.wasteful()
-        if (failed or wasteful) and not parent.no_list:
-            parent.no_list = True
-            self.stats.list_disabled.append(parent.name)
-        now = self._clock()
-        for pending in due.values():  # due and not on the pages walked
-            if pending.settled or pending.force_get:  # (_pass_complete queued its GET)
-                continue
-            if parent.no_list:
-                pending.force_get = True
-                pending.due = now
-            else:  # on a page the paused pass has not reached yet: the pass resumes for it
-                pending.due = now + pending.interval
-            self._push(pending)
-
-    async def _take_page(
-        self, parent: Parent, entries: list[Any], due: dict[str, Pending]
-    ) -> tuple[int, bool]:
-        """Settle from one page; returns how many of ours it showed, and whether any of them
-        still has its cancel on the wire."""
-        members = parent.members
-        ours = 0
-        on_the_wire = False
-        for operation in entries:
-            name = operation.get("name") if isinstance(operation, dict) else None
-            if not isinstance(name, str):
-                continue
-            pending = members.get(name)
-            if pending is None:
-                if self._in_cancel.get(name) is _SENT:
-                    on_the_wire = True
-                    ours += 1
-                continue
-            ours += 1
-            pending.seen_pass = parent.pass_no
-            if pending.settled:
-                continue
-            listed = Answer(AnswerKind.OK, 200, body=operation)
-            was_due = due.pop(name, None) is not None
-            settles = was_due or is_done(operation) or malformed(operation) is not None
-            if settles and await self._observe(pending, listed):
-                self.stats.settled_by_list += 1
-        parent.found += ours
-        return ours, on_the_wire
-
-    def _pass_complete(self, parent: Parent) -> None:
-        parent.full_pass_pages = parent.pass_pages
-        parent.in_pass, parent.cursor, parent.paused_at = False, None, None
-        parent.next_sweep = self._clock() + self._opt.sweep_gap
-        now = self._clock()
-        for pending in parent.members.values():
-            covered = pending.joined_pass < parent.pass_no  # this pass had to list it
-            if covered and not pending.settled and pending.seen_pass != parent.pass_no:
-                pending.force_get = True  # not in the listing: ask directly
-                pending.due = now
-                self._push(pending)
-
     # -- settling --------------------------------------------------------------------------
-
-    async def _settle(self, pending: Pending, verdict: Verdict) -> None:
-        pending.settled = True
-        self._pending.pop(pending.name, None)
-        self._release()
-        parent = self._parents.get(pending.parent)
-        if parent is not None:
-            parent.members.pop(pending.name, None)
-            idle = not (parent.members or parent.in_pass or parent.sweeping or parent.pages)
-            if idle and not parent.no_list:  # nothing learnt worth keeping
-                del self._parents[pending.parent]
-        details = verdict.details  # classify builds a fresh dict for every verdict
-        if pending.accepted and pending.cancel is None:
-            details["resumed"] = True
-        await self._finish(pending.name, verdict.outcome, details, pending.calls)
 
     async def _not_attempted(self, name: str, **extra: Any) -> None:
         reason = self.stop_reason.value if self.stop_reason else "not attempted"
@@ -706,32 +372,3 @@ class Engine:
                 await self._pass_on(target.result)
             else:
                 await self._not_attempted(target.name)
-
-
-_T = TypeVar("_T")
-#: seconds the reconciler may wake late so that operations due together go out together
-_COALESCE = 0.01
-
-
-async def _drain(receive: MemoryObjectReceiveStream[_T]) -> AsyncIterator[_T]:
-    """Items as ``async for`` would give them, without a trip through the event loop for each
-    one that is already waiting (anyio's ``receive`` checkpoints even when it need not block).
-    Cancellation still reaches the worker at every await of its own, and when it blocks here."""
-    while True:
-        try:
-            yield receive.receive_nowait()
-        except anyio.WouldBlock:
-            try:
-                yield await receive.receive()
-            except anyio.EndOfStream:
-                return
-        except anyio.EndOfStream:
-            return
-
-
-async def _put(send: MemoryObjectSendStream[_T], item: _T) -> None:
-    """``send.send(item)`` without the checkpoint when a receiver is already waiting."""
-    try:
-        send.send_nowait(item)
-    except anyio.WouldBlock:
-        await send.send(item)

@@ -71,6 +71,9 @@ class Parent:
     page_seconds: float = 0.0
     page_entries: float = 0.0
     next_sweep: float = 0.0
+    #: our unsettled operations the pages showed, and how many of them were finished
+    looks: int = 0
+    finished_looks: int = 0
 
     def record_page(self, seconds: float, entries: int) -> None:
         if self.pages <= 1:
@@ -78,6 +81,15 @@ class Parent:
         else:
             self.page_seconds += _EWMA * (seconds - self.page_seconds)
             self.page_entries += _EWMA * (entries - self.page_entries)
+
+    def record_look(self, finished: bool) -> None:
+        """A page showed one of our unsettled operations, finished or still running."""
+        self.looks += 1
+        self.finished_looks += finished
+
+    def done_share(self) -> float:
+        """Of our operations the pages showed unsettled, the share already finished."""
+        return self.finished_looks / self.looks if self.looks else 0.0
 
     def pages_left(self) -> int | None:
         """Pages the current (or next) pass still has to walk, when a complete pass told us."""
@@ -90,6 +102,11 @@ class Parent:
         """Listing has cost more calls than it found operations of ours: most of this parent is
         other operations (or a server paging out nothing), and GETs are cheaper."""
         return self.pages > 8 and self.pages > self.found
+
+
+#: in time terms, GETs must beat a sweep by this factor to be chosen: a sweep that costs about
+#: the same time saves calls (the production limit), and the measurements are noisy
+GET_MARGIN = 2.0
 
 
 @dataclass(slots=True)
@@ -107,18 +124,42 @@ class Costs:
             self.get_seconds += _EWMA * (seconds - self.get_seconds)
 
 
+#: in time terms, GETs must beat a sweep by this factor to be chosen: a sweep that costs about
+#: the same time saves calls (the production limit), and the measurements are noisy
+GET_MARGIN = 2.0
+
+
 def prefer_list(
-    parent: Parent, due: int, *, rate_binds: bool, concurrency: int, costs: Costs
+    parent: Parent,
+    due: int,
+    *,
+    rate_binds: bool,
+    cancels_pending: bool,
+    concurrency: int,
+    costs: Costs,
 ) -> bool:
-    """Whether one sweep of ``parent`` beats ``due`` GETs, by calls when the rate binds and by
-    time when it does not. Without a complete pass to go by, listing is tried (it measures)."""
+    """Whether a sweep of ``parent`` beats GETs for its ``due`` operations, by cost per settled
+    operation in the resource that binds.
+
+    A sweep settles the due operations and every other member its pages show finished (the
+    share measured on earlier pages); a GET settles one.
+
+    - The rate binds: calls. Pages per settled operation against one call.
+    - Otherwise, while cancels are still going out: slot-seconds (requests x measured latency).
+      The client's in-flight slots are what the cancels need; a sweep holds one slot for its
+      pages one after another, GETs hold one slot each.
+    - Otherwise (only reconciliation is left): wall time. Pages come one after another, GETs
+      go out ``concurrency`` at a time; GETs must win by ``GET_MARGIN`` (a tie saves calls).
+
+    Without a complete pass (or a GET) to go by, listing is tried: it measures."""
     pages = parent.pages_left()
     if pages is None:
         return True
-    if rate_binds:
-        return pages <= due
-    if costs.gets == 0 or parent.pages == 0:
-        return pages <= due
+    settles = due + (len(parent.members) - due) * parent.done_share()
+    if rate_binds or costs.gets == 0 or parent.pages == 0:
+        return pages <= settles
     list_time = pages * parent.page_seconds
+    if cancels_pending:
+        return list_time <= settles * costs.get_seconds
     rounds = -(-due // max(1, concurrency))  # GETs go out side by side, concurrency at a time
-    return list_time <= rounds * costs.get_seconds
+    return list_time <= GET_MARGIN * rounds * costs.get_seconds
