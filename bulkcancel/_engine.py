@@ -27,7 +27,15 @@ import itertools
 import math
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
@@ -151,6 +159,9 @@ class Engine:
         self._scope: anyio.CancelScope | None = None
         self._emit: Emit | None = None
         self._targets: Iterator[Target] = iter(())
+        #: an async input (a drain's re-listings); a stop stops consuming it
+        self._async_targets: AsyncIterator[Target] | None = None
+        self._input_wait: anyio.CancelScope | None = None
         #: Handed to the cancel pool, not yet answered: name -> whether its cancel was sent.
         self._in_cancel: dict[str, bool] = {}
         #: taken from the input and waiting for room (backpressure)
@@ -183,6 +194,8 @@ class Engine:
         self.stop_reason = reason
         self._clip = self._clock() + self._opt.grace
         self._stop_cancels()
+        if self._input_wait is not None:
+            self._input_wait.cancel()  # an async input waiting for more: stop consuming it
         self._stopped.set()
         self._wake.set()
         self._room.set()
@@ -201,9 +214,14 @@ class Engine:
 
     # -- the run ---------------------------------------------------------------------------
 
-    async def run(self, targets: Iterable[Target], emit: Emit) -> None:
+    async def run(self, targets: Iterable[Target] | AsyncIterable[Target], emit: Emit) -> None:
+        """Work through ``targets``; an async iterable is consumed with ``async for`` (its end
+        is the end of input) and a stop stops consuming it."""
         self._emit = emit
-        self._targets = iter(targets)
+        if isinstance(targets, AsyncIterable):
+            self._async_targets = aiter(targets)
+        else:
+            self._targets = iter(targets)
         send, receive = anyio.create_memory_object_stream[Target](self._opt.concurrency)
         with anyio.CancelScope() as self._scope:
             async with anyio.create_task_group() as watch:
@@ -225,7 +243,7 @@ class Engine:
 
     async def _produce(self, send: MemoryObjectSendStream[Target]) -> None:
         async with send:
-            for target in self._targets:
+            async for target in self._inputs():
                 if target.result is not None:
                     await self._pass_on(target.result)
                     continue
@@ -259,6 +277,22 @@ class Engine:
                 self._in_cancel[target.name] = _TAKEN
                 await _put(send, target)
             self._input_done = True
+
+    async def _inputs(self) -> AsyncIterator[Target]:
+        for target in self._targets:
+            yield target
+        source = self._async_targets
+        while source is not None and not self._stopping:
+            taken: Target | None = None
+            with anyio.CancelScope() as self._input_wait:
+                try:
+                    taken = await anext(source)
+                except StopAsyncIteration:
+                    break
+            self._input_wait = None
+            if taken is None:  # a stop cancelled the wait: nothing was taken
+                break
+            yield taken  # reported like any other target: not_attempted if stopping
 
     async def _cancel_worker(self, receive: MemoryObjectReceiveStream[Target]) -> None:
         async with receive:

@@ -65,6 +65,7 @@ def _ok(body: object) -> Reply:
 #: First segments of the resource names the Operations routes serve (WIRE.md's name shapes).
 _ROOTS = frozenset({"projects", "organizations", "folders", "operations"})
 
+
 class OperationsModel:
     """The state of one fake Operations API and the answer to every request. All knobs are
     plain attributes; :meth:`personality` sets several from the named personalities."""
