@@ -6,6 +6,7 @@ prompt and ``--max-operations``) before a single cancel is sent.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import tempfile
@@ -359,7 +360,9 @@ class BulkRun:
             poll_max=config.poll_max,
             grace=config.grace,
         )
-        self.engine = Engine(self.client, options, journal=self.journal)
+        # The loop's clock (time.monotonic on asyncio): a test's virtual loop moves it.
+        clock = asyncio.get_running_loop().time
+        self.engine = Engine(self.client, options, journal=self.journal, clock=clock)
         drain = self._drain()
         if drain is not None:
             emit = drain.emit_through(emit)
@@ -398,7 +401,15 @@ class BulkRun:
             stopped=self.stop_reason,
         )
         if "selection" in meta:
-            meta["selection"]["invalid"] = self.invalid
+            selection = meta["selection"]
+            selection["invalid"] = self.invalid
+            if self.config.until_quiet is not None:
+                # Listing passes in all (the first one included), and what the later ones found.
+                drained = self.drain.status if self.drain is not None else None
+                selection["passes"] = 1 + (drained.passes if drained else 0)
+                selection["appeared"] = drained.appeared if drained else 0
+                if drained is not None:
+                    selection["drain"] = drained.to_json()
         meta["identity"] = self.identity_text()
         meta["places"] = self.places
         return meta
