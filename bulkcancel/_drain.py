@@ -185,6 +185,7 @@ class Drain:
         status, schedule = self.status, self._schedule
         status.quiet_since = self._clock()
         start = self._clock() + schedule.first
+        event("draining", level=logging.INFO, until_quiet_seconds=schedule.until_quiet)
         while True:
             await self._sleep(max(0.0, start - self._clock()))
             started = self._clock()

@@ -4,10 +4,7 @@ producer (the model's clock is the loop's, so the producer runs on virtual time 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 import bulkcancel
 from bulkcancel._drain import Schedule
