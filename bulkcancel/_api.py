@@ -66,6 +66,7 @@ def _run_config(args: dict[str, Any]) -> RunConfig:
         poll_max=args["poll_max"],
         grace=args["grace"],
         seed=args["seed"],
+        until_quiet=args["until_quiet"],
     )
 
 
@@ -94,6 +95,7 @@ async def stream_operations(
     poll_max: float = 10.0,
     grace: float = 5.0,
     seed: int | None = None,
+    until_quiet: float | None = None,
     session: aiohttp.ClientSession | None = None,
     transport: Transport | None = None,
 ) -> AsyncIterator[AsyncIterator[OperationResult]]:
@@ -157,6 +159,7 @@ async def cancel_operations(
     poll_max: float = 10.0,
     grace: float = 5.0,
     seed: int | None = None,
+    until_quiet: float | None = None,
     session: aiohttp.ClientSession | None = None,
     transport: Transport | None = None,
 ) -> Report:
@@ -172,6 +175,12 @@ async def cancel_operations(
     rerun with it resumes. ``dry_run`` resolves and validates, sends no cancel. ``deadline``,
     ``request_timeout``, ``poll_initial``, ``poll_max`` and ``grace`` are seconds; ``seed``
     makes retry jitter reproducible.
+
+    ``until_quiet`` (seconds, with ``parents``) drains: after the first listing's operations,
+    the parents are listed again and again, through the same filter and selection, and every
+    operation that newly appears is cancelled as soon as it is seen, until a full pass has
+    found nothing new for that long. The report covers every operation acted on, each once;
+    ``report.meta["selection"]`` says how many passes ran and how many operations appeared.
 
     Raises ``ConfigError`` for bad arguments (a single string for ``names``, a rate that is not
     a finite positive number, ...) or an unsafe endpoint, and ``CredentialsError`` when no

@@ -314,6 +314,13 @@ def _explain(run: BulkRun, state: _State, ui: _ui.Ui, writer: ReportWriter) -> N
     if state.failure is not None:
         ui.error(describe(state.failure))
         return
+    drain = run.drain
+    if drain is not None and drain.status.over_limit:
+        ui.error(
+            f"--max-operations {run.config.max_operations} reached while draining: "
+            f"{drain.status.over_limit} operation(s) that appeared were not cancelled "
+            "(not_attempted, reason max_operations)"
+        )
     stop = run.stop_reason
     line = _STOP_LINES.get(stop) if stop is not None else None
     if line is None:

@@ -72,6 +72,12 @@ class RunConfig:
     impersonate: str | None = None
     #: where IAM ``generateAccessToken`` is asked (tests, private endpoints); None: Google's
     iam_endpoint: str | None = None
+    #: ``--until-quiet``: keep re-listing the parents and cancelling what newly appears until a
+    #: full pass has found nothing new for this many seconds (None: list once)
+    until_quiet: float | None = None
+    #: ``--max-operations``: the first selection is refused above it (before sending, by the
+    #: application); a drain stops cancelling when it would go past it
+    max_operations: int | None = None
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for the first thing that cannot work."""
@@ -94,6 +100,14 @@ class RunConfig:
         if self.impersonate is not None and (self.anonymous or self.token is not None):
             other = "--anonymous" if self.anonymous else "--token"
             raise ConfigError(f"--impersonate-service-account and {other} exclude each other")
+        if self.until_quiet is not None:
+            _number("--until-quiet", self.until_quiet, above=0.0)
+            if not self.parents:
+                raise ConfigError(
+                    "--until-quiet needs --parent: only listings can show new operations"
+                )
+        if self.max_operations is not None:
+            _whole("--max-operations", self.max_operations, 0, 2**63 - 1)
         older = self.selection.older_than
         if older is not None:
             if older.total_seconds() < 0:

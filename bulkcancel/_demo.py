@@ -130,6 +130,13 @@ async def run_fake_server(kw: dict[str, Any]) -> int:
         targets += [f"{project}/locations/{where}" for project in projects if not targets]
         for target in targets:
             server.set_mode(target, mode)
+    if kw.get("runaway"):
+        rate, _, seconds = kw["runaway"].partition("/")
+        try:
+            for parent in parents:
+                server.runaway(parent, rate=float(rate), duration=float(seconds))
+        except ValueError as exc:
+            raise ConfigError(f"--runaway wants RATE/SECONDS (20/10): {exc}") from None
     server.dash_listing = kw["dash_listing"]
     server.partial_success = kw["partial_success"]
     missing = [f"{parents[0]}/operations/missing-{i:06d}" for i in range(kw["missing"])]

@@ -65,6 +65,10 @@ class Progress:
             return _ui.Phase.STOPPING
         if state.count is None or run.config.dry_run:
             return _ui.Phase.LISTING
+        drained = run.drain.status if run.drain is not None else None
+        watching = drained is not None and drained.quiet_since is not None and not drained.ended
+        if watching and run.cancels.in_flight == 0:
+            return _ui.Phase.WATCHING
         if run.all_taken and run.cancels.in_flight == 0:
             return _ui.Phase.RECONCILING
         return _ui.Phase.CANCELLING
@@ -85,9 +89,22 @@ class Progress:
         run = self._run
         rate, throttling = self._recent()
         stats = run.resolver.stats if run.resolver is not None else None
+        total = self._state.count
+        quiet_for = until_quiet = None
+        drain = run.drain
+        if drain is not None:
+            drained = drain.status
+            until_quiet = drained.until_quiet
+            if total is not None:
+                total += drained.appeared
+            if drained.quiet_since is not None and drained.ended is None:
+                # The drain's clock is the loop's: time.monotonic on asyncio, as is ours.
+                quiet_for = max(0.0, self._clock() - drained.quiet_since)
         return _ui.ProgressSnapshot(
             phase=self._phase(),
-            total=self._state.count,
+            total=total,
+            quiet_for=quiet_for,
+            until_quiet=until_quiet,
             listed=stats.given + stats.listed if stats is not None else 0,
             sent=run.cancels.answered,
             accepted=run.cancels.accepted,

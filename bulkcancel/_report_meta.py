@@ -93,6 +93,8 @@ def selection_arguments(config: RunConfig) -> dict[str, Any]:
         "older_than_seconds": sel.older_than.total_seconds() if sel.older_than else None,
         "shard": {"index": sel.shard[0], "count": sel.shard[1]} if sel.shard else None,
         "name_patterns": list(sel.rules.patterns) if sel.rules.patterns is not None else None,
+        "until_quiet_seconds": config.until_quiet,
+        "max_operations": config.max_operations,
     }
 
 

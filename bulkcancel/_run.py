@@ -6,11 +6,12 @@ prompt and ``--max-operations``) before a single cancel is sent.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import tempfile
 import time
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
@@ -22,6 +23,7 @@ from bulkcancel._answers import Answer, AnswerKind
 from bulkcancel._auth import TokenSource, describe
 from bulkcancel._client import OperationsClient
 from bulkcancel._config import RunConfig, make_tokens
+from bulkcancel._drain import Drain
 from bulkcancel._engine import Emit, Engine, EngineOptions
 from bulkcancel._errors import (
     BulkCancelError,
@@ -148,6 +150,10 @@ class BulkRun:
         #: caller of :meth:`execute`, once every target was reported), or None.
         self.failure: Exception | None = None
         self._parents = check_parents_or_raise(config.parents)
+        #: parents whose first listing went through (after fan-outs): what a drain lists again
+        self._listed: list[str] = []
+        #: the drain until quiet, once executing with ``until_quiet``
+        self.drain: Drain | None = None
 
     async def __aenter__(self) -> BulkRun:
         config = self.config
@@ -255,21 +261,10 @@ class BulkRun:
         ``max_selected`` (``--max-operations``) stops reading and listing the moment one more
         target would pass it: ``SelectionLimitError`` (a ConfigError), nothing sent.
         """
-        journal = self.journal
         rejected: list[str] = []
 
         def on_target(target: Target) -> None:
-            if journal is not None:
-                status = journal.state.status(target.name)
-                if status == "done":
-                    earlier = journal.state.outcomes[target.name]
-                    details = {**earlier.details, "from_journal": True}
-                    target = Target(
-                        target.name, result=OperationResult(earlier.name, earlier.outcome, details)
-                    )
-                elif status == "accepted":
-                    target = Target(target.name, accepted_before=True)
-            self._spool.add(target)
+            self._spool.add(self._as_journaled(target))
 
         def on_result(result: OperationResult) -> None:
             if result.outcome is Outcome.INVALID:
@@ -300,6 +295,7 @@ class BulkRun:
                 filter_expr=self.config.filter,
                 page_size=self.config.list_page_size,
                 dash_ok=self.config.dash_ok,
+                listed=self._listed,
             )
         if self.client.fatal is not None:
             self._stop_reason = self.client.fatal
@@ -309,6 +305,43 @@ class BulkRun:
             self._fatal_detail = f"HTTP 401 listing {rejected[0]}"
         self.places = places_touched(t.name for t in self._spool if t.result is None)
         return resolver.stats.selected
+
+    def _as_journaled(self, target: Target) -> Target:
+        """The target as the journal knows it: finished earlier (its outcome, not sent again),
+        accepted earlier (reconciled, not sent again), or new."""
+        journal = self.journal
+        if journal is None:
+            return target
+        status = journal.state.status(target.name)
+        if status == "done":
+            earlier = journal.state.outcomes[target.name]
+            details = {**earlier.details, "from_journal": True}
+            return Target(
+                target.name, result=OperationResult(earlier.name, earlier.outcome, details)
+            )
+        if status == "accepted":
+            return Target(target.name, accepted_before=True)
+        return target
+
+    def _drain(self) -> Drain | None:
+        """The engine's input when draining until quiet (``until_quiet``), else None."""
+        config = self.config
+        if config.until_quiet is None or self.resolver is None:
+            return None
+        self.drain = Drain(
+            self.client,
+            self.resolver,
+            self._listed,
+            self._spool,
+            until_quiet=config.until_quiet,
+            rate=config.rate,
+            prepare=self._as_journaled,
+            filter_expr=config.filter,
+            page_size=config.list_page_size,
+            max_operations=config.max_operations,
+            journal=self.journal,
+        )
+        return self.drain
 
     async def execute(self, emit: Emit) -> None:
         """Cancel and reconcile every resolved target, passing each result to ``emit``.
@@ -336,10 +369,15 @@ class BulkRun:
             poll_max=config.poll_max,
             grace=config.grace,
         )
-        self.engine = Engine(self.client, options, journal=self.journal)
-        ledger = _Ledger(self._spool, emit, on_exhausted=self._taken_all)
+        # The loop's clock (time.monotonic on asyncio): a test's virtual loop moves it.
+        clock = asyncio.get_running_loop().time
+        self.engine = Engine(self.client, options, journal=self.journal, clock=clock)
+        drain = self._drain()
+        if drain is not None:
+            emit = drain.emit_through(emit)
+        ledger = _Ledger(drain or self._spool, emit, on_exhausted=self._taken_all)
         try:
-            await self.engine.run(ledger, ledger.emit)
+            await self.engine.run(ledger.source(), ledger.emit)
         except BaseException as exc:
             error = unwrap(exc)
             if not isinstance(error, Exception):
@@ -351,6 +389,12 @@ class BulkRun:
             self.client.stop()
             await ledger.settle_rest(reason)
             raise error from None
+        finally:
+            if drain is not None:
+                await drain.close()
+        if drain is not None:
+            # Stopped mid-drain: the first selection's targets never taken are reported here.
+            await ledger.settle_rest(self.engine.stop_reason or StopReason.INTERRUPTED)
 
     def _taken_all(self) -> None:
         self.all_taken = True
@@ -366,7 +410,15 @@ class BulkRun:
             stopped=self.stop_reason,
         )
         if "selection" in meta:
-            meta["selection"]["invalid"] = self.invalid
+            selection = meta["selection"]
+            selection["invalid"] = self.invalid
+            if self.config.until_quiet is not None:
+                # Listing passes in all (the first one included), and what the later ones found.
+                drained = self.drain.status if self.drain is not None else None
+                selection["passes"] = 1 + (drained.passes if drained else 0)
+                selection["appeared"] = drained.appeared if drained else 0
+                if drained is not None:
+                    selection["drain"] = drained.to_json()
         meta["identity"] = self.identity_text()
         meta["places"] = self.places
         return meta
@@ -388,23 +440,44 @@ class _Ledger:
     Normally empty at the end. If the engine fails, what it held is reported from here: the
     targets it never took as ``not_attempted``, those it took as ``error`` (their cancel may
     have been sent, so "not attempted" would be untrue). Bounded by the engine's own limit on
-    unsettled operations, so memory stays flat.
+    unsettled operations, so memory stays flat. A drain (an async input) is passed on as one.
     """
 
     def __init__(
-        self, targets: Iterable[Target], emit: Emit, *, on_exhausted: Callable[[], None]
+        self,
+        targets: Iterable[Target] | Drain,
+        emit: Emit,
+        *,
+        on_exhausted: Callable[[], None],
     ) -> None:
-        self._targets = iter(targets)
+        self._drain: Drain | None = None
+        self._targets: Iterator[Target] = iter(())
+        if isinstance(targets, Drain):
+            self._drain = targets
+        else:
+            self._targets = iter(targets)
         self._emit = emit
         self._open: dict[str, None] = {}
         self._on_exhausted = on_exhausted
 
-    def __iter__(self) -> Iterator[Target]:
+    def source(self) -> Iterable[Target] | AsyncIterable[Target]:
+        """What the engine consumes: the targets, each noted as taken on its way."""
+        return self._from_drain(self._drain) if self._drain is not None else self._from_targets()
+
+    def _from_targets(self) -> Iterator[Target]:
         for target in self._targets:
-            if target.result is None:
-                self._open[target.name] = None
-            yield target
+            yield self._take(target)
         self._on_exhausted()
+
+    async def _from_drain(self, drain: Drain) -> AsyncIterator[Target]:
+        async for target in drain:
+            yield self._take(target)
+        self._on_exhausted()
+
+    def _take(self, target: Target) -> Target:
+        if target.result is None:
+            self._open[target.name] = None
+        return target
 
     async def emit(self, result: OperationResult) -> None:
         self._open.pop(result.name, None)
@@ -417,7 +490,11 @@ class _Ledger:
             await self._emit(
                 OperationResult(name, Outcome.ERROR, {"reason": reason, "message": message})
             )
-        for target in self._targets:
+        rest = self._targets
+        if self._drain is not None:
+            await self._drain.flush()
+            rest = self._drain.unconsumed()
+        for target in rest:
             if target.result is not None:
                 await self._emit(target.result)
             else:

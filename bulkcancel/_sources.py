@@ -13,7 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import anyio
 
@@ -178,6 +178,38 @@ class Resolver:
         self.stats.selected += 1
         self._on_target(Target(name, listed=listed))
 
+    def redirect(self, on_target: OnTarget, on_result: OnResult) -> None:
+        """Send what is found from now on elsewhere (a drain's re-listing passes).
+
+        The selection limit stops applying here: it refuses a first selection before anything
+        is sent, while a drain counts against ``--max-operations`` itself and reports what
+        would pass it as ``not_attempted``.
+        """
+        self._on_target = on_target
+        self._on_result = on_result
+        self._max_selected = None
+
+    def add_relisted(self, parent: str, position: int, entry: object) -> bool:
+        """An entry of a later listing of ``parent`` (a drain's re-listing pass).
+
+        An entry judged before (selected, skipped or refused) or another shard's is passed over
+        without a count or a record: each entry is judged once, the first time it is seen, so
+        passes over the same operations neither count nor report them again. Anything never
+        seen goes through :meth:`add_listed`. True when the entry was new.
+        """
+        name = entry.get("name") if isinstance(entry, Mapping) else None
+        if isinstance(name, str) and _directly_under(name.strip(), parent):
+            key = name.strip()
+        else:
+            key = entry_name(parent, position)
+        shard = self._sel.shard
+        if shard is not None and shard_of(key, shard[1]) != shard[0]:
+            return False
+        if key in self._seen:
+            return False
+        self.add_listed(parent, position, entry)
+        return True
+
     def count_location(self) -> None:
         """One more location from a fan-out, against the listing ceiling."""
         self._check_ceiling()
@@ -294,6 +326,20 @@ def _parse_time(value: object) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+class PageSource(Protocol):
+    """What :func:`iter_pages` needs: the client's ``list_page`` (or something wrapping it)."""
+
+    async def list_page(
+        self,
+        parent: str,
+        *,
+        filter_expr: str | None = ...,
+        page_size: int = ...,
+        page_token: str | None = ...,
+        collection: str = ...,
+    ) -> Answer: ...
+
+
 class ListingError(Exception):
     def __init__(self, message: str, answer: Answer | None = None) -> None:
         super().__init__(message)
@@ -301,7 +347,7 @@ class ListingError(Exception):
 
 
 async def iter_pages(
-    client: OperationsClient,
+    client: PageSource,
     parent: str,
     *,
     collection: str = "operations",
@@ -393,8 +439,12 @@ async def resolve_parents(
     filter_expr: str | None = None,
     page_size: int = 0,
     dash_ok: bool = False,
+    listed: list[str] | None = None,
 ) -> None:
     """List every parent (concurrently), feeding each operation found to the resolver.
+
+    ``listed``, when given, receives each parent whose listing went through to its end (after
+    a ``locations/-`` fan-out: each location): what a drain lists again.
 
     A failed listing becomes an ``error`` record for its parent and the others go on. Passing
     the resolver's limits (SelectionLimitError, ListingLimitError) stops every listing at once
@@ -419,6 +469,9 @@ async def resolve_parents(
                 resolver.add_listed(parent, position, operation)
         except ListingError as exc:
             resolver.listing_failed(parent, exc.answer, str(exc))
+            return
+        if listed is not None:
+            listed.append(parent)
 
     async def fan_out(parent: str, tg: anyio.abc.TaskGroup) -> None:
         try:

@@ -89,6 +89,8 @@ class Phase(StrEnum):
     LISTING = "listing"
     CANCELLING = "cancelling"
     RECONCILING = "reconciling"
+    #: a drain (``--until-quiet``) between re-listings, nothing in flight
+    WATCHING = "watching"
     STOPPING = "stopping"
     DONE = "done"
 
@@ -115,6 +117,9 @@ class ProgressSnapshot:
     throttling: bool = False
     dry_run: bool = False
     totals: Mapping[str, int] = field(default_factory=dict)
+    #: a drain: seconds without anything new so far, of ``until_quiet`` (None: no drain)
+    quiet_for: float | None = None
+    until_quiet: float | None = None
 
 
 SnapshotFn = Callable[[], ProgressSnapshot]
@@ -166,6 +171,15 @@ def render_progress(snap: ProgressSnapshot, elapsed: float, width: int) -> Group
         figures = [Text("dry run: no cancel is sent")]
     else:
         figures = [Text(f"sent {snap.sent}"), Text(f"accepted {snap.accepted}")]
+        if snap.quiet_for is not None and snap.until_quiet is not None:
+            cancelled = snap.totals.get("cancelled", 0)
+            quiet = min(snap.quiet_for, snap.until_quiet)
+            figures.insert(
+                0,
+                Text(
+                    f"quiet for {quiet:.0f}s of {snap.until_quiet:g}s, {cancelled} cancelled so far"
+                ),
+            )
         figures.append(Text(f"{snap.rate:.0f} req/s"))
         if snap.throttled or snap.throttling:
             note = f"{snap.throttled} throttled"

@@ -42,6 +42,21 @@ def parse_age(text: str) -> timedelta:
         raise ConfigError(f"--older-than {text}: too far back") from None
 
 
+def parse_duration(flag: str, text: str) -> float:
+    """Seconds from ``30s``, ``2m``, ``1h`` (or a bare number of seconds)."""
+    stripped = text.strip()
+    try:
+        seconds = float(stripped)
+    except ValueError:
+        match = _DURATION.match(stripped)
+        if not match:
+            raise ConfigError(f"{flag} {text!r}: use a number and a unit: 30s, 2m, 1h") from None
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"{flag} must be a positive duration, not {text!r}")
+    return seconds
+
+
 def parse_shard(spec: str | None, count_flag: int | None) -> tuple[int, int] | None:
     """``I/N``, or ``auto`` from Cloud Run Jobs or a Kubernetes Indexed Job's environment."""
     if spec is None:
@@ -179,6 +194,12 @@ def cli() -> None:
 @option("--match", "match_re", help="Only names matching this regular expression.")
 @option("--target", "target_re", help="Only listed operations whose target matches.")
 @option("--verb", help="Only listed operations with this metadata verb.")
+@option(
+    "--until-quiet",
+    metavar="DURATION",
+    help="With --parent: keep re-listing and cancelling what newly appears until nothing new "
+    "has appeared for DURATION (30s, 2m).",
+)
 @option("--quiet", "-q", is_flag=True, help="No progress bar or table.")
 @option(
     "--impersonate-service-account",
@@ -265,6 +286,12 @@ def _build(kw: dict[str, Any]) -> tuple[RunConfig, _ui.Options]:
         journal=kw["journal"],
         impersonate=kw["impersonate"],
         iam_endpoint=kw["iam_endpoint"],
+        until_quiet=(
+            parse_duration("--until-quiet", kw["until_quiet"])
+            if kw["until_quiet"] is not None
+            else None
+        ),
+        max_operations=kw["max_operations"],
     )
     config.validate()
     if not kw["names"] and not kw["names_file"] and not kw["parents"]:
@@ -391,6 +418,12 @@ def demo(seed: int, quiet: bool) -> None:
     "--partial-success",
     is_flag=True,
     help="Honour returnPartialSuccess (lists name unreachable locations); else it earns 501.",
+)
+@click.option(
+    "--runaway",
+    metavar="RATE/SECONDS",
+    help="A runaway producer: RATE new operations per second under each --parent, for SECONDS "
+    "from the start (what --until-quiet drains).",
 )
 @click.option("--missing", type=int, default=0, help="Also write N names that do not exist.")
 @click.option("--seed", type=int, default=0, show_default=True, help="For faults and 429s.")

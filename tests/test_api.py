@@ -210,3 +210,18 @@ def test_the_example_runs() -> None:
     assert done.returncode == 0, done.stderr
     assert "totals:" in done.stdout
     assert "not_found" in done.stdout
+
+
+async def test_until_quiet_is_typed_and_needs_parents() -> None:
+    params = inspect.signature(bulkcancel.cancel_operations).parameters
+    assert params["until_quiet"].default is None
+    assert params["until_quiet"].kind is inspect.Parameter.KEYWORD_ONLY
+    with pytest.raises(bulkcancel.ConfigError, match="--until-quiet needs --parent"):
+        await bulkcancel.cancel_operations(
+            [f"{PARENT}/operations/x"], anonymous=True, until_quiet=5
+        )
+    with pytest.raises(bulkcancel.ConfigError, match="--until-quiet"):
+        async with bulkcancel.stream_operations(
+            parents=[PARENT], anonymous=True, until_quiet=float("nan")
+        ):
+            pass

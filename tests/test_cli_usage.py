@@ -95,6 +95,12 @@ def test_token_from_environment_is_refused_the_same_way(no_connections: list[Any
         ([op(1), "--endpoint", "http://127.0.0.1:99999"], "--endpoint"),
         ([op(1), "--names-file", "/"], "is a directory"),
         ([op(1), "--max-operations", "-1"], "--max-operations"),
+        # issue 13: a drain needs a listing to watch, and a positive duration
+        ([op(1), "--until-quiet", "30s"], "--until-quiet needs --parent"),
+        ([op(1), "--parent", "projects/p/locations/l", "--until-quiet", "soon"], "--until-quiet"),
+        ([op(1), "--parent", "projects/p/locations/l", "--until-quiet", "0s"], "--until-quiet"),
+        ([op(1), "--parent", "projects/p/locations/l", "--until-quiet", "-5"], "--until-quiet"),
+        ([op(1), "--parent", "projects/p/locations/l", "--until-quiet", "inf"], "--until-quiet"),
     ],
 )
 def test_usage_errors_exit_2(
@@ -205,3 +211,20 @@ def test_without_yes_and_without_a_terminal_refuses(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "no terminal" in proc.stderr
     assert "pass --yes" in proc.stderr
+
+
+def test_until_quiet_durations_and_a_dry_run_lists_once(
+    tmp_path: Path, no_connections: list[Any]
+) -> None:
+    from bulkcancel.cli import parse_duration
+
+    assert [parse_duration("--until-quiet", t) for t in ("30s", "2m", "1h", "45", "1.5s")] == [
+        30.0, 120.0, 3600.0, 45.0, 1.5,
+    ]  # fmt: skip
+    report = tmp_path / "plan.json"
+    result = invoke(
+        "cancel", "--anonymous", "--endpoint", CLOSED, op(1), "--dry-run", "-y", "-q",
+        "--report", str(report), "--until-quiet", "2m", "--max-operations", "5",
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output  # a drain needs --parent, even for a dry run
+    assert "--until-quiet needs --parent" in result.output

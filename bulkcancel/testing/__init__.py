@@ -25,6 +25,7 @@ from bulkcancel.testing._personalities import (
     Quota,
     parse_personalities,
 )
+from bulkcancel.testing._producer import RunawayProducer
 from bulkcancel.testing._scenarios import DEMO_LOCATIONS, demo_scenario
 from bulkcancel.testing._server import STATS_PATH, FakeOperationsServer, populate, serve_forever
 from bulkcancel.testing._world import OperationsModel
@@ -46,6 +47,7 @@ __all__ = [
     "Personality",
     "Quota",
     "RequestRecord",
+    "RunawayProducer",
     "demo_scenario",
     "parse_personalities",
     "populate",

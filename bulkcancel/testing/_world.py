@@ -44,6 +44,7 @@ from bulkcancel.testing._personalities import (
     parse_personalities,
     throttle_reply,
 )
+from bulkcancel.testing._producer import RunawayProducer
 
 __all__ = ["OperationsModel"]
 
@@ -119,6 +120,8 @@ class OperationsModel:
         #: unknown names act as this behaviour, already cancelled, without being stored
         self.unknown: Behavior | None = None
         self.wall_offset = wall() - clock()
+        #: runaway producers (see :meth:`runaway`), caught up before every answer
+        self.producers: list[RunawayProducer] = []
 
     # ---- scripting ---------------------------------------------------------------------------
     def add_operation(
@@ -147,6 +150,41 @@ class OperationsModel:
             self._children.setdefault(parent, []).append(name)
         self._ops[name] = op
         return op
+
+    def runaway(
+        self,
+        parent: str,
+        *,
+        rate: float,
+        duration: float,
+        behavior: Behavior | str = Behavior.CANCELS,
+        start: float | None = None,
+        cancel_delay: float = 0.0,
+        prefix: str = "runaway-",
+    ) -> RunawayProducer:
+        """A runaway producer: ``rate`` new operations per second under ``parent`` for
+        ``duration`` seconds from ``start`` (default: now), on the model's clock. They appear
+        as requests arrive (see :mod:`bulkcancel.testing._producer`)."""
+        producer = RunawayProducer(
+            parent,
+            rate,
+            duration,
+            self.clock() if start is None else start,
+            Behavior(behavior),
+            prefix,
+            cancel_delay,
+        )
+        self.producers.append(producer)
+        return producer
+
+    def catch_up(self, now: float | None = None) -> None:
+        """Create what the runaway producers have made by ``now`` (default: the clock)."""
+        now = self.clock() if now is None else now
+        for producer in self.producers:
+            for name, age in producer.due(now):
+                self.add_operation(
+                    name, producer.behavior, cancel_delay=producer.cancel_delay, age=age
+                )
 
     def set_mode(self, parent: str, mode: ParentMode | str) -> None:
         """Apply ``mode`` to a parent (``projects/P/locations/L``) or a project (``projects/P``)."""
@@ -338,6 +376,8 @@ class OperationsModel:
         lower = {k.lower(): v for k, v in headers.items()}
         auth = lower.get("authorization")
         at = self.clock() if at is None else at
+        if self.producers:
+            self.catch_up(max(at, self.clock()))
         reply = self.answer(kind, name, query, auth)
         if self.keep_log or self.on_record is not None:
             record = RequestRecord(
