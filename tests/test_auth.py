@@ -4,7 +4,6 @@ through a loopback IAM Credentials endpoint; who acts, for the prompt and the re
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +12,6 @@ import anyio
 import pytest
 from aiohttp import web
 from click.testing import CliRunner
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from google.oauth2 import service_account
 
 from bulkcancel._auth import (
@@ -29,6 +26,7 @@ from bulkcancel._auth import (
 )
 from bulkcancel._errors import ConfigError, CredentialsError
 from bulkcancel.cli import cli
+from tests._e2e import service_account_key
 
 
 @dataclass
@@ -72,27 +70,6 @@ async def token_server() -> AsyncIterator[TokenServer]:
 PRIVATE_MARKER = "BEGIN PRIVATE KEY"
 
 
-def key_file(tmp_path: Path, token_uri: str) -> Path:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    info = {
-        "type": "service_account",
-        "project_id": "test-project",
-        "private_key_id": "k1",
-        "private_key": pem,
-        "client_email": "bulkcancel-test@test-project.iam.gserviceaccount.com",
-        "client_id": "1",
-        "token_uri": token_uri,
-    }
-    path = tmp_path / "sa.json"
-    path.write_text(json.dumps(info))
-    return path
-
-
 def credentials(path: Path) -> service_account.Credentials:
     return service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call,no-any-return]
         str(path), scopes=["https://www.googleapis.com/auth/cloud-platform"]
@@ -100,7 +77,7 @@ def credentials(path: Path) -> service_account.Credentials:
 
 
 async def test_fifty_workers_share_one_refresh(tmp_path: Path, token_server: TokenServer) -> None:
-    source = credentials_source(credentials(key_file(tmp_path, token_server.url)))
+    source = credentials_source(credentials(service_account_key(tmp_path, token_server.url)))
     assert source.sends_credentials
     results: list[str] = []
 
@@ -117,7 +94,7 @@ async def test_fifty_workers_share_one_refresh(tmp_path: Path, token_server: Tok
 
 async def test_refreshes_ahead_of_expiry(tmp_path: Path, token_server: TokenServer) -> None:
     now = [0.0]
-    creds = credentials(key_file(tmp_path, token_server.url))
+    creds = credentials(service_account_key(tmp_path, token_server.url))
     source = credentials_source(creds, clock=lambda: now[0])
     import time
 
@@ -143,7 +120,7 @@ def _utc(naive: object) -> float:
 async def test_a_401_wave_forces_exactly_one_refresh(
     tmp_path: Path, token_server: TokenServer
 ) -> None:
-    source = credentials_source(credentials(key_file(tmp_path, token_server.url)))
+    source = credentials_source(credentials(service_account_key(tmp_path, token_server.url)))
     stale = await source.headers()
     answers: list[bool] = []
 
@@ -161,7 +138,7 @@ async def test_a_401_wave_forces_exactly_one_refresh(
 async def test_failing_refresh_keeps_a_valid_token_and_explains_otherwise(
     tmp_path: Path, token_server: TokenServer
 ) -> None:
-    path = key_file(tmp_path, token_server.url)
+    path = service_account_key(tmp_path, token_server.url)
     now = [0.0]
     import time
 
@@ -202,7 +179,9 @@ async def test_quota_project_static_and_anonymous_sources() -> None:
 async def test_quota_project_on_google_credentials(
     tmp_path: Path, token_server: TokenServer
 ) -> None:
-    source = credentials_source(credentials(key_file(tmp_path, token_server.url)), "billing")
+    source = credentials_source(
+        credentials(service_account_key(tmp_path, token_server.url)), "billing"
+    )
     headers = await source.headers()
     assert headers["x-goog-user-project"] == "billing"
     assert "tok-1" not in repr(source)
@@ -238,13 +217,15 @@ async def test_no_credentials_anywhere_says_how_to_provide_them(
     assert "GOOGLE_APPLICATION_CREDENTIALS" in message
 
 
-async def test_application_default_credentials_from_a_key_file(
+async def test_application_default_credentials_from_a_service_account_key(
     tmp_path: Path,
     token_server: TokenServer,
     no_ambient_credentials: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file(tmp_path, token_server.url)))
+    monkeypatch.setenv(
+        "GOOGLE_APPLICATION_CREDENTIALS", str(service_account_key(tmp_path, token_server.url))
+    )
     source = await default_source()
     assert (await source.headers())["authorization"] == "Bearer tok-1"
 
@@ -324,7 +305,7 @@ async def iam_server() -> AsyncIterator[IamServer]:
 async def test_impersonation_exchanges_the_source_token_at_the_iam_endpoint(
     tmp_path: Path, token_server: TokenServer, iam_server: IamServer
 ) -> None:
-    source = credentials(key_file(tmp_path, token_server.url))
+    source = credentials(service_account_key(tmp_path, token_server.url))
     tokens = await impersonated_source(TARGET, "billing", source, iam_endpoint=iam_server.url)
     headers = await tokens.headers()
     assert headers == {"authorization": "Bearer imp-1", "x-goog-user-project": "billing"}
@@ -344,7 +325,7 @@ async def test_impersonation_through_a_delegation_chain(
     tmp_path: Path, token_server: TokenServer, iam_server: IamServer
 ) -> None:
     middle = "hop@mid-project.iam.gserviceaccount.com"
-    source = credentials(key_file(tmp_path, token_server.url))
+    source = credentials(service_account_key(tmp_path, token_server.url))
     tokens = await impersonated_source(
         f"{middle}, {TARGET}", source_credentials=source, iam_endpoint=iam_server.url
     )
@@ -360,7 +341,7 @@ async def test_impersonation_denied_says_what_is_missing(
     tmp_path: Path, token_server: TokenServer, iam_server: IamServer
 ) -> None:
     iam_server.status = 403
-    source = credentials(key_file(tmp_path, token_server.url))
+    source = credentials(service_account_key(tmp_path, token_server.url))
     tokens = await impersonated_source(
         TARGET, source_credentials=source, iam_endpoint=iam_server.url
     )
@@ -385,7 +366,9 @@ async def test_impersonation_finds_application_default_source_credentials(
     no_ambient_credentials: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file(tmp_path, token_server.url)))
+    monkeypatch.setenv(
+        "GOOGLE_APPLICATION_CREDENTIALS", str(service_account_key(tmp_path, token_server.url))
+    )
     tokens = await impersonated_source(TARGET, iam_endpoint=iam_server.url)
     assert (await tokens.headers())["authorization"] == "Bearer imp-1"
     assert iam_server.calls[0]["authorization"] == "Bearer tok-1"
@@ -395,7 +378,7 @@ async def test_identity_names_who_acts_and_never_a_secret(tmp_path: Path) -> Non
     assert describe(anonymous_source()) == "anonymous"
     assert describe(static_token_source("ya29.secret")) == "access token"
     assert describe(object()) == "custom token source"
-    sa = credentials(key_file(tmp_path, "http://127.0.0.1:9/token"))
+    sa = credentials(service_account_key(tmp_path, "http://127.0.0.1:9/token"))
     assert describe(credentials_source(sa)) == SA_EMAIL
 
     from google.auth import compute_engine
