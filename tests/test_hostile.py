@@ -123,6 +123,33 @@ async def test_server_location_names_are_validated_like_parent(tmp_path: Path) -
     assert refused[0]["listed_name"] == "projects/p/locations/../../../x/y"
 
 
+# ---- secrets: a server that repeats the token ---------------------------------------------
+
+
+async def test_a_server_echoing_the_token_never_gets_it_into_any_output(tmp_path: Path) -> None:
+    """Every cancel is refused with a message quoting the Authorization header: the report,
+    the journal, the JSON on stdout and the table on stderr carry [REDACTED] instead."""
+    secret = "ya29.hostile-echo-" + "x" * 40
+    server = HostileServer(parents=(PARENT,), count=5, hostility=Hostility(echo_authorization=True))
+    report, journal = tmp_path / "r.json", tmp_path / "j.journal"
+    async with server.serve() as url:
+        result = await run_cli(
+            "cancel", *server.names(), "--endpoint", url, "--token", secret, "--yes",
+            "--report", str(report), "--journal", str(journal), "--format", "json",
+        )  # fmt: skip
+    assert result.exit_code == 3, result.stderr
+    outputs = {
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "report": report.read_text(),
+        "journal": journal.read_text(),
+    }
+    for where, text in outputs.items():
+        assert secret not in text, where
+        assert secret[5:25] not in text, where
+    assert "[REDACTED]" in outputs["report"]  # the echo arrived, and was scrubbed
+
+
 # ---- bounded: listing without end stops -----------------------------------------------------
 
 
