@@ -67,15 +67,22 @@ def fake_server(
         args += ["--quota", str(quota)]
     if mix is not None and expected is not None:
         args += ["--mix", str(mix), "--expected-out", str(expected)]
+    with serving(args) as (url, process):
+        yield Fake(url, names, expected, process)
+
+
+@contextmanager
+def serving(args: Sequence[str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A fake server process whose first stdout line is its URL; stopped on leaving."""
     process = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env()
+        list(args), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env()
     )
     try:
         assert process.stdout is not None
         url = process.stdout.readline().strip()
         if not url.startswith("http://"):
             raise RuntimeError(f"the fake server did not start: {url!r}")
-        yield Fake(url, names, expected, process)
+        yield url, process
     finally:
         process.terminate()
         try:

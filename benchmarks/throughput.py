@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmarks._common import PARENT, Fake, bulkcancel, env, median, run_timed, save, table
+from benchmarks._common import PARENT, Fake, bulkcancel, median, run_timed, save, serving, table
 
 CONCURRENCY = 64
 PAGE_CAPS = (50, 100, 1000)
@@ -64,20 +63,8 @@ def fake_server(work: Path, operations: int, page: int) -> Iterator[Fake]:
     names = work / "names.txt"
     args = [sys.executable, "-m", "benchmarks.throughput", "--serve", str(page)]
     args += ["--operations", str(operations), "--names-out", str(names)]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env())
-    try:
-        assert process.stdout is not None
-        url = process.stdout.readline().strip()
-        if not url.startswith("http://"):
-            raise RuntimeError(f"the fake server did not start: {url!r}")
+    with serving(args) as (url, process):
         yield Fake(url, names, None, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
