@@ -163,8 +163,3 @@ def shard_of(name: str, count: int) -> int:
     """
     digest = hashlib.sha256(name.encode()).digest()
     return int.from_bytes(digest[:8], "big") % count
-
-
-def name_digest(name: str) -> bytes:
-    """A 16-byte fingerprint used to remember names already seen without keeping the strings."""
-    return hashlib.blake2b(name.encode(), digest_size=16).digest()

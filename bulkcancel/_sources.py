@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import functools
 import re
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol
 
 import anyio
 
@@ -58,22 +57,6 @@ def entry_name(parent: str, position: int, collection: str = "operations") -> st
     can never be mistaken for (or collide with) a real operation.
     """
     return f"{parent}/{collection}[#{position}]"
-
-
-def read_names(path: str, stdin: TextIO | None = None) -> Iterator[str]:
-    """Lines of a names file (``-`` is stdin): blank lines and ``#`` comments skipped."""
-    if path == "-":
-        yield from _lines(stdin or sys.stdin)
-        return
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        yield from _lines(handle)
-
-
-def _lines(handle: Iterable[str]) -> Iterator[str]:
-    for line in handle:
-        text = line.strip()
-        if text and not text.startswith("#"):
-            yield text
 
 
 @dataclass(slots=True)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +16,6 @@ from bulkcancel._sources import (
     Selection,
     SelectionLimitError,
     iter_pages,
-    read_names,
 )
 from bulkcancel._transport import CallableTransport, RawResponse
 from tests._support import PARENT, op
@@ -35,13 +32,6 @@ def resolve(
     for line in lines:
         resolver.add_name(line, {"name": line} if listed else None)
     return targets, results, resolver
-
-
-def test_names_file_skips_blanks_and_comments(tmp_path: Path) -> None:
-    path = tmp_path / "names.txt"
-    path.write_text(f"# incident 42\n\n  {op(1)}  \n{op(2)}\n   # indented comment\n")
-    assert list(read_names(str(path))) == [op(1), op(2)]
-    assert list(read_names("-", io.StringIO(f"{op(3)}\n\n"))) == [op(3)]
 
 
 def test_invalid_lines_become_records_and_duplicates_count_once() -> None:
