@@ -103,7 +103,6 @@ class RateGovernor:
                 self.ceiling,
                 throttle_budget=self.throttle_budget,
                 hint_cap=self.hint_cap,
-                last_success=self.now(),
             )
         return pacer
 
@@ -231,14 +230,6 @@ class RateGovernor:
         )
         if not throttled or (was_parked and pacer.state is PacerState.ACTIVE):
             self._wake_hints(pacer)
-
-    def on_success(self, key: str) -> None:
-        """Capacity evidence for ``key`` outside a grant (compatibility)."""
-        self.report(Grant(self.pacer(key), self.now()), throttled=False)
-
-    def on_throttle(self, key: str, hint: float | None) -> None:
-        """Throttle evidence for ``key`` outside a grant (compatibility)."""
-        self.report(Grant(self.pacer(key), self.now()), throttled=True, hint=hint)
 
     async def hint_wait(self, grant: Grant, seconds: float) -> None:
         """Wait out a server's hint for one request: ``seconds`` (the caller caps it), or until

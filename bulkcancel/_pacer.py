@@ -112,8 +112,6 @@ class KeyPacer:
     #: the next additive probe above the measured quota, as a share of the rate
     step: float = _PROBE_STEP
     walls: int = 0
-    throttles: int = 0
-    last_success: float = 0.0
     # parking
     parked_at: float = 0.0
     probe_at: float = 0.0
@@ -173,13 +171,11 @@ class KeyPacer:
     ) -> None:
         """One attempt's answer: ``throttled`` or capacity. ``sent_at`` is when it was granted."""
         if throttled:
-            self.throttles += 1
             per_second = quota.per_second if quota is not None else None
             if per_second is not None:
                 self.limit = per_second
                 self.rate = max(_MIN_RATE, min(self.rate, per_second * _LIMIT_SHARE))
         else:
-            self.last_success = now
             self.accepts.append(now)
             _trim(self.accepts, now)
         if self.state is PacerState.PARKED:
