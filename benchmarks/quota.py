@@ -167,10 +167,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--quick", action="store_true", help="60 operations, 1 round")
     parser.add_argument("--only", help="run only scenarios whose label contains this")
     parser.add_argument("--skip-apicore", action="store_true")
+    parser.add_argument(
+        "--clients", nargs="+", choices=CLIENTS, help="measure only these (default: all three)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.operations, args.rounds = 60, 1
-    clients = [c for c in CLIENTS if not (args.skip_apicore and c == "google-api-core")]
+    clients = [c for c in args.clients or CLIENTS
+               if not (args.skip_apicore and c == "google-api-core")]  # fmt: skip
     chosen = [s for s in scenarios(args.operations) if not args.only or args.only in s.label]
     cells: dict[tuple[str, str], Cell] = {}
     with tempfile.TemporaryDirectory() as tmp:
