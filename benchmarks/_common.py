@@ -30,9 +30,10 @@ class Fake:
     expected_file: Path | None
     process: subprocess.Popen[str]
 
-    def stats(self, clear: bool = False) -> dict[str, Any]:
+    def stats(self, clear: bool = False, ceiling: float | None = None) -> dict[str, Any]:
+        query = f"?ceiling={ceiling:g}" if ceiling else ""
         request = urllib.request.Request(
-            f"{self.url}/_fake/stats", method="DELETE" if clear else "GET"
+            f"{self.url}/_fake/stats{query}", method="DELETE" if clear else "GET"
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             data: dict[str, Any] = json.load(response)

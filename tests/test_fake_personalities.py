@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from itertools import pairwise
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bulkcancel.testing import OperationsModel, Personality, parse_personalities, populate
+from bulkcancel.testing._personalities import Quota, QuotaShape
 
 A = "projects/p/locations/a"
 B = "projects/p/locations/b"
@@ -178,3 +182,78 @@ def test_quota_floor_counts_what_exceeded_the_first_burst() -> None:
     assert admitted == stats["by_status"]["200"]
     assert stats["quota_floor_seconds"] == pytest.approx((admitted - 20) / 10)
     assert stats["by_location"][A]["throttled"] == stats["by_status"]["429"]
+
+
+# ---- the quota oracle: the floor the quota benchmark divides by ------------------------------
+
+
+def _filled(shape: str, rate: float, window: float, first: float, n: int) -> Quota:
+    """A quota that admitted ``n`` requests of one key, its first at ``first``."""
+    quota = Quota(rate, shape=QuotaShape(shape), window=window)
+    at = first
+    admitted = 0
+    while admitted < n:
+        wait = quota.admit(A + "/operations/x", at)
+        admitted += wait is None
+        at += 0.001 if wait is None else wait + 1e-6
+    return quota
+
+
+def test_the_oracle_waits_for_a_fixed_window_to_turn() -> None:
+    # 300 per 6 s window, 310 admitted, the first request 1 s into a window: whatever the
+    # client, the last 10 wait for the window at 6 s.
+    quota = _filled("fixed-window", 50, 6, first=1.0, n=310)
+    assert quota.oracle_seconds(200) == pytest.approx(5.0 + 9 / 200)
+    assert quota.floor_seconds() == pytest.approx(10 / 50)  # the old floor missed the wait
+
+
+def test_the_oracle_sends_at_the_ceiling_while_a_burst_lasts_then_at_the_quota() -> None:
+    small = _filled("bucket-small", 10, 60, first=0.0, n=50)  # burst 1: one token a 0.1 s
+    assert small.oracle_seconds(100) == pytest.approx(49 / 10)
+    minute = _filled("bucket-minute", 10, 2, first=0.0, n=15)  # burst 20 covers all 15
+    assert minute.oracle_seconds(100) == pytest.approx(14 / 100)
+
+
+@given(
+    shape=st.sampled_from(["bucket-small", "bucket-minute", "fixed-window"]),
+    rate=st.sampled_from([3.0, 10.0, 50.0]),
+    window=st.sampled_from([1.0, 2.0, 6.0]),
+    first=st.floats(0.0, 20.0),
+    n=st.integers(1, 400),
+    ceiling=st.sampled_from([5.0, 40.0, 200.0]),
+)
+def test_the_oracle_schedule_is_admitted_and_never_beats_the_simple_bounds(
+    shape: str, rate: float, window: float, first: float, n: int, ceiling: float
+) -> None:
+    quota = _filled(shape, rate, window, first, n)
+    (times,) = quota.oracle_schedule(ceiling).values()
+    assert len(times) == n
+    assert all(b - a >= 1 / ceiling - 1e-9 for a, b in pairwise(times))
+    replay = Quota(rate, shape=QuotaShape(shape), window=window)
+    # (each send a nanosecond later than the one before it: float rounding, not slack)
+    refused = [t for i, t in enumerate(times) if replay.admit(A + "/x", t + i * 1e-9) is not None]
+    assert refused == []  # a real client could have sent exactly this
+    oracle = quota.oracle_seconds(ceiling)
+    assert oracle >= (n - 1) / ceiling - 1e-9
+    # the old floor, less what starting mid-window (or mid-token) can save
+    slack = window if shape == "fixed-window" else 1 / rate
+    assert oracle >= quota.floor_seconds() - slack - 1e-9
+
+
+def test_the_oracle_needs_a_positive_ceiling() -> None:
+    quota = _filled("bucket-small", 10, 60, first=0.0, n=3)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="ceiling"):
+            quota.oracle_seconds(bad)
+
+
+def test_stats_give_the_oracle_for_a_ceiling() -> None:
+    m, clock = model("fixed-window", rate=10, window=2)  # 20 a window
+    for i in range(30):
+        clock.now = 1.0 + i * 0.001
+        get(m)
+    stats = m.stats(ceiling=100)
+    admitted = stats["quota_keys"][A]["admitted"]
+    assert admitted == 20  # the rest waits for the window at 2.0
+    assert stats["quota_oracle_seconds"] == pytest.approx(19 / 100)
+    assert m.stats()["quota_oracle_seconds"] is None

@@ -84,6 +84,21 @@ async def test_user_agent_and_token_presence_are_recorded() -> None:
     assert (line["method"], line["path"], line["status"]) == ("GET", f"/v1/{P}/operations/a", 200)
 
 
+async def test_the_stats_route_gives_the_quota_oracle_for_a_ceiling() -> None:
+    server = FakeOperationsServer()
+    server.personality("bucket-small", rate=10.0)
+    server.add_operation(f"{P}/operations/a")
+    async with server.serve() as url, aiohttp.ClientSession() as session:
+        await call(session, "GET", f"{url}/v1/{P}/operations/a")
+        status, plain = await call(session, "GET", f"{url}/_fake/stats")
+        assert (status, plain["quota_oracle_seconds"]) == (200, None)
+        status, stats = await call(session, "GET", f"{url}/_fake/stats?ceiling=100")
+        assert (status, stats["quota_oracle_seconds"]) == (200, 0.0)  # one request: no wait
+        status, bad = await call(session, "GET", f"{url}/_fake/stats?ceiling=-3")
+        assert status == 400 and "ceiling" in bad["error"]
+    assert len(server.log) == 1  # the control route is not logged
+
+
 def test_metadata_times_are_on_the_wall_clock_and_target_is_a_path() -> None:
     now = [5.0]  # a monotonic clock far from the epoch's
     m = OperationsModel(clock=lambda: now[0], wall=lambda: 1_700_000_000.0 + now[0])

@@ -206,6 +206,7 @@ class _KeyState:
     capacity: float
     tokens: float
     stamp: float
+    first: float  # when this key saw its first request
     window_index: int = -1
     window_used: int = 0
     admitted: int = 0
@@ -267,7 +268,7 @@ class Quota:
             if rate is None:
                 return None
             capacity = self._capacity(rate)
-            state = self._keys[key] = _KeyState(rate, capacity, capacity, now)
+            state = self._keys[key] = _KeyState(rate, capacity, capacity, now, now)
         if self.shape is QuotaShape.FIXED_WINDOW:
             index = math.floor(now / self.window)
             if index != state.window_index:
@@ -308,6 +309,53 @@ class Quota:
             max(0.0, s.admitted - s.capacity) / s.rate for s in self._keys.values() if s.admitted
         ]
         return max(floors, default=0.0)
+
+    def oracle_seconds(self, ceiling: float) -> float:
+        """The least time any client told ``ceiling`` requests/s could have taken to have what
+        this quota admitted admitted: per key, an oracle that knows the quota sends at the
+        ceiling from the key's first request and never draws a refusal (it waits for the next
+        token, or the next window, instead); the slowest key decides. Unlike
+        :meth:`floor_seconds` this counts window boundaries: a fixed window that admits all but
+        the last few requests still makes every client wait for the window to turn."""
+        if not math.isfinite(ceiling) or ceiling <= 0:
+            raise ValueError("a ceiling must be a positive number")
+        return max(
+            (times[-1] - times[0] for times in self.oracle_schedule(ceiling).values()),
+            default=0.0,
+        )
+
+    def oracle_schedule(self, ceiling: float) -> dict[str, list[float]]:
+        """Per key that admitted anything, the oracle's send times (see
+        :meth:`oracle_seconds`), on the clock :meth:`admit` is given."""
+        return {k: self._oracle(s, ceiling) for k, s in self._keys.items() if s.admitted}
+
+    def _oracle(self, state: _KeyState, ceiling: float) -> list[float]:
+        step = 1.0 / ceiling
+        at = state.first
+        times: list[float] = []
+        if self.shape is QuotaShape.FIXED_WINDOW:
+            index, used = math.floor(at / self.window), 0
+            for _ in range(state.admitted):
+                if math.floor(at / self.window) > index:
+                    index, used = math.floor(at / self.window), 0
+                if used >= state.capacity:  # wait for the window to turn
+                    index, used = index + 1, 0
+                    at = index * self.window
+                used += 1
+                times.append(at)
+                at += step
+            return times
+        tokens, stamp = state.capacity, at
+        for _ in range(state.admitted):
+            tokens = min(state.capacity, tokens + (at - stamp) * state.rate)
+            stamp = at
+            if tokens < 1.0:  # wait for the next token
+                at += (1.0 - tokens) / state.rate
+                tokens, stamp = 1.0, at
+            tokens -= 1.0
+            times.append(at)
+            at += step
+        return times
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {k: {"admitted": s.admitted, "refused": s.refused} for k, s in self._keys.items()}

@@ -75,8 +75,12 @@ class FakeOperationsServer(OperationsModel):
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = request.raw_path
-        if raw == STATS_PATH:  # the fake's own control route: neither logged nor counted
-            stats = self.stats()
+        if raw.partition("?")[0] == STATS_PATH:  # the fake's control route: neither logged
+            ceiling = request.query.get("ceiling")  # nor counted; ?ceiling=R adds the oracle
+            try:
+                stats = self.stats(float(ceiling) if ceiling else None)
+            except ValueError:
+                return web.json_response({"error": "ceiling must be a positive number"}, status=400)
             if request.method == "DELETE":
                 self.log.clear()
             return web.json_response(stats)

@@ -298,9 +298,11 @@ class OperationsModel:
             return "unsupported"
         return op.expected
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, ceiling: float | None = None) -> dict[str, Any]:
         """Counts of what the server saw (for benchmarks): requests by kind, status and
-        location (with first and last arrival), and the quota floor of what it admitted."""
+        location (with first and last arrival), and the quota floor of what it admitted; with
+        a ``ceiling`` (the clients' requests/s), also the quota oracle's time (see
+        :meth:`Quota.oracle_seconds`)."""
         by_kind: dict[str, int] = {}
         by_status: dict[str, int] = {}
         by_location: dict[str, dict[str, float]] = {}
@@ -325,6 +327,9 @@ class OperationsModel:
             "span_seconds": last - first,
             "quota_floor_seconds": policy.floor_seconds() if policy else None,
             "quota_keys": policy.counts() if policy else {},
+            "quota_oracle_seconds": (
+                policy.oracle_seconds(ceiling) if policy and ceiling is not None else None
+            ),
         }
 
     # ---- answering ---------------------------------------------------------------------------
