@@ -30,6 +30,8 @@ class Pending:
     accepted: bool
     deadline_at: float
     interval: float
+    #: when it next wants a look. Deferring it (its parent's listing is busy) moves its heap
+    #: entry, not this: a page that shows it after this time settles or reschedules it.
     due: float
     calls: int = 0
     last_get: Answer | None = None
@@ -39,6 +41,9 @@ class Pending:
     joined_pass: int = 0
     #: the last pass whose pages showed it
     seen_pass: int = -1
+    #: the sequence number of its live heap entry: an entry with another number is stale
+    #: (the operation was rescheduled since, by a look that a page gave it)
+    ticket: int = -1
 
 
 @dataclass(eq=False, slots=True)
@@ -102,11 +107,6 @@ class Parent:
         """Listing has cost more calls than it found operations of ours: most of this parent is
         other operations (or a server paging out nothing), and GETs are cheaper."""
         return self.pages > 8 and self.pages > self.found
-
-
-#: in time terms, GETs must beat a sweep by this factor to be chosen: a sweep that costs about
-#: the same time saves calls (the production limit), and the measurements are noisy
-GET_MARGIN = 2.0
 
 
 @dataclass(slots=True)

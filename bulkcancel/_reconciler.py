@@ -179,9 +179,13 @@ class Reconciler:
         per_page = parent.page_entries or self._opt.list_page_size or 50
         return max(self._opt.list_threshold, min(int(per_page), self._opt.max_pending // 4))
 
-    def _push(self, pending: Pending) -> None:
-        heapq.heappush(self._heap, (pending.due, next(self._seq), pending))
-        if pending.due < self._wake_at:  # only when the reconciler would otherwise sleep past it
+    def _push(self, pending: Pending, at: float | None = None) -> None:
+        """(Re)schedule a look at ``pending.due``, or at ``at`` when it is deferred. Its
+        earlier heap entry, if any, goes stale (the ticket)."""
+        when = pending.due if at is None else at
+        pending.ticket = ticket = next(self._seq)
+        heapq.heappush(self._heap, (when, ticket, pending))
+        if when < self._wake_at:  # only when the reconciler would otherwise sleep past it
             self._wake.set()
 
     async def _reconciler(self) -> None:
@@ -197,7 +201,7 @@ class Reconciler:
                         self._end_grace()
                         return
                     heap = self._heap
-                    while heap and heap[0][2].settled:
+                    while heap and _stale(heap[0]):
                         heapq.heappop(heap)
                     if not heap:
                         if self._cancels_done and not self._reconciling:
@@ -212,9 +216,9 @@ class Reconciler:
                         continue
                     due: list[Pending] = []
                     while heap and heap[0][0] <= now:
-                        pending = heapq.heappop(heap)[2]
-                        if not pending.settled:
-                            due.append(pending)
+                        entry = heapq.heappop(heap)
+                        if not _stale(entry):
+                            due.append(entry[2])
                     for job in self._plan(due, now):
                         self._reconciling += 1
                         await _put(send, job)
@@ -250,10 +254,10 @@ class Reconciler:
             resting = not parent.in_pass and now < parent.next_sweep and not self._cancels_done
             if parent.sweeping or resting:
                 # A sweep is running or the listing rests: these wait for the next pass.
+                # They stay due: a page of the running (or next) pass that shows one settles it.
                 retry_at = max(parent.next_sweep, now + self._opt.poll_initial)
                 for pending in members:
-                    pending.due = retry_at
-                    self._push(pending)
+                    self._push(pending, at=retry_at)
                 continue
             parent.sweeping = True
             parent.joined = 0
@@ -415,16 +419,22 @@ class Reconciler:
             if parent.no_list:
                 pending.force_get = True
                 pending.due = now
+                self._push(pending)
             else:  # on a page the paused pass has not reached yet: the pass resumes for it
-                pending.due = now + pending.interval
-            self._push(pending)
+                self._push(pending, at=now + pending.interval)
 
     async def _take_page(
         self, parent: Parent, entries: list[Any], due: dict[str, Pending]
     ) -> tuple[int, bool]:
         """Settle from one page; returns how many of ours it showed, and whether any of them
-        still has its cancel on the wire."""
+        still has its cancel on the wire.
+
+        A page is a fresh look at every member it shows, due or not: one finished, refused
+        (its cancel was refused: one look is all it needs) or due by now is observed as a GET
+        would be; one still running and not due yet is not looked at again sooner than an
+        interval from now (so no GET, nor another pass, follows a look just taken)."""
         members = parent.members
+        now = self._clock()
         ours = 0
         on_the_wire = False
         for operation in entries:
@@ -442,12 +452,18 @@ class Reconciler:
             if pending.settled:
                 continue
             listed = Answer(AnswerKind.OK, 200, body=operation)
-            was_due = due.pop(name, None) is not None
+            due.pop(name, None)
             finished = is_done(operation) or malformed(operation) is not None
             parent.record_look(finished)
-            settles = was_due or finished
-            if settles and await self._observe(pending, listed):
-                self.stats.settled_by_list += 1
+            if finished or not pending.accepted or pending.due <= now:
+                if await self._observe(pending, listed):
+                    self.stats.settled_by_list += 1
+                continue
+            pending.last_get = listed  # the latest look: what a stop would settle from
+            later = min(now + pending.interval, pending.deadline_at)
+            if later > pending.due:
+                pending.due = later
+                self._push(pending)
         parent.found += ours
         return ours, on_the_wire
 
@@ -480,6 +496,14 @@ class Reconciler:
 
 
 _T = TypeVar("_T")
+
+
+def _stale(entry: tuple[float, int, Pending]) -> bool:
+    """A heap entry that no longer stands for a look: settled, or rescheduled since."""
+    pending = entry[2]
+    return pending.settled or pending.ticket != entry[1]
+
+
 #: seconds the reconciler may wake late so that operations due together go out together
 _COALESCE = 0.01
 
