@@ -15,17 +15,18 @@ how the input is let go on (``_release``).
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import math
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from bulkcancel._answers import Answer, AnswerKind
 from bulkcancel._classify import Verdict, classify, is_done, malformed
@@ -189,12 +190,11 @@ class Reconciler:
             self._wake.set()
 
     async def _reconciler(self) -> None:
-        send, receive = anyio.create_memory_object_stream[Pending | _Sweep](0)
+        jobs = _Handoff[Pending | _Sweep]()
         async with anyio.create_task_group() as tg:
             for _ in range(self._opt.concurrency):
-                tg.start_soon(self._reconcile_worker, receive.clone())
-            receive.close()
-            async with send:
+                tg.start_soon(self._reconcile_worker, jobs)
+            try:
                 while True:
                     now = self._clock()
                     if now >= self._clip:
@@ -221,7 +221,9 @@ class Reconciler:
                             due.append(entry[2])
                     for job in self._plan(due, now):
                         self._reconciling += 1
-                        await _put(send, job)
+                        await jobs.put(job)
+            finally:
+                jobs.close()
 
     async def _wait(self, delay: float | None) -> None:
         self._wake_at = math.inf if delay is None else self._clock() + delay
@@ -299,18 +301,17 @@ class Reconciler:
         ceiling = min(rates.values()) if rates else math.inf
         self._rate_binds = self._client.stats.throttled > 0 or reached >= 0.7 * ceiling
 
-    async def _reconcile_worker(self, receive: MemoryObjectReceiveStream[Pending | _Sweep]) -> None:
-        async with receive:
-            async for job in _drain(receive):
-                try:
-                    if isinstance(job, _Sweep):
-                        await self._sweep(job)
-                    else:
-                        await self._poll(job)
-                finally:
-                    self._reconciling -= 1
-                    if self._reconciling == 0 or isinstance(job, _Sweep):
-                        self._wake.set()  # the end may be reached, or a parent is free again
+    async def _reconcile_worker(self, jobs: _Handoff[Pending | _Sweep]) -> None:
+        while (job := await jobs.get()) is not None:
+            try:
+                if isinstance(job, _Sweep):
+                    await self._sweep(job)
+                else:
+                    await self._poll(job)
+            finally:
+                self._reconciling -= 1
+                if self._reconciling == 0 or isinstance(job, _Sweep):
+                    self._wake.set()  # the end may be reached, or a parent is free again
 
     async def _poll(self, pending: Pending) -> None:
         if pending.settled:
@@ -508,25 +509,48 @@ def _stale(entry: tuple[float, int, Pending]) -> bool:
 _COALESCE = 0.01
 
 
-async def _drain(receive: MemoryObjectReceiveStream[_T]) -> AsyncIterator[_T]:
-    """Items as ``async for`` would give them, without a trip through the event loop for each
-    one that is already waiting (anyio's ``receive`` checkpoints even when it need not block).
-    Cancellation still reaches the worker at every await of its own, and when it blocks here."""
-    while True:
-        try:
-            yield receive.receive_nowait()
-        except anyio.WouldBlock:
+class _Handoff(Generic[_T]):
+    """The planner hands each job to an idle worker, waiting while none is idle: a zero-buffer
+    memory stream without anyio's checkpoints and ``WouldBlock`` round trips (a job per
+    operation is the hot path of a GET run). Plain asyncio futures, as the client's slots are:
+    the engine runs on anyio's asyncio backend only, where a cancelled worker's future is
+    cancelled with it and skipped here. A worker cancelled after it was handed a job drops it;
+    that happens only when the whole run is cancelled, and what is unsettled is then settled
+    from the last observation."""
+
+    def __init__(self) -> None:
+        self._idle: deque[asyncio.Future[_T | None]] = deque()
+        self._room: asyncio.Future[None] | None = None  # the planner, waiting for a worker
+        self._closed = False
+
+    async def put(self, job: _T) -> None:
+        while True:
+            idle = self._idle
+            while idle:
+                worker = idle.popleft()
+                if not worker.done():  # else cancelled while it waited
+                    worker.set_result(job)
+                    return
+            self._room = room = asyncio.get_running_loop().create_future()
             try:
-                yield await receive.receive()
-            except anyio.EndOfStream:
-                return
-        except anyio.EndOfStream:
-            return
+                await room
+            finally:
+                self._room = None
 
+    async def get(self) -> _T | None:
+        """The next job; None once the planner has closed the hand-off."""
+        if self._closed:
+            return None
+        worker: asyncio.Future[_T | None] = asyncio.get_running_loop().create_future()
+        self._idle.append(worker)
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
+        return await worker
 
-async def _put(send: MemoryObjectSendStream[_T], item: _T) -> None:
-    """``send.send(item)`` without the checkpoint when a receiver is already waiting."""
-    try:
-        send.send_nowait(item)
-    except anyio.WouldBlock:
-        await send.send(item)
+    def close(self) -> None:
+        self._closed = True
+        for worker in self._idle:
+            if not worker.done():
+                worker.set_result(None)
+        self._idle.clear()
