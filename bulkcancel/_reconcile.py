@@ -42,7 +42,8 @@ class Pending:
     #: the last pass whose pages showed it
     seen_pass: int = -1
     #: the sequence number of its live heap entry: an entry with another number is stale
-    #: (the operation was rescheduled since, by a look that a page gave it)
+    #: (the operation was rescheduled since, by a look that a page gave it); -1 while it is
+    #: off the heap, taken for a job
     ticket: int = -1
 
 
@@ -113,8 +114,11 @@ class Parent:
 class Costs:
     """Running measurements the choice between GET and list rests on."""
 
+    #: seconds for one GET, from the first GET timed; until then from the cancels (one
+    #: request for one operation as well), so that a run that only listed can still tell
     get_seconds: float = 0.0
     gets: int = 0
+    cancels: int = 0
 
     def record_get(self, seconds: float) -> None:
         self.gets += 1
@@ -122,6 +126,19 @@ class Costs:
             self.get_seconds = seconds
         else:
             self.get_seconds += _EWMA * (seconds - self.get_seconds)
+
+    def record_cancel(self, seconds: float) -> None:
+        if self.gets:
+            return
+        self.cancels += 1
+        if self.cancels == 1:
+            self.get_seconds = seconds
+        else:
+            self.get_seconds += _EWMA * (seconds - self.get_seconds)
+
+    @property
+    def timed(self) -> bool:
+        return self.gets > 0 or self.cancels > 0
 
 
 #: in time terms, GETs must beat a sweep by this factor to be chosen: a sweep that costs about
@@ -156,7 +173,7 @@ def prefer_list(
     if pages is None:
         return True
     settles = due + (len(parent.members) - due) * parent.done_share()
-    if rate_binds or costs.gets == 0 or parent.pages == 0:
+    if rate_binds or not costs.timed or parent.pages == 0:
         return pages <= settles
     list_time = pages * parent.page_seconds
     if cancels_pending:

@@ -103,6 +103,8 @@ class EngineStats:
 
 
 _TAKEN, _SENT = False, True  # values of Reconciler._in_cancel
+#: ``Pending.ticket`` of an operation taken off the heap for a job (a GET or a sweep's due)
+_TAKEN_OFF = -1
 
 
 class Reconciler:
@@ -218,6 +220,7 @@ class Reconciler:
                     while heap and heap[0][0] <= now:
                         entry = heapq.heappop(heap)
                         if not _stale(entry):
+                            entry[2].ticket = _TAKEN_OFF  # a job now, not in the heap
                             due.append(entry[2])
                     for job in self._plan(due, now):
                         self._reconciling += 1
@@ -247,6 +250,9 @@ class Reconciler:
             parent = self._parents.get(key)
             if parent is None or not parent.members:
                 continue
+            if not members and not parent.sweeping and self._tail_by_get(parent):
+                self._hand_to_gets(parent, now)
+                continue
             if not self._listing(parent) or not self._list_pays(parent, members):
                 jobs.extend(members)
                 continue
@@ -265,6 +271,30 @@ class Reconciler:
             parent.joined = 0
             jobs.append(_Sweep(parent, members))
         return jobs
+
+    def _tail_by_get(self, parent: Parent) -> bool:
+        """Every cancel is answered (nothing joins any more): would GETs for all the operations
+        left, now, end sooner than the pages left to walk one after another? (A pass that
+        restarts from its first page to reach a few stragglers is a serial tail.)"""
+        if not self._cancels_done or self._opt.reconcile is not ReconcileMode.AUTO:
+            return False
+        left = len(parent.members)
+        return left > 0 and not prefer_list(
+            parent,
+            left,
+            rate_binds=self._rate_binds,
+            cancels_pending=False,
+            concurrency=self._opt.concurrency,
+            costs=self._costs,
+        )
+
+    def _hand_to_gets(self, parent: Parent, now: float) -> None:
+        """Every operation left of ``parent`` gets a GET now, but those already on a job."""
+        for pending in parent.members.values():
+            if pending.ticket != _TAKEN_OFF:
+                pending.force_get = True
+                pending.due = now
+                self._push(pending)
 
     def _listing(self, parent: Parent) -> bool:
         if parent.no_list or self._stopping or self._opt.reconcile is ReconcileMode.GET:
@@ -363,7 +393,7 @@ class Reconciler:
             parent.in_pass, parent.cursor, parent.pass_pages = True, None, 0
             parent.pass_no += 1
         pages = 0
-        failed = complete = False
+        failed = complete = to_gets = False
         tokens_seen: set[str] = set()
         horizon = min(self._clip, max((p.deadline_at for p in parent.members.values()), default=0))
         try:
@@ -397,6 +427,7 @@ class Reconciler:
                 if ahead and parent.paused_at != token:
                     # The cancels have not got this far: resume from this page later, once.
                     parent.paused_at = token
+                    parent.pass_pages -= 1  # fetched again then: a pass counts its pages once
                     break
                 parent.cursor = next_token
                 if pages >= self._opt.sweep_page_budget or now >= horizon:
@@ -404,6 +435,9 @@ class Reconciler:
                     break
                 if self._opt.reconcile is ReconcileMode.AUTO and parent.wasteful():
                     failed = True
+                    break
+                if self._tail_by_get(parent):
+                    to_gets = True  # the pass stays where it is
                     break
         finally:
             parent.sweeping = False
@@ -414,10 +448,12 @@ class Reconciler:
             parent.no_list = True
             self.stats.list_disabled.append(parent.name)
         now = self._clock()
+        if to_gets:
+            self._hand_to_gets(parent, now)
         for pending in due.values():  # due and not on the pages walked
             if pending.settled or pending.force_get:  # (_pass_complete queued its GET)
                 continue
-            if parent.no_list:
+            if parent.no_list or to_gets:
                 pending.force_get = True
                 pending.due = now
                 self._push(pending)

@@ -16,9 +16,9 @@ import anyio
 from bulkcancel._models import Target
 from bulkcancel.testing import MemoryOperations
 from bulkcancel.testing._model import Behavior
-from tests._support import FAST, Recorder, make_client, make_engine, now, op, virtual
+from tests._support import FAST, Recorder, capped, make_client, make_engine, now, op, virtual
 
-LATENCY = 0.005  # every request takes 5 ms (virtual)
+LATENCY = 0.005  # every request takes 5 ms (virtual), unless a list page is said to take more
 OPTIONS = replace(FAST, concurrency=32, deadline=60.0, poll_initial=0.5, list_page_size=500)
 
 
@@ -28,8 +28,11 @@ class Clocked:
     keeps running), the rest cancelled ``cancel_delay`` seconds after the cancel lands. Records
     when each cancel was answered, each GET sent and each list page rendered."""
 
-    def __init__(self, count: int, *, refused_every: int, cancel_delay: float) -> None:
+    def __init__(
+        self, count: int, *, refused_every: int, cancel_delay: float, page_latency: float = LATENCY
+    ) -> None:
         self.mem = MemoryOperations(clock=now)
+        self.page_latency = page_latency
         self.names = [op(i) for i in range(count)]
         for i, name in enumerate(self.names):
             refused = i % refused_every == refused_every - 1
@@ -45,15 +48,16 @@ class Clocked:
     async def _hook(self, method: str, name: str, kind: str) -> None:
         if kind == "get":
             self.gets.append((now(), name))
-        await anyio.sleep(LATENCY)
+        await anyio.sleep(self.page_latency if kind == "list" else LATENCY)
         # The answer is rendered right after this returns, at this virtual instant.
         if kind == "cancel":
             self.answered[name] = now()
         elif kind == "list":
             self.pages.append(now())
 
-    async def run(self, rate: float) -> Recorder:
-        client = make_client(self.mem, concurrency=OPTIONS.concurrency, rate=rate)
+    async def run(self, rate: float, *, page_cap: int | None = None) -> Recorder:
+        transport = self.mem.transport if page_cap is None else capped(self.mem, page_cap)
+        client = make_client(transport=transport, concurrency=OPTIONS.concurrency, rate=rate)
         engine = make_engine(client, OPTIONS)
         recorder = Recorder()
         await engine.run([Target(n) for n in self.names], recorder)
@@ -93,4 +97,19 @@ async def test_a_listing_that_showed_everything_is_not_repeated_for_each_handful
     # an interval away, so the next listing is too.
     assert all(gap >= OPTIONS.poll_initial for gap in gaps), after
     assert world.gets == [] or all(t < last_cancel for t, _ in world.gets), world.gets
+    assert sum(world.mem.calls.values()) <= 1.1 * len(world.names), world.mem.calls
+
+
+@virtual
+async def test_the_last_stragglers_are_not_reached_by_a_pass_from_the_first_page() -> None:
+    # 10,000 operations on 20 pages of 500, rate out of the way, a page three times as slow as
+    # a GET. The listing's order is the input's: a pass completes when the cancels reach its
+    # last page, and the cancels answered after a sweep passed their page are left. A new pass
+    # would walk all 20 pages one after another to reach them; GETs take a round or two.
+    world = Clocked(10_000, refused_every=10_001, cancel_delay=0.0, page_latency=3 * LATENCY)
+    recorder = await world.run(rate=100_000.0, page_cap=1000)
+    assert set(recorder.outcomes().values()) == {"cancelled"}
+    full_pass = 10_000 // OPTIONS.list_page_size * world.page_latency
+    tail = world.end - max(world.answered.values())
+    assert tail < full_pass / 2, (tail, full_pass)
     assert sum(world.mem.calls.values()) <= 1.1 * len(world.names), world.mem.calls
