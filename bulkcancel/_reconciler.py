@@ -167,6 +167,8 @@ class Reconciler:
             parent = self._parents[key] = Parent(key)
         pending = Pending(name, key, cancel, accepted, deadline_at, opt.poll_initial, first, calls)
         pending.joined_pass = parent.pass_no
+        if parent.wire_pages:
+            pending.wire_page = parent.wire_pages.pop(name, None)
         self._pending[name] = pending
         parent.members[name] = pending
         parent.joined += 1
@@ -250,6 +252,8 @@ class Reconciler:
             parent = self._parents.get(key)
             if parent is None or not parent.members:
                 continue
+            if not parent.sweeping:
+                self._rewind(parent)  # so that the pages a new pass needs are counted right
             if not members and not parent.sweeping and self._tail_by_get(parent):
                 self._hand_to_gets(parent, now)
                 continue
@@ -389,6 +393,7 @@ class Reconciler:
         parent = sweep.parent
         self.stats.sweeps += 1
         due = {p.name: p for p in sweep.due}
+        self._rewind(parent)
         if not parent.in_pass:
             parent.in_pass, parent.cursor, parent.pass_pages = True, None, 0
             parent.pass_no += 1
@@ -414,7 +419,7 @@ class Reconciler:
                 operations = answer.body.get("operations")
                 entries = operations if isinstance(operations, list) else []
                 parent.record_page(now - started, len(entries))
-                ours, on_the_wire = await self._take_page(parent, entries, due)
+                ours, on_the_wire = await self._take_page(parent, entries, due, token)
                 next_token = answer.body.get("nextPageToken")
                 if not isinstance(next_token, str) or not next_token:
                     complete = True
@@ -461,7 +466,7 @@ class Reconciler:
                 self._push(pending, at=now + pending.interval)
 
     async def _take_page(
-        self, parent: Parent, entries: list[Any], due: dict[str, Pending]
+        self, parent: Parent, entries: list[Any], due: dict[str, Pending], token: str | None
     ) -> tuple[int, bool]:
         """Settle from one page; returns how many of ours it showed, and whether any of them
         still has its cancel on the wire.
@@ -480,9 +485,12 @@ class Reconciler:
                 continue
             pending = members.get(name)
             if pending is None:
-                if self._in_cancel.get(name) is _SENT:
-                    on_the_wire = True
-                    ours += 1
+                sent = self._in_cancel.get(name)
+                if sent is not None:  # taken, its cancel not answered yet: it joins later
+                    parent.wire_pages[name] = (parent.pass_no, parent.pass_pages - 1, token)
+                    if sent is _SENT:
+                        on_the_wire = True
+                        ours += 1
                 continue
             ours += 1
             pending.seen_pass = parent.pass_no
@@ -515,6 +523,26 @@ class Reconciler:
                 pending.force_get = True  # not in the listing: ask directly
                 pending.due = now
                 self._push(pending)
+
+    def _rewind(self, parent: Parent) -> None:
+        """Before a new pass: when every operation left was listed by the last complete pass
+        while its cancel was not answered yet, the new pass starts at the earliest of those
+        pages, not at the first page (the pages before it showed nothing that is left)."""
+        if parent.in_pass:
+            return
+        marks = []
+        for pending in parent.members.values():
+            if pending.settled or pending.force_get:
+                continue
+            mark = pending.wire_page
+            if mark is None or mark[0] != parent.pass_no:
+                return
+            marks.append(mark)
+        if not marks:
+            return
+        _, index, token = min(marks, key=lambda mark: mark[1])
+        parent.in_pass, parent.cursor, parent.pass_pages = True, token, index
+        parent.pass_no += 1
 
     async def _settle(self, pending: Pending, verdict: Verdict) -> None:
         pending.settled = True
