@@ -45,8 +45,8 @@ class Pending:
     #: (the operation was rescheduled since, by a look that a page gave it); -1 while it is
     #: off the heap, taken for a job
     ticket: int = -1
-    #: (pass, page index in it, token) of the page that listed it while its cancel was on
-    #: the wire: where a later pass finds it, once its cancel is answered
+    #: (pass, page index in it, token) of the page that listed it while its cancel was not
+    #: answered yet: where a later pass finds it, once it is
     wire_page: tuple[int, int, str | None] | None = None
 
 
@@ -83,8 +83,9 @@ class Parent:
     #: our unsettled operations the pages showed, and how many of them were finished
     looks: int = 0
     finished_looks: int = 0
-    #: operations a page listed while their cancel was on the wire -> ``Pending.wire_page``
-    #: (handed over when they join; a name whose cancel needs no GET leaves its entry here)
+    #: operations a page listed while their cancel was not answered yet -> ``Pending.wire_page``
+    #: (handed over when they join; a name whose cancel needs no GET leaves its entry here, so
+    #: it holds at most the names taken from the input that never joined)
     wire_pages: dict[str, tuple[int, int, str | None]] = field(default_factory=dict)
 
     def record_page(self, seconds: float, entries: int) -> None:

@@ -8,6 +8,12 @@ sweep that reaches the cancels still on the wire pauses there and resumes from t
 later (see ``_reconcile.Parent``). A sweep has a page budget and obeys the deadline, then its
 parent goes to GET.
 
+A page is a fresh look at every operation of ours it shows (``_take_page``). A new pass starts
+at the earliest page that listed the operations left while their cancels were unanswered, when
+the last complete pass listed them all so, not at the first page (``_rewind``); once every
+cancel is answered, GETs take the operations left instead when that ends sooner
+(``_tail_by_get``).
+
 ``Reconciler`` is the engine's base class: ``Engine`` (``_engine.py``) adds the input, the
 cancel pool, the journal and the stops, and says how a result is reported (``_finish``) and
 how the input is let go on (``_release``).
