@@ -29,7 +29,7 @@ import asyncio
 import math
 import random
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Literal
@@ -53,6 +53,7 @@ _AUTH_GIVE_UP = 8  # this many 401s before any success: the credentials are wron
 _UNREACHABLE_AFTER = 16  # the run's first attempts all without an HTTP answer: stop early
 _WRONG_ENDPOINT_AFTER = 4  # GET/list answered by non-JSON 404 pages before any Google JSON
 _MIN_SECRET = 4  # shorter "tokens" are not scrubbed (they would mangle every message)
+_NO_SCOPE: AbstractContextManager[None] = nullcontext()
 
 
 def _user_agent() -> str:
@@ -174,13 +175,14 @@ class OperationsClient:
             self._stopped or self.fatal is not None or (self._cancels_stopped and kind == "cancel")
         )
 
-    @contextmanager
-    def _wait_scope(self, kind: str) -> Iterator[None]:
+    def _wait_scope(self, kind: str) -> AbstractContextManager[None]:
         """Around a cancel call's waits (never around a request on the wire), so that
-        ``stop_cancels`` can end them; the caller checks ``_refused`` afterwards."""
-        if kind != "cancel":
-            yield
-            return
+        ``stop_cancels`` can end them; the caller checks ``_refused`` afterwards. Other calls'
+        waits need no scope (and a GET run makes one wait per request)."""
+        return self._cancel_wait_scope() if kind == "cancel" else _NO_SCOPE
+
+    @contextmanager
+    def _cancel_wait_scope(self) -> Iterator[None]:
         with anyio.CancelScope() as scope:
             self._cancel_waits.add(scope)
             try:
@@ -294,7 +296,7 @@ class OperationsClient:
             answer.attempts, answer.throttled = attempts, throttled
             if expect_name is not None and answer.ok and answer.body is not None:
                 answer = _check_name(answer, expect_name)
-            decision = self._decide(answer)
+            decision = RetryDecision.FINAL if answer.kind is AnswerKind.OK else self._decide(answer)
             governor.report(
                 grant,
                 throttled=decision is RetryDecision.THROTTLED,
@@ -305,8 +307,8 @@ class OperationsClient:
             self._watch(kind, url, answer)
             last = answer
             last_throttled = decision is RetryDecision.THROTTLED
-            now = governor.now()
             if decision is RetryDecision.THROTTLED:
+                now = governor.now()
                 throttled += 1
                 answer.throttled = throttled
                 self.stats.throttled += 1
@@ -324,6 +326,7 @@ class OperationsClient:
                         )
                 continue
             if decision is RetryDecision.TRANSIENT:
+                now = governor.now()
                 transient += 1
                 delay = self._backoff.delay(transient - 1, self._rng)
                 if transient >= self._backoff.max_attempts or now + delay >= deadline:

@@ -257,7 +257,9 @@ class Engine(Reconciler):
             await self._not_attempted(name)
             return
         self._in_cancel[name] = _SENT
+        started = self._clock()
         answer = await self._client.cancel(name)
+        self._costs.record_cancel(self._clock() - started)
         del self._in_cancel[name]
         if self._client.fatal is not None and not self._stopping:
             self.stop(self._client.fatal)  # a doomed run stops within one answer

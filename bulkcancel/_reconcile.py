@@ -30,6 +30,8 @@ class Pending:
     accepted: bool
     deadline_at: float
     interval: float
+    #: when it next wants a look. Deferring it (its parent's listing is busy) moves its heap
+    #: entry, not this: a page that shows it after this time settles or reschedules it.
     due: float
     calls: int = 0
     last_get: Answer | None = None
@@ -39,6 +41,13 @@ class Pending:
     joined_pass: int = 0
     #: the last pass whose pages showed it
     seen_pass: int = -1
+    #: the sequence number of its live heap entry: an entry with another number is stale
+    #: (the operation was rescheduled since, by a look that a page gave it); -1 while it is
+    #: off the heap, taken for a job
+    ticket: int = -1
+    #: (pass, page index in it, token) of the page that listed it while its cancel was not
+    #: answered yet: where a later pass finds it, once it is
+    wire_page: tuple[int, int, str | None] | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -74,6 +83,10 @@ class Parent:
     #: our unsettled operations the pages showed, and how many of them were finished
     looks: int = 0
     finished_looks: int = 0
+    #: operations a page listed while their cancel was not answered yet -> ``Pending.wire_page``
+    #: (handed over when they join; a name whose cancel needs no GET leaves its entry here, so
+    #: it holds at most the names taken from the input that never joined)
+    wire_pages: dict[str, tuple[int, int, str | None]] = field(default_factory=dict)
 
     def record_page(self, seconds: float, entries: int) -> None:
         if self.pages <= 1:
@@ -104,17 +117,15 @@ class Parent:
         return self.pages > 8 and self.pages > self.found
 
 
-#: in time terms, GETs must beat a sweep by this factor to be chosen: a sweep that costs about
-#: the same time saves calls (the production limit), and the measurements are noisy
-GET_MARGIN = 2.0
-
-
 @dataclass(slots=True)
 class Costs:
     """Running measurements the choice between GET and list rests on."""
 
+    #: seconds for one GET, from the first GET timed; until then from the cancels (one
+    #: request for one operation as well), so that a run that only listed can still tell
     get_seconds: float = 0.0
     gets: int = 0
+    cancels: int = 0
 
     def record_get(self, seconds: float) -> None:
         self.gets += 1
@@ -122,6 +133,19 @@ class Costs:
             self.get_seconds = seconds
         else:
             self.get_seconds += _EWMA * (seconds - self.get_seconds)
+
+    def record_cancel(self, seconds: float) -> None:
+        if self.gets:
+            return
+        self.cancels += 1
+        if self.cancels == 1:
+            self.get_seconds = seconds
+        else:
+            self.get_seconds += _EWMA * (seconds - self.get_seconds)
+
+    @property
+    def timed(self) -> bool:
+        return self.gets > 0 or self.cancels > 0
 
 
 #: in time terms, GETs must beat a sweep by this factor to be chosen: a sweep that costs about
@@ -156,7 +180,7 @@ def prefer_list(
     if pages is None:
         return True
     settles = due + (len(parent.members) - due) * parent.done_share()
-    if rate_binds or costs.gets == 0 or parent.pages == 0:
+    if rate_binds or not costs.timed or parent.pages == 0:
         return pages <= settles
     list_time = pages * parent.page_seconds
     if cancels_pending:

@@ -8,6 +8,12 @@ sweep that reaches the cancels still on the wire pauses there and resumes from t
 later (see ``_reconcile.Parent``). A sweep has a page budget and obeys the deadline, then its
 parent goes to GET.
 
+A page is a fresh look at every operation of ours it shows (``_take_page``). A new pass starts
+at the earliest page that listed the operations left while their cancels were unanswered, when
+the last complete pass listed them all so, not at the first page (``_rewind``); once every
+cancel is answered, GETs take the operations left instead when that ends sooner
+(``_tail_by_get``).
+
 ``Reconciler`` is the engine's base class: ``Engine`` (``_engine.py``) adds the input, the
 cancel pool, the journal and the stops, and says how a result is reported (``_finish``) and
 how the input is let go on (``_release``).
@@ -15,17 +21,18 @@ how the input is let go on (``_release``).
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import math
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from bulkcancel._answers import Answer, AnswerKind
 from bulkcancel._classify import Verdict, classify, is_done, malformed
@@ -102,6 +109,8 @@ class EngineStats:
 
 
 _TAKEN, _SENT = False, True  # values of Reconciler._in_cancel
+#: ``Pending.ticket`` of an operation taken off the heap for a job (a GET or a sweep's due)
+_TAKEN_OFF = -1
 
 
 class Reconciler:
@@ -164,6 +173,8 @@ class Reconciler:
             parent = self._parents[key] = Parent(key)
         pending = Pending(name, key, cancel, accepted, deadline_at, opt.poll_initial, first, calls)
         pending.joined_pass = parent.pass_no
+        if parent.wire_pages:
+            pending.wire_page = parent.wire_pages.pop(name, None)
         self._pending[name] = pending
         parent.members[name] = pending
         parent.joined += 1
@@ -179,25 +190,28 @@ class Reconciler:
         per_page = parent.page_entries or self._opt.list_page_size or 50
         return max(self._opt.list_threshold, min(int(per_page), self._opt.max_pending // 4))
 
-    def _push(self, pending: Pending) -> None:
-        heapq.heappush(self._heap, (pending.due, next(self._seq), pending))
-        if pending.due < self._wake_at:  # only when the reconciler would otherwise sleep past it
+    def _push(self, pending: Pending, at: float | None = None) -> None:
+        """(Re)schedule a look at ``pending.due``, or at ``at`` when it is deferred. Its
+        earlier heap entry, if any, goes stale (the ticket)."""
+        when = pending.due if at is None else at
+        pending.ticket = ticket = next(self._seq)
+        heapq.heappush(self._heap, (when, ticket, pending))
+        if when < self._wake_at:  # only when the reconciler would otherwise sleep past it
             self._wake.set()
 
     async def _reconciler(self) -> None:
-        send, receive = anyio.create_memory_object_stream[Pending | _Sweep](0)
+        jobs = _Handoff[Pending | _Sweep]()
         async with anyio.create_task_group() as tg:
             for _ in range(self._opt.concurrency):
-                tg.start_soon(self._reconcile_worker, receive.clone())
-            receive.close()
-            async with send:
+                tg.start_soon(self._reconcile_worker, jobs)
+            try:
                 while True:
                     now = self._clock()
                     if now >= self._clip:
                         self._end_grace()
                         return
                     heap = self._heap
-                    while heap and heap[0][2].settled:
+                    while heap and _stale(heap[0]):
                         heapq.heappop(heap)
                     if not heap:
                         if self._cancels_done and not self._reconciling:
@@ -212,12 +226,15 @@ class Reconciler:
                         continue
                     due: list[Pending] = []
                     while heap and heap[0][0] <= now:
-                        pending = heapq.heappop(heap)[2]
-                        if not pending.settled:
-                            due.append(pending)
+                        entry = heapq.heappop(heap)
+                        if not _stale(entry):
+                            entry[2].ticket = _TAKEN_OFF  # a job now, not in the heap
+                            due.append(entry[2])
                     for job in self._plan(due, now):
                         self._reconciling += 1
-                        await _put(send, job)
+                        await jobs.put(job)
+            finally:
+                jobs.close()
 
     async def _wait(self, delay: float | None) -> None:
         self._wake_at = math.inf if delay is None else self._clock() + delay
@@ -241,6 +258,11 @@ class Reconciler:
             parent = self._parents.get(key)
             if parent is None or not parent.members:
                 continue
+            if not parent.sweeping:
+                self._rewind(parent)  # so that the pages a new pass needs are counted right
+            if not members and not parent.sweeping and self._tail_by_get(parent):
+                self._hand_to_gets(parent, now)
+                continue
             if not self._listing(parent) or not self._list_pays(parent, members):
                 jobs.extend(members)
                 continue
@@ -250,15 +272,39 @@ class Reconciler:
             resting = not parent.in_pass and now < parent.next_sweep and not self._cancels_done
             if parent.sweeping or resting:
                 # A sweep is running or the listing rests: these wait for the next pass.
+                # They stay due: a page of the running (or next) pass that shows one settles it.
                 retry_at = max(parent.next_sweep, now + self._opt.poll_initial)
                 for pending in members:
-                    pending.due = retry_at
-                    self._push(pending)
+                    self._push(pending, at=retry_at)
                 continue
             parent.sweeping = True
             parent.joined = 0
             jobs.append(_Sweep(parent, members))
         return jobs
+
+    def _tail_by_get(self, parent: Parent) -> bool:
+        """Every cancel is answered (nothing joins any more): would GETs for all the operations
+        left, now, end sooner than the pages left to walk one after another? (A pass that
+        restarts from its first page to reach a few stragglers is a serial tail.)"""
+        if not self._cancels_done or self._opt.reconcile is not ReconcileMode.AUTO:
+            return False
+        left = len(parent.members)
+        return left > 0 and not prefer_list(
+            parent,
+            left,
+            rate_binds=self._rate_binds,
+            cancels_pending=False,
+            concurrency=self._opt.concurrency,
+            costs=self._costs,
+        )
+
+    def _hand_to_gets(self, parent: Parent, now: float) -> None:
+        """Every operation left of ``parent`` gets a GET now, but those already on a job."""
+        for pending in parent.members.values():
+            if pending.ticket != _TAKEN_OFF:
+                pending.force_get = True
+                pending.due = now
+                self._push(pending)
 
     def _listing(self, parent: Parent) -> bool:
         if parent.no_list or self._stopping or self._opt.reconcile is ReconcileMode.GET:
@@ -295,18 +341,17 @@ class Reconciler:
         ceiling = min(rates.values()) if rates else math.inf
         self._rate_binds = self._client.stats.throttled > 0 or reached >= 0.7 * ceiling
 
-    async def _reconcile_worker(self, receive: MemoryObjectReceiveStream[Pending | _Sweep]) -> None:
-        async with receive:
-            async for job in _drain(receive):
-                try:
-                    if isinstance(job, _Sweep):
-                        await self._sweep(job)
-                    else:
-                        await self._poll(job)
-                finally:
-                    self._reconciling -= 1
-                    if self._reconciling == 0 or isinstance(job, _Sweep):
-                        self._wake.set()  # the end may be reached, or a parent is free again
+    async def _reconcile_worker(self, jobs: _Handoff[Pending | _Sweep]) -> None:
+        while (job := await jobs.get()) is not None:
+            try:
+                if isinstance(job, _Sweep):
+                    await self._sweep(job)
+                else:
+                    await self._poll(job)
+            finally:
+                self._reconciling -= 1
+                if self._reconciling == 0 or isinstance(job, _Sweep):
+                    self._wake.set()  # the end may be reached, or a parent is free again
 
     async def _poll(self, pending: Pending) -> None:
         if pending.settled:
@@ -354,11 +399,12 @@ class Reconciler:
         parent = sweep.parent
         self.stats.sweeps += 1
         due = {p.name: p for p in sweep.due}
+        self._rewind(parent)
         if not parent.in_pass:
             parent.in_pass, parent.cursor, parent.pass_pages = True, None, 0
             parent.pass_no += 1
         pages = 0
-        failed = complete = False
+        failed = complete = to_gets = False
         tokens_seen: set[str] = set()
         horizon = min(self._clip, max((p.deadline_at for p in parent.members.values()), default=0))
         try:
@@ -379,7 +425,7 @@ class Reconciler:
                 operations = answer.body.get("operations")
                 entries = operations if isinstance(operations, list) else []
                 parent.record_page(now - started, len(entries))
-                ours, on_the_wire = await self._take_page(parent, entries, due)
+                ours, on_the_wire = await self._take_page(parent, entries, due, token)
                 next_token = answer.body.get("nextPageToken")
                 if not isinstance(next_token, str) or not next_token:
                     complete = True
@@ -392,6 +438,7 @@ class Reconciler:
                 if ahead and parent.paused_at != token:
                     # The cancels have not got this far: resume from this page later, once.
                     parent.paused_at = token
+                    parent.pass_pages -= 1  # fetched again then: a pass counts its pages once
                     break
                 parent.cursor = next_token
                 if pages >= self._opt.sweep_page_budget or now >= horizon:
@@ -399,6 +446,9 @@ class Reconciler:
                     break
                 if self._opt.reconcile is ReconcileMode.AUTO and parent.wasteful():
                     failed = True
+                    break
+                if self._tail_by_get(parent):
+                    to_gets = True  # the pass stays where it is
                     break
         finally:
             parent.sweeping = False
@@ -409,22 +459,30 @@ class Reconciler:
             parent.no_list = True
             self.stats.list_disabled.append(parent.name)
         now = self._clock()
+        if to_gets:
+            self._hand_to_gets(parent, now)
         for pending in due.values():  # due and not on the pages walked
             if pending.settled or pending.force_get:  # (_pass_complete queued its GET)
                 continue
-            if parent.no_list:
+            if parent.no_list or to_gets:
                 pending.force_get = True
                 pending.due = now
+                self._push(pending)
             else:  # on a page the paused pass has not reached yet: the pass resumes for it
-                pending.due = now + pending.interval
-            self._push(pending)
+                self._push(pending, at=now + pending.interval)
 
     async def _take_page(
-        self, parent: Parent, entries: list[Any], due: dict[str, Pending]
+        self, parent: Parent, entries: list[Any], due: dict[str, Pending], token: str | None
     ) -> tuple[int, bool]:
         """Settle from one page; returns how many of ours it showed, and whether any of them
-        still has its cancel on the wire."""
+        still has its cancel on the wire.
+
+        A page is a fresh look at every member it shows, due or not: one finished, refused
+        (its cancel was refused: one look is all it needs) or due by now is observed as a GET
+        would be; one still running and not due yet is not looked at again sooner than an
+        interval from now (so no GET, nor another pass, follows a look just taken)."""
         members = parent.members
+        now = self._clock()
         ours = 0
         on_the_wire = False
         for operation in entries:
@@ -433,21 +491,30 @@ class Reconciler:
                 continue
             pending = members.get(name)
             if pending is None:
-                if self._in_cancel.get(name) is _SENT:
-                    on_the_wire = True
-                    ours += 1
+                sent = self._in_cancel.get(name)
+                if sent is not None:  # taken, its cancel not answered yet: it joins later
+                    parent.wire_pages[name] = (parent.pass_no, parent.pass_pages - 1, token)
+                    if sent is _SENT:
+                        on_the_wire = True
+                        ours += 1
                 continue
             ours += 1
             pending.seen_pass = parent.pass_no
             if pending.settled:
                 continue
             listed = Answer(AnswerKind.OK, 200, body=operation)
-            was_due = due.pop(name, None) is not None
+            due.pop(name, None)
             finished = is_done(operation) or malformed(operation) is not None
             parent.record_look(finished)
-            settles = was_due or finished
-            if settles and await self._observe(pending, listed):
-                self.stats.settled_by_list += 1
+            if finished or not pending.accepted or pending.due <= now:
+                if await self._observe(pending, listed):
+                    self.stats.settled_by_list += 1
+                continue
+            pending.last_get = listed  # the latest look: what a stop would settle from
+            later = min(now + pending.interval, pending.deadline_at)
+            if later > pending.due:
+                pending.due = later
+                self._push(pending)
         parent.found += ours
         return ours, on_the_wire
 
@@ -462,6 +529,26 @@ class Reconciler:
                 pending.force_get = True  # not in the listing: ask directly
                 pending.due = now
                 self._push(pending)
+
+    def _rewind(self, parent: Parent) -> None:
+        """Before a new pass: when every operation left was listed by the last complete pass
+        while its cancel was not answered yet, the new pass starts at the earliest of those
+        pages, not at the first page (the pages before it showed nothing that is left)."""
+        if parent.in_pass:
+            return
+        marks = []
+        for pending in parent.members.values():
+            if pending.settled or pending.force_get:
+                continue
+            mark = pending.wire_page
+            if mark is None or mark[0] != parent.pass_no:
+                return
+            marks.append(mark)
+        if not marks:
+            return
+        _, index, token = min(marks, key=lambda mark: mark[1])
+        parent.in_pass, parent.cursor, parent.pass_pages = True, token, index
+        parent.pass_no += 1
 
     async def _settle(self, pending: Pending, verdict: Verdict) -> None:
         pending.settled = True
@@ -480,29 +567,60 @@ class Reconciler:
 
 
 _T = TypeVar("_T")
+
+
+def _stale(entry: tuple[float, int, Pending]) -> bool:
+    """A heap entry that no longer stands for a look: settled, or rescheduled since."""
+    pending = entry[2]
+    return pending.settled or pending.ticket != entry[1]
+
+
 #: seconds the reconciler may wake late so that operations due together go out together
 _COALESCE = 0.01
 
 
-async def _drain(receive: MemoryObjectReceiveStream[_T]) -> AsyncIterator[_T]:
-    """Items as ``async for`` would give them, without a trip through the event loop for each
-    one that is already waiting (anyio's ``receive`` checkpoints even when it need not block).
-    Cancellation still reaches the worker at every await of its own, and when it blocks here."""
-    while True:
-        try:
-            yield receive.receive_nowait()
-        except anyio.WouldBlock:
+class _Handoff(Generic[_T]):
+    """The planner hands each job to an idle worker, waiting while none is idle: a zero-buffer
+    memory stream without anyio's checkpoints and ``WouldBlock`` round trips (a job per
+    operation is the hot path of a GET run). Plain asyncio futures, as the client's slots are:
+    the engine runs on anyio's asyncio backend only, where a cancelled worker's future is
+    cancelled with it and skipped here. A worker cancelled after it was handed a job drops it;
+    that happens only when the whole run is cancelled, and what is unsettled is then settled
+    from the last observation."""
+
+    def __init__(self) -> None:
+        self._idle: deque[asyncio.Future[_T | None]] = deque()
+        self._room: asyncio.Future[None] | None = None  # the planner, waiting for a worker
+        self._closed = False
+
+    async def put(self, job: _T) -> None:
+        while True:
+            idle = self._idle
+            while idle:
+                worker = idle.popleft()
+                if not worker.done():  # else cancelled while it waited
+                    worker.set_result(job)
+                    return
+            self._room = room = asyncio.get_running_loop().create_future()
             try:
-                yield await receive.receive()
-            except anyio.EndOfStream:
-                return
-        except anyio.EndOfStream:
-            return
+                await room
+            finally:
+                self._room = None
 
+    async def get(self) -> _T | None:
+        """The next job; None once the planner has closed the hand-off."""
+        if self._closed:
+            return None
+        worker: asyncio.Future[_T | None] = asyncio.get_running_loop().create_future()
+        self._idle.append(worker)
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
+        return await worker
 
-async def _put(send: MemoryObjectSendStream[_T], item: _T) -> None:
-    """``send.send(item)`` without the checkpoint when a receiver is already waiting."""
-    try:
-        send.send_nowait(item)
-    except anyio.WouldBlock:
-        await send.send(item)
+    def close(self) -> None:
+        self._closed = True
+        for worker in self._idle:
+            if not worker.done():
+                worker.set_result(None)
+        self._idle.clear()
