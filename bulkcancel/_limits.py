@@ -48,9 +48,15 @@ class Grant:
 
     @property
     def stale(self) -> bool:
-        """The key parked after this (non-probe) grant: it must wait its turn again."""
+        """The key parked or cut its rate after this (non-probe) grant, or its pacer was
+        absorbed by its project's: it must wait its turn again, at the rate in force now (a
+        pacer at the ceiling grants freely, and the grants queue for the ceiling)."""
+        pacer = self.pacer
         return not self.probe and (
-            self.pacer.state is PacerState.PARKED or self.pacer.parked_at > self.sent_at
+            pacer.state is PacerState.PARKED
+            or pacer.parked_at > self.sent_at
+            or pacer.cut_at > self.sent_at
+            or pacer.merged_into is not None
         )
 
 
@@ -154,7 +160,7 @@ class RateGovernor:
             if wait <= 0:
                 return Grant(pacer, now, probe)
         async with turn:
-            while True:
+            while pacer.merged_into is None:
                 if self._stopped:
                     return None
                 now = self.now()
@@ -168,6 +174,8 @@ class RateGovernor:
                         await self.nap(deadline - now)
                     return None
                 await self.nap(wait)
+        # The key's pacer was absorbed by its project's while this request waited: queue there.
+        return await self.acquire_key(key, deadline)
 
     async def acquire_ceiling(self) -> bool:
         """One unit of the run's ``--rate``; False when stopped first."""
@@ -191,7 +199,7 @@ class RateGovernor:
     def sent(self, grant: Grant) -> None:
         """The granted request goes on the wire now: its evidence dates from this moment."""
         grant.sent_at = self.now()
-        grant.pacer.sent(grant.sent_at)
+        grant.pacer.current().sent(grant.sent_at)
 
     def release(self, grant: Grant) -> None:
         """A granted request that was never sent (stopped, cancelled): a probe is due again."""
@@ -216,20 +224,27 @@ class RateGovernor:
         key: str | None = None,
     ) -> None:
         """The answer to a granted request, exactly once per attempt."""
-        pacer = grant.pacer
         if throttled and quota is not None and quota.project_wide and key is not None:
-            self._share_project(key, pacer)
+            self._share_project(key, grant.pacer.current())
+        # A grant of a key whose pacer was since absorbed by its project's: the news is about
+        # the shared quota, so the project's pacer hears it (a probe only counts where it was
+        # granted).
+        pacer = grant.pacer.current()
         was_parked = pacer.state is PacerState.PARKED
         pacer.on_answer(
             self.now(),
             throttled=throttled,
             sent_at=grant.sent_at,
-            probe=grant.probe,
+            probe=grant.probe and pacer is grant.pacer,
             hint=hint,
             quota=quota,
         )
+        if grant.probe and pacer is not grant.pacer:
+            grant.pacer.probe_out = False
         if not throttled or (was_parked and pacer.state is PacerState.ACTIVE):
             self._wake_hints(pacer)
+            if pacer is not grant.pacer:
+                self._wake_hints(grant.pacer)
 
     async def hint_wait(self, grant: Grant, seconds: float) -> None:
         """Wait out a server's hint for one request: ``seconds`` (the caller caps it), or until
@@ -259,9 +274,10 @@ class RateGovernor:
         project = "/".join(key.split("/")[:2])
         if not project.startswith("projects/") or self._route.get(key) == project:
             return
+        first = project not in self._pacers
         shared = self.pacer(project)
         if shared is not pacer and key != project:
-            shared.rate = min(shared.rate, pacer.rate)
+            shared.absorb(pacer, self.now(), first=first)
             self._route[key] = project
 
     def rates(self) -> dict[str, float]:

@@ -56,6 +56,7 @@ from bulkcancel._answers import QuotaInfo
 _MIN_RATE = 0.5  # requests/s: a key never stalls completely while active
 _START_SHARE = 0.5  # a new key starts at this share of the ceiling (slow start)
 _MIN_SAMPLES = 16  # fresh answers before any wall decision
+_QUICK_SAMPLES = 4  # ... or this many, none throttled, and half a second
 _CLEAN_SAMPLES = 64  # ... and before an increase (or a second of them)
 _CLEAN_TIME = 0.5
 _CHECK_SAMPLES = 32  # fresh answers after a cut before judging it
@@ -112,6 +113,8 @@ class KeyPacer:
     #: the next additive probe above the measured quota, as a share of the rate
     step: float = _PROBE_STEP
     walls: int = 0
+    #: when the rate was last cut: requests granted before it and not yet sent ask again
+    cut_at: float = -math.inf
     # parking
     parked_at: float = 0.0
     probe_at: float = 0.0
@@ -122,6 +125,10 @@ class KeyPacer:
     resumes: list[float] = field(default_factory=list)
     #: learned length of a fixed quota window, once walls repeat
     period: float | None = None
+    #: the pacer that took over this one's key (one quota shared by several keys)
+    merged_into: KeyPacer | None = None
+    #: when this pacer first sent a request (None: never)
+    born: float | None = None
     sends: deque[float] = field(default_factory=deque)
     accepts: deque[float] = field(default_factory=deque)
 
@@ -154,6 +161,8 @@ class KeyPacer:
 
     def sent(self, now: float) -> None:
         """A granted request goes on the wire now (after its slot and the run's ceiling)."""
+        if self.born is None:
+            self.born = now
         self.sends.append(now)
         _trim(self.sends, now)
 
@@ -196,6 +205,12 @@ class KeyPacer:
             self._park(now, hint)
             return
         if n < _MIN_SAMPLES:
+            # A slow key (after a park, or a small share of a quota) would wait many seconds
+            # for 16 answers: a few answers with no throttle at all and some time suffice to
+            # grow, so recovery takes about the same time at any rate.
+            if t == 0 and n >= _QUICK_SAMPLES and now - self.decided_at >= _CLEAN_TIME:
+                if self.checking is None:
+                    self._grow(now)
             return
         if self.checking is not None:
             if n < _CHECK_SAMPLES:
@@ -230,6 +245,7 @@ class KeyPacer:
         self.step = _PROBE_STEP
         target = min(accepted * _MEASURED_SHARE, self.limit * _LIMIT_SHARE)
         self.rate = max(_MIN_RATE, min(self.rate, target))
+        self.cut_at = now
         self._new_epoch(now)
 
     def _grow(self, now: float) -> None:
@@ -252,6 +268,41 @@ class KeyPacer:
         self.rate = max(self.rate, min(self.ceiling, probe, max(2 * sent, _MIN_RATE)))
         self._new_epoch(now)
 
+    def accepted_rate(self, now: float) -> float:
+        """Requests per second accepted lately: over the last second, or over the time since
+        this pacer's first send when that is shorter (a pacer that just took over a key)."""
+        _trim(self.accepts, now)
+        seen = now - self.born if self.born is not None else 0.0
+        return len(self.accepts) / max(min(_HISTORY, seen), 0.1)
+
+    def current(self) -> KeyPacer:
+        """The pacer now in charge of this one's key: itself, or the one that absorbed it."""
+        pacer = self
+        while pacer.merged_into is not None:
+            pacer = pacer.merged_into
+        return pacer
+
+    def absorb(self, other: KeyPacer, now: float, *, first: bool) -> None:
+        """Take over the pacing of ``other``'s key (one quota shared by several keys): its
+        history and what it learned join this pacer's; the rate is the higher of the two
+        (``first``: this pacer has paced nothing yet, so ``other``'s), never above a known
+        limit."""
+        self.sends = deque(sorted([*self.sends, *other.sends]))
+        self.accepts = deque(sorted([*self.accepts, *other.accepts]))
+        _trim(self.sends, now)
+        _trim(self.accepts, now)
+        if other.born is not None:
+            self.born = other.born if self.born is None else min(self.born, other.born)
+        self.limit = min(self.limit, other.limit)
+        self.noise = max(self.noise, other.noise)
+        # Not the sum: keys that each ramped up alone have just overrun the quota together.
+        rate = other.rate if first else max(self.rate, other.rate)
+        if other.estimate < math.inf:
+            self.estimate = other.estimate if first else self.estimate + other.estimate
+            self.walls = max(self.walls, other.walls)
+        self.rate = max(_MIN_RATE, min(self.ceiling, rate, self.limit * _LIMIT_SHARE))
+        other.merged_into = self
+
     def _fresh_rate(self) -> float:
         """Requests per second the fresh evidence was sent at."""
         span = self.fresh_last_sent - self.fresh_first_sent
@@ -267,10 +318,12 @@ class KeyPacer:
     # -- parking -----------------------------------------------------------------------------
 
     def _park(self, now: float, hint: float | None) -> None:
-        _trim(self.accepts, now)
         # The rate that worked: what was accepted in the second before the wall (for a fixed
-        # window that is the full pace; for a spent minute's burst, the refill rate).
-        self.resume_rate = max(_MIN_RATE, min(self.ceiling, len(self.accepts) / _HISTORY))
+        # window that is the full pace; for a spent minute's burst, the refill rate), over the
+        # part of that second this pacer saw; a per-minute value from ErrorInfo says it exactly.
+        self.resume_rate = max(_MIN_RATE, min(self.ceiling, self.accepted_rate(now)))
+        if self.limit < math.inf:
+            self.resume_rate = self.limit * _LIMIT_SHARE
         self.state = PacerState.PARKED
         self.parked_at = now
         self.last_failed_probe = now
