@@ -11,6 +11,17 @@ Two layers, because they answer different questions:
   the key's requests are paced by one shared pacer for the project from then on. A request waits
   for its key's turn in a FIFO queue of that key *before* it takes an in-flight slot, so a
   throttled region never holds a slot a free region could use.
+* Without ErrorInfo, a shared quota shows as walls that coincide: two keys of one project meet
+  walls within a second of each other, at least one of them without having grown since its last
+  cut (its own sending did not cause it; keys growing in lockstep into quotas of their own meet
+  walls together too, but each provoked its own), twice. Then every key of the project that met
+  a wall is merged into the project's pacer, on trial: one quota refuses all keys alike, so when
+  one key is refused like a wall (40%+) and another hardly at all, the keys are split again,
+  each at its share of the traffic, and that project is never merged on walls again.
+* A merge hands the key's pacer over whole: the project's pacer takes its history of sends and
+  accepts and what it learned (limit, estimate), requests queued at the key's pacer move to the
+  project's queue, and answers to requests the key's pacer granted inform the project's pacer,
+  so the shared pacer neither starts blind nor paces on half the news.
 
 The adaptive pacer of one key, and how it tells a quota wall from background noise, is
 :class:`bulkcancel._pacer.KeyPacer` (its module docstring says what was borrowed from AWS's
@@ -34,6 +45,10 @@ from bulkcancel._answers import QuotaInfo
 from bulkcancel._pacer import KeyPacer, PacerState
 
 __all__ = ["Grant", "KeyExhaustedError", "RateGovernor", "Sleep"]
+
+_COINCIDE = 1.0  # seconds: two keys' wall onsets this close are one event
+_COINCIDENCES = 2  # ... and this many such events (one unprovoked) merge the keys into one pacer
+_TRIAL_SAMPLES = 32  # answers per key before a merge on coinciding walls is judged
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -93,6 +108,14 @@ class RateGovernor:
         self._sleep = sleep
         self._pacers: dict[str, KeyPacer] = {}
         self._route: dict[str, str] = {}  # key -> the key whose pacer paces it (shared quota)
+        #: key -> when its own pacer last met a wall, and whether its own growth provoked it
+        self._onsets: dict[str, tuple[float, bool]] = {}
+        self._coincided: dict[str, tuple[int, float]] = {}  # project -> (events, last one)
+        self._merged_at: dict[str, float] = {}  # project -> when merged on coinciding walls
+        self._separate: set[str] = set()  # projects whose keys' quotas proved separate
+        #: project -> key -> [answers, throttled] since a merge on coinciding walls, until the
+        #: merge is confirmed or undone
+        self._trial: dict[str, dict[str, list[int]]] = {}
         self._turns: dict[int, asyncio.Lock] = {}  # per pacer: one waiter at a time, FIFO
         self._naps: set[asyncio.Future[None]] = set()
         self._hint_waits: dict[int, set[asyncio.Future[None]]] = {}
@@ -231,6 +254,7 @@ class RateGovernor:
         # granted).
         pacer = grant.pacer.current()
         was_parked = pacer.state is PacerState.PARKED
+        onset, provoked = max(pacer.cut_at, pacer.parked_at), pacer.grew
         pacer.on_answer(
             self.now(),
             throttled=throttled,
@@ -241,6 +265,16 @@ class RateGovernor:
         )
         if grant.probe and pacer is not grant.pacer:
             grant.pacer.probe_out = False
+        if key is not None:
+            if max(pacer.cut_at, pacer.parked_at) > onset and self._route.get(key) is None:
+                if _project_of(key) in self._merged_at:
+                    self._join(key)  # its project's keys were found to share one quota
+                    return
+                self._wall_onset(key, self.now(), provoked=provoked)
+            elif key in self._trial.get(_project_of(key), {}) and (
+                grant.sent_at >= self._merged_at.get(_project_of(key), math.inf)
+            ):
+                self._judge_trial(key, throttled)
         if not throttled or (was_parked and pacer.state is PacerState.ACTIVE):
             self._wake_hints(pacer)
             if pacer is not grant.pacer:
@@ -270,8 +304,9 @@ class RateGovernor:
             _settle(fut)
 
     def _share_project(self, key: str, pacer: KeyPacer) -> None:
-        """ErrorInfo says the quota is project-wide: pace this key with its project's pacer."""
-        project = "/".join(key.split("/")[:2])
+        """The quota is project-wide (ErrorInfo says so, or the walls coincide): pace this key
+        with its project's pacer from now on."""
+        project = _project_of(key)
         if not project.startswith("projects/") or self._route.get(key) == project:
             return
         first = project not in self._pacers
@@ -279,10 +314,96 @@ class RateGovernor:
         if shared is not pacer and key != project:
             shared.absorb(pacer, self.now(), first=first)
             self._route[key] = project
+        self._trial.pop(project, None)  # told: no trial needed
+
+    def _wall_onset(self, key: str, now: float, *, provoked: bool) -> None:
+        """``key``'s own pacer just met a wall. When another key of its project met one at
+        about the same time, one of them without having grown since its last cut (so its own
+        sending did not cause it), and that happened before, the keys share one quota: they
+        are merged into the project's pacer on trial (:meth:`_judge_trial`). Keys that grow in
+        lockstep into separate quotas meet walls together too, but each provoked its own."""
+        project = _project_of(key)
+        if key == project or project in self._separate or not project.startswith("projects/"):
+            return
+        self._onsets[key] = (now, provoked)
+        others = [
+            other
+            for other, (when, _) in self._onsets.items()
+            if other != key
+            and _project_of(other) == project
+            and self._route.get(other) is None
+            and now - when <= _COINCIDE
+        ]
+        if not others or all(self._onsets[k][1] for k in (key, *others)):
+            return
+        events, last = self._coincided.get(project, (0, -math.inf))
+        if now - last > _COINCIDE:  # several keys meeting one wall are one event
+            events += 1
+        self._coincided[project] = (events, now)
+        if events < _COINCIDENCES:
+            return
+        self._trial[project] = {}
+        self._merged_at[project] = now
+        # Every key of the project that met a wall joins, not only the two that coincided.
+        for member in [k for k in self._onsets if _project_of(k) == project]:
+            self._join(member)
+
+    def _join(self, key: str) -> None:
+        """Pace ``key`` with its project's pacer, on trial while the merge is judged."""
+        project = _project_of(key)
+        trial = self._trial.get(project)
+        self._share_project(key, self.pacer(key))
+        if trial is not None:
+            self._trial[project] = trial
+            trial.setdefault(key, [0, 0])
+
+    def _judge_trial(self, key: str, throttled: bool) -> None:
+        """Keys merged on coinciding walls: a shared quota refuses every key alike; separate
+        quotas refuse the key over its own limit and spare the other. Undo the merge (for
+        good) when the keys' throttle shares differ clearly, confirm it when they agree."""
+        project = _project_of(key)
+        trial = self._trial[project]
+        counts = trial.setdefault(key, [0, 0])
+        counts[0] += 1
+        counts[1] += throttled
+        if len(trial) < 2 or min(n for n, _ in trial.values()) < _TRIAL_SAMPLES:
+            return
+        shares = sorted((t / n, n) for n, t in trial.values())
+        (low, n_low), (high, n_high) = shares[0], shares[-1]
+        pooled = max(0.01, sum(t for _, t in trial.values()) / sum(n for n, _ in trial.values()))
+        spread = math.sqrt(pooled * (1 - pooled) * (1 / n_low + 1 / n_high))
+        # Only a key refused like a wall (40%+) beside one hardly refused says "separate":
+        # the keys of one shared quota see unequal shares too, from timing alone.
+        if high - low > 0.03 + 2.5 * spread and high >= 0.4 and high > 4 * low:
+            self._split(project)
+        elif min(n for n, _ in trial.values()) >= 4 * _TRIAL_SAMPLES:
+            del self._trial[project]  # one quota: keep the project's pacer
+
+    def _split(self, project: str) -> None:
+        """The merged keys have separate quotas: each gets its own pacer again, at its share
+        of the project pacer's traffic, and this project is never merged on walls again."""
+        trial = self._trial.pop(project)
+        self._separate.add(project)
+        shared = self._pacers[project]
+        total = sum(n for n, _ in trial.values())
+        for key, (answers, _) in trial.items():
+            if self._route.get(key) != project:
+                continue
+            del self._route[key]
+            self._pacers[key] = KeyPacer(
+                self.ceiling,
+                rate=max(shared.rate * answers / total, 1.0),
+                throttle_budget=self.throttle_budget,
+                hint_cap=self.hint_cap,
+            )
 
     def rates(self) -> dict[str, float]:
         """Current rate per quota key, for the report."""
         return {key: round(p.rate, 3) for key, p in self._pacers.items()}
+
+
+def _project_of(key: str) -> str:
+    return "/".join(key.split("/")[:2])
 
 
 def _settle(fut: asyncio.Future[None]) -> None:
