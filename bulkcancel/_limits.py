@@ -12,16 +12,19 @@ Two layers, because they answer different questions:
   for its key's turn in a FIFO queue of that key *before* it takes an in-flight slot, so a
   throttled region never holds a slot a free region could use.
 * Without ErrorInfo, a shared quota shows as walls that coincide: two keys of one project meet
-  walls within a second of each other, at least one of them without having grown since its last
-  cut (its own sending did not cause it; keys growing in lockstep into quotas of their own meet
-  walls together too, but each provoked its own), twice. Then every key of the project that met
-  a wall is merged into the project's pacer, on trial: one quota refuses all keys alike, so when
-  one key is refused like a wall (40%+) and another hardly at all, the keys are split again,
-  each at its share of the traffic, and that project is never merged on walls again.
+  walls within a second of each other, twice (the walls that end slow start do not count: all
+  keys start together). Then every key of the project that met a wall is merged into the
+  project's pacer, on trial. One quota refuses all keys alike and accepts as much merged as
+  apart; separate quotas that merely grew in lockstep do neither (one key is refused like a wall
+  while another is spared, or the merged keys accept under 70% of what they did apart). Then the
+  keys are split again, each at the rate it had apart, and that project is never merged on walls
+  again. Independent pacers on one quota would split it by where they started (their increases
+  are multiplicative, so AIMD's fairness does not hold) and starve one key; the merged pacer
+  serves the keys' waiters in one FIFO, so each key gets the quota in proportion to its backlog.
 * A merge hands the key's pacer over whole: the project's pacer takes its history of sends and
-  accepts and what it learned (limit, estimate), requests queued at the key's pacer move to the
-  project's queue, and answers to requests the key's pacer granted inform the project's pacer,
-  so the shared pacer neither starts blind nor paces on half the news.
+  accepts and what it learned (limit, estimate), requests queued at the key's pacer are woken
+  and move to the project's queue, and answers to requests the key's pacer granted inform the
+  project's pacer, so the shared pacer neither starts blind nor paces on half the news.
 
 The adaptive pacer of one key, and how it tells a quota wall from background noise, is
 :class:`bulkcancel._pacer.KeyPacer` (its module docstring says what was borrowed from AWS's
@@ -47,8 +50,9 @@ from bulkcancel._pacer import KeyPacer, PacerState
 __all__ = ["Grant", "KeyExhaustedError", "RateGovernor", "Sleep"]
 
 _COINCIDE = 1.0  # seconds: two keys' wall onsets this close are one event
-_COINCIDENCES = 2  # ... and this many such events (one unprovoked) merge the keys into one pacer
+_COINCIDENCES = 2  # ... and this many such events merge the keys into one project pacer
 _TRIAL_SAMPLES = 32  # answers per key before a merge on coinciding walls is judged
+_TRIAL_WORSE = 0.7  # a merge that accepts less than this share of what the keys did apart
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -108,10 +112,11 @@ class RateGovernor:
         self._sleep = sleep
         self._pacers: dict[str, KeyPacer] = {}
         self._route: dict[str, str] = {}  # key -> the key whose pacer paces it (shared quota)
-        #: key -> when its own pacer last met a wall, and whether its own growth provoked it
+        #: key -> when its own pacer last met a wall, and whether that ended its slow start
         self._onsets: dict[str, tuple[float, bool]] = {}
         self._coincided: dict[str, tuple[int, float]] = {}  # project -> (events, last one)
         self._merged_at: dict[str, float] = {}  # project -> when merged on coinciding walls
+        self._before_merge: dict[str, dict[str, float]] = {}  # project -> key -> accepts/s
         self._separate: set[str] = set()  # projects whose keys' quotas proved separate
         #: project -> key -> [answers, throttled] since a merge on coinciding walls, until the
         #: merge is confirmed or undone
@@ -119,6 +124,7 @@ class RateGovernor:
         self._turns: dict[int, asyncio.Lock] = {}  # per pacer: one waiter at a time, FIFO
         self._naps: set[asyncio.Future[None]] = set()
         self._hint_waits: dict[int, set[asyncio.Future[None]]] = {}
+        self._turn_naps: dict[int, set[asyncio.Future[None]]] = {}
         self._stopped = False
 
     def now(self) -> float:
@@ -196,9 +202,28 @@ class RateGovernor:
                     if deadline > now:
                         await self.nap(deadline - now)
                     return None
-                await self.nap(wait)
+                await self._turn_nap(pacer, wait)
         # The key's pacer was absorbed by its project's while this request waited: queue there.
         return await self.acquire_key(key, deadline)
+
+    async def _turn_nap(self, pacer: KeyPacer, seconds: float) -> None:
+        """A nap until ``pacer``'s next turn, cut short by a stop or by a merge of the pacer
+        into its project's (its waiters then queue there at once)."""
+        if self._sleep is not None:
+            await self._sleep(seconds)
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        handle = loop.call_later(seconds, _settle, fut)
+        waits = self._turn_naps.setdefault(id(pacer), set())
+        self._naps.add(fut)
+        waits.add(fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            self._naps.discard(fut)
+            waits.discard(fut)
 
     async def acquire_ceiling(self) -> bool:
         """One unit of the run's ``--rate``; False when stopped first."""
@@ -254,7 +279,9 @@ class RateGovernor:
         # granted).
         pacer = grant.pacer.current()
         was_parked = pacer.state is PacerState.PARKED
-        onset, provoked = max(pacer.cut_at, pacer.parked_at), pacer.grew
+        onset = max(pacer.cut_at, pacer.parked_at)
+        # Never cut nor parked yet: a wall now ends the key's slow start.
+        slow_start = pacer.cut_at == -math.inf and pacer.parked_at == 0.0
         pacer.on_answer(
             self.now(),
             throttled=throttled,
@@ -270,7 +297,7 @@ class RateGovernor:
                 if _project_of(key) in self._merged_at:
                     self._join(key)  # its project's keys were found to share one quota
                     return
-                self._wall_onset(key, self.now(), provoked=provoked)
+                self._wall_onset(key, self.now(), slow_start=slow_start)
             elif key in self._trial.get(_project_of(key), {}) and (
                 grant.sent_at >= self._merged_at.get(_project_of(key), math.inf)
             ):
@@ -314,18 +341,20 @@ class RateGovernor:
         if shared is not pacer and key != project:
             shared.absorb(pacer, self.now(), first=first)
             self._route[key] = project
+            for fut in self._turn_naps.get(id(pacer), ()):
+                _settle(fut)
         self._trial.pop(project, None)  # told: no trial needed
 
-    def _wall_onset(self, key: str, now: float, *, provoked: bool) -> None:
+    def _wall_onset(self, key: str, now: float, *, slow_start: bool) -> None:
         """``key``'s own pacer just met a wall. When another key of its project met one at
-        about the same time, one of them without having grown since its last cut (so its own
-        sending did not cause it), and that happened before, the keys share one quota: they
-        are merged into the project's pacer on trial (:meth:`_judge_trial`). Keys that grow in
-        lockstep into separate quotas meet walls together too, but each provoked its own."""
+        about the same time, and that happened before, the keys probably share one quota: they
+        are merged into the project's pacer on trial (:meth:`_judge_trial`). The walls that end
+        slow start do not count: every key of a run starts at once and meets its first wall
+        at about the same time, whatever its quota."""
         project = _project_of(key)
         if key == project or project in self._separate or not project.startswith("projects/"):
             return
-        self._onsets[key] = (now, provoked)
+        self._onsets[key] = (now, slow_start)
         others = [
             other
             for other, (when, _) in self._onsets.items()
@@ -344,8 +373,10 @@ class RateGovernor:
             return
         self._trial[project] = {}
         self._merged_at[project] = now
+        members = [k for k in self._onsets if _project_of(k) == project]
+        self._before_merge[project] = {k: self.pacer(k).accepted_rate(now) for k in members}
         # Every key of the project that met a wall joins, not only the two that coincided.
-        for member in [k for k in self._onsets if _project_of(k) == project]:
+        for member in members:
             self._join(member)
 
     def _join(self, key: str) -> None:
@@ -358,9 +389,12 @@ class RateGovernor:
             trial.setdefault(key, [0, 0])
 
     def _judge_trial(self, key: str, throttled: bool) -> None:
-        """Keys merged on coinciding walls: a shared quota refuses every key alike; separate
-        quotas refuse the key over its own limit and spare the other. Undo the merge (for
-        good) when the keys' throttle shares differ clearly, confirm it when they agree."""
+        """Keys merged on coinciding walls: a shared quota refuses every key alike and
+        accepts as much merged as apart; separate quotas refuse the key over its own limit and
+        spare the other, and one pacer for both accepts less (it cannot hold each key just
+        under its own quota). Undo the merge (for good) when the keys' throttle shares differ
+        clearly or the merged keys, refused, accept under 70% of what they did apart; confirm
+        it after 128 answers per key otherwise."""
         project = _project_of(key)
         trial = self._trial[project]
         counts = trial.setdefault(key, [0, 0])
@@ -374,7 +408,12 @@ class RateGovernor:
         spread = math.sqrt(pooled * (1 - pooled) * (1 / n_low + 1 / n_high))
         # Only a key refused like a wall (40%+) beside one hardly refused says "separate":
         # the keys of one shared quota see unequal shares too, from timing alone.
+        accepted = self._pacers[project].accepted_rate(self.now())
         if high - low > 0.03 + 2.5 * spread and high >= 0.4 and high > 4 * low:
+            self._split(project)
+        elif pooled > 0.02 and accepted < _TRIAL_WORSE * sum(self._before_merge[project].values()):
+            # Refused as one, yet accepted far less than the keys did apart: their quotas are
+            # separate (one pacer cannot keep each key just under its own).
             self._split(project)
         elif min(n for n, _ in trial.values()) >= 4 * _TRIAL_SAMPLES:
             del self._trial[project]  # one quota: keep the project's pacer
@@ -385,14 +424,17 @@ class RateGovernor:
         trial = self._trial.pop(project)
         self._separate.add(project)
         shared = self._pacers[project]
-        total = sum(n for n, _ in trial.values())
-        for key, (answers, _) in trial.items():
+        apart = self._before_merge.get(project, {})
+        for key in trial:
             if self._route.get(key) != project:
                 continue
             del self._route[key]
+            # What the key had apart, or an even share of the project's rate (a key that
+            # joined later).
+            rate = apart.get(key, 0.0) * 0.95 or shared.rate / len(trial)
             self._pacers[key] = KeyPacer(
                 self.ceiling,
-                rate=max(shared.rate * answers / total, 1.0),
+                rate=max(rate, 1.0),
                 throttle_budget=self.throttle_budget,
                 hint_cap=self.hint_cap,
             )

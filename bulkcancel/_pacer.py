@@ -49,11 +49,9 @@ How a pacer tells a wall from noise, and what it borrowed:
   limit) gives the quota at once: the rate is held at 98% of it.
 
 Keys of one project that share a quota are merged into one pacer (:meth:`KeyPacer.absorb`; the
-governor in ``_limits`` decides when). Known limits: before such a merge, two pacers on one
-quota split it in proportion to where they started (the increase is multiplicative, so AIMD's
-fairness does not apply) and the smaller one can starve; a key whose quota is 10/s or less with
-a burst of 1 drains at ~1.5x its floor (a cut measured on few answers lands low); background
-and a wall together can hide a small overshoot.
+governor in ``_limits`` decides when). Known limits: a key whose quota is 10/s or less with a
+burst of 1 drains at ~1.5x its floor (a cut measured on few answers lands low); background and a
+wall together can hide a small overshoot.
 """
 
 from __future__ import annotations
