@@ -26,10 +26,11 @@ How a pacer tells a wall from noise, and what it borrowed:
   accepted rate stays put and the share jumps, a background share stays the same, and the run
   loses no time at a cut rate. A background share costs one short test, not a spiral.
 * **Growth after AWS's adaptive retry** (CUBIC after a throttle, capped at twice the measured send
-  rate): slow start doubles until the first wall; after it, a clean decision returns to 95% of the
-  measured quota at once and then probes by 5%, doubling the step per clean decision only once
-  the rate is clean at 1.1x the old measurement (CUBIC's plateau, then its convex phase); the rate
-  never grows past twice what the key actually sent lately, so an idle key does not bank a burst.
+  rate): slow start doubles per clean decision (every 16 answers) until the first wall; after
+  it, a clean decision returns to 95% of the measured quota at once and then probes by 5%,
+  doubling the step per clean decision only once the rate is clean at 1.1x the old measurement
+  (CUBIC's plateau, then its convex phase); the rate never grows past twice what the key
+  actually sent lately, so an idle key does not bank a burst.
   We did not take CUBIC's cubic curve: a measured quota is a better target than a fitted one.
 * **Parking.** When nearly everything is refused (90% of at least 8 fresh answers: a spent
   per-minute window, a minute's burst used up), the key parks: nothing is sent but one probe at a
