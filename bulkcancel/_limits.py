@@ -11,6 +11,20 @@ Two layers, because they answer different questions:
   the key's requests are paced by one shared pacer for the project from then on. A request waits
   for its key's turn in a FIFO queue of that key *before* it takes an in-flight slot, so a
   throttled region never holds a slot a free region could use.
+* Without ErrorInfo, a shared quota shows as walls that coincide: two keys of one project meet
+  walls within a second of each other, twice (the walls that end slow start do not count: all
+  keys start together). Then every key of the project that met a wall is merged into the
+  project's pacer, on trial. One quota refuses all keys alike and accepts as much merged as
+  apart; separate quotas that merely grew in lockstep do neither (one key is refused like a wall
+  while another is spared, or the merged keys accept under 70% of what they did apart). Then the
+  keys are split again, each at the rate it had apart, and that project is never merged on walls
+  again. Independent pacers on one quota would split it by where they started (their increases
+  are multiplicative, so AIMD's fairness does not hold) and starve one key; the merged pacer
+  serves the keys' waiters in one FIFO, so each key gets the quota in proportion to its backlog.
+* A merge hands the key's pacer over whole: the project's pacer takes its history of sends and
+  accepts and what it learned (limit, estimate), requests queued at the key's pacer are woken
+  and move to the project's queue, and answers to requests the key's pacer granted inform the
+  project's pacer, so the shared pacer neither starts blind nor paces on half the news.
 
 The adaptive pacer of one key, and how it tells a quota wall from background noise, is
 :class:`bulkcancel._pacer.KeyPacer` (its module docstring says what was borrowed from AWS's
@@ -35,6 +49,11 @@ from bulkcancel._pacer import KeyPacer, PacerState
 
 __all__ = ["Grant", "KeyExhaustedError", "RateGovernor", "Sleep"]
 
+_COINCIDE = 1.0  # seconds: two keys' wall onsets this close are one event
+_COINCIDENCES = 2  # ... and this many such events merge the keys into one project pacer
+_TRIAL_SAMPLES = 32  # answers per key before a merge on coinciding walls is judged
+_TRIAL_WORSE = 0.7  # a merge that accepts less than this share of what the keys did apart
+
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -48,9 +67,15 @@ class Grant:
 
     @property
     def stale(self) -> bool:
-        """The key parked after this (non-probe) grant: it must wait its turn again."""
+        """The key parked or cut its rate after this (non-probe) grant, or its pacer was
+        absorbed by its project's: it must wait its turn again, at the rate in force now (a
+        pacer at the ceiling grants freely, and the grants queue for the ceiling)."""
+        pacer = self.pacer
         return not self.probe and (
-            self.pacer.state is PacerState.PARKED or self.pacer.parked_at > self.sent_at
+            pacer.state is PacerState.PARKED
+            or pacer.parked_at > self.sent_at
+            or pacer.cut_at > self.sent_at
+            or pacer.merged_into is not None
         )
 
 
@@ -87,9 +112,19 @@ class RateGovernor:
         self._sleep = sleep
         self._pacers: dict[str, KeyPacer] = {}
         self._route: dict[str, str] = {}  # key -> the key whose pacer paces it (shared quota)
+        #: key -> when its own pacer last met a wall, and whether that ended its slow start
+        self._onsets: dict[str, tuple[float, bool]] = {}
+        self._coincided: dict[str, tuple[int, float]] = {}  # project -> (events, last one)
+        self._merged_at: dict[str, float] = {}  # project -> when merged on coinciding walls
+        self._before_merge: dict[str, dict[str, float]] = {}  # project -> key -> accepts/s
+        self._separate: set[str] = set()  # projects whose keys' quotas proved separate
+        #: project -> key -> [answers, throttled] since a merge on coinciding walls, until the
+        #: merge is confirmed or undone
+        self._trial: dict[str, dict[str, list[int]]] = {}
         self._turns: dict[int, asyncio.Lock] = {}  # per pacer: one waiter at a time, FIFO
         self._naps: set[asyncio.Future[None]] = set()
         self._hint_waits: dict[int, set[asyncio.Future[None]]] = {}
+        self._turn_naps: dict[int, set[asyncio.Future[None]]] = {}
         self._stopped = False
 
     def now(self) -> float:
@@ -154,7 +189,7 @@ class RateGovernor:
             if wait <= 0:
                 return Grant(pacer, now, probe)
         async with turn:
-            while True:
+            while pacer.merged_into is None:
                 if self._stopped:
                     return None
                 now = self.now()
@@ -167,7 +202,28 @@ class RateGovernor:
                     if deadline > now:
                         await self.nap(deadline - now)
                     return None
-                await self.nap(wait)
+                await self._turn_nap(pacer, wait)
+        # The key's pacer was absorbed by its project's while this request waited: queue there.
+        return await self.acquire_key(key, deadline)
+
+    async def _turn_nap(self, pacer: KeyPacer, seconds: float) -> None:
+        """A nap until ``pacer``'s next turn, cut short by a stop or by a merge of the pacer
+        into its project's (its waiters then queue there at once)."""
+        if self._sleep is not None:
+            await self._sleep(seconds)
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        handle = loop.call_later(seconds, _settle, fut)
+        waits = self._turn_naps.setdefault(id(pacer), set())
+        self._naps.add(fut)
+        waits.add(fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            self._naps.discard(fut)
+            waits.discard(fut)
 
     async def acquire_ceiling(self) -> bool:
         """One unit of the run's ``--rate``; False when stopped first."""
@@ -191,7 +247,7 @@ class RateGovernor:
     def sent(self, grant: Grant) -> None:
         """The granted request goes on the wire now: its evidence dates from this moment."""
         grant.sent_at = self.now()
-        grant.pacer.sent(grant.sent_at)
+        grant.pacer.current().sent(grant.sent_at)
 
     def release(self, grant: Grant) -> None:
         """A granted request that was never sent (stopped, cancelled): a probe is due again."""
@@ -216,20 +272,40 @@ class RateGovernor:
         key: str | None = None,
     ) -> None:
         """The answer to a granted request, exactly once per attempt."""
-        pacer = grant.pacer
         if throttled and quota is not None and quota.project_wide and key is not None:
-            self._share_project(key, pacer)
+            self._share_project(key, grant.pacer.current())
+        # A grant of a key whose pacer was since absorbed by its project's: the news is about
+        # the shared quota, so the project's pacer hears it (a probe only counts where it was
+        # granted).
+        pacer = grant.pacer.current()
         was_parked = pacer.state is PacerState.PARKED
+        onset = max(pacer.cut_at, pacer.parked_at)
+        # Never cut nor parked yet: a wall now ends the key's slow start.
+        slow_start = pacer.cut_at == -math.inf and pacer.parked_at == 0.0
         pacer.on_answer(
             self.now(),
             throttled=throttled,
             sent_at=grant.sent_at,
-            probe=grant.probe,
+            probe=grant.probe and pacer is grant.pacer,
             hint=hint,
             quota=quota,
         )
+        if grant.probe and pacer is not grant.pacer:
+            grant.pacer.probe_out = False
+        if key is not None:
+            if max(pacer.cut_at, pacer.parked_at) > onset and self._route.get(key) is None:
+                if _project_of(key) in self._merged_at:
+                    self._join(key)  # its project's keys were found to share one quota
+                    return
+                self._wall_onset(key, self.now(), slow_start=slow_start)
+            elif key in self._trial.get(_project_of(key), {}) and (
+                grant.sent_at >= self._merged_at.get(_project_of(key), math.inf)
+            ):
+                self._judge_trial(key, throttled)
         if not throttled or (was_parked and pacer.state is PacerState.ACTIVE):
             self._wake_hints(pacer)
+            if pacer is not grant.pacer:
+                self._wake_hints(grant.pacer)
 
     async def hint_wait(self, grant: Grant, seconds: float) -> None:
         """Wait out a server's hint for one request: ``seconds`` (the caller caps it), or until
@@ -255,18 +331,121 @@ class RateGovernor:
             _settle(fut)
 
     def _share_project(self, key: str, pacer: KeyPacer) -> None:
-        """ErrorInfo says the quota is project-wide: pace this key with its project's pacer."""
-        project = "/".join(key.split("/")[:2])
+        """The quota is project-wide (ErrorInfo says so, or the walls coincide): pace this key
+        with its project's pacer from now on."""
+        project = _project_of(key)
         if not project.startswith("projects/") or self._route.get(key) == project:
             return
+        first = project not in self._pacers
         shared = self.pacer(project)
         if shared is not pacer and key != project:
-            shared.rate = min(shared.rate, pacer.rate)
+            shared.absorb(pacer, self.now(), first=first)
             self._route[key] = project
+            for fut in self._turn_naps.get(id(pacer), ()):
+                _settle(fut)
+        self._trial.pop(project, None)  # told: no trial needed
+
+    def _wall_onset(self, key: str, now: float, *, slow_start: bool) -> None:
+        """``key``'s own pacer just met a wall. When another key of its project met one at
+        about the same time, and that happened before, the keys probably share one quota: they
+        are merged into the project's pacer on trial (:meth:`_judge_trial`). The walls that end
+        slow start do not count: every key of a run starts at once and meets its first wall
+        at about the same time, whatever its quota."""
+        project = _project_of(key)
+        if key == project or project in self._separate or not project.startswith("projects/"):
+            return
+        self._onsets[key] = (now, slow_start)
+        others = [
+            other
+            for other, (when, _) in self._onsets.items()
+            if other != key
+            and _project_of(other) == project
+            and self._route.get(other) is None
+            and now - when <= _COINCIDE
+        ]
+        if not others or all(self._onsets[k][1] for k in (key, *others)):
+            return
+        events, last = self._coincided.get(project, (0, -math.inf))
+        if now - last > _COINCIDE:  # several keys meeting one wall are one event
+            events += 1
+        self._coincided[project] = (events, now)
+        if events < _COINCIDENCES:
+            return
+        self._trial[project] = {}
+        self._merged_at[project] = now
+        members = [k for k in self._onsets if _project_of(k) == project]
+        self._before_merge[project] = {k: self.pacer(k).accepted_rate(now) for k in members}
+        # Every key of the project that met a wall joins, not only the two that coincided.
+        for member in members:
+            self._join(member)
+
+    def _join(self, key: str) -> None:
+        """Pace ``key`` with its project's pacer, on trial while the merge is judged."""
+        project = _project_of(key)
+        trial = self._trial.get(project)
+        self._share_project(key, self.pacer(key))
+        if trial is not None:
+            self._trial[project] = trial
+            trial.setdefault(key, [0, 0])
+
+    def _judge_trial(self, key: str, throttled: bool) -> None:
+        """Keys merged on coinciding walls: a shared quota refuses every key alike and
+        accepts as much merged as apart; separate quotas refuse the key over its own limit and
+        spare the other, and one pacer for both accepts less (it cannot hold each key just
+        under its own quota). Undo the merge (for good) when the keys' throttle shares differ
+        clearly or the merged keys, refused, accept under 70% of what they did apart; confirm
+        it after 128 answers per key otherwise."""
+        project = _project_of(key)
+        trial = self._trial[project]
+        counts = trial.setdefault(key, [0, 0])
+        counts[0] += 1
+        counts[1] += throttled
+        if len(trial) < 2 or min(n for n, _ in trial.values()) < _TRIAL_SAMPLES:
+            return
+        shares = sorted((t / n, n) for n, t in trial.values())
+        (low, n_low), (high, n_high) = shares[0], shares[-1]
+        pooled = max(0.01, sum(t for _, t in trial.values()) / sum(n for n, _ in trial.values()))
+        spread = math.sqrt(pooled * (1 - pooled) * (1 / n_low + 1 / n_high))
+        # Only a key refused like a wall (40%+) beside one hardly refused says "separate":
+        # the keys of one shared quota see unequal shares too, from timing alone.
+        accepted = self._pacers[project].accepted_rate(self.now())
+        if high - low > 0.03 + 2.5 * spread and high >= 0.4 and high > 4 * low:
+            self._split(project)
+        elif pooled > 0.02 and accepted < _TRIAL_WORSE * sum(self._before_merge[project].values()):
+            # Refused as one, yet accepted far less than the keys did apart: their quotas are
+            # separate (one pacer cannot keep each key just under its own).
+            self._split(project)
+        elif min(n for n, _ in trial.values()) >= 4 * _TRIAL_SAMPLES:
+            del self._trial[project]  # one quota: keep the project's pacer
+
+    def _split(self, project: str) -> None:
+        """The merged keys have separate quotas: each gets its own pacer again, at its share
+        of the project pacer's traffic, and this project is never merged on walls again."""
+        trial = self._trial.pop(project)
+        self._separate.add(project)
+        shared = self._pacers[project]
+        apart = self._before_merge.get(project, {})
+        for key in trial:
+            if self._route.get(key) != project:
+                continue
+            del self._route[key]
+            # What the key had apart, or an even share of the project's rate (a key that
+            # joined later).
+            rate = apart.get(key, 0.0) * 0.95 or shared.rate / len(trial)
+            self._pacers[key] = KeyPacer(
+                self.ceiling,
+                rate=max(rate, 1.0),
+                throttle_budget=self.throttle_budget,
+                hint_cap=self.hint_cap,
+            )
 
     def rates(self) -> dict[str, float]:
         """Current rate per quota key, for the report."""
         return {key: round(p.rate, 3) for key, p in self._pacers.items()}
+
+
+def _project_of(key: str) -> str:
+    return "/".join(key.split("/")[:2])
 
 
 def _settle(fut: asyncio.Future[None]) -> None:

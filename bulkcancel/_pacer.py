@@ -11,27 +11,36 @@ How a pacer tells a wall from noise, and what it borrowed:
   accepts; gRPC's retry throttling keeps a token ratio, so scattered failures cost little while a
   sustained majority stops retries). A wall is suspected when, over at least 16 fresh answers, the
   throttle share exceeds the learned background share by a binomial margin (2.5 standard
-  deviations plus 3 points, so few samples need a bigger share). An increase needs 64 clean fresh
-  answers, or 16 and half a second.
+  deviations plus 3 points, so few samples need a bigger share); 60% refused of as few as 8
+  answers is a wall whatever the background. An increase needs 64 clean fresh answers, or 16
+  and half a second, or (a slow key: after a park, or holding a small share of a quota) 4
+  answers without a single throttle and half a second, so recovery takes about the same time at
+  1 req/s as at 100.
 * **A wall grows with the send rate, noise does not.** A suspected wall cuts the rate to 95% of
   what the server *accepted* (the quota itself when we were over it); 32 answers later the cut is
-  judged: if the share did not fall to under 40% of what it was (and the share was under 40%,
-  which background never is), the 429s were background (overload, other limits), every cut since
-  the last increase is undone and that share, at most 15%, becomes the key's background, which
-  later decisions discount. A background share costs one short test, not a spiral.
+  judged (on 16 when 40% are still refused: a wall): if the share neither fell to under 40% of
+  what it was nor rose (and stayed under 40%, which background never reaches), the 429s were
+  background (overload, other limits), every cut since the last increase is undone and that
+  share, at most 15%, becomes the key's background, which later decisions discount. In slow start
+  a small share is tested the other way, by doubling instead of cutting: behind a wall the
+  accepted rate stays put and the share jumps, a background share stays the same, and the run
+  loses no time at a cut rate. A background share costs one short test, not a spiral.
 * **Growth after AWS's adaptive retry** (CUBIC after a throttle, capped at twice the measured send
-  rate): slow start doubles until the first wall; after it, a clean decision returns to 95% of the
-  measured quota at once and then probes by 5%, doubling the step per clean decision only once
-  the rate is clean at 1.1x the old measurement (CUBIC's plateau, then its convex phase); the rate
-  never grows past twice what the key actually sent lately, so an idle key does not bank a burst.
+  rate): slow start doubles per clean decision (every 16 answers) until the first wall; after
+  it, a clean decision returns to 95% of the measured quota at once and then probes by 5%,
+  doubling the step per clean decision only once the rate is clean at 1.1x the old measurement
+  (CUBIC's plateau, then its convex phase); the rate never grows past twice what the key
+  actually sent lately, so an idle key does not bank a burst.
   We did not take CUBIC's cubic curve: a measured quota is a better target than a fitted one.
 * **Parking.** When nearly everything is refused (90% of at least 8 fresh answers: a spent
   per-minute window, a minute's burst used up), the key parks: nothing is sent but one probe at a
   time (after 0.25 s, doubling to 2 s; or after the server's hint, capped at ``hint_cap``).
-  Requests granted before the park and still waiting for a slot go back to the queue. The first
-  accepted probe resumes the key at the rate that worked (what was accepted in the second before
-  the wall). When walls repeat at a steady period, the period is learned and the next probes are
-  aimed just before the predicted window boundary.
+  Requests granted before a park or a cut and still waiting for a slot go back to the queue. The
+  first accepted probe resumes the key at the rate that worked: the per-minute limit from
+  ErrorInfo when known, else what was accepted in the second before the wall (over the part of
+  it this pacer saw, and never under a quarter of the rate it parked at: a pacer that just took
+  over a key has seen few accepts). When walls repeat at a steady period, the period is learned
+  and the next probes are aimed just before the predicted window boundary.
 * **Hints and budgets.** RetryInfo / ``Retry-After`` pause the request that received them (the
   client waits ``min(hint, hint_cap)``, or less if its key accepts another request meanwhile) and
   set the first probe of a park. A single hinted 429 among successes never stops the key. A key
@@ -40,8 +49,10 @@ How a pacer tells a wall from noise, and what it borrowed:
 * **A per-minute limit value** in ErrorInfo (``quota_limit_value`` of a ``...PerMinute...``
   limit) gives the quota at once: the rate is held at 98% of it.
 
-Known limits: two pacers sharing one project quota without ErrorInfo saying so converge (AIMD is
-fair) but overshoot together; background and a wall together can hide a small overshoot.
+Keys of one project that share a quota are merged into one pacer (:meth:`KeyPacer.absorb`; the
+governor in ``_limits`` decides when). Known limits: a key whose quota is 10/s or less with a
+burst of 1 drains at ~1.5x its floor (a cut measured on few answers lands low); background and a
+wall together can hide a small overshoot.
 """
 
 from __future__ import annotations
@@ -56,11 +67,13 @@ from bulkcancel._answers import QuotaInfo
 _MIN_RATE = 0.5  # requests/s: a key never stalls completely while active
 _START_SHARE = 0.5  # a new key starts at this share of the ceiling (slow start)
 _MIN_SAMPLES = 16  # fresh answers before any wall decision
+_QUICK_SAMPLES = 4  # ... or this many, none throttled, and half a second
 _CLEAN_SAMPLES = 64  # ... and before an increase (or a second of them)
 _CLEAN_TIME = 0.5
 _CHECK_SAMPLES = 32  # fresh answers after a cut before judging it
 _PARK_SAMPLES = 8  # fresh answers before parking, when nearly all are refused
 _PARK_SHARE = 0.9
+_EARLY_WALL = 0.6  # ... and a cut on this share of as few answers
 _MEASURED_SHARE = 0.95  # a cut lands a little under what the server accepted
 _LIMIT_SHARE = 0.98  # a quota value from ErrorInfo is used this close
 _PROBE_STEP = 0.05  # additive probe above the measured quota, per clean decision
@@ -82,9 +95,9 @@ class PacerState(Enum):
 class KeyPacer:
     """The adaptive rate of one quota key. Pure: every method takes ``now``.
 
-    At the ceiling with no park in force, ``reserve`` is free (the global limiter alone paces).
-    Below it, requests are spaced ``1/rate`` apart (GCRA), nothing booked ahead: a waiter asks
-    again when its turn may have come, at the rate in force then.
+    Requests are spaced ``1/rate`` apart (GCRA), nothing booked ahead: a waiter asks again when
+    its turn may have come, at the rate in force then. At the ceiling too: grants never pile up
+    behind the run's ``--rate`` limiter, where a cut could no longer hold them back.
     """
 
     ceiling: float
@@ -103,6 +116,8 @@ class KeyPacer:
     noise: float = 0.0
     #: (share, rate, accepted rate) before a cut that the next decision must confirm
     checking: tuple[float, float, float] | None = None
+    #: the throttle share that made slow start double to test it (wall or background?)
+    testing: tuple[float, float] | None = None  # (share, sent per second)
     #: (rate, estimate, walls) before the first cut since the last growth
     before_cuts: tuple[float, float, int] | None = None
     #: what the server accepted per second at the last confirmed wall: the quota, roughly
@@ -112,6 +127,10 @@ class KeyPacer:
     #: the next additive probe above the measured quota, as a share of the rate
     step: float = _PROBE_STEP
     walls: int = 0
+    #: when the rate was last cut: requests granted before it and not yet sent ask again
+    cut_at: float = -math.inf
+    #: the rate grew since the last cut (a wall met now was provoked by this key's own growth)
+    grew: bool = True
     # parking
     parked_at: float = 0.0
     probe_at: float = 0.0
@@ -122,6 +141,10 @@ class KeyPacer:
     resumes: list[float] = field(default_factory=list)
     #: learned length of a fixed quota window, once walls repeat
     period: float | None = None
+    #: the pacer that took over this one's key (one quota shared by several keys)
+    merged_into: KeyPacer | None = None
+    #: when this pacer first sent a request (None: never)
+    born: float | None = None
     sends: deque[float] = field(default_factory=deque)
     accepts: deque[float] = field(default_factory=deque)
 
@@ -142,10 +165,9 @@ class KeyPacer:
                 return max(wait, 1e-3), False
             self.probe_out = True
             return 0.0, True
-        if self.rate < self.ceiling:
-            if self.next_free - now > _EPSILON:  # (a float-sized wait would never end)
-                return self.next_free - now, False
-            self.next_free = max(self.next_free, now - 1.0 / self.rate) + 1.0 / self.rate
+        if self.next_free - now > _EPSILON:  # (a float-sized wait would never end)
+            return self.next_free - now, False
+        self.next_free = max(self.next_free, now) + 1.0 / self.rate
         return 0.0, False
 
     def exhausted(self, now: float) -> bool:
@@ -154,6 +176,8 @@ class KeyPacer:
 
     def sent(self, now: float) -> None:
         """A granted request goes on the wire now (after its slot and the run's ceiling)."""
+        if self.born is None:
+            self.born = now
         self.sends.append(now)
         _trim(self.sends, now)
 
@@ -195,17 +219,33 @@ class KeyPacer:
         if n >= _PARK_SAMPLES and share >= _PARK_SHARE:
             self._park(now, hint)
             return
+        if n >= _PARK_SAMPLES and share >= _EARLY_WALL and self.checking is None:
+            # Most of even a few answers refused: a wall whatever the background (at most
+            # 15%), no need to wait for 16 (a run told far more than its quota).
+            self._cut(now, share)
+            return
         if n < _MIN_SAMPLES:
+            # A slow key (after a park, or a small share of a quota) would wait many seconds
+            # for 16 answers: a few answers with no throttle at all and some time suffice to
+            # grow, so recovery takes about the same time at any rate.
+            quiet = t == 0 and n >= _QUICK_SAMPLES and self.checking is None
+            if quiet and now - self.decided_at >= _CLEAN_TIME:
+                self._grow(now)
             return
         if self.checking is not None:
-            if n < _CHECK_SAMPLES:
-                return
+            if n < _CHECK_SAMPLES and share < _SURE_WALL:
+                return  # (still 40% refused after a cut: a wall, judged on 16 answers)
             before, rate_before, accepted = self.checking
             self.checking = None
-            if before < _SURE_WALL and (
-                share >= before * _FELL or share - self.noise > _margin(n, self.noise) / 2
+            rose = share - before > _margin(n, before)
+            if (
+                before < _SURE_WALL
+                and share < _SURE_WALL
+                and not rose
+                and (share >= before * _FELL or share - self.noise > _margin(n, self.noise) / 2)
             ):
-                # The share did not fall with the rate: background 429s, not a wall.
+                # The share neither fell nor rose with the rate: background 429s, not a wall.
+                # (A share that rose means the cut was too small, measured on a ramp: a wall.)
                 # Undo every cut since the last growth: they were all taken on noise.
                 share = min(share, _MAX_NOISE)
                 self.noise = share if self.noise == 0 else (self.noise + share) / 2
@@ -217,9 +257,30 @@ class KeyPacer:
                 return
             self.walls += 1  # confirmed: a wall, and what it let through is the quota
             self.estimate = accepted
+        if self.testing is not None:
+            (before, sent_before), self.testing = self.testing, None
+            sent_now = self._fresh_rate()
+            # Behind a wall the accepted rate stays put, so the share would rise to this:
+            wall_share = 1 - (1 - before) * sent_before / max(sent_now, 1e-9)
+            if sent_now >= 1.3 * sent_before and share < (before + wall_share) / 2:
+                # A faster rate, the same share: background 429s, not a wall.
+                self.noise = min((before + share) / 2, _MAX_NOISE)
         if share - self.noise > _margin(n, self.noise):
+            if (
+                self._slow_start
+                and self.noise == 0
+                and share < _SURE_WALL
+                and self.rate < self.ceiling
+            ):
+                # A small share before any wall is met: a quota just under this rate or a
+                # background share. Doubling tells them apart at once (a wall's share jumps
+                # past 40%, a background share stays), where a cut would need 32 answers at
+                # the cut rate to be judged.
+                self.testing = (share, self._fresh_rate())
+                self._grow(now)
+                return
             self._cut(now, share)
-        elif n >= _CLEAN_SAMPLES or now - self.decided_at >= _CLEAN_TIME:
+        elif n >= _CLEAN_SAMPLES or now - self.decided_at >= _CLEAN_TIME or self._slow_start:
             self._grow(now)
 
     def _cut(self, now: float, share: float) -> None:
@@ -230,10 +291,17 @@ class KeyPacer:
         self.step = _PROBE_STEP
         target = min(accepted * _MEASURED_SHARE, self.limit * _LIMIT_SHARE)
         self.rate = max(_MIN_RATE, min(self.rate, target))
+        self.cut_at = now
+        self.grew = False
         self._new_epoch(now)
 
+    @property
+    def _slow_start(self) -> bool:
+        """No wall met and no limit known yet: the rate doubles per clean decision."""
+        return self.walls == 0 and self.limit == math.inf and self.estimate == math.inf
+
     def _grow(self, now: float) -> None:
-        if self.walls == 0 and self.limit == math.inf:
+        if self._slow_start:
             probe = self.rate * 2  # slow start
         else:
             known = min(self.estimate * _MEASURED_SHARE, self.limit * _LIMIT_SHARE)
@@ -249,8 +317,45 @@ class KeyPacer:
         _trim(self.sends, now)
         span = now - self.sends[0] if len(self.sends) > 1 else _HISTORY
         sent = len(self.sends) / max(span, 0.1)
-        self.rate = max(self.rate, min(self.ceiling, probe, max(2 * sent, _MIN_RATE)))
+        grown = min(self.ceiling, probe, max(2 * sent, _MIN_RATE))
+        if grown > self.rate:
+            self.rate, self.grew = grown, True
         self._new_epoch(now)
+
+    def accepted_rate(self, now: float) -> float:
+        """Requests per second accepted lately: over the last second, or over the time since
+        this pacer's first send when that is shorter (a pacer that just took over a key)."""
+        _trim(self.accepts, now)
+        seen = now - self.born if self.born is not None else 0.0
+        return len(self.accepts) / max(min(_HISTORY, seen), 0.1)
+
+    def current(self) -> KeyPacer:
+        """The pacer now in charge of this one's key: itself, or the one that absorbed it."""
+        pacer = self
+        while pacer.merged_into is not None:
+            pacer = pacer.merged_into
+        return pacer
+
+    def absorb(self, other: KeyPacer, now: float, *, first: bool) -> None:
+        """Take over the pacing of ``other``'s key (one quota shared by several keys): its
+        history and what it learned join this pacer's; the rate is the higher of the two
+        (``first``: this pacer has paced nothing yet, so ``other``'s), never above a known
+        limit."""
+        self.sends = deque(sorted([*self.sends, *other.sends]))
+        self.accepts = deque(sorted([*self.accepts, *other.accepts]))
+        _trim(self.sends, now)
+        _trim(self.accepts, now)
+        if other.born is not None:
+            self.born = other.born if self.born is None else min(self.born, other.born)
+        self.limit = min(self.limit, other.limit)
+        self.noise = min(self.noise, other.noise)  # per-key verdicts were confounded
+        # Not the sum: keys that each ramped up alone have just overrun the quota together.
+        rate = other.rate if first else max(self.rate, other.rate)
+        if other.estimate < math.inf:
+            self.estimate = other.estimate if first else self.estimate + other.estimate
+            self.walls = max(self.walls, other.walls)
+        self.rate = max(_MIN_RATE, min(self.ceiling, rate, self.limit * _LIMIT_SHARE))
+        other.merged_into = self
 
     def _fresh_rate(self) -> float:
         """Requests per second the fresh evidence was sent at."""
@@ -267,10 +372,14 @@ class KeyPacer:
     # -- parking -----------------------------------------------------------------------------
 
     def _park(self, now: float, hint: float | None) -> None:
-        _trim(self.accepts, now)
         # The rate that worked: what was accepted in the second before the wall (for a fixed
-        # window that is the full pace; for a spent minute's burst, the refill rate).
-        self.resume_rate = max(_MIN_RATE, min(self.ceiling, len(self.accepts) / _HISTORY))
+        # window that is the full pace; for a spent minute's burst, the refill rate), over the
+        # part of that second this pacer saw; a per-minute value from ErrorInfo says it exactly.
+        # (Never under a quarter of the rate in force: a young pacer has seen few accepts.)
+        worked = max(self.accepted_rate(now), self.rate / 4)
+        self.resume_rate = max(_MIN_RATE, min(self.ceiling, worked))
+        if self.limit < math.inf:
+            self.resume_rate = self.limit * _LIMIT_SHARE
         self.state = PacerState.PARKED
         self.parked_at = now
         self.last_failed_probe = now

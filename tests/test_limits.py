@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 
 import pytest
 
 from bulkcancel._answers import QuotaInfo
-from bulkcancel._limits import RateGovernor
+from bulkcancel._limits import Grant, RateGovernor
 from bulkcancel._pacer import KeyPacer, PacerState
+
+
+def feed_every(pacer: KeyPacer, start: float, rate: float, count: int, every: int) -> float:
+    """``count`` answers sent ``1/rate`` apart, one in ``every`` throttled (the first of them)."""
+    now = start
+    for i in range(count):
+        pacer.sent(now)
+        pacer.on_answer(now + 0.01, throttled=i % every == 0, sent_at=now)
+        now += 1.0 / rate
+    return now
 
 
 def feed(
@@ -100,7 +111,7 @@ def test_slow_start_doubles_until_the_first_wall() -> None:
     pacer = KeyPacer(200.0)
     assert pacer.rate == 100.0
     feed(pacer, 0.0, 100.0, 64, 0.0)
-    assert pacer.rate == 200.0
+    assert pacer.rate == pytest.approx(200.0)
 
 
 def test_project_wide_quota_routes_keys_to_one_pacer() -> None:
@@ -131,3 +142,100 @@ async def test_stop_wakes_every_nap() -> None:
     await asyncio.gather(*naps)  # returns: the pytest timeout would catch a nap left asleep
     assert governor.stopped
     assert await governor.acquire("k") is None
+
+
+def test_a_park_resumes_at_a_known_per_minute_limit() -> None:
+    pacer = KeyPacer(200.0, rate=100.0)
+    quota = QuotaInfo(limit="ApiRequestsPerMinutePerProject", limit_value=3000.0)
+    for i in range(8):  # a young pacer: it has seen no accepts at all
+        pacer.sent(0.01 * i)
+        pacer.on_answer(0.01 * i + 0.02, throttled=True, sent_at=0.01 * i, quota=quota)
+    assert pacer.state is PacerState.PARKED
+    now = pacer.probe_at
+    assert pacer.reserve(now) == (0.0, True)
+    pacer.on_answer(now + 0.02, throttled=False, sent_at=now, probe=True)
+    assert pacer.rate == pytest.approx(50.0 * 0.98)  # not the ~0 it accepted lately
+
+
+def test_a_park_without_a_limit_resumes_at_a_quarter_of_the_rate_at_least() -> None:
+    pacer = KeyPacer(200.0, rate=80.0)
+    feed(pacer, 0.0, 80.0, 8, 1.0)
+    assert pacer.state is PacerState.PARKED
+    assert pacer.resume_rate >= 20.0
+
+
+def test_a_slow_key_grows_on_a_few_clean_answers() -> None:
+    pacer = KeyPacer(200.0, rate=2.0)
+    feed(pacer, 0.0, 2.0, 4, 0.0)  # 4 answers, 1.5 s: 16 would take 8 s at this rate
+    assert pacer.rate > 2.0
+
+
+def test_background_in_slow_start_is_tested_by_doubling_not_by_a_cut() -> None:
+    pacer = KeyPacer(200.0)  # slow start at 100
+    now = feed_every(pacer, 0.0, 100.0, 16, 5)  # 4 of 16 refused: a wall, or background?
+    assert pacer.testing is not None
+    assert pacer.rate > 100.0  # doubled to test, never cut
+    feed_every(pacer, now, pacer.rate, 16, 5)  # the same share at the faster rate
+    assert pacer.testing is None
+    assert pacer.noise > 0.0  # learned as background
+    assert pacer.cut_at == -math.inf
+
+
+def test_a_share_that_rises_after_a_cut_is_a_wall_not_background() -> None:
+    pacer = KeyPacer(200.0, rate=200.0)
+    now = feed_every(pacer, 0.0, 200.0, 16, 5)  # at the ceiling: no doubling, a cut
+    assert pacer.checking is not None
+    feed_every(pacer, now + 0.02, pacer.rate, 16, 2)  # half refused after the cut: more
+    assert pacer.noise == 0.0
+    assert pacer.walls >= 1
+
+
+def test_a_grant_made_before_a_cut_asks_again() -> None:
+    pacer = KeyPacer(200.0, rate=200.0)
+    grant = Grant(pacer, 0.0)
+    assert not grant.stale
+    feed(pacer, 0.001, 200.0, 8, 1.0)  # a wall: cut or park
+    assert grant.stale
+
+
+def test_absorbed_pacer_hands_over_history_limit_and_waiters() -> None:
+    project, region = KeyPacer(200.0), KeyPacer(200.0, rate=30.0)
+    region.limit = 40.0
+    for i in range(10):
+        region.sent(0.1 * i)
+        region.on_answer(0.1 * i + 0.02, throttled=False, sent_at=0.1 * i)
+    project.absorb(region, 1.0, first=True)
+    assert region.merged_into is project and region.current() is project
+    assert project.rate == pytest.approx(30.0)
+    assert project.limit == 40.0
+    assert len(project.accepts) >= 9
+    assert Grant(region, 0.5).stale  # waiting grants of the old pacer queue again
+
+
+def test_keys_whose_walls_coincide_share_one_pacer_and_separate_ones_split() -> None:
+    async def main() -> None:
+        clock = [0.0]
+        governor = RateGovernor(200.0, clock=lambda: clock[0])
+        a, b = "projects/p/locations/a", "projects/p/locations/b"
+
+        async def answers(key: str, count: int, share: float, step: float = 0.005) -> None:
+            for i in range(count):
+                grant = Grant(governor.pacer(key), clock[0])  # granted: pacing is not tested
+                governor.sent(grant)
+                clock[0] += step
+                governor.report(grant, throttled=(i * share) % 1 + share >= 1, key=key)
+
+        # Walls that coincide, unprovoked (each key cut, then refused again without growing).
+        for _ in range(3):  # the first walls end slow start: they never count
+            clock[0] += 1.5  # separate events (walls within a second are one)
+            for key in (a, b):
+                governor.pacer(key).grew = False
+                await answers(key, 16, 0.7)
+        assert governor.pacer(a) is governor.pacer(b) is governor.pacer("projects/p")
+        # On trial: a refused every time, b never -> separate quotas after all.
+        for _ in range(40):
+            await answers(a, 1, 1.0)
+            await answers(b, 1, 0.0)
+        assert governor.pacer(a) is not governor.pacer(b)
+
+    asyncio.run(main())

@@ -349,10 +349,10 @@ def test_one_quota_shared_by_two_regions(told: bool) -> None:
     server = Server({"*": shared}, metadata=metadata)
     result = simulate(server, two_regions(800), rate=200)
     assert all_ok(result)
-    # Short of the 1.2x / 10% (learned: ~1.41x, 10.7%; told: ~1.16x, 14%): two pacers
-    # probing one bucket overshoot together. Bounds of what holds today, see the notes.
-    assert result.seconds <= 1.5 * bucket_floor(800, 200, 40, 4), result.seconds
-    assert result.share_429 <= 0.15, result.share_429
+    # The 1.2x / 10%: told (ErrorInfo global, no limit value) ~1.01x, 3%; learned from
+    # coinciding walls ~1.14x, 6.7% here (other quota sizes: tests/test_pacing_walls.py).
+    assert result.seconds <= 1.2 * bucket_floor(800, 200, 40, 4), result.seconds
+    assert result.share_429 <= 0.10, result.share_429
 
 
 def test_one_quota_per_region() -> None:
