@@ -189,11 +189,12 @@ class RateGovernor:
             if wait <= 0:
                 return Grant(pacer, now, probe)
         async with turn:
+            woken = False
             while pacer.merged_into is None:
                 if self._stopped:
                     return None
                 now = self.now()
-                wait, probe = pacer.reserve(now)
+                wait, probe = pacer.reserve(now, woken=woken)
                 if wait <= 0:
                     return Grant(pacer, now, probe)
                 if pacer.exhausted(now):
@@ -203,6 +204,7 @@ class RateGovernor:
                         await self.nap(deadline - now)
                     return None
                 await self._turn_nap(pacer, wait)
+                woken = True
         # The key's pacer was absorbed by its project's while this request waited: queue there.
         return await self.acquire_key(key, deadline)
 

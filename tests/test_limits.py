@@ -239,3 +239,33 @@ def test_keys_whose_walls_coincide_share_one_pacer_and_separate_ones_split() -> 
         assert governor.pacer(a) is not governor.pacer(b)
 
     asyncio.run(main())
+
+
+def test_a_late_waiter_at_the_ceiling_has_its_lateness_made_up_within_the_catch_up() -> None:
+    pacer = KeyPacer(100.0, rate=100.0)  # at the ceiling, no quota known: 10 ms turns
+    assert pacer.reserve(0.0) == (0.0, False)
+    wait, _ = pacer.reserve(0.0)
+    assert wait == pytest.approx(0.01)
+    assert pacer.reserve(0.013, woken=True) == (0.0, False)  # woke 3 ms late
+    assert pacer.next_free == pytest.approx(0.02)  # the schedule keeps its pace
+    assert pacer.reserve(0.021, woken=True)[0] == 0.0
+    assert pacer.next_free == pytest.approx(0.03)
+    # lateness beyond the catch-up is lost, not banked
+    assert pacer.reserve(0.5, woken=True)[0] == 0.0
+    assert pacer.next_free == pytest.approx(0.5 - 0.02 + 0.01)
+
+
+def test_an_idle_key_banks_nothing_and_a_known_quota_keeps_strict_spacing() -> None:
+    idle = KeyPacer(100.0, rate=100.0)
+    idle.reserve(0.0)
+    assert idle.reserve(0.5)[0] == 0.0  # not a woken waiter: strict from now
+    assert idle.next_free == pytest.approx(0.51)
+    below = KeyPacer(100.0, rate=50.0)  # below the ceiling: a measured rate
+    below.reserve(0.0)
+    below.reserve(0.025, woken=True)
+    assert below.next_free == pytest.approx(0.045)
+    known = KeyPacer(100.0, rate=100.0)
+    known.estimate = 100.0  # a wall was met at this rate
+    known.reserve(0.0)
+    known.reserve(0.013, woken=True)
+    assert known.next_free == pytest.approx(0.023)
