@@ -35,7 +35,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 
 from bulkcancel._answers import Answer, AnswerKind
-from bulkcancel._classify import Verdict, classify, is_done, malformed
+from bulkcancel._classify import Verdict, classify, is_done, is_not_found, malformed
 from bulkcancel._client import OperationsClient
 from bulkcancel._names import parent_of
 from bulkcancel._reconcile import Costs, Parent, Pending, prefer_list
@@ -173,6 +173,9 @@ class Reconciler:
             parent = self._parents[key] = Parent(key)
         pending = Pending(name, key, cancel, accepted, deadline_at, opt.poll_initial, first, calls)
         pending.joined_pass = parent.pass_no
+        # A cancel answered NOT_FOUND names an operation no listing will show: its one GET
+        # goes now, not after a pass that cannot find it.
+        pending.force_get = cancel is not None and is_not_found(cancel)
         if parent.wire_pages:
             pending.wire_page = parent.wire_pages.pop(name, None)
         self._pending[name] = pending

@@ -115,3 +115,20 @@ async def test_the_last_stragglers_are_not_reached_by_a_pass_from_the_first_page
     tail = world.end - max(world.answered.values())
     assert tail < full_pass / 2, (tail, full_pass)
     assert sum(world.mem.calls.values()) <= 1.1 * len(world.names), world.mem.calls
+
+
+@virtual
+async def test_a_cancel_answered_not_found_gets_its_get_at_once_not_after_a_pass() -> None:
+    # The missing names come last in the input, as they do when a list of names has gone
+    # stale; no listing can show them, so their confirming GET must not wait for one.
+    world = Clocked(300, refused_every=10, cancel_delay=0.0)
+    missing = [f"{op(0).rsplit('/', 1)[0]}/gone-{i}" for i in range(20)]
+    world.names += missing
+    recorder = await world.run(rate=200.0)
+    outcomes = recorder.outcomes()
+    assert all(outcomes[name] == "not_found" for name in missing)
+    for name in missing:
+        (sent,) = [t for t, got in world.gets if got == name]
+        # at once: behind at most the 20 cancels queued before it at 200/s (0.1 s), not after
+        # a pass and a poll interval (0.5 s and more before)
+        assert sent - world.answered[name] <= 0.11, (name, sent, world.answered[name])
