@@ -34,7 +34,8 @@ How a pacer tells a wall from noise, and what it borrowed:
   We did not take CUBIC's cubic curve: a measured quota is a better target than a fitted one.
 * **Parking.** When nearly everything is refused (90% of at least 8 fresh answers: a spent
   per-minute window, a minute's burst used up), the key parks: nothing is sent but one probe at a
-  time (after 0.25 s, doubling to 2 s; or after the server's hint, capped at ``hint_cap``).
+  time (after 0.25 s, doubling to 1 s, so a window that turns is found within a second, at
+  one 429 a second while parked; or after the server's hint, capped at ``hint_cap``).
   Requests granted before a park or a cut and still waiting for a slot go back to the queue. The
   first accepted probe resumes the key at the rate that worked: the per-minute limit from
   ErrorInfo when known, else what was accepted in the second before the wall (over the part of
@@ -81,7 +82,7 @@ _SURE_WALL = 0.4  # a throttle share this high is a wall, never background
 _MAX_NOISE = 0.15  # background shares above this are not discounted
 _FELL = 0.4  # after a cut, a wall's share falls below this share of the one before
 _PROBE_BASE = 0.25  # seconds to the first probe of a parked key
-_PROBE_CAP = 2.0  # probes of a parked key are at most this far apart
+_PROBE_CAP = 1.0  # probes of a parked key are at most this far apart
 _EPSILON = 1e-6  # seconds: a wait shorter than this is no wait
 _CATCH_UP = 0.02  # seconds of late turns made up at the ceiling (the ceiling's own burst)
 _HISTORY = 1.0  # seconds of sends and accepts remembered, for measured rates
