@@ -163,15 +163,22 @@ class RateGovernor:
             return
         if self._stopped or seconds <= 0:
             return
+        await self._wait(seconds, self._naps)
+
+    @staticmethod
+    async def _wait(seconds: float, *groups: set[asyncio.Future[None]]) -> None:
+        """Sleep ``seconds`` on the loop, or until whoever holds one of ``groups`` wakes us."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         handle = loop.call_later(seconds, _settle, fut)
-        self._naps.add(fut)
+        for group in groups:
+            group.add(fut)
         try:
             await fut
         finally:
             handle.cancel()
-            self._naps.discard(fut)
+            for group in groups:
+                group.discard(fut)
 
     async def acquire_key(self, key: str, deadline: float = math.inf) -> Grant | None:
         """Wait for ``key``'s turn (FIFO among its waiters). None when stopped or when
@@ -214,18 +221,7 @@ class RateGovernor:
         if self._sleep is not None:
             await self._sleep(seconds)
             return
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        handle = loop.call_later(seconds, _settle, fut)
-        waits = self._turn_naps.setdefault(id(pacer), set())
-        self._naps.add(fut)
-        waits.add(fut)
-        try:
-            await fut
-        finally:
-            handle.cancel()
-            self._naps.discard(fut)
-            waits.discard(fut)
+        await self._wait(seconds, self._naps, self._turn_naps.setdefault(id(pacer), set()))
 
     async def acquire_ceiling(self) -> bool:
         """One unit of the run's ``--rate``; False when stopped first."""
@@ -317,16 +313,7 @@ class RateGovernor:
         if self._sleep is not None:
             await self._sleep(seconds)
             return
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        handle = loop.call_later(seconds, _settle, fut)
-        waits = self._hint_waits.setdefault(id(grant.pacer), set())
-        waits.add(fut)
-        try:
-            await fut
-        finally:
-            handle.cancel()
-            waits.discard(fut)
+        await self._wait(seconds, self._hint_waits.setdefault(id(grant.pacer), set()))
 
     def _wake_hints(self, pacer: KeyPacer) -> None:
         for fut in self._hint_waits.get(id(pacer), ()):

@@ -88,18 +88,6 @@ def test_separate_quotas_keep_their_own_pacers(first: float, second: float) -> N
     assert result.share_429 <= 0.10, result.share_429
 
 
-@pytest.mark.parametrize("quota", [20.0, 50.0, 100.0])
-def test_bare_429s_from_a_small_burst_bucket_stay_rare(quota: float) -> None:
-    requests = round(quota * 12)
-    burst = max(1.0, quota / 10)
-    server = Server({"*": Bucket(quota, burst)})
-    result = simulate(server, [name(i) for i in range(requests)], rate=200)
-    floor = bucket_floor(requests, 200, quota, burst)
-    assert all_ok(result)
-    assert result.seconds <= 1.2 * floor, (result.seconds, floor)
-    assert result.share_429 <= 0.10, result.share_429
-
-
 @pytest.mark.parametrize(("requests", "rate"), [(300, 200.0), (1000, 50.0)])
 def test_background_429s_cost_only_their_retries(requests: int, rate: float) -> None:
     server = Server({"*": Open()}, noise=0.10)
