@@ -330,6 +330,7 @@ class OperationsClient:
                 transient += 1
                 delay = self._backoff.delay(transient - 1, self._rng)
                 if transient >= self._backoff.max_attempts or now + delay >= deadline:
+                    self._given_up(answer)
                     return answer
                 self.stats.retries += 1
                 with self._wait_scope(kind):
@@ -401,6 +402,21 @@ class OperationsClient:
             message=answer.message,
         )
 
+    def _given_up(self, answer: Answer) -> None:
+        """A call ran out of tries. If no request of the run has had an HTTP answer yet, that
+        is proof enough that the endpoint is unreachable, even before the run's first
+        ``_UNREACHABLE_AFTER`` attempts are in (a few calls can exhaust their tries first)."""
+        nothing_answered = self._unanswered == self._first_attempts
+        if answer.kind is AnswerKind.TRANSPORT and nothing_answered and self.fatal is None:
+            self._unreachable(answer)
+
+    def _unreachable(self, answer: Answer) -> None:
+        self._fail(
+            StopReason.UNREACHABLE,
+            f"no answer from {self._endpoint}: the first {self._unanswered} requests "
+            f"failed ({answer.message})",
+        )
+
     def _watch(self, kind: str, url: str, answer: Answer) -> None:
         """Fail fast when the first answers say the whole run is doomed."""
         if answer.kind in (AnswerKind.OK, AnswerKind.API_ERROR):
@@ -409,11 +425,7 @@ class OperationsClient:
         if answer.kind is AnswerKind.TRANSPORT:
             self._unanswered += 1
             if self._unanswered == self._first_attempts and self._unanswered >= _UNREACHABLE_AFTER:
-                self._fail(
-                    StopReason.UNREACHABLE,
-                    f"no answer from {self._endpoint}: the first {self._unanswered} requests "
-                    f"failed ({answer.message})",
-                )
+                self._unreachable(answer)
             return
         if self._google_answered or kind == "cancel":
             return

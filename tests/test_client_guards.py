@@ -35,7 +35,9 @@ class Bearer:
         return False
 
 
-def client_for(transport: Any, base: str, *, tokens: Any = None) -> OperationsClient:
+def client_for(
+    transport: Any, base: str, *, tokens: Any = None, max_attempts: int = 2
+) -> OperationsClient:
     return OperationsClient(
         transport,
         endpoint=base,
@@ -43,7 +45,7 @@ def client_for(transport: Any, base: str, *, tokens: Any = None) -> OperationsCl
         tokens=tokens or NoAuth(),
         governor=RateGovernor(10_000),
         concurrency=4,
-        backoff=Backoff(base=0.001, cap=0.002, max_attempts=2),
+        backoff=Backoff(base=0.001, cap=0.002, max_attempts=max_attempts),
         rng=random.Random(0),
     )
 
@@ -129,18 +131,34 @@ async def test_401_on_listing_stops_the_run_like_on_cancel(aiohttp_server: Aioht
     assert after.kind is AnswerKind.STOPPED
 
 
-async def test_no_answer_at_all_to_the_first_requests_is_unreachable() -> None:
+def closed_base() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"  # closed: connection refused
+    return f"http://127.0.0.1:{port}"  # closed: connection refused
+
+
+async def test_no_answer_at_all_to_the_first_requests_is_unreachable() -> None:
+    base = closed_base()
     async with AiohttpTransport(concurrency=2) as transport:
-        client = client_for(transport, base)
-        answers = [await client.get(NAME) for _ in range(12)]
+        client = client_for(transport, base, max_attempts=50)  # no call runs out of tries
+        answers = [await client.get(NAME) for _ in range(3)]
     assert client.fatal is StopReason.UNREACHABLE
     assert base in client.fatal_detail
     assert answers[-1].kind is AnswerKind.STOPPED
     assert client.stats.total == 16  # the first 16 attempts, then nothing more
+
+
+async def test_a_call_out_of_tries_with_nothing_ever_answered_is_unreachable_at_once() -> None:
+    base = closed_base()
+    async with AiohttpTransport(concurrency=2) as transport:
+        client = client_for(transport, base, max_attempts=2)
+        first = await client.get(NAME)
+        second = await client.get(NAME)
+    assert first.kind is AnswerKind.TRANSPORT  # it was tried: an error, not "not attempted"
+    assert client.fatal is StopReason.UNREACHABLE and base in client.fatal_detail
+    assert second.kind is AnswerKind.STOPPED
+    assert client.stats.total == 2  # not 16: its tries are proof enough
 
 
 async def test_a_tls_failure_is_final_and_fatal() -> None:
