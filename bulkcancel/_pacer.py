@@ -99,7 +99,8 @@ class KeyPacer:
 
     Requests are spaced ``1/rate`` apart (GCRA), nothing booked ahead: a waiter asks again when
     its turn may have come, at the rate in force then. At the ceiling too: grants never pile up
-    behind the run's ``--rate`` limiter, where a cut could no longer hold them back.
+    behind the run's ``--rate`` limiter, where a cut could no longer hold them back; there, while
+    no quota is known, a waiter woken late has its lateness made up within ``_CATCH_UP``.
     """
 
     ceiling: float
