@@ -296,10 +296,11 @@ class RateGovernor:
                     self._join(key)  # its project's keys were found to share one quota
                     return
                 self._wall_onset(key, self.now(), slow_start=slow_start)
-            elif key in self._trial.get(_project_of(key), {}) and (
-                grant.sent_at >= self._merged_at.get(_project_of(key), math.inf)
-            ):
-                self._judge_trial(key, throttled)
+            elif self._trial:  # (a merge on trial is rare: no key parsing per answer without)
+                project = _project_of(key)
+                on_trial = key in self._trial.get(project, {})
+                if on_trial and grant.sent_at >= self._merged_at.get(project, math.inf):
+                    self._judge_trial(key, throttled)
         if not throttled or (was_parked and pacer.state is PacerState.ACTIVE):
             self._wake_hints(pacer)
             if pacer is not grant.pacer:
