@@ -301,7 +301,13 @@ class RateGovernor:
                 on_trial = key in self._trial.get(project, {})
                 if on_trial and grant.sent_at >= self._merged_at.get(project, math.inf):
                     self._judge_trial(key, throttled)
-        if not throttled or (was_parked and pacer.state is PacerState.ACTIVE):
+        resumed = was_parked and pacer.state is PacerState.ACTIVE
+        if resumed:
+            # Waiters of a parked key sleep a probe gap (up to a second) at a time: the key
+            # sends again now, so they ask again now.
+            for fut in self._turn_naps.get(id(pacer), ()):
+                _settle(fut)
+        if not throttled or resumed:
             self._wake_hints(pacer)
             if pacer is not grant.pacer:
                 self._wake_hints(grant.pacer)

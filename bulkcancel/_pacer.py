@@ -35,13 +35,21 @@ How a pacer tells a wall from noise, and what it borrowed:
 * **Parking.** When nearly everything is refused (90% of at least 8 fresh answers: a spent
   per-minute window, a minute's burst used up), the key parks: nothing is sent but one probe at a
   time (after 0.25 s, doubling to 1 s, so a window that turns is found within a second, at
-  one 429 a second while parked; or after the server's hint, capped at ``hint_cap``).
-  Requests granted before a park or a cut and still waiting for a slot go back to the queue. The
-  first accepted probe resumes the key at the rate that worked: the per-minute limit from
-  ErrorInfo when known, else what was accepted in the second before the wall (over the part of
-  it this pacer saw, and never under a quarter of the rate it parked at: a pacer that just took
-  over a key has seen few accepts). When walls repeat at a steady period, the period is learned
-  and the next probes are aimed just before the predicted window boundary.
+  one 429 a second while parked; with a per-minute quota stated in ErrorInfo, at most 1/20 of
+  its rate apart, never under 0.1 s: 0.4 s at 50/s, probes costing about 5% of the quota; or
+  after the server's hint, capped at ``hint_cap``). Requests granted before a park or a cut and
+  still waiting for a slot go back to the queue. The first accepted probe resumes the key at the
+  rate that worked: what was accepted in the second before the wall (over the part of it this
+  pacer saw, and never under a quarter of the rate it parked at: a pacer that just took over a
+  key has seen few accepts), or the per-minute limit from ErrorInfo when known, except after a
+  window that turned. A stated per-minute rate is an average: a server that let through more
+  than 1.5x it before the wall, then refused everything for longer than a bucket takes to
+  refill a token (two refused probes, or a learned period), has a fixed window whose whole
+  budget is back, and the key spends it at the pace it was accepted at when the wall began,
+  until the next wall parks it again (if that resume finds next to no budget, the key was a
+  slowly refilling bucket after all, and resumes at its limit from then on). When walls repeat
+  at a steady period, the period is learned and the next probes are aimed just before the
+  predicted window boundary.
 * **Hints and budgets.** RetryInfo / ``Retry-After`` pause the request that received them (the
   client waits ``min(hint, hint_cap)``, or less if its key accepts another request meanwhile) and
   set the first probe of a park. A single hinted 429 among successes never stops the key. A key
@@ -83,6 +91,9 @@ _MAX_NOISE = 0.15  # background shares above this are not discounted
 _FELL = 0.4  # after a cut, a wall's share falls below this share of the one before
 _PROBE_BASE = 0.25  # seconds to the first probe of a parked key
 _PROBE_CAP = 1.0  # probes of a parked key are at most this far apart
+_PROBE_SPEND = 20.0  # ... and, with a quota known, 1/20 of it apart at most: 5% of the quota
+_PROBE_MIN = 0.1  # ... but never closer than this
+_WINDOW_BURST = 1.5  # accepted this far above a stated per-minute rate: budgets, not spacing
 _EPSILON = 1e-6  # seconds: a wait shorter than this is no wait
 _CATCH_UP = 0.02  # seconds of late turns made up at the ceiling (the ceiling's own burst)
 _HISTORY = 1.0  # seconds of sends and accepts remembered, for measured rates
@@ -141,6 +152,17 @@ class KeyPacer:
     probe_out: bool = False
     last_failed_probe: float = 0.0
     resume_rate: float = _MIN_RATE
+    #: what the server accepted per second when the last wall began (its first throttle
+    #: after a quiet second), before any cut it caused
+    burst: float = 0.0
+    last_throttle: float = -math.inf
+    #: probes refused since the last park
+    refused_probes: int = 0
+    #: False once a resume at the burst found no budget: the key resumes at its limit
+    windowed: bool = True
+    #: accepts counted when the key last resumed at the burst (None: it did not)
+    burst_from: int | None = None
+    accepted_total: int = 0
     resumes: list[float] = field(default_factory=list)
     #: learned length of a fixed quota window, once walls repeat
     period: float | None = None
@@ -206,11 +228,15 @@ class KeyPacer:
     ) -> None:
         """One attempt's answer: ``throttled`` or capacity. ``sent_at`` is when it was granted."""
         if throttled:
+            if now - self.last_throttle > _HISTORY and self.state is PacerState.ACTIVE:
+                self.burst = self.accepted_rate(now)
+            self.last_throttle = now
             per_second = quota.per_second if quota is not None else None
             if per_second is not None:
                 self.limit = per_second
                 self.rate = max(_MIN_RATE, min(self.rate, per_second * _LIMIT_SHARE))
         else:
+            self.accepted_total += 1
             self.accepts.append(now)
             _trim(self.accepts, now)
         if self.state is PacerState.PARKED:
@@ -391,13 +417,19 @@ class KeyPacer:
         self.resume_rate = max(_MIN_RATE, min(self.ceiling, worked))
         if self.limit < math.inf:
             self.resume_rate = self.limit * _LIMIT_SHARE
+        if self.burst_from is not None and self.accepted_total - self.burst_from < 2 * _MIN_SAMPLES:
+            # The last resume at the burst found next to no budget: not a window that turns
+            # but a bucket refilling slowly. From now on this key resumes at its limit.
+            self.windowed = False
+        self.burst_from = None
         self.state = PacerState.PARKED
         self.parked_at = now
         self.last_failed_probe = now
         self.probe_out = False
+        self.refused_probes = 0
         self.checking = None
-        self.probe_gap = _PROBE_BASE
-        first = _PROBE_BASE if hint is None else min(max(hint, _PROBE_BASE), self.hint_cap)
+        self.probe_gap = min(_PROBE_BASE, self._probe_cap())
+        first = self.probe_gap if hint is None else min(max(hint, _PROBE_BASE), self.hint_cap)
         self.probe_at = now + first
         if self.period is not None and self.resumes:
             # A fixed window seen before: aim just before its next boundary.
@@ -407,6 +439,14 @@ class KeyPacer:
             self.probe_at = max(now + 0.01, boundary - 0.02 * self.period)
             self.probe_gap = max(0.01, 0.01 * self.period)
 
+    def _probe_cap(self) -> float:
+        """Probes of a parked key are at most a second apart; with a per-minute quota known,
+        closer, so the probes of a park cost about 5% of the quota (a turning window is found
+        0.4 s late at most at 50/s, not a second), but never under 0.1 s."""
+        if self.limit == math.inf:
+            return _PROBE_CAP
+        return min(_PROBE_CAP, max(_PROBE_MIN, _PROBE_SPEND / self.limit))
+
     def _while_parked(self, now: float, *, throttled: bool, sent_at: float, probe: bool) -> None:
         if not throttled and sent_at >= self.parked_at:
             self._resume(now)
@@ -414,8 +454,9 @@ class KeyPacer:
         if probe:
             self.probe_out = False
             self.last_failed_probe = now
+            self.refused_probes += 1
             if self.period is None or now - self.parked_at > self.period:
-                self.probe_gap = min(_PROBE_CAP, self.probe_gap * 2)
+                self.probe_gap = min(self._probe_cap(), self.probe_gap * 2)
             self.probe_at = now + self.probe_gap
 
     def _resume(self, now: float) -> None:
@@ -435,6 +476,17 @@ class KeyPacer:
         self.state = PacerState.ACTIVE
         self.probe_out = False
         self.rate = max(_MIN_RATE, min(self.resume_rate, self.limit * _LIMIT_SHARE))
+        if (
+            self.windowed
+            and (self.refused_probes >= 2 or self.period is not None)
+            and self.burst > _WINDOW_BURST * self.limit
+        ):
+            # The server let through far more than its stated per-minute rate before the wall,
+            # then refused everything for longer than a bucket takes to refill a token: a
+            # fixed window that turned, with its whole budget back. Spend it at the pace that
+            # worked, as the window allows; the next wall parks the key again.
+            self.rate = max(self.rate, min(self.ceiling, self.burst))
+            self.burst_from = self.accepted_total
         self.next_free = now
         self._new_epoch(now)
 

@@ -269,3 +269,84 @@ def test_an_idle_key_banks_nothing_and_a_known_quota_keeps_strict_spacing() -> N
     known.reserve(0.0)
     known.reserve(0.013, woken=True)
     assert known.next_free == pytest.approx(0.023)
+
+
+PER_MINUTE_50 = QuotaInfo(limit="ApiRequestsPerMinutePerProjectPerRegion", limit_value=3000.0)
+
+
+def spend_a_window(pacer: KeyPacer, start: float, rate: float, count: int) -> float:
+    """``count`` accepted at ``rate``, then refusals stating a 50/s per-minute limit until the
+    key parks; returns the time of the last refusal."""
+    now = feed(pacer, start, rate, count, 0.0)
+    while pacer.state is PacerState.ACTIVE:
+        pacer.sent(now)
+        pacer.on_answer(now + 0.01, throttled=True, sent_at=now, quota=PER_MINUTE_50)
+        now += 1.0 / pacer.rate
+    return now
+
+
+def probe(
+    pacer: KeyPacer, now: float, *, accepted: bool, quota: QuotaInfo | None = PER_MINUTE_50
+) -> float:
+    """Wait for the parked key's next probe and answer it (a refusal states ``quota``);
+    returns when it was answered."""
+    wait, is_probe = pacer.reserve(now)
+    if not is_probe:
+        now += wait
+        wait, is_probe = pacer.reserve(now)
+    assert (wait, is_probe) == (0.0, True)
+    pacer.sent(now)
+    stated = None if accepted else quota
+    pacer.on_answer(now + 0.01, throttled=not accepted, sent_at=now, probe=True, quota=stated)
+    return now + 0.01
+
+
+def test_a_window_that_turns_is_spent_at_the_pace_that_worked_not_at_the_stated_average() -> None:
+    pacer = KeyPacer(200.0, rate=150.0)
+    now = spend_a_window(pacer, 0.0, 150.0, 150)  # 150/s let through: far over 50/s
+    assert pacer.state is PacerState.PARKED
+    assert pacer.burst == pytest.approx(150.0, rel=0.05)  # measured before the limit's cut
+    now = probe(pacer, now, accepted=False)
+    now = probe(pacer, now, accepted=False)  # refused for longer than a token's refill
+    probe(pacer, now, accepted=True)
+    assert pacer.state.value == "active"
+    assert pacer.rate == pytest.approx(150.0, rel=0.05)  # the window's budget, at that pace
+
+
+def test_a_bucket_that_refills_at_once_resumes_at_its_limit() -> None:
+    pacer = KeyPacer(200.0, rate=150.0)
+    now = spend_a_window(pacer, 0.0, 150.0, 150)
+    probe(pacer, now, accepted=True)  # the first probe is accepted: tokens, not a turn
+    assert pacer.rate == pytest.approx(50.0 * 0.98)
+
+
+def test_a_burst_resume_that_finds_no_budget_is_not_tried_again() -> None:
+    pacer = KeyPacer(200.0, rate=150.0)
+    now = spend_a_window(pacer, 0.0, 150.0, 150)
+    for _ in range(2):
+        now = probe(pacer, now, accepted=False)
+    now = probe(pacer, now, accepted=True)
+    assert pacer.rate > 100.0 and pacer.windowed
+    # A slowly refilling bucket, not a window: only a few go through before it refuses again.
+    now = spend_a_window(pacer, now, pacer.rate, 3)
+    assert not pacer.windowed
+    for _ in range(2):
+        now = probe(pacer, now, accepted=False)
+    probe(pacer, now, accepted=True)
+    assert pacer.rate == pytest.approx(50.0 * 0.98)
+
+
+def test_probes_with_a_stated_limit_cost_about_a_twentieth_of_it() -> None:
+    pacer = KeyPacer(200.0, rate=150.0)
+    now = spend_a_window(pacer, 0.0, 150.0, 150)
+    gaps = []
+    for _ in range(6):
+        before = now
+        now = probe(pacer, now, accepted=False)
+        gaps.append(now - before)
+    assert max(gaps) == pytest.approx(20.0 / 50.0 + 0.01)  # 0.4 s apart at 50/s, not 1 s
+    bare = KeyPacer(100.0, rate=100.0)
+    now = feed(bare, feed(bare, 0.0, 100.0, 66, 0.0), 100.0, 30, 1.0)
+    for _ in range(6):
+        now = probe(bare, now, accepted=False, quota=None)
+    assert bare.probe_gap == 1.0  # no quota stated: a second apart, as before
