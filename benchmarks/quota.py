@@ -15,7 +15,8 @@ requests / TOLD, or accepted / (1 - share) / TOLD where a share of 429s falls at
 requests any client must send, the issue's "requests / --rate"); ``x floor``
 their ratio; ``429 share`` the share of requests refused as throttled; ``exact`` whether every
 outcome was the one the fake scripted (rounds exact / rounds). In the two-region row the drain
-and floor are the free region's only. Nothing is tuned to these results.
+and floor are the free region's only. Nothing is tuned to these results: ``--quota``,
+``--told`` and ``--window`` run the same matrix against other server personalities.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from benchmarks._common import bulkcancel, env, fake_server, median, save, table
 
 QUOTA = 50.0
 TOLD = 200.0
+WINDOW = 6.0
 CONCURRENCY = 32
 TIMEOUT = 240.0
 CENTRAL = "projects/bench/locations/us-central1"
@@ -53,15 +55,17 @@ class Scenario:
     background: float = 0.0
 
 
-def scenarios(operations: int) -> list[Scenario]:
-    q = ["--quota", f"{QUOTA:g}"]
+def scenarios(operations: int, quota: float = QUOTA, window: float = WINDOW) -> list[Scenario]:
+    q = ["--quota", f"{quota:g}"]
+    w = ["--window", f"{window:g}"]
+    slow = f"{max(quota / 10, 0.5):g}"  # the throttled region of the two-region row
     return [
         Scenario("bucket-small", ("--personality", "bucket-small", *q)),
         # Windows are scaled down from Google's 60 s so a round stays short, but kept well above
         # the pacer's own time constants (probes at most 2 s apart): a 2 s "minute" would
         # measure the probe granularity, not how a client copes with a window.
-        Scenario("bucket-minute, 6 s", ("--personality", "bucket-minute", "--window", "6", *q)),
-        Scenario("fixed-window, 6 s", ("--personality", "fixed-window", "--window", "6", *q)),
+        Scenario(f"bucket-minute, {window:g} s", ("--personality", "bucket-minute", *w, *q)),
+        Scenario(f"fixed-window, {window:g} s", ("--personality", "fixed-window", *w, *q)),
         Scenario(
             "shared-quota, 2 regions", ("--personality", "bucket-small,shared-quota", *q),
             (CENTRAL, EAST),
@@ -73,8 +77,8 @@ def scenarios(operations: int) -> list[Scenario]:
             throttle_status=403,
         ),
         Scenario(
-            "2 regions, us-east1 at 5/s: free region",
-            ("--personality", "bucket-small", "--location-quota", "us-east1=5"),
+            f"2 regions, us-east1 at {slow}/s: free region",
+            ("--personality", "bucket-small", "--location-quota", f"us-east1={slow}"),
             (CENTRAL, EAST), quota_floor=False, free_region=CENTRAL,
         ),
         Scenario(
@@ -104,7 +108,9 @@ class Cell:
     notes: list[str] = field(default_factory=list)
 
 
-def run_client(client: str, url: str, names: Path, work: Path) -> dict[str, str]:
+def run_client(
+    client: str, url: str, names: Path, work: Path, told: float = TOLD
+) -> dict[str, str]:
     """Run one client to the end; its outcome per name ({} if it gave none)."""
     outcomes = work / "outcomes.json"
     outcomes.unlink(missing_ok=True)
@@ -112,7 +118,7 @@ def run_client(client: str, url: str, names: Path, work: Path) -> dict[str, str]
         report = work / "report.json"
         command = bulkcancel(
             "cancel", "--names-file", str(names), "--anonymous", "--endpoint", url, "--yes",
-            "--quiet", "--rate", f"{TOLD:g}", "--concurrency", str(CONCURRENCY),
+            "--quiet", "--rate", f"{told:g}", "--concurrency", str(CONCURRENCY),
             "--deadline", "60", "--report", str(report),
         )  # fmt: skip
     elif client == "google-api-core":
@@ -120,7 +126,7 @@ def run_client(client: str, url: str, names: Path, work: Path) -> dict[str, str]
                    str(CONCURRENCY), str(outcomes)]  # fmt: skip
     else:
         command = [sys.executable, "-m", "benchmarks.peer_naive", url, str(names),
-                   str(CONCURRENCY), f"{TOLD:g}", str(outcomes)]  # fmt: skip
+                   str(CONCURRENCY), f"{told:g}", str(outcomes)]  # fmt: skip
     try:
         subprocess.run(command, capture_output=True, text=True, env=env(), timeout=TIMEOUT,
                        check=False)  # fmt: skip
@@ -135,12 +141,12 @@ def run_client(client: str, url: str, names: Path, work: Path) -> dict[str, str]
 
 
 def measure(
-    scenario: Scenario, client: str, operations: int, work: Path, seed: int
+    scenario: Scenario, client: str, operations: int, work: Path, seed: int, told: float = TOLD
 ) -> dict[str, Any]:
     extra = [*scenario.extra, "--seed", str(seed), "--missing", str(scenario.missing)]
     with fake_server(work, operations, mix=seed, parents=scenario.parents, extra=extra) as fake:
-        got = run_client(client, fake.url, fake.names_file, work)
-        stats = fake.stats(ceiling=TOLD)
+        got = run_client(client, fake.url, fake.names_file, work, told)
+        stats = fake.stats(ceiling=told)
         expected = fake.expected()
     total = int(stats["requests"])
     throttled = int(stats["by_status"].get(str(scenario.throttle_status), 0))
@@ -148,12 +154,12 @@ def measure(
     if scenario.free_region is not None:
         region = stats["by_location"].get(scenario.free_region, {})
         drain = float(region.get("last", 0.0)) - float(region.get("first", 0.0))
-        floor = (float(region.get("requests", 0)) - float(region.get("throttled", 0))) / TOLD
+        floor = (float(region.get("requests", 0)) - float(region.get("throttled", 0))) / told
     elif scenario.quota_floor:
         # No client told TOLD/s can beat its own ceiling, whatever burst the quota allows.
-        floor = max(float(stats["quota_oracle_seconds"] or 0.0), (total - throttled) / TOLD)
+        floor = max(float(stats["quota_oracle_seconds"] or 0.0), (total - throttled) / told)
     else:
-        floor = (total - throttled) / (1.0 - scenario.background) / TOLD
+        floor = (total - throttled) / (1.0 - scenario.background) / told
     return {
         "drain": drain,
         "floor": floor,
@@ -175,12 +181,17 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument(
         "--clients", nargs="+", choices=CLIENTS, help="measure only these (default: all three)"
     )
+    # Other server personalities than the default one: the matrix must hold for all of them.
+    parser.add_argument("--quota", type=float, default=QUOTA, help="requests/s per quota")
+    parser.add_argument("--told", type=float, default=TOLD, help="the clients' --rate")
+    parser.add_argument("--window", type=float, default=WINDOW, help="quota window, seconds")
     args = parser.parse_args(argv)
     if args.quick:
         args.operations, args.rounds = 60, 1
     clients = [c for c in args.clients or CLIENTS
                if not (args.skip_apicore and c == "google-api-core")]  # fmt: skip
-    chosen = [s for s in scenarios(args.operations) if not args.only or args.only in s.label]
+    every = scenarios(args.operations, args.quota, args.window)
+    chosen = [s for s in every if not args.only or args.only in s.label]
     cells: dict[tuple[str, str], Cell] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -189,7 +200,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                 # Alternate the order of clients between rounds, so neither always goes first.
                 order = clients if round_index % 2 == 0 else clients[::-1]
                 for client in order:
-                    result = measure(scenario, client, args.operations, work, round_index + 1)
+                    result = measure(
+                        scenario, client, args.operations, work, round_index + 1, args.told
+                    )
                     cell = cells.setdefault((scenario.label, client), Cell())
                     cell.drain.append(result["drain"])
                     cell.floor.append(result["floor"])
@@ -215,8 +228,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             }  # fmt: skip
     print(
         table(
-            f"quota matrix: {args.operations} operations per parent, quota {QUOTA:g}/s where "
-            f"there is one, clients told {TOLD:g}/s, {CONCURRENCY} in flight, median of "
+            f"quota matrix: {args.operations} operations per parent, quota {args.quota:g}/s "
+            f"where there is one, clients told {args.told:g}/s, {CONCURRENCY} in flight, median of "
             f"{args.rounds} round(s)",
             ["scenario", "client", "drain s", "floor s", "x floor", "requests", "429 share",
              "exact"],
@@ -229,9 +242,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         for client in clients:
             slower = median(cells[(mix, client)].drain) / median(cells[(calm, client)].drain)
             print(f"fault mix vs the same names fault-free, {client}: {slower:.2f}x")
-    out = {"operations": args.operations, "rounds": args.rounds, "quota": QUOTA, "told": TOLD,
-           "results": results}  # fmt: skip
-    print(f"-> {save('quota', out)}")
+    out = {"operations": args.operations, "rounds": args.rounds, "quota": args.quota,
+           "told": args.told, "window": args.window, "results": results}  # fmt: skip
+    default = (args.quota, args.told, args.window) == (QUOTA, TOLD, WINDOW)
+    name = "quota" if default else f"quota-q{args.quota:g}-t{args.told:g}-w{args.window:g}"
+    print(f"-> {save(name, out)}")
     return out
 
 

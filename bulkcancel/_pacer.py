@@ -41,14 +41,13 @@ How a pacer tells a wall from noise, and what it borrowed:
   still waiting for a slot go back to the queue. The first accepted probe resumes the key at the
   rate that worked: what was accepted in the second before the wall (over the part of it this
   pacer saw, and never under a quarter of the rate it parked at: a pacer that just took over a
-  key has seen few accepts), or the per-minute limit from ErrorInfo when known, except after a
-  window that turned. A stated per-minute rate is an average: a server that let through more
-  than 1.5x it before the wall, then refused everything for longer than a bucket takes to
-  refill a token (two refused probes, or a learned period), has a fixed window whose whole
-  budget is back, and the key spends it at the pace it was accepted at when the wall began,
-  until the next wall parks it again (if that resume finds next to no budget, the key was a
-  slowly refilling bucket after all, and resumes at its limit from then on). When walls repeat
-  at a steady period, the period is learned and the next probes are aimed just before the
+  key has seen few accepts), or the per-minute limit from ErrorInfo when known, unless the
+  server let through more than 1.5x that stated rate before the wall: then the rate is an
+  average over a window, not a spacing, and a window that turned has its whole budget back, so
+  the key spends it at the pace it was accepted at when the wall began, until the next wall
+  parks it again (if that resume finds next to no budget, the key was a bucket refilling at
+  the stated rate after all, and resumes at its limit from then on). When walls repeat at a
+  steady period, the period is learned and the next probes are aimed just before the
   predicted window boundary.
 * **Hints and budgets.** RetryInfo / ``Retry-After`` pause the request that received them (the
   client waits ``min(hint, hint_cap)``, or less if its key accepts another request meanwhile) and
@@ -156,8 +155,6 @@ class KeyPacer:
     #: after a quiet second), before any cut it caused
     burst: float = 0.0
     last_throttle: float = -math.inf
-    #: probes refused since the last park
-    refused_probes: int = 0
     #: False once a resume at the burst found no budget: the key resumes at its limit
     windowed: bool = True
     #: accepts counted when the key last resumed at the burst (None: it did not)
@@ -426,7 +423,6 @@ class KeyPacer:
         self.parked_at = now
         self.last_failed_probe = now
         self.probe_out = False
-        self.refused_probes = 0
         self.checking = None
         self.probe_gap = min(_PROBE_BASE, self._probe_cap())
         first = self.probe_gap if hint is None else min(max(hint, _PROBE_BASE), self.hint_cap)
@@ -454,7 +450,6 @@ class KeyPacer:
         if probe:
             self.probe_out = False
             self.last_failed_probe = now
-            self.refused_probes += 1
             if self.period is None or now - self.parked_at > self.period:
                 self.probe_gap = min(self._probe_cap(), self.probe_gap * 2)
             self.probe_at = now + self.probe_gap
@@ -476,15 +471,12 @@ class KeyPacer:
         self.state = PacerState.ACTIVE
         self.probe_out = False
         self.rate = max(_MIN_RATE, min(self.resume_rate, self.limit * _LIMIT_SHARE))
-        if (
-            self.windowed
-            and (self.refused_probes >= 2 or self.period is not None)
-            and self.burst > _WINDOW_BURST * self.limit
-        ):
-            # The server let through far more than its stated per-minute rate before the wall,
-            # then refused everything for longer than a bucket takes to refill a token: a
-            # fixed window that turned, with its whole budget back. Spend it at the pace that
-            # worked, as the window allows; the next wall parks the key again.
+        if self.windowed and self.burst > _WINDOW_BURST * self.limit:
+            # The server let through far more than its stated per-minute rate before the wall:
+            # the rate is an average over a window (or a minute's bucket), not a spacing. A
+            # fixed window that turned has its whole budget back: spend it at the pace that
+            # worked; the next wall parks the key again. (A bucket refilling at the stated
+            # rate refuses that pace at once, and the key learns it: see _park.)
             self.rate = max(self.rate, min(self.ceiling, self.burst))
             self.burst_from = self.accepted_total
         self.next_free = now

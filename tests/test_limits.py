@@ -307,31 +307,26 @@ def test_a_window_that_turns_is_spent_at_the_pace_that_worked_not_at_the_stated_
     assert pacer.state is PacerState.PARKED
     assert pacer.burst == pytest.approx(150.0, rel=0.05)  # measured before the limit's cut
     now = probe(pacer, now, accepted=False)
-    now = probe(pacer, now, accepted=False)  # refused for longer than a token's refill
-    probe(pacer, now, accepted=True)
+    probe(pacer, now, accepted=True)  # the window turned
     assert pacer.state.value == "active"
     assert pacer.rate == pytest.approx(150.0, rel=0.05)  # the window's budget, at that pace
 
 
-def test_a_bucket_that_refills_at_once_resumes_at_its_limit() -> None:
-    pacer = KeyPacer(200.0, rate=150.0)
-    now = spend_a_window(pacer, 0.0, 150.0, 150)
-    probe(pacer, now, accepted=True)  # the first probe is accepted: tokens, not a turn
+def test_a_key_accepted_at_its_stated_rate_resumes_at_it() -> None:
+    pacer = KeyPacer(200.0, rate=50.0)
+    now = spend_a_window(pacer, 0.0, 50.0, 60)  # never let through more than the limit
+    probe(pacer, now, accepted=True)
     assert pacer.rate == pytest.approx(50.0 * 0.98)
 
 
 def test_a_burst_resume_that_finds_no_budget_is_not_tried_again() -> None:
     pacer = KeyPacer(200.0, rate=150.0)
     now = spend_a_window(pacer, 0.0, 150.0, 150)
-    for _ in range(2):
-        now = probe(pacer, now, accepted=False)
     now = probe(pacer, now, accepted=True)
     assert pacer.rate > 100.0 and pacer.windowed
-    # A slowly refilling bucket, not a window: only a few go through before it refuses again.
+    # A bucket refilling at the stated rate, not a window: a few go through, then it refuses.
     now = spend_a_window(pacer, now, pacer.rate, 3)
     assert not pacer.windowed
-    for _ in range(2):
-        now = probe(pacer, now, accepted=False)
     probe(pacer, now, accepted=True)
     assert pacer.rate == pytest.approx(50.0 * 0.98)
 
