@@ -58,9 +58,12 @@ How a pacer tells a wall from noise, and what it borrowed:
   limit) gives the quota at once: the rate is held at 98% of it.
 
 Keys of one project that share a quota are merged into one pacer (:meth:`KeyPacer.absorb`; the
-governor in ``_limits`` decides when). Known limits: a key whose quota is 10/s or less with a
-burst of 1 drains at ~1.5x its floor (a cut measured on few answers lands low); background and a
-wall together can hide a small overshoot.
+governor in ``_limits`` decides when). Known limits: with bare 429s, a key whose quota is 10/s or
+less with a burst of 1 drains at ~1.3-1.7x its floor with 17-48% of requests refused (sent a
+little over its rate, such a bucket accepts only every other request, so what it accepted at a
+wall can be half the quota; a stated limit avoids it); a minute's bucket with a stated limit
+costs one resume at the burst's pace (about ten 429s, once per key) before the limit caps it;
+background and a wall together can hide a small overshoot.
 """
 
 from __future__ import annotations
@@ -152,7 +155,7 @@ class KeyPacer:
     last_failed_probe: float = 0.0
     resume_rate: float = _MIN_RATE
     #: what the server accepted per second when the last wall began (its first throttle
-    #: after a quiet second), before any cut it caused
+    #: after a quiet second), before any cut it caused; 0 when it had accepted under 16
     burst: float = 0.0
     last_throttle: float = -math.inf
     #: False once a resume at the burst found no budget: the key resumes at its limit
@@ -226,12 +229,16 @@ class KeyPacer:
         """One attempt's answer: ``throttled`` or capacity. ``sent_at`` is when it was granted."""
         if throttled:
             if now - self.last_throttle > _HISTORY and self.state is PacerState.ACTIVE:
-                self.burst = self.accepted_rate(now)
+                # (a rate measured on a few accepts, at start-up, says nothing of a burst)
+                rate = self.accepted_rate(now)
+                self.burst = rate if len(self.accepts) >= _MIN_SAMPLES else 0.0
             self.last_throttle = now
             per_second = quota.per_second if quota is not None else None
             if per_second is not None:
                 self.limit = per_second
-                self.rate = max(_MIN_RATE, min(self.rate, per_second * _LIMIT_SHARE))
+                # (unless the server just let through far more than that: an average over a
+                # window, not a spacing; the shares decide, and a spent window parks the key)
+                self.rate = max(_MIN_RATE, min(self.rate, self._cap()))
         else:
             self.accepted_total += 1
             self.accepts.append(now)
@@ -318,16 +325,26 @@ class KeyPacer:
             self._grow(now)
 
     def _cut(self, now: float, share: float) -> None:
+        self._wall_met()
         accepted = self._fresh_rate() * (1.0 - share)
         self.checking = (share, self.rate, accepted)
         if self.before_cuts is None:
             self.before_cuts = (self.rate, self.estimate, self.walls)
         self.step = _PROBE_STEP
-        target = min(accepted * _MEASURED_SHARE, self.limit * _LIMIT_SHARE)
+        target = min(accepted * _MEASURED_SHARE, self._cap())
         self.rate = max(_MIN_RATE, min(self.rate, target))
         self.cut_at = now
         self.grew = False
         self._new_epoch(now)
+
+    def _cap(self) -> float:
+        """The stated per-minute limit as a ceiling on the rate (98% of it); none when none
+        is stated, or when the server let through more than 1.5x it when the last wall began
+        (over at least 16 accepts): then it is an average over a window, not a spacing, and
+        the shares decide."""
+        if self.limit == math.inf or (self.windowed and self.burst > _WINDOW_BURST * self.limit):
+            return math.inf
+        return self.limit * _LIMIT_SHARE
 
     @property
     def _slow_start(self) -> bool:
@@ -338,9 +355,9 @@ class KeyPacer:
         if self._slow_start:
             probe = self.rate * 2  # slow start
         else:
-            known = min(self.estimate * _MEASURED_SHARE, self.limit * _LIMIT_SHARE)
+            known = min(self.estimate * _MEASURED_SHARE, self._cap())
             probe = max(self.rate * (1 + self.step), min(known, self.ceiling))
-            probe = min(probe, self.limit * _LIMIT_SHARE)
+            probe = min(probe, self._cap())
             # Near the measured quota the probe stays small (CUBIC's plateau); once the rate is
             # clean well above it, the estimate was stale (background 429s taken for a wall,
             # or a quota that grew) and each clean decision probes twice as far.
@@ -405,7 +422,16 @@ class KeyPacer:
 
     # -- parking -----------------------------------------------------------------------------
 
+    def _wall_met(self) -> None:
+        """A cut or a park: if the key last resumed at its burst and that found next to no
+        budget, it was not a window that turned but a bucket refilling at the stated rate:
+        from now on the stated limit caps this key."""
+        if self.burst_from is not None and self.accepted_total - self.burst_from < 2 * _MIN_SAMPLES:
+            self.windowed = False
+        self.burst_from = None
+
     def _park(self, now: float, hint: float | None) -> None:
+        self._wall_met()
         # The rate that worked: what was accepted in the second before the wall (for a fixed
         # window that is the full pace; for a spent minute's burst, the refill rate), over the
         # part of that second this pacer saw; a per-minute value from ErrorInfo says it exactly.
@@ -414,11 +440,6 @@ class KeyPacer:
         self.resume_rate = max(_MIN_RATE, min(self.ceiling, worked))
         if self.limit < math.inf:
             self.resume_rate = self.limit * _LIMIT_SHARE
-        if self.burst_from is not None and self.accepted_total - self.burst_from < 2 * _MIN_SAMPLES:
-            # The last resume at the burst found next to no budget: not a window that turns
-            # but a bucket refilling slowly. From now on this key resumes at its limit.
-            self.windowed = False
-        self.burst_from = None
         self.state = PacerState.PARKED
         self.parked_at = now
         self.last_failed_probe = now
@@ -471,7 +492,7 @@ class KeyPacer:
         self.state = PacerState.ACTIVE
         self.probe_out = False
         self.rate = max(_MIN_RATE, min(self.resume_rate, self.limit * _LIMIT_SHARE))
-        if self.windowed and self.burst > _WINDOW_BURST * self.limit:
+        if self._cap() == math.inf and self.limit < math.inf:
             # The server let through far more than its stated per-minute rate before the wall:
             # the rate is an average over a window (or a minute's bucket), not a spacing. A
             # fixed window that turned has its whole budget back: spend it at the pace that

@@ -345,3 +345,17 @@ def test_probes_with_a_stated_limit_cost_about_a_twentieth_of_it() -> None:
     for _ in range(6):
         now = probe(bare, now, accepted=False, quota=None)
     assert bare.probe_gap == 1.0  # no quota stated: a second apart, as before
+
+
+def test_a_stated_limit_does_not_cut_a_key_the_server_let_through_far_over_it() -> None:
+    # A window that turns before the key parks: the stated 50/s must not hold it there.
+    windowed = KeyPacer(200.0, rate=150.0)
+    now = feed(windowed, 0.0, 150.0, 150, 0.0)
+    windowed.on_answer(now, throttled=True, sent_at=now - 0.01, quota=PER_MINUTE_50)
+    assert windowed.limit == pytest.approx(50.0)
+    assert windowed.rate > 100.0  # not cut to 49: the shares decide
+    # A few accepts at start-up are no such evidence: the limit applies at once.
+    young = KeyPacer(200.0, rate=100.0)
+    now = feed(young, 0.0, 100.0, 3, 0.0)
+    young.on_answer(now, throttled=True, sent_at=now - 0.01, quota=PER_MINUTE_50)
+    assert young.rate == pytest.approx(50.0 * 0.98)
