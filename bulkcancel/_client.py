@@ -28,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from importlib import metadata
+from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -179,16 +180,7 @@ class OperationsClient:
         """Around a cancel call's waits (never around a request on the wire), so that
         ``stop_cancels`` can end them; the caller checks ``_refused`` afterwards. Other calls'
         waits need no scope (and a GET run makes one wait per request)."""
-        return self._cancel_wait_scope() if kind == "cancel" else _NO_SCOPE
-
-    @contextmanager
-    def _cancel_wait_scope(self) -> Iterator[None]:
-        with anyio.CancelScope() as scope:
-            self._cancel_waits.add(scope)
-            try:
-                yield
-            finally:
-                self._cancel_waits.discard(scope)
+        return _CancelWait(self._cancel_waits) if kind == "cancel" else _NO_SCOPE
 
     def _fail(self, reason: StopReason, detail: str) -> None:
         """The whole run is doomed: remember why, and behave as stopped."""
@@ -452,6 +444,29 @@ class OperationsClient:
             attempts=attempts,
             throttled=throttled,
         )
+
+
+class _CancelWait:
+    """A cancel scope registered in ``waits`` while it is entered: ``stop_cancels`` cancels
+    what is there. A class, not a ``@contextmanager`` generator: one per cancel call."""
+
+    __slots__ = ("_scope", "_waits")
+
+    def __init__(self, waits: set[anyio.CancelScope]) -> None:
+        self._waits = waits
+        self._scope = anyio.CancelScope()
+
+    def __enter__(self) -> None:
+        self._waits.add(self._scope.__enter__())
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        self._waits.discard(self._scope)
+        return self._scope.__exit__(exc_type, exc, tb)
 
 
 def _stopped(attempts: int, throttled: int) -> Answer:

@@ -92,11 +92,15 @@ class _BadRecordError(Exception):
     """A line that is valid JSON but not in a shape bulkcancel writes."""
 
 
+#: built once: ``json.dumps`` with options builds an encoder per call, and this is per record
+_encode_line = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def encode(record: Mapping[str, Any]) -> bytes:
     """One record as one line."""
     # ensure_ascii (the default) keeps the file pure ASCII: a line can never hold a raw newline
     # or an invalid UTF-8 sequence, whatever a server put in an error message.
-    return json.dumps(record, separators=(",", ":")).encode("ascii") + b"\n"
+    return _encode_line(record).encode("ascii") + b"\n"
 
 
 def header(identity: Mapping[str, Any]) -> bytes:

@@ -48,6 +48,9 @@ class Pending:
     #: (pass, page index in it, token) of the page that listed it while its cancel was not
     #: answered yet: where a later pass finds it, once it is
     wire_page: tuple[int, int, str | None] | None = None
+    #: its next GET is the first look after its cancel was accepted in this run (see
+    #: ``FirstLook``); a page that shows it first takes that away
+    first_look: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -115,6 +118,50 @@ class Parent:
         """Listing has cost more calls than it found operations of ours: most of this parent is
         other operations (or a server paging out nothing), and GETs are cheaper."""
         return self.pages > 8 and self.pages > self.found
+
+
+#: ``FirstLook``: a look that finds the operation done shortens the delay by this factor, one
+#: that finds it still running lengthens it by ``1 / _SHRINK ** _DONE_PER_RUNNING``: the delay
+#: settles where about 7 first looks in 8 find the operation done.
+_SHRINK = 0.9
+_DONE_PER_RUNNING = 7
+#: the shortest first-look delay, as a share of ``poll_initial``
+_FLOOR_SHARE = 1 / 50
+
+
+@dataclass(slots=True)
+class FirstLook:
+    """How long after an accepted cancel its first GET waits, learnt from the server.
+
+    A cancel is best effort and asynchronous: only a later look tells ``cancelled`` from
+    ``completed_anyway``, and how soon an operation shows ``done`` after its cancel is the
+    server's own latency. A fixed ``poll_initial`` is too short for a server whose cancels take
+    seconds (GETs that find nothing) and, on one whose operations are done by the time the
+    cancel is answered, a pause of ``poll_initial`` after the last cancel that the run waits for.
+
+    So the delay starts at ``poll_initial`` and adapts to what first looks find, multiplicatively
+    (as a congestion window does): each one that finds the operation done shortens it by
+    ``_SHRINK``, each one that finds it still running lengthens it seven times as much, never
+    past ``poll_initial`` nor below a fiftieth of it. It settles where about 7 first looks in 8
+    find the operation done. A server whose cancels are slow keeps the delay at
+    ``poll_initial``: the same looks, the same requests as a fixed delay. One whose cancels
+    settle at once gets its looks within tens of milliseconds, with no more requests either
+    (a look that finds the operation done is the one look it needed)."""
+
+    ceiling: float
+    delay: float = 0.0
+    floor: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.delay = self.ceiling
+        self.floor = self.ceiling * _FLOOR_SHARE
+
+    def found(self, *, done: bool) -> None:
+        """A first look found the operation done, or still running."""
+        if done:
+            self.delay = max(self.floor, self.delay * _SHRINK)
+        else:
+            self.delay = min(self.ceiling, self.delay / _SHRINK**_DONE_PER_RUNNING)
 
 
 @dataclass(slots=True)

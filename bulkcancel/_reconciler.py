@@ -14,6 +14,14 @@ the last complete pass listed them all so, not at the first page (``_rewind``); 
 cancel is answered, GETs take the operations left instead when that ends sooner
 (``_tail_by_get``).
 
+Where GETs do the looking (``--reconcile get``, or a parent whose listing was given up), the
+first GET after an accepted cancel waits a delay learnt per run (``_reconcile.FirstLook``): it
+starts at ``poll_initial`` and shrinks while first looks find the operation done, grows back
+(never past ``poll_initial``) while they find it still running, so that about 7 in 8 find it
+done. Against a server whose cancels settle at once the run does not end ``poll_initial`` after
+its last cancel; against a slow one the looks, and the requests, are those of a fixed delay.
+Later looks back off from ``poll_initial`` by ``poll_factor`` up to ``poll_max``.
+
 ``Reconciler`` is the engine's base class: ``Engine`` (``_engine.py``) adds the input, the
 cancel pool, the journal and the stops, and says how a result is reported (``_finish``) and
 how the input is let go on (``_release``).
@@ -38,7 +46,7 @@ from bulkcancel._answers import Answer, AnswerKind
 from bulkcancel._classify import Verdict, classify, is_done, is_not_found, malformed
 from bulkcancel._client import OperationsClient
 from bulkcancel._names import parent_of
-from bulkcancel._reconcile import Costs, Parent, Pending, prefer_list
+from bulkcancel._reconcile import Costs, FirstLook, Parent, Pending, prefer_list
 
 
 class ReconcileMode(StrEnum):
@@ -140,6 +148,7 @@ class Reconciler:
         self._cancels_done = False
         self._reconciling = 0
         self._costs = Costs()
+        self._first_look = FirstLook(options.poll_initial)
         self._rate_window = (0.0, 0)  # (when, client requests then): the rate actually reached
         self._rate_binds = False
 
@@ -164,15 +173,22 @@ class Reconciler:
     def _schedule(self, name: str, cancel: Answer | None, *, accepted: bool, calls: int) -> None:
         now = self._clock()
         opt = self._opt
-        # A refused cancel needs one GET, now; an accepted one is polled until the deadline.
-        deadline_at = now + opt.deadline if accepted else now
-        first = min(now + opt.poll_initial, deadline_at) if accepted else now
         key = sys.intern(parent_of(name))
         parent = self._parents.get(key)
         if parent is None:
             parent = self._parents[key] = Parent(key)
+        # A refused cancel needs one GET, now; an accepted one is polled until the deadline,
+        # first after the delay learnt from the server where GETs do the looking
+        # (``FirstLook``). Where sweeps may, the due times weigh sweeps against GETs
+        # (``_plan``): they keep ``poll_initial``.
+        deadline_at = now + opt.deadline if accepted else now
+        by_get = parent.no_list or opt.reconcile is ReconcileMode.GET
+        delay = self._first_look.delay if by_get else opt.poll_initial
+        first = min(now + delay, deadline_at) if accepted else now
         pending = Pending(name, key, cancel, accepted, deadline_at, opt.poll_initial, first, calls)
         pending.joined_pass = parent.pass_no
+        # (A cancel accepted in an earlier run is no measure of how soon cancels settle.)
+        pending.first_look = accepted and cancel is not None
         # A cancel answered NOT_FOUND names an operation no listing will show: its one GET
         # goes now, not after a pass that cannot find it.
         pending.force_get = cancel is not None and is_not_found(cancel)
@@ -364,6 +380,9 @@ class Reconciler:
         self._costs.record_get(self._clock() - started)
         pending.calls += answer.attempts
         pending.force_get = False
+        if pending.first_look and answer.ok and answer.body is not None:
+            pending.first_look = False
+            self._first_look.found(done=is_done(answer.body))
         if pending.settled:  # a sweep may have settled it meanwhile
             return
         if answer.kind is AnswerKind.STOPPED:
@@ -503,6 +522,7 @@ class Reconciler:
                 continue
             ours += 1
             pending.seen_pass = parent.pass_no
+            pending.first_look = False  # a page's look comes whenever the sweep does
             if pending.settled:
                 continue
             listed = Answer(AnswerKind.OK, 200, body=operation)

@@ -27,6 +27,8 @@ _EXAMPLES = 3
 #: distinct reasons counted per outcome; the rest are counted together as "other"
 _REASONS = 20
 _RESOURCE = re.compile(r"\b(?:projects|organizations|folders|operations)/[^\s'\"]+")
+#: one record per line; built once (``json.dumps`` with options builds an encoder per call)
+_encode_line = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 @functools.lru_cache(maxsize=1024)
@@ -66,7 +68,7 @@ class ReportWriter:
     def add(self, result: OperationResult) -> str:
         """Record one result; returns its JSON line (for ``--format jsonl``)."""
         record = result.to_json()
-        line = json.dumps(record, separators=(",", ":"), default=str)
+        line = _encode_line(record)
         self._spool.write(line + "\n")
         self.totals[result.outcome.value] += 1
         self.summary.add(record)

@@ -52,6 +52,21 @@ class CancelCounts:
     in_flight: int = 0
 
 
+def run_clock() -> Callable[[], float]:
+    """The clock a run paces and reconciles by: the running loop's (time.monotonic on asyncio's
+    own loop; a test's virtual loop moves it), unless that clock is coarse.
+
+    uvloop's ``time()`` is libuv's millisecond clock, read once per loop iteration. At thousands
+    of requests a second every request of an iteration would see one instant: the pacer would
+    space their turns ahead of it and then wait out sub-millisecond gaps the loop rounds to
+    nothing (it spun, doubling the CPU a run took), and request latencies would measure 0.
+    There the run reads time.monotonic, as asyncio's loop does."""
+    loop = asyncio.get_running_loop()
+    if type(loop).__module__.partition(".")[0] in ("uvloop", "winloop"):
+        return time.monotonic
+    return loop.time
+
+
 class _CountingClient(OperationsClient):
     """The run's client, counting each cancel as it is answered. A cancel the client did not
     send because the run was stopping is not counted as sent."""
@@ -175,7 +190,7 @@ class BulkRun:
                 endpoint=endpoint,
                 api_version=config.api_version,
                 tokens=tokens,
-                governor=RateGovernor(config.rate),
+                governor=RateGovernor(config.rate, clock=run_clock()),
                 concurrency=config.concurrency,
                 rng=random.Random(config.seed),  # noqa: S311 - jitter, not security
             )
@@ -369,9 +384,7 @@ class BulkRun:
             poll_max=config.poll_max,
             grace=config.grace,
         )
-        # The loop's clock (time.monotonic on asyncio): a test's virtual loop moves it.
-        clock = asyncio.get_running_loop().time
-        self.engine = Engine(self.client, options, journal=self.journal, clock=clock)
+        self.engine = Engine(self.client, options, journal=self.journal, clock=run_clock())
         drain = self._drain()
         if drain is not None:
             emit = drain.emit_through(emit)

@@ -210,25 +210,26 @@ class AiohttpTransport:
                 allow_redirects=False,
                 **self._per_request,
             ) as resp:
-                content_type = resp.headers.get("Content-Type", "")
-                retry_after = resp.headers.get("Retry-After")
-                oversized = RawResponse(resp.status, b"", content_type, retry_after, oversized=True)
+                status, received = resp.status, resp.headers
+                content_type = received.get("Content-Type", "")
+                retry_after = received.get("Retry-After")
                 # A declared length is the length on the wire (compressed, if it is): past the
                 # cap, refused unread; within it, still counted as it is decoded.
                 declared = resp.content_length
                 if declared is not None and declared > self._max_body:
                     resp.release()
-                    return oversized
-                encoding = resp.headers.get("Content-Encoding", "")
-                if declared is not None and encoding.strip().lower() in ("", "identity"):
+                    return RawResponse(status, b"", content_type, retry_after, oversized=True)
+                encoding = received.get("Content-Encoding", "")
+                plain = not encoding or encoding.strip().lower() == "identity"
+                if declared is not None and plain:
                     # Plain, of a declared length within the cap: what arrives is what we keep,
                     # so one read does (the common answer, and the hot path of a run).
-                    return RawResponse(resp.status, await resp.read(), content_type, retry_after)
+                    return RawResponse(status, await resp.read(), content_type, retry_after)
                 reader = BoundedBody(self._max_body, encoding)
                 async for chunk in resp.content.iter_chunked(_READ_CHUNK):
                     if not reader.feed(chunk):
-                        return oversized
-                return RawResponse(resp.status, reader.finish(), content_type, retry_after)
+                        return RawResponse(status, b"", content_type, retry_after, oversized=True)
+                return RawResponse(status, reader.finish(), content_type, retry_after)
         except aiohttp.ClientConnectorCertificateError as exc:
             raise TransportError(_certificate_message(exc), retryable=False) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:

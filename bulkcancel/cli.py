@@ -7,6 +7,7 @@ that the demo runs exactly the same path.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
 import re
@@ -233,7 +234,17 @@ def cancel(**kw: Any) -> None:
     run = functools.partial(
         drive, config, kw["names"], options, names_files=kw["names_file"], debug=debug
     )
-    sys.exit(guard(lambda: anyio.run(run), debug=debug))
+    sys.exit(guard(lambda: anyio.run(run, backend_options=loop_options()), debug=debug))
+
+
+def loop_options() -> dict[str, Any]:
+    """anyio's options for a run: uvloop's event loop where it is installed (a run with the rate
+    out of the way is CPU-bound in this process, and uvloop's loop and transports take about a
+    tenth less of it; see README), asyncio's own loop otherwise (Windows, PyPy, or uvloop not
+    installed)."""
+    if sys.platform == "win32" or importlib.util.find_spec("uvloop") is None:
+        return {}
+    return {"use_uvloop": True}
 
 
 def _build(kw: dict[str, Any]) -> tuple[RunConfig, _ui.Options]:
