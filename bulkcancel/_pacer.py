@@ -55,7 +55,8 @@ How a pacer tells a wall from noise, and what it borrowed:
   parked for ``throttle_budget`` seconds is *exhausted*: its waiting requests end at once (the
   client reports them as throttled errors) while the probes go on.
 * **A per-minute limit value** in ErrorInfo (``quota_limit_value`` of a ``...PerMinute...``
-  limit) gives the quota at once: the rate is held at 98% of it.
+  limit) gives the quota at once: the rate is held at 98% of it, unless the server was seen to
+  let through more than 1.5x it (a window's budget: see Parking).
 
 Keys of one project that share a quota are merged into one pacer (:meth:`KeyPacer.absorb`; the
 governor in ``_limits`` decides when). Known limits: with bare 429s, a key whose quota is 10/s or
@@ -497,7 +498,7 @@ class KeyPacer:
             # the rate is an average over a window (or a minute's bucket), not a spacing. A
             # fixed window that turned has its whole budget back: spend it at the pace that
             # worked; the next wall parks the key again. (A bucket refilling at the stated
-            # rate refuses that pace at once, and the key learns it: see _park.)
+            # rate refuses that pace at once, and the key learns it: see _wall_met.)
             self.rate = max(self.rate, min(self.ceiling, self.burst))
             self.burst_from = self.accepted_total
         self.next_free = now
