@@ -24,6 +24,8 @@ from bulkcancel._client import OperationsClient
 from bulkcancel._limits import RateGovernor
 from bulkcancel._retry import Backoff
 from bulkcancel._transport import CallableTransport, RawResponse
+from bulkcancel.testing._personalities import Quota as FakeQuota
+from bulkcancel.testing._personalities import QuotaShape
 from tests._support import NoAuth
 
 T = TypeVar("T")
@@ -125,20 +127,31 @@ class Bucket:
 
 
 class Window:
-    """A fixed, synchronized window: ``limit`` requests per ``period``, then nothing; the
-    run starts ``offset`` seconds into a window."""
+    """A fixed, synchronized window: ``limit`` requests per ``period``, then nothing."""
 
-    def __init__(self, limit: int, period: float, offset: float = 0.0) -> None:
-        self.limit, self.period, self.offset, self.window, self.used = limit, period, offset, 0, 0
+    def __init__(self, limit: int, period: float) -> None:
+        self.limit, self.period, self.window, self.used = limit, period, 0, 0
 
     def admit(self, now: float) -> bool:
-        window = int((now + self.offset) // self.period)
+        window = int(now // self.period)
         if window != self.window:
             self.window, self.used = window, 0
         if self.used < self.limit:
             self.used += 1
             return True
         return False
+
+
+class PhasedWindow:
+    """The fake server's own fixed-window quota (``limit`` per ``period``), the run starting
+    ``offset`` seconds into a window; its oracle (``Quota.oracle_seconds``) is the floor."""
+
+    def __init__(self, limit: int, period: float, offset: float) -> None:
+        self.quota = FakeQuota(limit / period, shape=QuotaShape.FIXED_WINDOW, window=period)
+        self.offset = offset
+
+    def admit(self, now: float) -> bool:
+        return self.quota.admit(PROJECT, now + self.offset) is None
 
 
 class Open:
@@ -151,7 +164,7 @@ class Closed:
         return False
 
 
-Quota = Bucket | Window | Open | Closed
+Quota = Bucket | Window | PhasedWindow | Open | Closed
 
 
 @dataclass
@@ -315,22 +328,6 @@ def test_fixed_per_minute_window_scaled_down() -> None:
     assert result.share_429 <= 0.15, result.share_429
 
 
-def window_floor(requests: int, rate: float, limit: int, period: float, offset: float) -> float:
-    """A client told ``rate`` that knows the window: each window's budget at ``rate`` from its
-    start, nothing refused (the fake server's ``Quota.oracle_seconds``)."""
-    at, window, used = 0.0, int(offset // period), 0
-    last = 0.0
-    for _ in range(requests):
-        if int((at + offset) // period) > window:
-            window, used = int((at + offset) // period), 0
-        if used >= limit:
-            window, used = window + 1, 0
-            at = window * period - offset
-        used += 1
-        last, at = at, at + 1.0 / rate
-    return last
-
-
 @pytest.mark.parametrize("stated", [False, True], ids=["bare", "per-minute-limit-stated"])
 @pytest.mark.parametrize(
     ("limit", "period", "requests", "rate"),
@@ -355,12 +352,12 @@ def test_fixed_windows_at_any_phase(
     # the key has seen enough refusals to park (it must not stay at the stated average).
     hard = period - limit / rate - 0.1
     for offset in [*(period * k / 6 for k in range(6)), hard]:
-        server = Server({"*": Window(limit, period, offset)}, metadata=metadata if stated else None)
+        window = PhasedWindow(limit, period, offset)
+        server = Server({"*": window}, metadata=metadata if stated else None)
         result = simulate(server, [name(i) for i in range(requests)], rate=rate)
         assert all_ok(result)
         assert result.share_429 <= 0.15, (offset, result.share_429)
-        ratio = result.seconds / window_floor(requests, rate, limit, period, offset)
-        ratios.append(ratio)
+        ratios.append(result.seconds / window.quota.oracle_seconds(rate))
     # A run that fits the windows exactly loses a whole window to a late request at some
     # phases, so the median over phases is what holds; no phase is far off.
     ratios.sort()
