@@ -132,9 +132,13 @@ def interpret(raw: RawResponse, secrets: Iterable[bytes] = ()) -> Answer:
         return Answer(AnswerKind.REDIRECT, status, message="redirect not followed")
     parsed: Any = None
     body = scrub(raw.body, secrets) if raw.body else raw.body
-    if body:
+    if body == b"{}":
+        parsed = {}  # a cancel's google.protobuf.Empty: most answers of a run
+    elif body:
         try:
-            parsed = json.loads(body)
+            # JSON on the wire is UTF-8 (RFC 8259; a BOM is tolerated); decoding it
+            # ourselves spares json's encoding detection on every answer.
+            parsed = json.loads(body.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             parsed = None
     if 200 <= status < 300:

@@ -159,6 +159,7 @@ class AiohttpTransport:
         # Our session carries the timeout already; a caller's session gets it per request.
         # Decompression is always ours (BoundedBody): aiohttp's would inflate before we count.
         self._per_request: dict[str, Any] = {"auto_decompress": False}
+        self._origins: dict[str, URL] = {}
         if session is not None:
             self._per_request["timeout"] = self._timeout
 
@@ -190,6 +191,20 @@ class AiohttpTransport:
             await self._session.close()
         self._session = None if self._given is None else self._session
 
+    def _url(self, url: str) -> URL:
+        """``url`` as yarl's URL, sent exactly as given (``encoded``: no dot segment is resolved
+        and nothing is re-quoted). The origin is parsed once per host and each request's path
+        joined to it: parsing every whole URL was a measurable part of a fast run."""
+        start = url.find("://")
+        slash = url.find("/", start + 3) if start > 0 else -1
+        if slash < 0 or "?" in url or "#" in url:
+            return URL(url, encoded=True)
+        origin = url[:slash]
+        base = self._origins.get(origin)
+        if base is None:
+            base = self._origins[origin] = URL(origin, encoded=True)
+        return base.with_path(url[slash:], encoded=True)
+
     async def request(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
     ) -> RawResponse:
@@ -204,7 +219,7 @@ class AiohttpTransport:
             # normalise dot segments or re-quote anything.
             async with session.request(
                 method,
-                URL(url, encoded=True),
+                self._url(url),
                 headers=headers,
                 data=body,
                 allow_redirects=False,
