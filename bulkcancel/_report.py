@@ -46,12 +46,16 @@ class Summary:
 
     def add(self, record: Mapping[str, Any]) -> None:
         outcome = str(record["outcome"])
-        samples = self.examples.setdefault(outcome, [])
+        samples = self.examples.get(outcome)
+        if samples is None:
+            samples = self.examples[outcome] = []
         if len(samples) < _EXAMPLES:
             samples.append(dict(record))
         why = _mask(explain(record))
         if why:
-            counts = self.reasons.setdefault(outcome, Counter())
+            counts = self.reasons.get(outcome)
+            if counts is None:
+                counts = self.reasons[outcome] = Counter()
             if why not in counts and len(counts) >= _REASONS:
                 why = "other reasons"
             counts[why] += 1
@@ -315,7 +319,7 @@ def explain(record: Mapping[str, Any]) -> str:
     """One short phrase for a record: the error message a person would want first."""
     for key in ("cancel_error", "get_error", "list_error"):
         value = record.get(key)
-        if isinstance(value, Mapping):
+        if value is not None and isinstance(value, Mapping):
             code = value.get("code") or value.get("http_status") or value.get("kind")
             message = value.get("message") or ""
             return f"{code}: {message}".strip(": ")[:120]

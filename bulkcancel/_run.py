@@ -39,7 +39,7 @@ from bulkcancel._models import OperationResult, Outcome, StopReason, Target
 from bulkcancel._report_meta import run_meta
 from bulkcancel._sources import Resolver, check_parents, resolve_parents
 from bulkcancel._transport import AiohttpTransport, Transport, check_endpoint
-from bulkcancel._views import listing_fields, places_touched
+from bulkcancel._views import count_place, listing_fields
 
 
 @dataclass(slots=True)
@@ -278,8 +278,13 @@ class BulkRun:
         """
         rejected: list[str] = []
 
+        places = self.places = {}
+
         def on_target(target: Target) -> None:
-            self._spool.add(self._as_journaled(target))
+            target = self._as_journaled(target)
+            self._spool.add(target)
+            if target.result is None:
+                count_place(places, target.name)
 
         def on_result(result: OperationResult) -> None:
             if result.outcome is Outcome.INVALID:
@@ -318,7 +323,6 @@ class BulkRun:
             # A 401 on listing is the credentials, not the parent: cancels would meet it too.
             self._stop_reason = StopReason.UNAUTHENTICATED
             self._fatal_detail = f"HTTP 401 listing {rejected[0]}"
-        self.places = places_touched(t.name for t in self._spool if t.result is None)
         return resolver.stats.selected
 
     def _as_journaled(self, target: Target) -> Target:

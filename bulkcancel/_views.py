@@ -16,6 +16,7 @@ from rich.table import Table
 __all__ = [
     "EXIT_MEANINGS",
     "age_text",
+    "count_place",
     "exit_lines",
     "listing_fields",
     "places_touched",
@@ -205,9 +206,14 @@ def places_touched(names: Iterable[str]) -> dict[str, int]:
     report. At most 1000 places are kept; the rest are counted under ``other``."""
     places: dict[str, int] = {}
     for name in names:
-        match = _PLACE.match(name)
-        place = match.group(1) if match else "other"
-        if place not in places and len(places) >= _PLACES_KEPT:
-            place = "other"
-        places[place] = places.get(place, 0) + 1
+        count_place(places, name)
     return places
+
+
+def count_place(places: dict[str, int], name: str) -> None:
+    """Count one name in ``places`` (see :func:`places_touched`)."""
+    match = _PLACE.match(name)
+    place = match.group(1) if match else "other"
+    if place not in places and len(places) >= _PLACES_KEPT:
+        place = "other"
+    places[place] = places.get(place, 0) + 1
