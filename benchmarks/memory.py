@@ -2,7 +2,8 @@
 
 Each size runs in a fresh process (``python -m benchmarks.memory --child N``), which generates
 the names lazily, runs them through ``BulkRun`` (resolve, then cancel + reconcile against
-``MemoryOperations``), streams the report to a temporary file, and prints its peak RSS.
+``MemoryOperations``), streams the report to a temporary file, and prints its peak RSS. The
+child's garbage collector is tuned as the ``bulkcancel`` command tunes its own (``tune_gc``).
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ async def child(count: int) -> dict[str, float]:
     from bulkcancel._config import RunConfig
     from bulkcancel._report import ReportWriter
     from bulkcancel._run import BulkRun
+    from bulkcancel.cli import tune_gc
     from bulkcancel.testing import MemoryOperations
 
+    tune_gc()  # as the bulkcancel command does for its process
     mem = MemoryOperations(default="cancels")
     config = RunConfig(
         endpoint="http://memory.invalid", anonymous=True, rate=1e9, concurrency=64,

@@ -7,6 +7,7 @@ that the demo runs exactly the same path.
 from __future__ import annotations
 
 import functools
+import gc
 import importlib.util
 import logging
 import os
@@ -235,6 +236,26 @@ def cancel(**kw: Any) -> None:
         drive, config, kw["names"], options, names_files=kw["names_file"], debug=debug
     )
     sys.exit(guard(lambda: anyio.run(run, backend_options=loop_options()), debug=debug))
+
+
+#: Allocations (net) between young-generation collections, CPython's default is 700.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Fewer garbage collections: called by the ``bulkcancel`` command's entry point, for its
+    own process (the library leaves its host's collector alone).
+
+    Each young collection walks every object still alive since the last one, and during a run
+    that is the whole in-flight working set (64 requests' futures, buffers and answers): at
+    CPython's default threshold the collector took about 9% of a 10,000-operation run's CPU
+    (0.45 s of 4.8 s, measured with ``gc.callbacks``), at 10,000 about 1%. Nearly everything a
+    run allocates is freed by reference counting, so memory does not grow. ``gc.freeze()``
+    first: the objects of the imports and of start-up are never garbage, and full collections
+    no longer walk them."""
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def loop_options() -> dict[str, Any]:
@@ -491,4 +512,5 @@ def fake_server(**kw: Any) -> None:
 
 
 def main() -> None:
+    tune_gc()
     cli(prog_name="bulkcancel")

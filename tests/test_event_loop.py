@@ -4,7 +4,10 @@ paces and reconciles by a clock fine enough for thousands of requests a second."
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -16,7 +19,7 @@ from bulkcancel._config import RunConfig
 from bulkcancel._models import OperationResult
 from bulkcancel._reconciler import ReconcileMode
 from bulkcancel._run import BulkRun, run_clock
-from bulkcancel.cli import loop_options
+from bulkcancel.cli import GC_YOUNG_THRESHOLD, loop_options, tune_gc
 from bulkcancel.testing import MemoryOperations
 
 
@@ -76,3 +79,32 @@ def test_a_run_on_uvloop_settles_everything_at_two_requests_each() -> None:
     assert sorted(r.name for r in results) == sorted(names)
     assert {r.outcome.value for r in results} == {"cancelled"}
     assert sum(mem.calls.values()) == 2 * len(names)
+
+
+def test_the_command_collects_garbage_less_often_and_never_walks_its_start_up() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_the_entry_point_tunes_the_collector_of_its_own_process() -> None:
+    probe = (
+        "import gc, sys\n"
+        "from bulkcancel import cli\n"
+        "sys.argv = ['bulkcancel', '--version']\n"
+        "try:\n"
+        "    cli.main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(gc.get_threshold()[0], gc.get_freeze_count() > 0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split()[-2:] == [str(GC_YOUNG_THRESHOLD), "True"]
+    assert gc.get_threshold()[0] != GC_YOUNG_THRESHOLD  # and nothing of it in this process
