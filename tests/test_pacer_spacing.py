@@ -1,5 +1,5 @@
 """A burst-1 bucket's spacing, read by the pacer alone: a plain number as the clock, a token
-bucket as the server, no event loop. Exact and instant."""
+bucket (test_pacing_sim's) as the server, no event loop. Exact and instant."""
 
 from __future__ import annotations
 
@@ -9,21 +9,7 @@ import math
 import pytest
 
 from bulkcancel._pacer import KeyPacer
-
-
-class Bucket:
-    """A token bucket: ``rate`` per second, ``burst`` saved up (full at the start)."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst, self.tokens, self.last = rate, burst, burst, 0.0
-
-    def admit(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
+from tests.test_pacing_sim import Bucket
 
 
 class Run:
