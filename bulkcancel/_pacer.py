@@ -49,6 +49,29 @@ How a pacer tells a wall from noise, and what it borrowed:
   the stated rate after all, and resumes at its limit from then on). When walls repeat at a
   steady period, the period is learned and the next probes are aimed just before the
   predicted window boundary.
+* **A burst-1 bucket's spacing.** A token bucket that saves no burst is empty after each accept:
+  sent to evenly a little over its quota it accepts every other request (every k-th further
+  over), so what it accepted at a wall is about half the quota, however close the send rate
+  was; a cut to 95% of that lands at half the quota, and growing back over it halves it again
+  (a sawtooth at ~1.6x the floor, at every quota). Its signature is regular: in send order never
+  two accepts in a row, every accept followed by the same number of refusals, and the gaps
+  bound the quota: an accept ``g`` after the one before says it is at least ``1/g``, a refusal
+  ``g`` after the last accept that it is under ``1/g`` (for any bucket). Such a wall (8 answers
+  suffice, 40% refused; never the wall that ends slow start, when all keys meet walls at once
+  and the requests of keys sharing one quota interleave as regularly) needs no judging: the key
+  lands on the last rate it sent at without a single refusal, if that lies within the bounds (a
+  burst-1 bucket hides no overshoot, so spotless there means under the quota), else at 95% of
+  the low bound, and climbs towards the high bound by 15%, doubling per spotless decision,
+  never past the geometric middle; each further spacing wall narrows the range (the key lands
+  on its spotless rate again), until the bounds are within 10%. Then, after a second spacing
+  wall, the key holds at the low bound for 256 accepts before probing again (one short wall
+  per 256 accepts); after one only it grows as after any wall (a spacing seen once may be two
+  keys' requests interleaved on one quota, which must not hold a key under its share). A
+  refusal while climbing that is no spacing wall ends the bisection at the last spotless rate;
+  a wall that is not a spacing (a bigger bucket, sent to at exactly twice its quota, looks the
+  same once; its burst then hides the climb's overshoot) lands under what the spacing measured.
+  The walls of a bisection are its own probes and do not set ``cut_at``, which the governor
+  reads for coinciding walls: keys with quotas of their own probe in lockstep.
 * **Hints and budgets.** RetryInfo / ``Retry-After`` pause the request that received them (the
   client waits ``min(hint, hint_cap)``, or less if its key accepts another request meanwhile) and
   set the first probe of a park. A single hinted 429 among successes never stops the key. A key
@@ -59,12 +82,11 @@ How a pacer tells a wall from noise, and what it borrowed:
   let through more than 1.5x it (a window's budget: see Parking).
 
 Keys of one project that share a quota are merged into one pacer (:meth:`KeyPacer.absorb`; the
-governor in ``_limits`` decides when). Known limits: with bare 429s, a key whose quota is 10/s or
-less with a burst of 1 drains at ~1.3-1.7x its floor with 17-48% of requests refused (sent a
-little over its rate, such a bucket accepts only every other request, so what it accepted at a
-wall can be half the quota; a stated limit avoids it); a minute's bucket with a stated limit
-costs one resume at the burst's pace (about ten 429s, once per key) before the limit caps it;
-background and a wall together can hide a small overshoot.
+governor in ``_limits`` decides when). Known limits: the first wall costs about ten 429s (slow
+start opens at half of ``--rate``), a large share of a short run at a quota of a few requests
+per second; a minute's bucket with a stated limit costs one resume at the burst's pace (about
+ten 429s, once per key) before the limit caps it; background and a wall together can hide a
+small overshoot.
 """
 
 from __future__ import annotations
@@ -73,6 +95,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple
 
 from bulkcancel._answers import QuotaInfo
 
@@ -100,6 +123,20 @@ _WINDOW_BURST = 1.5  # accepted this far above a stated per-minute rate: budgets
 _EPSILON = 1e-6  # seconds: a wait shorter than this is no wait
 _CATCH_UP = 0.02  # seconds of late turns made up at the ceiling (the ceiling's own burst)
 _HISTORY = 1.0  # seconds of sends and accepts remembered, for measured rates
+_SPACED_ACCEPTS = 3  # accepts, none back to back, that show a burst-1 bucket's spacing
+_SPACED_SHARE = 0.4  # ... with at least this share refused
+_SPACING_DONE = 1.1  # a spacing bound this tight is not bisected further
+_SPACING_STEP = 0.15  # the first climb above the low bound, doubling per clean decision
+_SPACING_ACCEPTS = 256  # accepts after which a spacing bound is forgotten (a quota may grow)
+
+
+class Spacing(NamedTuple):
+    """What a burst-1 bucket's spacing said of its quota: it lies in ``[low, high)``."""
+
+    low: float  # a rate sent at without a refusal, or what the accepts' spacing allowed
+    high: float  # the spacing it refused
+    measured: float  # what the accepts' spacing alone allowed (clean rates not counted)
+    since: int  # ``accepted_total`` when learned: forgotten after _SPACING_ACCEPTS more
 
 
 class PacerState(Enum):
@@ -173,6 +210,14 @@ class KeyPacer:
     born: float | None = None
     sends: deque[float] = field(default_factory=deque)
     accepts: deque[float] = field(default_factory=deque)
+    #: the fresh answers themselves, (sent at, throttled): their spacing tells a burst-1 bucket
+    fresh_answers: list[tuple[float, bool]] = field(default_factory=list)
+    #: what the key sent per second over its last clean decision since the last wall (0: none)
+    clean_rate: float = 0.0
+    #: a burst-1 bucket's quota, bisected (see _spaced_wall)
+    spacing: Spacing | None = None
+    #: spacing walls met: from the second on, a key holds at a close bound
+    spaced: int = 0
 
     def __post_init__(self) -> None:
         if self.rate <= 0:
@@ -251,6 +296,7 @@ class KeyPacer:
             return  # sent before the last decision: its news is already acted on
         self.fresh += 1
         self.fresh_throttled += throttled
+        self.fresh_answers.append((sent_at, throttled))
         self.fresh_first_sent = min(self.fresh_first_sent, sent_at)
         self.fresh_last_sent = max(self.fresh_last_sent, sent_at)
         self._decide(now, hint)
@@ -261,6 +307,14 @@ class KeyPacer:
         if n >= _PARK_SAMPLES and share >= _PARK_SHARE:
             self._park(now, hint)
             return
+        walled = self.cut_at > -math.inf or bool(self.resumes)
+        if n >= _PARK_SAMPLES and share >= _SPACED_SHARE and walled:
+            # (Not on the wall that ends slow start: every key of a run meets it at once, and
+            # keys of one quota interleave their requests as regularly as a spacing.)
+            bounds = self._spacing_bounds()
+            if bounds is not None:
+                self._spaced_wall(now, *bounds)
+                return
         if n >= _PARK_SAMPLES and share >= _EARLY_WALL and self.checking is None:
             # Most of even a few answers refused: a wall whatever the background (at most
             # 15%), no need to wait for 16 (a run told far more than its quota).
@@ -272,7 +326,7 @@ class KeyPacer:
             # grow, so recovery takes about the same time at any rate.
             quiet = t == 0 and n >= _QUICK_SAMPLES and self.checking is None
             if quiet and now - self.decided_at >= _CLEAN_TIME:
-                self._grow(now)
+                self._grow(now, clean=True)
             return
         if self.checking is not None:
             if n < _CHECK_SAMPLES and share < _SURE_WALL:
@@ -319,11 +373,11 @@ class KeyPacer:
                 # past 40%, a background share stays), where a cut would need 32 answers at
                 # the cut rate to be judged.
                 self.testing = (share, self._fresh_rate())
-                self._grow(now)
+                self._grow(now, clean=False)
                 return
             self._cut(now, share)
         elif n >= _CLEAN_SAMPLES or now - self.decided_at >= _CLEAN_TIME or self._slow_start:
-            self._grow(now)
+            self._grow(now, clean=True)
 
     def _cut(self, now: float, share: float) -> None:
         self._wall_met()
@@ -332,6 +386,12 @@ class KeyPacer:
         if self.before_cuts is None:
             self.before_cuts = (self.rate, self.estimate, self.walls)
         self.step = _PROBE_STEP
+        if self.spacing is not None:
+            # A wall while bisecting a spacing that is not one: a bigger bucket (sent to at
+            # twice its quota it shows the same spacing), whose burst hid the overshoot of a
+            # climb. Only the accepts' spacing was a measurement: land under it.
+            accepted = min(accepted, self.spacing.measured)
+        self.spacing, self.clean_rate = None, 0.0
         target = min(accepted * _MEASURED_SHARE, self._cap())
         self.rate = max(_MIN_RATE, min(self.rate, target))
         self.cut_at = now
@@ -352,8 +412,44 @@ class KeyPacer:
         """No wall met and no limit known yet: the rate doubles per clean decision."""
         return self.walls == 0 and self.limit == math.inf and self.estimate == math.inf
 
-    def _grow(self, now: float) -> None:
-        if self._slow_start:
+    def _grow(self, now: float, *, clean: bool) -> None:
+        # (clean: within the background share; spotless: not one refusal, all a burst-1
+        # bucket under its quota ever says)
+        spotless = clean and self.fresh_throttled == 0 and self.fresh >= _QUICK_SAMPLES
+        if spotless:
+            self.clean_rate = self._fresh_rate()
+        if self.spacing is not None and (
+            self.accepted_total - self.spacing.since >= _SPACING_ACCEPTS or not spotless
+        ):
+            # Forgotten (probing above it again costs a short wall), or refusals that are
+            # not a burst-1 bucket's: back to the last spotless rate, grown as at any wall.
+            self.rate = min(self.rate, self.spacing.low)
+            self.spacing, self.step = None, _PROBE_STEP
+            self._new_epoch(now)
+            return
+        if self.spacing is not None:
+            # A burst-1 bucket: a rate it took without a refusal is under its quota. Climb from
+            # there towards the spacing it refused, by 15% first and twice as far per clean
+            # decision, never past the (geometric) middle, until the two are close. (Not
+            # straight to the middle: a bigger bucket sent to at exactly twice its quota
+            # shows the same spacing, its quota at the low end, and a small step finds that
+            # out with a small wall, measured as any other.)
+            low, high = self.spacing.low, self.spacing.high
+            if low < self.clean_rate < high:
+                low = self.estimate = self.clean_rate
+                self.spacing = self.spacing._replace(low=low)
+            probe = low
+            if high > _SPACING_DONE * low:
+                probe = min(math.sqrt(low * high), low * (1 + self.step))
+                self.step *= 2
+            elif self.spaced < 2:
+                # Close, but on one spacing wall only: the regular spacing may have been
+                # another key's requests interleaved with this one's on a shared quota, which
+                # must not hold this key under its share. Grow as after any wall; a lone
+                # burst-1 bucket shows its spacing again at once, and then the key holds.
+                self.spacing, self.step = None, _PROBE_STEP
+                probe = self.rate * (1 + self.step)
+        elif self._slow_start:
             probe = self.rate * 2  # slow start
         else:
             known = min(self.estimate * _MEASURED_SHARE, self._cap())
@@ -408,6 +504,7 @@ class KeyPacer:
             self.walls = max(self.walls, other.walls)
         self.rate = max(_MIN_RATE, min(self.ceiling, rate, self.limit * _LIMIT_SHARE))
         other.merged_into = self
+        self.spacing, self.clean_rate = None, 0.0  # (one key's spacing: not the quota's)
 
     def _fresh_rate(self) -> float:
         """Requests per second the fresh evidence was sent at."""
@@ -419,7 +516,81 @@ class KeyPacer:
     def _new_epoch(self, now: float) -> None:
         self.decided_at = now
         self.fresh = self.fresh_throttled = 0
+        self.fresh_answers.clear()
         self.fresh_first_sent, self.fresh_last_sent = math.inf, -math.inf
+
+    # -- a burst-1 bucket ---------------------------------------------------------------------
+
+    def _spacing_bounds(self) -> tuple[float, float] | None:
+        """The quota of a burst-1 bucket sent to faster than it refills, or None.
+
+        Such a bucket holds one token: after an accept it is empty, so the next request is
+        accepted only if it comes at least ``1/quota`` later. Sent to evenly a little over its
+        quota it accepts every other request (every k-th, further over), so its accepted rate
+        is half the send rate, however close the send rate was. Its signature, in send order:
+        never two requests in a row accepted, every accept followed by the same number of
+        refusals (one quota shared with other keys, or a bigger bucket, refuses
+        less regularly), at least three accepts. Then each accept that came ``g`` after the one
+        before says the quota is at least ``1/g``, and each refusal ``g`` after the last accept
+        (any bucket is empty or better after an accept) that it is under ``1/g``:
+        ``(low, high)``.
+        """
+        previous = -math.inf
+        accepts, run, runs = 0, 0, set()
+        shortest, longest = math.inf, 0.0
+        for sent_at, throttled in sorted(self.fresh_answers):
+            if throttled:
+                run += 1
+                if accepts:
+                    longest = max(longest, sent_at - previous)
+                continue
+            if accepts and run == 0:
+                return None  # two in a row accepted: not a burst-1 bucket's spacing
+            if accepts:
+                runs.add(run)
+                shortest = min(shortest, sent_at - previous)
+            previous, accepts, run = sent_at, accepts + 1, 0
+        if accepts < _SPACED_ACCEPTS or len(runs) != 1 or run > max(runs):
+            return None
+        if not 0.0 < longest < shortest:
+            return None
+        return 1.0 / shortest, 1.0 / longest
+
+    def _spaced_wall(self, now: float, low: float, high: float) -> None:
+        """A burst-1 bucket's spacing: its quota lies in ``[low, high)``. Cutting to 95% of
+        the accepted rate, as at other walls, would land at half the quota (and, growing back
+        over it, halve it again: a sawtooth at ~1.6x the floor). Instead the key lands on the
+        rate it last sent at without a refusal when that lies in the range (a burst-1 bucket
+        hides no overshoot: clean there means under the quota), else on 95% of ``low``, and
+        bisects from there (:meth:`_grow`); a second spacing wall narrows the range."""
+        self._wall_met()
+        measured = low
+        known = self.spacing
+        narrowed = known is not None and known.low < high and low < known.high
+        if known is not None and narrowed:
+            low, high = max(low, known.low), min(high, known.high)
+            measured = max(measured, known.measured)
+        landing = low * _MEASURED_SHARE
+        if low <= self.clean_rate < high:
+            low = landing = self.clean_rate
+        self.spacing = Spacing(low, high, measured, self.accepted_total)
+        self.spaced += 1
+        self.walls += 1  # a wall beyond doubt: no judging, nothing to undo
+        self.estimate = low
+        self.checking = self.testing = self.before_cuts = None
+        self.step = _SPACING_STEP
+        rate = max(_MIN_RATE, min(self.rate, landing, self._cap()))
+        # The next turn too keeps the new spacing from the last grant: one at the old spacing
+        # would be refused, and a refusal in the next decision delays it by 16 answers.
+        self.next_free += 1.0 / rate - 1.0 / self.rate
+        self.rate = rate
+        if not narrowed:
+            # (A wall the governor sees: walls of several keys that coincide may be one
+            # quota. The walls of a bisection are its own probes: keys with quotas of their
+            # own probe in lockstep, and must not be merged for it.)
+            self.cut_at = now
+        self.grew = False
+        self._new_epoch(now)
 
     # -- parking -----------------------------------------------------------------------------
 

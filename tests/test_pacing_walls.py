@@ -1,6 +1,7 @@
 """Quota walls the first pacer missed, on virtual time: one quota shared by several regions
-(told by ErrorInfo or not), bare 429s from a small-burst token bucket, and a background share of
-429s on a short run. Each family runs at several quota sizes and region counts, so what passes
+(told by ErrorInfo or not), bare 429s from a small-burst token bucket and from one with no burst
+at all (alone and as two regions' separate quotas), and a background share of 429s on a short
+run. Each family runs at several quota sizes and region counts, so what passes
 is the behaviour, not one configuration. The models and the harness are test_pacing_sim's.
 """
 
@@ -96,3 +97,41 @@ def test_background_429s_cost_only_their_retries(requests: int, rate: float) -> 
     # Against requests / rate, as the benchmark measures it: the retries of 10% refused
     # requests alone take 1.11x of that.
     assert result.seconds <= 1.2 * requests / rate, (result.seconds, requests / rate)
+
+
+@pytest.mark.parametrize(
+    ("quota", "requests", "share"),
+    [
+        (3.0, 180, 0.13),
+        (5.0, 150, 0.13),
+        (10.0, 120, 0.13),
+        (10.0, 300, 0.10),
+        (20.0, 600, 0.10),
+        (30.0, 900, 0.10),
+    ],
+)
+def test_bare_429s_from_a_bucket_with_no_burst(quota: float, requests: int, share: float) -> None:
+    """Sent to a little over its quota, a bucket that saves no burst accepts every other
+    request: a cut to what it accepted landed at half the quota, and growing back over it
+    halved it again (1.5-1.6x the floor at every quota, 7-19% 429s). The first wall's ~10
+    429s weigh on the short runs; after it, the key holds just under the quota."""
+    server = Server({"*": Bucket(quota, 1.0)})
+    result = simulate(server, [name(i) for i in range(requests)], rate=200)
+    floor = bucket_floor(requests, 200, quota, 1.0)
+    assert all_ok(result)
+    assert result.seconds <= 1.2 * floor, (result.seconds, floor)
+    assert result.share_429 <= share, result.share_429
+
+
+@pytest.mark.parametrize(("first", "second"), [(10.0, 10.0), (10.0, 5.0)])
+def test_separate_quotas_with_no_burst_are_not_merged_on_their_probes(
+    first: float, second: float
+) -> None:
+    """Two regions, each with a burst-1 quota of its own, probe their spacing in lockstep: the
+    walls of those probes must not read as one quota's (merged, they took 1.5-1.7x the floor)."""
+    server = Server({"r0": Bucket(first, 1.0), "r1": Bucket(second, 1.0)})
+    result = simulate(server, regions(800, 2), rate=200)
+    floor = max(bucket_floor(400, 200, q, 1.0) for q in (first, second))
+    assert all_ok(result)
+    assert result.seconds <= 1.25 * floor, (result.seconds, floor)
+    assert result.share_429 <= 0.10, result.share_429

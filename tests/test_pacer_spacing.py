@@ -1,0 +1,161 @@
+"""A burst-1 bucket's spacing, read by the pacer alone: a plain number as the clock, a token
+bucket (test_pacing_sim's) as the server, no event loop. Exact and instant."""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+import pytest
+
+from bulkcancel._pacer import KeyPacer
+from tests.test_pacing_sim import Bucket
+
+
+class Run:
+    """One key sending whenever its pacer grants a turn (a backlog that never runs dry), each
+    answer ``latency`` later; ``log`` holds (sent at, accepted) per request."""
+
+    def __init__(self, pacer: KeyPacer, bucket: Bucket, latency: float = 0.02) -> None:
+        self.pacer, self.bucket, self.latency = pacer, bucket, latency
+        self.now = 0.0
+        self.log: list[tuple[float, bool]] = []
+        self.answers: list[tuple[float, float, bool, bool]] = []  # (due, sent, throttled, probe)
+
+    def until(self, end: float) -> list[tuple[float, bool]]:
+        pacer, answers = self.pacer, self.answers
+        while self.now < end:
+            while answers and answers[0][0] <= self.now:
+                _, sent_at, throttled, probe = heapq.heappop(answers)
+                pacer.on_answer(self.now, throttled=throttled, sent_at=sent_at, probe=probe)
+            wait, probe = pacer.reserve(self.now)
+            if wait <= 0:
+                pacer.sent(self.now)
+                accepted = self.bucket.admit(self.now)
+                self.log.append((self.now, accepted))
+                due = self.now + self.latency
+                heapq.heappush(answers, (due, self.now, not accepted, probe))
+                continue
+            self.now = min(self.now + wait, answers[0][0]) if answers else self.now + wait
+        return self.log
+
+
+def accepted_between(log: list[tuple[float, bool]], start: float, end: float) -> int:
+    return sum(ok for at, ok in log if start <= at < end)
+
+
+def refused_between(log: list[tuple[float, bool]], start: float, end: float) -> int:
+    return sum(not ok for at, ok in log if start <= at < end)
+
+
+@pytest.mark.parametrize("quota", [3.0, 7.0, 10.0, 25.0, 40.0])
+def test_a_bucket_with_no_burst_is_drained_just_under_its_quota(quota: float) -> None:
+    """Main's pacer cut to half the quota at each wall (what such a bucket accepts when sent
+    to a little over it) and sawed between half and just over it: ~60% of the quota."""
+    pacer = KeyPacer(200.0)
+    log = Run(pacer, Bucket(quota, 1.0)).until(40.0)
+    # The second half of the run: at least 90% of the quota accepted, almost nothing refused.
+    assert accepted_between(log, 20.0, 40.0) >= 0.9 * quota * 20.0
+    assert refused_between(log, 20.0, 40.0) <= 0.02 * quota * 20.0
+    assert pacer.rate <= quota
+
+
+def test_the_spacing_bounds_the_quota_from_both_sides() -> None:
+    """Sent to at 12/s, a 10/s bucket accepts every other request: the accepts, 1/6 s apart,
+    say the quota is at least 6/s; the refusals, 1/12 s after an accept, that it is under 12.
+    With no spotless rate known the key lands at 95% of the low bound; the climb meets the
+    spacing again over the quota, and the key holds on its last spotless rate, within 10%."""
+    pacer = KeyPacer(200.0, rate=12.0)
+    pacer.cut_at = 0.0  # past the wall that ends slow start
+    run = Run(pacer, Bucket(10.0, 1.0))
+    run.until(1.0)
+    assert pacer.spacing is not None
+    assert pacer.spacing.low == pytest.approx(6.0)
+    assert pacer.spacing.high == pytest.approx(12.0)
+    assert pacer.rate == pytest.approx(6.0 * 0.95)
+    run.until(10.0)
+    assert pacer.spacing is not None
+    assert 9.0 <= pacer.spacing.low <= 10.0 < pacer.spacing.high <= 1.1 * pacer.spacing.low
+    assert pacer.rate == pytest.approx(pacer.spacing.low)
+
+
+def test_only_the_first_spacing_wall_is_a_wall_for_the_governor() -> None:
+    """``cut_at`` moves for the wall that found the spacing, not for the bisection's own
+    probes: keys with burst-1 quotas of their own probe in lockstep, and the governor merges
+    keys whose walls coincide."""
+    pacer = KeyPacer(200.0, rate=12.0)
+    pacer.cut_at = 0.0
+    run = Run(pacer, Bucket(10.0, 1.0))
+    run.until(1.0)
+    first = pacer.cut_at
+    assert 0.0 < first < 1.0
+    run.until(10.0)
+    assert pacer.spaced >= 2  # the bisection met the spacing again...
+    assert pacer.cut_at == first  # ... without a wall the governor sees
+
+
+def feed_pattern(pacer: KeyPacer, start: float, rate: float, pattern: str) -> float:
+    """Answers sent ``1/rate`` apart: ``A`` accepted, ``R`` refused, in send order."""
+    now = start
+    for mark in pattern:
+        pacer.sent(now)
+        pacer.on_answer(now + 0.01, throttled=mark == "R", sent_at=now)
+        now += 1.0 / rate
+    return now
+
+
+def test_the_wall_that_ends_slow_start_is_cut_as_any_wall() -> None:
+    """Keys of one quota interleave their requests as regularly as a spacing, and all keys
+    meet that wall together: it is no spacing."""
+    pacer = KeyPacer(200.0, rate=40.0)
+    feed_pattern(pacer, 0.0, 40.0, "AR" * 8)
+    assert pacer.spacing is None
+    assert pacer.checking is not None  # a cut, to be judged
+    assert pacer.rate == pytest.approx(20.0 * 0.95)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "AARARARAR",  # two accepts in a row: a bucket that saves more than one token
+        "ARARRARAR",  # refusal runs of different lengths: another key's requests between
+        "ARRRRRRRA",  # one gap only
+    ],
+)
+def test_an_irregular_pattern_is_no_spacing(pattern: str) -> None:
+    pacer = KeyPacer(200.0, rate=40.0)
+    pacer.cut_at = 0.0
+    feed_pattern(pacer, 1.0, 40.0, pattern)
+    assert pacer.spacing is None
+
+
+def test_a_bigger_bucket_at_twice_its_quota_is_found_out_by_a_small_step() -> None:
+    """At exactly twice its quota a bucket with a burst refuses every other request too, its
+    quota at the spacing's low end. The climb above it starts small, and the refusals it
+    meets that are no spacing end the bisection at the last spotless rate: the key drains
+    the bucket as main's pacer would, without a sawtooth. (Powers of two: exact spacing.)"""
+    pacer = KeyPacer(200.0, rate=64.0)
+    pacer.cut_at = 0.0
+    bucket = Bucket(32.0, 4.0)
+    bucket.tokens = 0.0
+    log = Run(pacer, bucket, latency=1 / 64).until(20.0)
+    assert pacer.spaced == 1  # read as a spacing once, then found out
+    assert pacer.spacing is None
+    assert pacer.rate <= 32.0 * 1.1
+    assert accepted_between(log, 10.0, 20.0) >= 0.9 * 32.0 * 10.0
+    assert refused_between(log, 0.0, 20.0) <= 0.05 * len(log)
+
+
+def test_a_spacing_is_forgotten_after_its_accepts_and_probed_again() -> None:
+    """Holding under a bound forever would never find a quota that grew."""
+    pacer = KeyPacer(200.0, rate=12.0)
+    pacer.cut_at = 0.0
+    bucket = Bucket(10.0, 1.0)
+    run = Run(pacer, bucket)
+    run.until(10.0)
+    assert pacer.spacing is not None
+    bucket.rate = 20.0  # the quota grew
+    log = run.until(80.0)
+    assert pacer.rate > 15.0
+    assert accepted_between(log, 60.0, 80.0) >= 0.8 * 20.0 * 20.0
+    assert not math.isinf(pacer.estimate)
