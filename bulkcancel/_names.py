@@ -8,6 +8,7 @@ re-interpret, or it is rejected. We never percent-encode and never let a library
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -90,13 +91,12 @@ class NameRules:
     def _matches(self, segments: list[str]) -> bool:
         if self.patterns is None:
             return True
-        for pattern in self.patterns:
-            parts = pattern.split("/")
-            if len(parts) == len(segments) and all(
-                p == "*" or p == s for p, s in zip(parts, segments, strict=True)
-            ):
-                return True
-        return False
+        shapes = _shapes(self.patterns)
+        return any(
+            len(parts) == len(segments)
+            and all(p is None or p == s for p, s in zip(parts, segments, strict=True))
+            for parts in shapes
+        )
 
     def parse(self, raw: str) -> str:
         """Return the validated name (surrounding whitespace stripped) or raise InvalidNameError."""
@@ -110,6 +110,12 @@ class NameRules:
             expected = " or ".join(self.patterns or ())
             raise InvalidNameError(f"does not match {expected}")
         return text
+
+
+@functools.lru_cache(maxsize=64)
+def _shapes(patterns: tuple[str, ...]) -> tuple[tuple[str | None, ...], ...]:
+    """Each pattern's segments, ``*`` as None: split once per rule set, not once per name."""
+    return tuple(tuple(None if p == "*" else p for p in pattern.split("/")) for pattern in patterns)
 
 
 DEFAULT_RULES = NameRules()

@@ -165,9 +165,9 @@ class AiohttpTransport:
 
     async def __aenter__(self) -> AiohttpTransport:
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._concurrency, limit_per_host=self._concurrency, ttl_dns_cache=300
-            )
+            # One limit for all hosts (a per-host limit equal to it could never bind, and
+            # aiohttp keeps its books per host on every request when it is set).
+            connector = aiohttp.TCPConnector(limit=self._concurrency, ttl_dns_cache=300)
             # trust_env=False: proxies from the environment are a user's choice we do not make
             # silently for a tool that carries credentials.
             self._session = aiohttp.ClientSession(
