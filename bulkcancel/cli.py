@@ -250,9 +250,9 @@ def tune_gc() -> None:
     that is the whole in-flight working set (64 requests' futures, buffers and answers): at
     CPython's default threshold the collector took about 9% of a 10,000-operation run's CPU
     (0.45 s of 4.8 s, measured with ``gc.callbacks``), at 10,000 about 1%. Nearly everything a
-    run allocates is freed by reference counting, so memory does not grow. ``gc.freeze()``
-    first: the objects of the imports and of start-up are never garbage, and full collections
-    no longer walk them."""
+    run allocates is freed by reference counting, so memory barely moves (1,000,000 names: 69 MB
+    peak, 66 MB before). ``gc.freeze()`` first: the objects of the imports and of start-up are
+    never garbage, and full collections no longer walk them."""
     gc.freeze()
     _young, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
