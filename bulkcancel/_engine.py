@@ -44,7 +44,7 @@ from bulkcancel._classify import classify, done_outcome, needs_get
 from bulkcancel._client import OperationsClient
 from bulkcancel._errors import RecordingError
 from bulkcancel._models import OperationResult, Outcome, StopReason, Target
-from bulkcancel._names import quota_key
+from bulkcancel._names import parent_of, quota_key
 from bulkcancel._reconciler import (
     _SENT,
     _TAKEN,
@@ -99,6 +99,8 @@ class Engine(Reconciler):
         self._queues: dict[str, deque[Target]] = {}
         self._workers: dict[str, int] = {}
         self._queued = 0
+        #: per parent, cancels taken from the input and not answered yet (see _answer_counted)
+        self._unanswered: dict[str, int] = {}
         self._pool: anyio.abc.TaskGroup | None = None
         self._room = anyio.Event()  # set when the input may go on (see _release)
 
@@ -163,6 +165,7 @@ class Engine(Reconciler):
                 for name, sent in list(self._in_cancel.items()):
                     if not sent:
                         del self._in_cancel[name]
+                        self._answer_counted(name)
                         await self._not_attempted(name)
             raise
         # Aborted, grace over, or done: anything not settled is reported now, outside the scope.
@@ -179,6 +182,9 @@ class Engine(Reconciler):
             for target in self._targets:
                 await self._take(target)
         self._input_done = True
+        for key in list(self._parents):
+            if key not in self._unanswered:
+                self._parent_answered(key)
 
     async def _take(self, target: Target) -> None:
         """One target from the input: passed on, reported, or handed to the cancel pool."""
@@ -212,6 +218,8 @@ class Engine(Reconciler):
             self._schedule(target.name, None, accepted=True, calls=0)
             return
         self._in_cancel[target.name] = _TAKEN
+        key = parent_of(target.name)
+        self._unanswered[key] = self._unanswered.get(key, 0) + 1
         await self._queue_cancel(target)
 
     async def _queue_cancel(self, target: Target) -> None:
@@ -253,6 +261,7 @@ class Engine(Reconciler):
         name = target.name
         if self._stopping or not await self._record_intent(name):
             del self._in_cancel[name]
+            self._answer_counted(name)
             self._release()
             await self._not_attempted(name)
             return
@@ -266,16 +275,31 @@ class Engine(Reconciler):
         if answer.kind is AnswerKind.STOPPED:
             # Never sent (or a retry never sent): the journal keeps it unanswered, so a
             # rerun sends it again.
+            self._answer_counted(name)
             self._release()
             await self._not_attempted(name, cancel_in_flight=answer.attempts > 0)
             return
         self._record_answer(name, answer)
         if needs_get(answer):
             self._schedule(name, answer, accepted=answer.ok, calls=answer.attempts)
+            self._answer_counted(name)  # after it joined its parent (which it may create)
         else:
+            self._answer_counted(name)
             self._release()
             verdict = classify(answer, None, accepted=False)
             await self._finish(name, verdict.outcome, verdict.details, answer.attempts)
+
+    def _answer_counted(self, name: str) -> None:
+        """A cancel taken from the input is answered (or will never be sent). The last one of
+        a parent, once the input is done, tells the reconciler nothing more joins it."""
+        key = parent_of(name)
+        left = self._unanswered[key] - 1
+        if left:
+            self._unanswered[key] = left
+            return
+        del self._unanswered[key]
+        if self._input_done:
+            self._parent_answered(key)
 
     def _release(self) -> None:
         """Wake the waiting input once the reconciler has caught up to half the bound (so it
@@ -360,6 +384,7 @@ class Engine(Reconciler):
             await self._not_attempted(held.name)
         for name, sent in list(self._in_cancel.items()):
             del self._in_cancel[name]
+            self._answer_counted(name)
             if sent:  # the server may have seen it; a rerun with the journal sends it again
                 await self._not_attempted(name, cancel_in_flight=True)
             else:

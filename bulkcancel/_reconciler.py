@@ -10,9 +10,10 @@ parent goes to GET.
 
 A page is a fresh look at every operation of ours it shows (``_take_page``). A new pass starts
 at the earliest page that listed the operations left while their cancels were unanswered, when
-the last complete pass listed them all so, not at the first page (``_rewind``); once every
-cancel is answered, GETs take the operations left instead when that ends sooner
-(``_tail_by_get``).
+the last complete pass listed them all so, not at the first page (``_rewind``). Once every
+cancel of a parent is answered and the input is done (``_parent_answered``; other parents'
+cancels may still be going out), the parent's sweep no longer rests between passes and GETs
+take its operations left instead when that ends sooner (``_tail_by_get``).
 
 Where GETs do the looking (``--reconcile get``, or a parent whose listing was given up), the
 first GET after an accepted cancel waits a delay learnt per run (``_reconcile.FirstLook``): it
@@ -285,10 +286,11 @@ class Reconciler:
             if not self._listing(parent) or not self._list_pays(parent, members):
                 jobs.extend(members)
                 continue
-            # A pass that just ended rests ``sweep_gap`` while cancels still go out (the next
-            # one would find little new). Once they are all answered nothing new joins: a rest
-            # would only be a tail, and the members due are worth a pass by the cost model.
-            resting = not parent.in_pass and now < parent.next_sweep and not self._cancels_done
+            # A pass that just ended rests ``sweep_gap`` while the parent's cancels still go
+            # out (the next one would find little new). Once they are all answered nothing new
+            # joins: a rest would only be a tail, and the members due are worth a pass by the
+            # cost model. (Per parent: a throttled region's cancels do not hold a free one's.)
+            resting = not parent.in_pass and now < parent.next_sweep and not self._answered(parent)
             if parent.sweeping or resting:
                 # A sweep is running or the listing rests: these wait for the next pass.
                 # They stay due: a page of the running (or next) pass that shows one settles it.
@@ -301,11 +303,27 @@ class Reconciler:
             jobs.append(_Sweep(parent, members))
         return jobs
 
+    def _answered(self, parent: Parent) -> bool:
+        """Nothing more joins ``parent``: its cancels, or all cancels, are answered."""
+        return parent.answered or self._cancels_done
+
+    def _parent_answered(self, key: str) -> None:
+        """The engine: every cancel of this parent is answered and the input is done. Its
+        operations left are swept (or handed to GETs) now, as at the end of all cancels, not
+        at their due times: a free region does not wait for a throttled one's cancels."""
+        parent = self._parents.get(key)
+        if parent is None or parent.answered:
+            return
+        parent.answered = True
+        self._ready.add(key)
+        if self._wake_at > self._clock():
+            self._wake.set()
+
     def _tail_by_get(self, parent: Parent) -> bool:
-        """Every cancel is answered (nothing joins any more): would GETs for all the operations
-        left, now, end sooner than the pages left to walk one after another? (A pass that
-        restarts from its first page to reach a few stragglers is a serial tail.)"""
-        if not self._cancels_done or self._opt.reconcile is not ReconcileMode.AUTO:
+        """The parent's cancels are all answered (nothing joins any more): would GETs for all
+        the operations left, now, end sooner than the pages left to walk one after another? (A
+        pass that restarts from its first page to reach a few stragglers is a serial tail.)"""
+        if not self._answered(parent) or self._opt.reconcile is not ReconcileMode.AUTO:
             return False
         left = len(parent.members)
         return left > 0 and not prefer_list(
@@ -419,6 +437,7 @@ class Reconciler:
         Ends at the end of the listing, at the cancels still on the wire (the pass resumes
         there later), at the page budget or the deadline, or when the run stops."""
         parent = sweep.parent
+        answered = self._answered(parent)
         self.stats.sweeps += 1
         due = {p.name: p for p in sweep.due}
         self._rewind(parent)
@@ -492,6 +511,13 @@ class Reconciler:
                 self._push(pending)
             else:  # on a page the paused pass has not reached yet: the pass resumes for it
                 self._push(pending, at=now + pending.interval)
+        if not (answered or to_gets or parent.no_list) and self._answered(parent):
+            # The last cancels were answered during this sweep (the signal found it busy): the
+            # operations its pages did not show are looked at now, not at their due times.
+            unseen = (p.seen_pass != parent.pass_no for p in parent.members.values())
+            if any(unseen):
+                self._ready.add(parent.name)
+                self._wake.set()
 
     async def _take_page(
         self, parent: Parent, entries: list[Any], due: dict[str, Pending], token: str | None
