@@ -505,6 +505,10 @@ class KeyPacer:
         self.rate = max(_MIN_RATE, min(self.ceiling, rate, self.limit * _LIMIT_SHARE))
         other.merged_into = self
         self.spacing, self.clean_rate = None, 0.0  # (one key's spacing: not the quota's)
+        # The merge is a decision: answers to requests sent before it were sent at the keys'
+        # own rates, and a few of one key's would read as the whole quota's acceptance (a cut
+        # to a fraction of a stated limit, then seconds of growing back).
+        self._new_epoch(now)
 
     def _fresh_rate(self) -> float:
         """Requests per second the fresh evidence was sent at."""

@@ -212,6 +212,27 @@ def test_absorbed_pacer_hands_over_history_limit_and_waiters() -> None:
     assert Grant(region, 0.5).stale  # waiting grants of the old pacer queue again
 
 
+def test_answers_sent_before_a_merge_do_not_cut_the_shared_pacer() -> None:
+    """Seen against a fake with one 100/s quota for two regions, stated in ErrorInfo: both
+    keys sent at 100/s in slow start; the first 429s merged them, and answers to one key's
+    requests granted before the merge (most refused: the two keys sent 200/s together) read as
+    the quota's acceptance: a cut to 30/s, then four seconds growing back (a 300-per-region run
+    took 2x its floor)."""
+    quota = QuotaInfo(limit="ApiRequestsPerMinutePerProject", limit_value=6000.0)
+    project, east, central = KeyPacer(200.0), KeyPacer(200.0), KeyPacer(200.0)
+    sent = [0.01 * i for i in range(10)]
+    for at in sent:
+        east.sent(at)
+        central.sent(at)
+    project.absorb(east, 0.1, first=True)
+    project.absorb(central, 0.1, first=False)
+    for at in sent:  # east's answers arrive after the merge, 70% refused
+        project.on_answer(0.11 + at, throttled=at >= 0.03, sent_at=at, quota=quota)
+    assert project.limit == pytest.approx(100.0)
+    assert project.rate == pytest.approx(98.0)  # the stated limit, not a third of it
+    assert project.cut_at == -math.inf
+
+
 def test_keys_whose_walls_coincide_share_one_pacer_and_separate_ones_split() -> None:
     async def main() -> None:
         clock = [0.0]
