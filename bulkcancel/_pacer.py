@@ -488,7 +488,8 @@ class KeyPacer:
         """Take over the pacing of ``other``'s key (one quota shared by several keys): its
         history and what it learned join this pacer's; the rate is the higher of the two
         (``first``: this pacer has paced nothing yet, so ``other``'s), never above a known
-        limit."""
+        limit. The merge is a decision: answers to requests sent before it count as history
+        (accepts, sends), not toward the next decision."""
         self.sends = deque(sorted([*self.sends, *other.sends]))
         self.accepts = deque(sorted([*self.accepts, *other.accepts]))
         _trim(self.sends, now)
