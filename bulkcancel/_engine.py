@@ -99,8 +99,6 @@ class Engine(Reconciler):
         self._queues: dict[str, deque[Target]] = {}
         self._workers: dict[str, int] = {}
         self._queued = 0
-        #: per parent, cancels taken from the input and not answered yet (see _answer_counted)
-        self._unanswered: dict[str, int] = {}
         self._pool: anyio.abc.TaskGroup | None = None
         self._room = anyio.Event()  # set when the input may go on (see _release)
 
@@ -152,8 +150,8 @@ class Engine(Reconciler):
                         tg.start_soon(self._reconciler)
                         async with anyio.create_task_group() as self._pool:
                             self._pool.start_soon(self._produce)
+                        # (Each parent was readied as its last cancel was answered.)
                         self._cancels_done = True
-                        self._ready.update(self._parents)  # nothing more joins: sweep the rest
                         self._wake.set()
                     watch.cancel_scope.cancel()  # all settled: no grace to watch
         except Exception:

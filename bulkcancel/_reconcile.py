@@ -90,9 +90,6 @@ class Parent:
     #: (handed over when they join; a name whose cancel needs no GET leaves its entry here, so
     #: it holds at most the names taken from the input that never joined)
     wire_pages: dict[str, tuple[int, int, str | None]] = field(default_factory=dict)
-    #: every cancel of this parent is answered and the input is read to its end: nothing
-    #: more joins it, though other parents' cancels may still be going out
-    answered: bool = False
 
     def record_page(self, seconds: float, entries: int) -> None:
         if self.pages <= 1:

@@ -136,6 +136,8 @@ class Reconciler:
         self._clip = math.inf  # after a graceful stop: reconcile no later than this
         #: Handed to the cancel pool, not yet answered: name -> whether its cancel was sent.
         self._in_cancel: dict[str, bool] = {}
+        #: per parent, cancels taken from the input and not answered yet (the engine counts)
+        self._unanswered: dict[str, int] = {}
         self._pending: dict[str, Pending] = {}
         self._parents: dict[str, Parent] = {}
         self._heap: list[tuple[float, int, Pending]] = []
@@ -304,20 +306,18 @@ class Reconciler:
         return jobs
 
     def _answered(self, parent: Parent) -> bool:
-        """Nothing more joins ``parent``: its cancels, or all cancels, are answered."""
-        return parent.answered or self._cancels_done
+        """Nothing more joins ``parent``: the input is done and its cancels are answered
+        (other parents' cancels may still be going out)."""
+        return self._input_done and parent.name not in self._unanswered
 
     def _parent_answered(self, key: str) -> None:
-        """The engine: every cancel of this parent is answered and the input is done. Its
-        operations left are swept (or handed to GETs) now, as at the end of all cancels, not
-        at their due times: a free region does not wait for a throttled one's cancels."""
-        parent = self._parents.get(key)
-        if parent is None or parent.answered:
-            return
-        parent.answered = True
-        self._ready.add(key)
-        if self._wake_at > self._clock():
-            self._wake.set()
+        """The engine, once per parent: it is now ``_answered``. Its operations left are
+        swept (or handed to GETs) now, not at their due times: a free region does not wait
+        for a throttled one's cancels."""
+        if key in self._parents:
+            self._ready.add(key)
+            if self._wake_at > self._clock():
+                self._wake.set()
 
     def _tail_by_get(self, parent: Parent) -> bool:
         """The parent's cancels are all answered (nothing joins any more): would GETs for all
