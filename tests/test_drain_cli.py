@@ -5,6 +5,7 @@ with a runaway producer: the done-when of issue 13, Ctrl-C mid-drain, a resumed 
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import time
@@ -14,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from bulkcancel.testing import FakeOperationsServer, RunawayProducer, populate
+from bulkcancel.testing import FakeOperationsServer, RequestRecord, RunawayProducer, populate
 from tests._e2e import bulkcancel_command, load_report, process_env
 
 PARENT = "projects/p/locations/l"
@@ -147,7 +148,16 @@ async def test_max_operations_reached_mid_drain_stops_cancelling_with_exit_3(
     populate(fake, PARENT, 10)
     report_path = tmp_path / "r.json"
     async with fake.serve() as url:
-        producer = fake.runaway(PARENT, rate=20, duration=3)
+        # The producer starts when the first listing has been answered, not on the wall
+        # clock: a CLI that starts slowly would otherwise see more than 25 in its first
+        # listing and rightly refuse up front (exit 2) instead of reaching the limit mid-drain.
+        producer = fake.runaway(PARENT, rate=20, duration=3, start=math.inf)
+
+        def start_on_first_list(record: RequestRecord) -> None:
+            if record.kind == "list" and producer.start == math.inf:
+                producer.start = record.at
+
+        fake.on_record = start_on_first_list
         code, stderr, _ = await run(
             cancel_command(
                 url, "--until-quiet", "1s", "--max-operations", "25", "--report", str(report_path)
