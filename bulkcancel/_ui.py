@@ -380,6 +380,7 @@ class Ui:
                 dry_run=bool(arguments.get("dry_run", self._opt.dry_run)),
                 journal=arguments.get("journal"),
                 stopped=stopped,
+                why_shown=self._opt.out_format == "table",
             )
             for text in lines:
                 console.print(text, highlight=False, markup=False)

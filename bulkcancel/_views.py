@@ -29,7 +29,7 @@ EXIT_MEANINGS = {
     0: "every target ended cancelled or completed_anyway",
     1: "internal error (a bug): please report it with the message above",
     2: "refused before any cancel was sent (usage, input or confirmation)",
-    3: "the run finished; some targets ended in another outcome (see 'why' above)",
+    3: "the run finished; some targets ended in another outcome",
     4: "no credentials, or the server rejected them on every first request",
     5: "stopped early: the API could not be reached, or the endpoint is wrong",
     6: "progress could not be recorded (journal or report); see the fallback path above",
@@ -68,14 +68,23 @@ def short_reason(text: str) -> str:
 
 
 def exit_lines(
-    code: int, *, dry_run: bool = False, journal: str | None = None, stopped: str | None = None
+    code: int,
+    *,
+    dry_run: bool = False,
+    journal: str | None = None,
+    stopped: str | None = None,
+    why_shown: bool = True,
 ) -> list[str]:
-    """What ``code`` means, and what to do next (resume, look at the report)."""
+    """What ``code`` means, and what to do next (resume, look at the report). ``why_shown``:
+    the summary table with its 'why' column was printed above (``--format table``); otherwise
+    the reasons are in the records on stdout."""
     meaning = EXIT_MEANINGS.get(code, "see the documentation")
     if code == 0 and dry_run:
         meaning = "dry run: every target is valid; nothing was sent"
     elif code == 3 and dry_run:
         meaning = "dry run: some inputs are invalid or a listing failed; nothing was sent"
+    elif code == 3:
+        meaning += " (see 'why' above)" if why_shown else " (see each record's 'reason')"
     if stopped and code not in (130, 143):
         meaning += f" (stopped: {stopped})"
     lines = [f"exit {code}: {meaning}"]

@@ -230,6 +230,9 @@ def test_exit_lines() -> None:
     assert "add --journal PATH" in exit_lines(143)[1]
     assert exit_lines(5, journal="j")[1].startswith("to resume:")
     assert len(exit_lines(3, journal="j")) == 1  # a rerun would not redo finished targets
+    # The 'why' column is only drawn in table format; otherwise the records carry the reasons.
+    assert exit_lines(3)[0].endswith("(see 'why' above)")
+    assert exit_lines(3, why_shown=False)[0].endswith("(see each record's 'reason')")
 
 
 def test_selection_line_names_each_filter() -> None:
