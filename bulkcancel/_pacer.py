@@ -72,6 +72,14 @@ How a pacer tells a wall from noise, and what it borrowed:
   same once; its burst then hides the climb's overshoot) lands under what the spacing measured.
   The walls of a bisection are its own probes and do not set ``cut_at``, which the governor
   reads for coinciding walls: keys with quotas of their own probe in lockstep.
+  Timing jitter (a few milliseconds on a real network) blurs the signature near the quota: some
+  gaps shrink under the spacing, so the refusals come irregularly, yet the bucket still accepts
+  about 60% of what was sent. So a wall met in the first decision after the key's own last
+  step (a growth, or a spacing wall's landing on a spotless rate), at most 25% above a spotless
+  rate and accepting under 80% of it, lands at 95% of the spotless rate, not of what was
+  accepted (nor under what a spacing measured). A drained burst accepts about its quota, close
+  to any spotless rate it hid, so it is cut as any wall; and only the key's own step counts, so
+  a key whose share of one quota shrank because another key grew is cut as any wall too.
 * **Hints and budgets.** RetryInfo / ``Retry-After`` pause the request that received them (the
   client waits ``min(hint, hint_cap)``, or less if its key accepts another request meanwhile) and
   set the first probe of a park. A single hinted 429 among successes never stops the key. A key
@@ -218,6 +226,9 @@ class KeyPacer:
     spacing: Spacing | None = None
     #: spacing walls met: from the second on, a key holds at a close bound
     spaced: int = 0
+    #: when the last decision put the rate on a new step of its own: a growth, or a spacing
+    #: wall's landing on the last spotless rate (a wall in the next decision is that step's)
+    stepped_at: float = -math.inf
 
     def __post_init__(self) -> None:
         if self.rate <= 0:
@@ -381,16 +392,26 @@ class KeyPacer:
 
     def _cut(self, now: float, share: float) -> None:
         self._wall_met()
-        accepted = self._fresh_rate() * (1.0 - share)
-        self.checking = (share, self.rate, accepted)
-        if self.before_cuts is None:
-            self.before_cuts = (self.rate, self.estimate, self.walls)
-        self.step = _PROBE_STEP
+        sent = self._fresh_rate()
+        accepted = sent * (1.0 - share)
         if self.spacing is not None:
             # A wall while bisecting a spacing that is not one: a bigger bucket (sent to at
             # twice its quota it shows the same spacing), whose burst hid the overshoot of a
             # climb. Only the accepts' spacing was a measurement: land under it.
             accepted = min(accepted, self.spacing.measured)
+        clean = self.clean_rate
+        stepped = self.stepped_at == self.decided_at  # (this key's own step met the wall)
+        if stepped and clean > 0.0 and sent <= 1.25 * clean and accepted < 0.8 * clean:
+            # A wall just after a small step up from a rate sent at without a single refusal,
+            # accepting far less than that rate: a burst-1 bucket whose refusals timing
+            # jitter made irregular (see _spacing_bounds), not a drained burst (which accepts
+            # about the quota, close to any clean rate it hid). Land a little under the clean
+            # rate, not at half of it.
+            accepted = clean
+        if self.before_cuts is None:
+            self.before_cuts = (self.rate, self.estimate, self.walls)
+        self.checking = (share, self.rate, accepted)
+        self.step = _PROBE_STEP
         self.spacing, self.clean_rate = None, 0.0
         target = min(accepted * _MEASURED_SHARE, self._cap())
         self.rate = max(_MIN_RATE, min(self.rate, target))
@@ -468,6 +489,7 @@ class KeyPacer:
         grown = min(self.ceiling, probe, max(2 * sent, _MIN_RATE))
         if grown > self.rate:
             self.rate, self.grew = grown, True
+            self.stepped_at = now
         self._new_epoch(now)
 
     def accepted_rate(self, now: float) -> float:
@@ -578,6 +600,7 @@ class KeyPacer:
         landing = low * _MEASURED_SHARE
         if low <= self.clean_rate < high:
             low = landing = self.clean_rate
+            self.stepped_at = now
         self.spacing = Spacing(low, high, measured, self.accepted_total)
         self.spaced += 1
         self.walls += 1  # a wall beyond doubt: no judging, nothing to undo
