@@ -33,22 +33,29 @@ How a pacer tells a wall from noise, and what it borrowed:
   actually sent lately, so an idle key does not bank a burst.
   We did not take CUBIC's cubic curve: a measured quota is a better target than a fitted one.
 * **Parking.** When nearly everything is refused (90% of at least 8 fresh answers: a spent
-  per-minute window, a minute's burst used up), the key parks: nothing is sent but one probe at a
-  time (after 0.25 s, doubling to 1 s, so a window that turns is found within a second, at
-  one 429 a second while parked; with a per-minute quota stated in ErrorInfo, at most 1/20 of
-  its rate apart, never under 0.1 s: 0.4 s at 50/s, probes costing about 5% of the quota; or
-  after the server's hint, capped at ``hint_cap``). Requests granted before a park or a cut and
-  still waiting for a slot go back to the queue. The first accepted probe resumes the key at the
-  rate that worked: what was accepted in the second before the wall (over the part of it this
-  pacer saw, and never under a quarter of the rate it parked at: a pacer that just took over a
-  key has seen few accepts), or the per-minute limit from ErrorInfo when known, unless the
-  server let through more than 1.5x that stated rate before the wall: then the rate is an
+  per-minute window, a minute's burst used up; or, when the wall began after a second of at
+  least 16 accepts, every fresh answer from the first refusal on, five or more, in send order: a
+  burst spent within the decision, whose accepts before it dilute the share, would otherwise be
+  cut to a third of its pace first, ten more refusals), the key parks: nothing is sent but one
+  probe at a time (after 0.25 s, doubling to 1 s, so a window that turns is found within a
+  second, at one 429 a second while parked; with a per-minute quota stated in ErrorInfo, at most
+  1/20 of its rate apart, never under 0.1 s: 0.4 s at 50/s, probes costing about 5% of the
+  quota; or after the server's hint, capped at ``hint_cap``). Requests granted before a park or
+  a cut and still waiting for a slot go back to the queue. The first accepted probe resumes the
+  key at the rate that worked: what was accepted in the second before the wall (over the part of
+  it this pacer saw, and never under a quarter of the rate it parked at: a pacer that just took
+  over a key has seen few accepts), or the per-minute limit from ErrorInfo when known, unless
+  the server let through more than 1.5x that stated rate before the wall: then the rate is an
   average over a window, not a spacing, and a window that turned has its whole budget back, so
   the key spends it at the pace it was accepted at when the wall began, until the next wall
-  parks it again (if that resume finds next to no budget, the key was a bucket refilling at
-  the stated rate after all, and resumes at its limit from then on). When walls repeat at a
-  steady period, the period is learned and the next probes are aimed just before the
-  predicted window boundary.
+  parks it again (if that resume finds next to no budget, the key was a bucket refilling at the
+  stated rate after all, and resumes at its limit from then on). Stated or not, a resume after a
+  burst that meets a wall in its first decision, within a second of the park, found no budget
+  back either (a bucket refilling, not a window that turned): the key parks again and resumes at
+  what the server accepted since the first park began (the tokens the park let it save, over the
+  time they took: its refill rate), a measured quota that ends slow start, not at the burst's
+  pace again. When walls repeat at a steady period, the period is learned and the next probes
+  are aimed just before the predicted window boundary.
 * **A burst-1 bucket's spacing.** A token bucket that saves no burst is empty after each accept:
   sent to evenly a little over its quota it accepts every other request (every k-th further
   over), so what it accepted at a wall is about half the quota, however close the send rate
@@ -116,6 +123,7 @@ _CLEAN_TIME = 0.5
 _CHECK_SAMPLES = 32  # fresh answers after a cut before judging it
 _PARK_SAMPLES = 8  # fresh answers before parking, when nearly all are refused
 _PARK_SHARE = 0.9
+_PARK_RUN = 5  # ... or this many refused in a row, none accepted since the first refusal
 _EARLY_WALL = 0.6  # ... and a cut on this share of as few answers
 _MEASURED_SHARE = 0.95  # a cut lands a little under what the server accepted
 _LIMIT_SHARE = 0.98  # a quota value from ErrorInfo is used this close
@@ -229,6 +237,8 @@ class KeyPacer:
     #: when the last decision put the rate on a new step of its own: a growth, or a spacing
     #: wall's landing on the last spotless rate (a wall in the next decision is that step's)
     stepped_at: float = -math.inf
+    #: when the key last resumed from a park
+    resumed_at: float = -math.inf
 
     def __post_init__(self) -> None:
         if self.rate <= 0:
@@ -315,7 +325,10 @@ class KeyPacer:
     def _decide(self, now: float, hint: float | None) -> None:
         n, t = self.fresh, self.fresh_throttled
         share = t / n
-        if n >= _PARK_SAMPLES and share >= _PARK_SHARE:
+        if n >= _PARK_SAMPLES and (
+            share >= _PARK_SHARE
+            or (share >= _SPACED_SHARE and self.burst > 0 and self._refused_since_onset())
+        ):
             self._park(now, hint)
             return
         walled = self.cut_at > -math.inf or bool(self.resumes)
@@ -390,6 +403,33 @@ class KeyPacer:
         elif n >= _CLEAN_SAMPLES or now - self.decided_at >= _CLEAN_TIME or self._slow_start:
             self._grow(now, clean=True)
 
+    def _no_budget_back(self, now: float) -> bool:
+        """The key resumed from a park and meets a wall in its first decision since, within
+        a second of that park's start."""
+        return (
+            self.resumed_at == self.decided_at
+            and now - self.parked_at <= _HISTORY
+            and self.burst > 0
+        )
+
+    def _accepted_since(self, start: float, now: float) -> float:
+        """Requests per second accepted from ``start`` (at most a second ago) to ``now``."""
+        _trim(self.accepts, now)
+        count = sum(1 for at in self.accepts if at >= start)
+        return count / max(now - start, 0.1)
+
+    def _refused_since_onset(self) -> bool:
+        """In send order, every fresh answer from the first refusal on was refused, and at
+        least ``_PARK_RUN`` were: a wall that refuses nearly everything (a minute's burst just
+        spent), met within the decision, whose accepts before it dilute the share."""
+        run = 0
+        for _, throttled in sorted(self.fresh_answers):
+            if throttled:
+                run += 1
+            elif run:
+                return False
+        return run >= _PARK_RUN
+
     def _cut(self, now: float, share: float) -> None:
         self._wall_met()
         sent = self._fresh_rate()
@@ -399,6 +439,9 @@ class KeyPacer:
             # twice its quota it shows the same spacing), whose burst hid the overshoot of a
             # climb. Only the accepts' spacing was a measurement: land under it.
             accepted = min(accepted, self.spacing.measured)
+        if self._no_budget_back(now):
+            # (The fresh answers' accepts are the tokens the park let a bucket save.)
+            accepted = min(accepted, self._accepted_since(self.parked_at, now))
         clean = self.clean_rate
         stepped = self.stepped_at == self.decided_at  # (this key's own step met the wall)
         if stepped and clean > 0.0 and sent <= 1.25 * clean and accepted < 0.8 * clean:
@@ -637,6 +680,13 @@ class KeyPacer:
         # part of that second this pacer saw; a per-minute value from ErrorInfo says it exactly.
         # (Never under a quarter of the rate in force: a young pacer has seen few accepts.)
         worked = max(self.accepted_rate(now), self.rate / 4)
+        if self._no_budget_back(now):
+            # It resumed and met this wall in its first decision: no budget came back (a
+            # bucket refilling, not a window that turned). What works is what the server
+            # accepted since the last park began, not the burst spent before it.
+            worked = self._accepted_since(self.parked_at, now)
+            self.estimate = worked  # a measured quota: slow start is over
+            self.walls += 1
         self.resume_rate = max(_MIN_RATE, min(self.ceiling, worked))
         if self.limit < math.inf:
             self.resume_rate = self.limit * _LIMIT_SHARE
@@ -701,6 +751,7 @@ class KeyPacer:
             self.rate = max(self.rate, min(self.ceiling, self.burst))
             self.burst_from = self.accepted_total
         self.next_free = now
+        self.resumed_at = now
         self._new_epoch(now)
 
 
