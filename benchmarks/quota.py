@@ -16,7 +16,8 @@ requests any client must send, the issue's "requests / --rate"); ``x floor``
 their ratio; ``429 share`` the share of requests refused as throttled; ``exact`` whether every
 outcome was the one the fake scripted (rounds exact / rounds). In the two-region row the drain
 and floor are the free region's only. Nothing is tuned to these results: ``--quota``,
-``--told`` and ``--window`` run the same matrix against other server personalities.
+``--told``, ``--window`` and ``--latency`` (the fake waits that long before each answer, as a
+distant server does) run the same matrix against other server personalities.
 """
 
 from __future__ import annotations
@@ -141,9 +142,17 @@ def run_client(
 
 
 def measure(
-    scenario: Scenario, client: str, operations: int, work: Path, seed: int, told: float = TOLD
+    scenario: Scenario,
+    client: str,
+    operations: int,
+    work: Path,
+    seed: int,
+    told: float = TOLD,
+    latency: float = 0.0,
 ) -> dict[str, Any]:
     extra = [*scenario.extra, "--seed", str(seed), "--missing", str(scenario.missing)]
+    if latency:
+        extra += ["--latency", f"{latency:g}"]
     with fake_server(work, operations, mix=seed, parents=scenario.parents, extra=extra) as fake:
         got = run_client(client, fake.url, fake.names_file, work, told)
         stats = fake.stats(ceiling=told)
@@ -185,6 +194,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--quota", type=float, default=QUOTA, help="requests/s per quota")
     parser.add_argument("--told", type=float, default=TOLD, help="the clients' --rate")
     parser.add_argument("--window", type=float, default=WINDOW, help="quota window, seconds")
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds the fake waits before each answer"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.operations, args.rounds = 60, 1
@@ -201,7 +213,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                 order = clients if round_index % 2 == 0 else clients[::-1]
                 for client in order:
                     result = measure(
-                        scenario, client, args.operations, work, round_index + 1, args.told
+                        scenario,
+                        client,
+                        args.operations,
+                        work,
+                        round_index + 1,
+                        args.told,
+                        args.latency,
                     )
                     cell = cells.setdefault((scenario.label, client), Cell())
                     cell.drain.append(result["drain"])
@@ -229,8 +247,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     print(
         table(
             f"quota matrix: {args.operations} operations per parent, quota {args.quota:g}/s "
-            f"where there is one, clients told {args.told:g}/s, {CONCURRENCY} in flight, median of "
-            f"{args.rounds} round(s)",
+            f"where there is one, clients told {args.told:g}/s, {CONCURRENCY} in flight, "
+            + (f"{args.latency * 1000:g} ms per answer, " if args.latency else "")
+            + f"median of {args.rounds} round(s)",
             ["scenario", "client", "drain s", "floor s", "x floor", "requests", "429 share",
              "exact"],
             rows,
@@ -243,9 +262,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             slower = median(cells[(mix, client)].drain) / median(cells[(calm, client)].drain)
             print(f"fault mix vs the same names fault-free, {client}: {slower:.2f}x")
     out = {"operations": args.operations, "rounds": args.rounds, "quota": args.quota,
-           "told": args.told, "window": args.window, "results": results}  # fmt: skip
-    default = (args.quota, args.told, args.window) == (QUOTA, TOLD, WINDOW)
+           "told": args.told, "window": args.window, "latency": args.latency,
+           "results": results}  # fmt: skip
+    default = (args.quota, args.told, args.window, args.latency) == (QUOTA, TOLD, WINDOW, 0.0)
     name = "quota" if default else f"quota-q{args.quota:g}-t{args.told:g}-w{args.window:g}"
+    if args.latency:
+        name += f"-l{args.latency * 1000:g}ms"
     print(f"-> {save(name, out)}")
     return out
 
