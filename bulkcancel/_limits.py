@@ -23,6 +23,10 @@ Two layers, because they answer different questions:
   started (their increases are multiplicative, so AIMD's fairness does not hold) and starve one
   key; the merged pacer serves the keys' waiters in one FIFO, so each key gets the quota in
   proportion to its backlog.
+* A key's pacer is *alone* while no other key of its project has a pacer: only then may it take
+  a high throttle share that holds when its rate changes for background (see
+  :mod:`bulkcancel._pacer`), since beside another key on one quota a share holds when the other
+  key's rate falls as this one's rises.
 * A merge hands the key's pacer over whole: the project's pacer takes its history of sends and
   accepts and what it learned (limit, estimate), requests queued at the key's pacer are woken
   and move to the project's queue, and answers to requests the key's pacer granted inform the
@@ -113,6 +117,7 @@ class RateGovernor:
         self._clock = clock
         self._sleep = sleep
         self._pacers: dict[str, KeyPacer] = {}
+        self._project_keys: dict[str, set[str]] = {}  # project -> keys with a pacer of their own
         self._route: dict[str, str] = {}  # key -> the key whose pacer paces it (shared quota)
         #: key -> when its own pacer last met a wall, and whether that ended its slow start
         self._onsets: dict[str, tuple[float, bool]] = {}
@@ -145,7 +150,19 @@ class RateGovernor:
                 throttle_budget=self.throttle_budget,
                 hint_cap=self.hint_cap,
             )
+            self._not_alone(key)
         return pacer
+
+    def _not_alone(self, key: str) -> None:
+        """A new pacer: when its project now has more than one, none of them is alone (a
+        share that stays put may be another key's traffic on one quota: see KeyPacer.alone)."""
+        project = _project_of(key)
+        keys = self._project_keys.setdefault(project, set())
+        keys.add(key)
+        if len(keys) > 1:
+            for other in keys:
+                if other in self._pacers:
+                    self._pacers[other].alone = False
 
     @property
     def stopped(self) -> bool:
@@ -460,6 +477,7 @@ class RateGovernor:
                 rate=max(rate, 1.0),
                 throttle_budget=self.throttle_budget,
                 hint_cap=self.hint_cap,
+                alone=False,
             )
 
     def rates(self) -> dict[str, float]:

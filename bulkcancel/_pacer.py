@@ -12,19 +12,27 @@ How a pacer tells a wall from noise, and what it borrowed:
   sustained majority stops retries). A wall is suspected when, over at least 16 fresh answers, the
   throttle share exceeds the learned background share by a binomial margin (2.5 standard
   deviations plus 3 points, so few samples need a bigger share); 60% refused of as few as 8
-  answers is a wall whatever the background. An increase needs 64 clean fresh answers, or 16
-  and half a second, or (a slow key: after a park, or holding a small share of a quota) 4
-  answers without a single throttle and half a second, so recovery takes about the same time at
-  1 req/s as at 100.
+  answers is a wall whatever a background of up to 15% (over a higher one, learned by a key alone
+  in its project, it takes four standard deviations above it). An increase needs 64 clean fresh
+  answers, or 16 and half a second, or (a slow key: after a park, or holding a small share of a
+  quota) 4 answers without a single throttle and half a second, so recovery takes about the same
+  time at 1 req/s as at 100.
 * **A wall grows with the send rate, noise does not.** A suspected wall cuts the rate to 95% of
   what the server *accepted* (the quota itself when we were over it); 32 answers later the cut is
-  judged (on 16 when 40% are still refused: a wall): if the share neither fell to under 40% of
-  what it was nor rose (and stayed under 40%, which background never reaches), the 429s were
-  background (overload, other limits), every cut since the last increase is undone and that
-  share, at most 15%, becomes the key's background, which later decisions discount. In slow start
-  a small share is tested the other way, by doubling instead of cutting: behind a wall the
-  accepted rate stays put and the share jumps, a background share stays the same, and the run
-  loses no time at a cut rate. A background share costs one short test, not a spiral.
+  judged (on 16 when 40% are still refused: a wall the cut did not clear; see below for when the
+  share must also have moved): if the share neither fell to under 40% of what it was nor rose (and
+  stayed under 40%), the 429s were background (overload, other limits), every cut since the last
+  increase is undone and that share, at most 15%, becomes the key's background, which later
+  decisions discount. In slow start a small share is tested the other way, by doubling instead of
+  cutting: behind a wall the accepted rate stays put and the share jumps, a background share stays
+  the same, and the run loses no time at a cut rate. A background share costs one short test, not
+  a spiral. A share of 40% or more that held within its binomial margin over 32 answers after a
+  cut (measured on 16 or more before it) may be a high background too (20-40% of 429s at random:
+  confirming every such cut as a wall spiralled the rate down, 12-250x the floor): the key goes
+  back to its rate before the cuts as a test (such a share is judged on 16 answers only if it
+  moved), and a share that holds there is background, learned up to 60%. Only for a key alone
+  in its project (the governor says): beside another key on one quota a share holds when the
+  other key's rate falls as this one's rises.
 * **Growth after AWS's adaptive retry** (CUBIC after a throttle, capped at twice the measured send
   rate): slow start doubles per clean decision (every 16 answers) until the first wall; after
   it, a clean decision returns to 95% of the measured quota at once and then probes by 5%,
@@ -129,7 +137,8 @@ _MEASURED_SHARE = 0.95  # a cut lands a little under what the server accepted
 _LIMIT_SHARE = 0.98  # a quota value from ErrorInfo is used this close
 _PROBE_STEP = 0.05  # additive probe above the measured quota, per clean decision
 _SURE_WALL = 0.4  # a throttle share this high is a wall, never background
-_MAX_NOISE = 0.15  # background shares above this are not discounted
+_MAX_NOISE = 0.15  # background shares above this are not discounted ...
+_TESTED_NOISE = 0.6  # ... unless the share stayed put when the rate rose by 30% or more
 _FELL = 0.4  # after a cut, a wall's share falls below this share of the one before
 _PROBE_BASE = 0.25  # seconds to the first probe of a parked key
 _PROBE_CAP = 1.0  # probes of a parked key are at most this far apart
@@ -186,6 +195,8 @@ class KeyPacer:
     noise: float = 0.0
     #: (share, rate, accepted rate) before a cut that the next decision must confirm
     checking: tuple[float, float, float] | None = None
+    #: how many fresh answers that share was measured on
+    checked_on: int = 0
     #: the throttle share that made slow start double to test it (wall or background?)
     testing: tuple[float, float] | None = None  # (share, sent per second)
     #: (rate, estimate, walls) before the first cut since the last growth
@@ -239,6 +250,9 @@ class KeyPacer:
     stepped_at: float = -math.inf
     #: when the key last resumed from a park
     resumed_at: float = -math.inf
+    #: no other key of its project is paced apart (the governor says): a share that stays put
+    #: when the rate changes cannot be another key's traffic on a shared quota
+    alone: bool = True
 
     def __post_init__(self) -> None:
         if self.rate <= 0:
@@ -339,9 +353,13 @@ class KeyPacer:
             if bounds is not None:
                 self._spaced_wall(now, *bounds)
                 return
-        if n >= _PARK_SAMPLES and share >= _EARLY_WALL and self.checking is None:
-            # Most of even a few answers refused: a wall whatever the background (at most
-            # 15%), no need to wait for 16 (a run told far more than its quota).
+        # (With a high background learned, 8 answers can show 60% by chance: four standard
+        # deviations above it, at most one decision in ten thousand.)
+        spread = 4 * math.sqrt(self.noise * (1 - self.noise) / _PARK_SAMPLES)
+        early = max(_EARLY_WALL, self.noise + 0.03 + spread) if self.alone else _EARLY_WALL
+        if n >= _PARK_SAMPLES and share >= early and self.checking is None:
+            # Most of even a few answers refused: a wall whatever the background, no need to
+            # wait for 16 (a run told far more than its quota).
             self._cut(now, share)
             return
         if n < _MIN_SAMPLES:
@@ -353,11 +371,36 @@ class KeyPacer:
                 self._grow(now, clean=True)
             return
         if self.checking is not None:
-            if n < _CHECK_SAMPLES and share < _SURE_WALL:
-                return  # (still 40% refused after a cut: a wall, judged on 16 answers)
             before, rate_before, accepted = self.checking
+            if n < _CHECK_SAMPLES:
+                if share < _SURE_WALL:
+                    return
+                # Still 40% refused after a cut: judged on 16 answers when the share moved (a
+                # wall the cut did not clear); one that stayed put may be a high background
+                # share, which takes 32 answers to judge.
+                if self._may_hold() and abs(share - before) <= _margin(n, before):
+                    return
             self.checking = None
             rose = share - before > _margin(n, before)
+            fell = before - share > _margin(n, before)
+            held = not rose and not fell and share < _PARK_SHARE
+            if self._may_hold() and before >= _SURE_WALL and held:
+                # A high share that stayed put, within its binomial margin, although the rate
+                # was cut: a background share far above the usual, or a wall the cut did not
+                # clear (its accepted rate measured high). Back to the rate before the cuts,
+                # as a test: behind a wall the share jumps there, a background share stays
+                # (see ``testing`` below), where calling it a wall at once spirals the rate
+                # down at every chance 40% (30% of 429s at random cost 50x the floor). Only
+                # for a key alone in its project: beside another key on one quota, a share
+                # stays put when the other key's rate falls as this one's rises. And only for
+                # a cut made on 16 answers or more: a share of 8 is too rough to hold to.
+                self.rate = rate_before
+                if self.before_cuts is not None:
+                    self.rate, self.estimate, self.walls = self.before_cuts
+                    self.before_cuts = None
+                self.testing = (share, self._fresh_rate())
+                self._new_epoch(now)
+                return
             if (
                 before < _SURE_WALL
                 and share < _SURE_WALL
@@ -384,7 +427,7 @@ class KeyPacer:
             wall_share = 1 - (1 - before) * sent_before / max(sent_now, 1e-9)
             if sent_now >= 1.3 * sent_before and share < (before + wall_share) / 2:
                 # A faster rate, the same share: background 429s, not a wall.
-                self.noise = min((before + share) / 2, _MAX_NOISE)
+                self.noise = min((before + share) / 2, _TESTED_NOISE if self.alone else _MAX_NOISE)
         if share - self.noise > _margin(n, self.noise):
             if (
                 self._slow_start
@@ -402,6 +445,11 @@ class KeyPacer:
             self._cut(now, share)
         elif n >= _CLEAN_SAMPLES or now - self.decided_at >= _CLEAN_TIME or self._slow_start:
             self._grow(now, clean=True)
+
+    def _may_hold(self) -> bool:
+        """A high share that holds after a cut may be background here: the key is alone in
+        its project, and the share before the cut was measured on 16 answers or more."""
+        return self.alone and self.checked_on >= _MIN_SAMPLES
 
     def _no_budget_back(self, now: float) -> bool:
         """The key resumed from a park and meets a wall in its first decision since, within
@@ -454,6 +502,7 @@ class KeyPacer:
         if self.before_cuts is None:
             self.before_cuts = (self.rate, self.estimate, self.walls)
         self.checking = (share, self.rate, accepted)
+        self.checked_on = self.fresh
         self.step = _PROBE_STEP
         self.spacing, self.clean_rate = None, 0.0
         target = min(accepted * _MEASURED_SHARE, self._cap())

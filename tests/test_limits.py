@@ -128,6 +128,44 @@ def test_project_wide_quota_routes_keys_to_one_pacer() -> None:
     asyncio.run(main())
 
 
+def test_a_key_is_alone_until_another_key_of_its_project_is_paced() -> None:
+    """Only a key alone in its project may take a high share that holds for background: beside
+    another key on one quota a share holds when the other key's rate falls."""
+    governor = RateGovernor(100.0, clock=lambda: 1.0)
+    first = governor.pacer("projects/p/locations/a")
+    other_project = governor.pacer("projects/q/locations/a")
+    assert first.alone and other_project.alone
+    second = governor.pacer("projects/p/locations/b")
+    assert not first.alone and not second.alone
+    assert other_project.alone
+
+
+def test_a_high_share_that_holds_after_a_cut_is_tested_by_going_back_up() -> None:
+    """Half the answers refused at random (no burst-1 spacing: accepts come two in a row):
+    cut on 16; the share holds over the 32 answers after the cut, so the key goes back to its
+    rate before the cut to test it, and the same share there is background, learned above the
+    15% a check learns outright."""
+    pattern = "ARARRAARRARAARRA"  # 8 of 16 refused, irregularly, never 60% of the first 8+
+
+    def send(now: float, rate: float, marks: str) -> float:
+        for mark in marks:
+            pacer.sent(now)
+            pacer.on_answer(now + 0.01, throttled=mark == "R", sent_at=now)
+            now += 1.0 / rate
+        return now
+
+    pacer = KeyPacer(100.0, rate=50.0)
+    pacer.walls, pacer.estimate, pacer.cut_at = 1, 60.0, 0.0  # past slow start
+    now = send(1.0, 50.0, pattern)  # 50% of 16: a cut
+    assert pacer.checking is not None and pacer.rate < 30.0
+    now = send(now, pacer.rate, pattern * 2)  # still 50% over 32: held
+    assert pacer.checking is None and pacer.testing is not None
+    assert pacer.rate == pytest.approx(50.0)
+    send(now, 50.0, pattern)  # the same share at the higher rate: background
+    assert pacer.noise == pytest.approx(0.5)
+    assert pacer.rate >= 50.0
+
+
 def test_rejects_nonsense_rates() -> None:
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="positive"):

@@ -471,6 +471,21 @@ def test_background_429s_never_lower_the_rate() -> None:
     assert result.seconds <= 1.2 * floor, (result.seconds, floor)
 
 
+@pytest.mark.parametrize("noise", [0.2, 0.3])
+def test_a_high_background_share_does_not_spiral(noise: float) -> None:
+    """20-30% of answers refused at random, whatever the rate: more than the 15% a check
+    learns as background outright, so every chance 40% of 16 answers was a confirmed wall
+    and each cut fed the next (30%: 12-50x the floor, 0.5 requests/s at the end). A high
+    share that holds over 32 answers after a cut now sends the key back up as a test, and a
+    share that holds there is background (the key is alone in its project)."""
+    requests, rate = 1000, 50.0
+    server = Server({"*": Open()}, noise=noise)
+    result = simulate(server, [name(i) for i in range(requests)], rate=rate)
+    assert all_ok(result)
+    floor = requests / (1 - noise) / rate
+    assert result.seconds <= 1.5 * floor, (result.seconds, floor)
+
+
 # -- shared and separate quotas --------------------------------------------------------------
 
 
