@@ -453,7 +453,8 @@ class KeyPacer:
 
     def _no_budget_back(self, now: float) -> bool:
         """The key resumed from a park and meets a wall in its first decision since, within
-        a second of that park's start."""
+        a second of that park's start, after a burst (the wall began after a second of 16 or
+        more accepts: a window's or a bucket's budget spent)."""
         return (
             self.resumed_at == self.decided_at
             and now - self.parked_at <= _HISTORY
