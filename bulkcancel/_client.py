@@ -350,8 +350,9 @@ class OperationsClient:
         self, kind: str, method: str, url: str, body: bytes | None, grant: Grant
     ) -> tuple[Answer, Mapping[str, str]] | Literal["again"] | None:
         """Send once: a slot, the run's ceiling, the request. None if stopped before sending;
-        ``"again"`` if the key parked while this request waited for its slot; otherwise the
-        answer and the auth headers it was sent with."""
+        ``"again"`` if the key parked or cut its rate while this request waited for its slot
+        or the run's ceiling (a unit of the ceiling it took goes to the next in line);
+        otherwise the answer and the auth headers it was sent with."""
         governor = self._governor
         sent = False
         slots = self._slots
@@ -359,11 +360,14 @@ class OperationsClient:
             if not slots.take_now():
                 await slots.take()
             try:
+                if grant.stale:
+                    return "again"  # (cut or parked while this request waited for a slot)
                 if not (governor.try_ceiling() or await governor.acquire_ceiling()):
                     return None
                 if self._refused(kind):
                     return None
                 if grant.stale:
+                    governor.unused_ceiling()
                     return "again"
                 auth = await self._tokens.headers()
                 headers = self._headers(auth, with_body=body is not None)

@@ -279,6 +279,13 @@ class RateGovernor:
                 acquire.cancel()  # a stop: give the bucket's place back
         return not self._stopped
 
+    def unused_ceiling(self) -> None:
+        """A unit of the run's ``--rate`` taken for a request that goes back to its key's
+        queue (its grant went stale while it waited): the next request in line may have it.
+        Without this, a cut key's requests queued at the ceiling spent their units unsent:
+        a hole of up to ``concurrency / --rate`` seconds in which nothing went out."""
+        self._limiter.give_back()
+
     def sent(self, grant: Grant) -> None:
         """The granted request goes on the wire now: its evidence dates from this moment."""
         grant.sent_at = self.now()
@@ -500,6 +507,13 @@ class _Ceiling(AsyncLimiter):
             return False
         self._level += 1
         return True
+
+    def give_back(self) -> None:
+        """Return a unit taken for a request that is not sent after all; the next waiter, if
+        the bucket now has room for it, goes at once (as after any leak)."""
+        self._leak()
+        self._level = max(0.0, self._level - 1)
+        self._wake_next()
 
 
 def _project_of(key: str) -> str:

@@ -117,6 +117,22 @@ async def test_the_ceiling_grants_its_burst_at_once_then_paces() -> None:
     assert not governor.try_ceiling()
 
 
+async def test_a_unit_given_back_goes_to_the_next_waiter_at_once() -> None:
+    """A request whose grant went stale while it waited for the ceiling goes back to its key's
+    queue unsent: its unit of ``--rate`` is the next waiter's, not a second of nothing."""
+    governor = RateGovernor(1.0)  # one unit a second
+    assert governor.try_ceiling()
+    waiting = asyncio.create_task(governor.acquire_ceiling())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()  # the bucket is full for another second
+    governor.unused_ceiling()
+    for _ in range(20):  # loop turns only: no timer has to fire
+        await asyncio.sleep(0)
+    assert waiting.done() and waiting.result() is True
+    assert not governor.try_ceiling()  # the unit was handed on, not doubled
+
+
 # -- URL and JSON ------------------------------------------------------------------------------
 
 
