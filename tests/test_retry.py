@@ -53,6 +53,13 @@ def test_full_jitter_ceilings_grow_and_cap() -> None:
     assert backoff.delay(10_000, FixedRandom()) == 4.0  # no overflow for absurd attempts
 
 
+def test_the_default_backoff_is_quick_on_a_blip_and_patient_through_an_outage() -> None:
+    backoff = Backoff()
+    ceilings = [backoff.delay(i, FixedRandom()) for i in range(backoff.max_attempts - 1)]
+    assert ceilings[0] == pytest.approx(0.1)  # a 503 at random is retried within 0.1 s
+    assert 10.0 <= sum(ceilings) <= 15.0  # a call waits out several seconds of 503s
+
+
 def test_full_jitter_spreads_between_zero_and_ceiling() -> None:
     rng = random.Random(1)
     delays = [Backoff(base=1.0, cap=1.0).delay(3, rng) for _ in range(500)]
