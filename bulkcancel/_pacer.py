@@ -18,21 +18,24 @@ How a pacer tells a wall from noise, and what it borrowed:
   quota) 4 answers without a single throttle and half a second, so recovery takes about the same
   time at 1 req/s as at 100.
 * **A wall grows with the send rate, noise does not.** A suspected wall cuts the rate to 95% of
-  what the server *accepted* (the quota itself when we were over it); 32 answers later the cut is
-  judged (on 16 when 40% are still refused: a wall the cut did not clear; see below for when the
-  share must also have moved): if the share neither fell to under 40% of what it was nor rose (and
-  stayed under 40%), the 429s were background (overload, other limits), every cut since the last
-  increase is undone and that share, at most 15%, becomes the key's background, which later
-  decisions discount. In slow start a small share is tested the other way, by doubling instead of
-  cutting: behind a wall the accepted rate stays put and the share jumps, a background share stays
-  the same, and the run loses no time at a cut rate. A background share costs one short test, not
-  a spiral. A share of 40% or more that held within its binomial margin over 32 answers after a
-  cut (measured on 16 or more before it) may be a high background too (20-40% of 429s at random:
-  confirming every such cut as a wall spiralled the rate down, 12-250x the floor): the key goes
-  back to its rate before the cuts as a test (such a share is judged on 16 answers only if it
-  moved), and a share that holds there is background, learned up to 60%. Only for a key alone
-  in its project (the governor says): beside another key on one quota a share holds when the
-  other key's rate falls as this one's rises.
+  what the server *accepted* (the quota itself when we were over it); 32 answers later the cut
+  is judged (on 16 when 40% are still refused: a wall the cut did not clear; see below for when
+  the share must also have moved): if the share neither fell (to under 40% of what it was; and,
+  while the key has confirmed no wall yet, by two standard errors of the two shares: 3 of 16
+  refused, then 1 of 32, is how an 8% background that clustered before the cut looks a quarter
+  of the time, and confirmed as a wall it held a key at the cut rate for the rest of a short
+  run) nor rose (and stayed under 40%), the 429s were background (overload, other limits), every
+  cut since the last increase is undone and that share, at most 15%, becomes the key's
+  background, which later decisions discount. In slow start a small share is tested the other
+  way, by doubling instead of cutting: behind a wall the accepted rate stays put and the share
+  jumps, a background share stays the same, and the run loses no time at a cut rate. A
+  background share costs one short test, not a spiral. A share of 40% or more that held within
+  its binomial margin over 32 answers after a cut (measured on 16 or more before it) may be a
+  high background too (20-40% of 429s at random: confirming every such cut as a wall spiralled
+  the rate down, 12-250x the floor): the key goes back to its rate before the cuts as a test
+  (such a share is judged on 16 answers only if it moved), and a share that holds there is
+  background, learned up to 60%. Only for a key alone in its project (the governor says): beside
+  another key on one quota a share holds when the other key's rate falls as this one's rises.
 * **Growth after AWS's adaptive retry** (CUBIC after a throttle, capped at twice the measured send
   rate): slow start doubles per clean decision (every 16 answers) until the first wall; after
   it, a clean decision returns to 95% of the measured quota at once and then probes by 5%,
@@ -140,6 +143,7 @@ _SURE_WALL = 0.4  # a throttle share this high is a wall, never background
 _MAX_NOISE = 0.15  # background shares above this are not discounted ...
 _TESTED_NOISE = 0.6  # ... unless the share stayed put when the rate rose by 30% or more
 _FELL = 0.4  # after a cut, a wall's share falls below this share of the one before
+_FELL_Z = 2.0  # ... and, before a first wall, by this many standard errors (3/16, 1/32: chance)
 _PROBE_BASE = 0.25  # seconds to the first probe of a parked key
 _PROBE_CAP = 1.0  # probes of a parked key are at most this far apart
 _PROBE_SPEND = 20.0  # ... and, with a quota known, 1/20 of it apart at most: 5% of the quota
@@ -405,7 +409,11 @@ class KeyPacer:
                 before < _SURE_WALL
                 and share < _SURE_WALL
                 and not rose
-                and (share >= before * _FELL or share - self.noise > _margin(n, self.noise) / 2)
+                and (
+                    share >= before * _FELL
+                    or share - self.noise > _margin(n, self.noise) / 2
+                    or (self.walls == 0 and not _fell(before, self.checked_on, share, n))
+                )
             ):
                 # The share neither fell nor rose with the rate: background 429s, not a wall.
                 # (A share that rose means the cut was too small, measured on a ramp: a wall.)
@@ -810,6 +818,15 @@ def _margin(samples: int, noise: float) -> float:
     deviations of a binomial share (never assuming a background below 1%), plus 3 points."""
     base = max(noise, 0.01)
     return 0.03 + 2.5 * math.sqrt(base * (1 - base) / samples)
+
+
+def _fell(before: float, before_n: int, after: float, after_n: int) -> bool:
+    """A throttle share fell beyond chance: two binomial shares, the later one at least two
+    standard errors (of their pooled share) under the earlier. (Both counts are positive: a
+    cut is made on 8 answers or more, and judged on 16 or more.)"""
+    pooled = (before * before_n + after * after_n) / (before_n + after_n)
+    error = math.sqrt(pooled * (1 - pooled) * (1 / before_n + 1 / after_n))
+    return error == 0 or (before - after) / error >= _FELL_Z
 
 
 def _trim(times: deque[float], now: float) -> None:

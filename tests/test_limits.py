@@ -228,6 +228,40 @@ def test_a_share_that_rises_after_a_cut_is_a_wall_not_background() -> None:
     assert pacer.walls >= 1
 
 
+def feed_pattern(pacer: KeyPacer, start: float, rate: float, refused: list[bool]) -> float:
+    """One answer per entry, sent ``1/rate`` apart, refused where the entry is True."""
+    now = start
+    for throttled in refused:
+        pacer.sent(now)
+        pacer.on_answer(now + 0.01, throttled=throttled, sent_at=now)
+        now += 1.0 / rate
+    return now
+
+
+@pytest.mark.parametrize(
+    ("after", "walls", "wall"),
+    [(1, 0, False), (0, 0, True), (1, 1, True)],
+    ids=["chance-before-any-wall", "fell-to-none", "after-a-wall"],
+)
+def test_a_first_cut_is_confirmed_only_when_the_share_fell_beyond_chance(
+    after: int, walls: int, wall: bool
+) -> None:
+    """3 of 16 refused at the ceiling, then 1 of 32 after the cut: an 8% background that
+    clustered before the cut does that a quarter of the time, and confirmed as a wall it held
+    the key at the cut rate for the rest of a short run (two keys, 8% at random: 1.26x the
+    floor in simulation, now 1.02x). So before any wall it is background. None of 32 after
+    the cut is a fall beyond chance: a wall. A key that has met a wall judges as before."""
+    pacer = KeyPacer(200.0, rate=200.0, walls=walls)
+    now = feed_pattern(pacer, 0.0, 200.0, [i in (3, 9, 14) for i in range(16)])
+    assert pacer.checking is not None and pacer.rate < 200.0  # a cut: no doubling at the ceiling
+    feed_pattern(pacer, now + 0.02, pacer.rate, [i < after for i in range(32)])
+    assert pacer.checking is None
+    if wall:
+        assert pacer.walls == walls + 1 and pacer.noise == 0.0 and pacer.rate < 200.0
+    else:
+        assert pacer.walls == 0 and pacer.noise > 0.0 and pacer.rate == 200.0
+
+
 def test_a_grant_made_before_a_cut_asks_again() -> None:
     pacer = KeyPacer(200.0, rate=200.0)
     grant = Grant(pacer, 0.0)
