@@ -30,12 +30,15 @@ How a pacer tells a wall from noise, and what it borrowed:
   way, by doubling instead of cutting: behind a wall the accepted rate stays put and the share
   jumps, a background share stays the same, and the run loses no time at a cut rate. A
   background share costs one short test, not a spiral. A share of 40% or more that held within
-  its binomial margin over 32 answers after a cut (measured on 16 or more before it) may be a
-  high background too (20-40% of 429s at random: confirming every such cut as a wall spiralled
-  the rate down, 12-250x the floor): the key goes back to its rate before the cuts as a test
-  (such a share is judged on 16 answers only if it moved), and a share that holds there is
-  background, learned up to 60%. Only for a key alone in its project (the governor says): beside
-  another key on one quota a share holds when the other key's rate falls as this one's rises.
+  its binomial margin over 32 answers after a cut (measured on 16 or more before it), if it rose
+  at the cut rate only nearer to what background predicts than to a wall's share (both counted
+  from the wall's onset: a rise says a burst spent within the decision diluted the share before),
+  may be a high background too (20-40% of 429s at random: confirming every such cut as a wall
+  spiralled the rate down, 12-250x the floor): the key goes back to its rate before the cuts as
+  a test (such a share is judged on 16 answers only if it moved, or rose nearer a wall's share),
+  and a share that holds there is background, learned up to 60%. Only for a key alone in its
+  project (the governor says): beside another key on one quota a share holds when the other
+  key's rate falls as this one's rises.
 * **Growth after AWS's adaptive retry** (CUBIC after a throttle, capped at twice the measured send
   rate): slow start doubles per clean decision (every 16 answers) until the first wall; after
   it, a clean decision returns to 95% of the measured quota at once and then probes by 5%,
@@ -201,6 +204,10 @@ class KeyPacer:
     checking: tuple[float, float, float] | None = None
     #: how many fresh answers that share was measured on
     checked_on: int = 0
+    #: ... the share from the first refusal among them on, and the requests per second
+    #: they were sent at
+    checked_onset: float = 0.0
+    checked_sent: float = 0.0
     #: the throttle share that made slow start double to test it (wall or background?)
     testing: tuple[float, float] | None = None  # (share, sent per second)
     #: (rate, estimate, walls) before the first cut since the last growth
@@ -382,13 +389,19 @@ class KeyPacer:
                 # Still 40% refused after a cut: judged on 16 answers when the share moved (a
                 # wall the cut did not clear); one that stayed put may be a high background
                 # share, which takes 32 answers to judge.
-                if self._may_hold() and abs(share - before) <= _margin(n, before):
+                if (
+                    self._may_hold()
+                    and abs(share - before) <= _margin(n, before)
+                    and self._nearer_background(share, before)
+                ):
                     return
             self.checking = None
             rose = share - before > _margin(n, before)
             fell = before - share > _margin(n, before)
             held = not rose and not fell and share < _PARK_SHARE
-            if self._may_hold() and before >= _SURE_WALL and held:
+            if held and self._may_hold() and before >= _SURE_WALL:
+                held = self._nearer_background(share, before)
+            if held and self._may_hold() and before >= _SURE_WALL:
                 # A high share that stayed put, within its binomial margin, although the rate
                 # was cut: a background share far above the usual, or a wall the cut did not
                 # clear (its accepted rate measured high). Back to the rate before the cuts,
@@ -459,6 +472,21 @@ class KeyPacer:
         its project, and the share before the cut was measured on 16 answers or more."""
         return self.alone and self.checked_on >= _MIN_SAMPLES
 
+    def _nearer_background(self, share: float, before: float) -> bool:
+        """The share after a cut may be background's: no higher than before it (a cut is made
+        on a share that came out high, so background's falls back, on average), or, if it rose,
+        nearer what background predicts (the same share) than what a wall does (its accepted
+        rate stays put, so at the cut rate its share falls to ``wall_share``), both counted
+        from the wall's onset. A share that rose when the rate was cut says the one before was
+        diluted: a minute's burst spent within the decision showed 7 of 16 refused, all of the
+        last 8 but one, and at half the rate 20 of 32 (refilling at a fifth of the rate sent),
+        within the binomial margin of 7 in 16, but a wall."""
+        if share <= before:
+            return True
+        onset, sent = self.checked_onset, self.checked_sent
+        wall_share = 1 - (1 - onset) * sent / max(self._fresh_rate(), 1e-9)
+        return share >= (onset + wall_share) / 2
+
     def _no_budget_back(self, now: float) -> bool:
         """The key resumed from a park and meets a wall in its first decision since, within
         a second of that park's start, after a burst (the wall began after a second of 16 or
@@ -474,6 +502,12 @@ class KeyPacer:
         _trim(self.accepts, now)
         count = sum(1 for at in self.accepts if at >= start)
         return count / max(now - start, 0.1)
+
+    def _share_since_onset(self) -> float:
+        """The share of fresh answers refused, counted in send order from the first refusal."""
+        marks = [throttled for _, throttled in sorted(self.fresh_answers)]
+        first = marks.index(True) if True in marks else len(marks)
+        return sum(marks) / max(len(marks) - first, 1)
 
     def _refused_since_onset(self) -> bool:
         """In send order, every fresh answer from the first refusal on was refused, and at
@@ -511,7 +545,8 @@ class KeyPacer:
         if self.before_cuts is None:
             self.before_cuts = (self.rate, self.estimate, self.walls)
         self.checking = (share, self.rate, accepted)
-        self.checked_on = self.fresh
+        self.checked_on, self.checked_sent = self.fresh, sent
+        self.checked_onset = self._share_since_onset()
         self.step = _PROBE_STEP
         self.spacing, self.clean_rate = None, 0.0
         target = min(accepted * _MEASURED_SHARE, self._cap())

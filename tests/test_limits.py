@@ -166,6 +166,38 @@ def test_a_high_share_that_holds_after_a_cut_is_tested_by_going_back_up() -> Non
     assert pacer.rate >= 50.0
 
 
+def test_a_burst_spent_within_a_decision_is_judged_a_wall_on_the_answers_after_the_cut() -> None:
+    """A minute's burst runs out within a decision: 8 accepts, then 7 of the next 8 refused
+    (7 of 16). At the cut rate, about half the rate sent, a bucket refilling at a fifth of it
+    refuses 11 of 16: within the binomial margin of 7 in 16, so this once read as a high
+    background share that held (32 answers, then back to the rate before the cut to test it).
+    But it rose although the rate was cut, and from the wall's onset (7 of 8) a wall predicts
+    about 75% at the cut rate, background 88%: nearer the wall, it is judged on 16 answers, and
+    the key never goes back up."""
+
+    def send(now: float, rate: float, marks: str) -> float:
+        for mark in marks:
+            pacer.sent(now)
+            pacer.on_answer(now + 0.01, throttled=mark == "R", sent_at=now)
+            now += 1.0 / rate
+        return now
+
+    pacer = KeyPacer(100.0, rate=100.0)
+    now = send(1.0, 100.0, "A" * 16)  # (slow start at its ceiling: nothing to double)
+    while pacer.fresh:  # to the start of a decision
+        now = send(now, 100.0, "A")
+    now = send(now, 100.0, "AAAAAAAARRRARRRR")
+    assert pacer.checking is not None
+    cut = pacer.rate
+    assert 40.0 < cut < 60.0  # 95% of the 56/s accepted: the burst's end still counted
+    now = send(now, cut, "RRARRRAARRRARRRA")  # 11 of 16, the refill (irregular: jitter)
+    assert pacer.walls == 1 and pacer.checking is not None  # confirmed, and cut again
+    assert pacer.testing is None
+    assert pacer.rate < 0.5 * cut
+    send(now, pacer.rate, "ARRRAARRARRRARRA")
+    assert pacer.rate < cut  # never back up to the rate before the cut to test it
+
+
 def test_rejects_nonsense_rates() -> None:
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="positive"):
