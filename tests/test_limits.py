@@ -11,6 +11,7 @@ import pytest
 from bulkcancel._answers import QuotaInfo
 from bulkcancel._limits import Grant, RateGovernor
 from bulkcancel._pacer import KeyPacer, PacerState
+from tests.test_pacer_spacing import feed_pattern as feed_marks
 
 
 def feed_every(pacer: KeyPacer, start: float, rate: float, count: int, every: int) -> float:
@@ -147,21 +148,14 @@ def test_a_high_share_that_holds_after_a_cut_is_tested_by_going_back_up() -> Non
     15% a check learns outright."""
     pattern = "ARARRAARRARAARRA"  # 8 of 16 refused, irregularly, never 60% of the first 8+
 
-    def send(now: float, rate: float, marks: str) -> float:
-        for mark in marks:
-            pacer.sent(now)
-            pacer.on_answer(now + 0.01, throttled=mark == "R", sent_at=now)
-            now += 1.0 / rate
-        return now
-
     pacer = KeyPacer(100.0, rate=50.0)
     pacer.walls, pacer.estimate, pacer.cut_at = 1, 60.0, 0.0  # past slow start
-    now = send(1.0, 50.0, pattern)  # 50% of 16: a cut
+    now = feed_marks(pacer, 1.0, 50.0, pattern)  # 50% of 16: a cut
     assert pacer.checking is not None and pacer.rate < 30.0
-    now = send(now, pacer.rate, pattern * 2)  # still 50% over 32: held
+    now = feed_marks(pacer, now, pacer.rate, pattern * 2)  # still 50% over 32: held
     assert pacer.checking is None and pacer.testing is not None
     assert pacer.rate == pytest.approx(50.0)
-    send(now, 50.0, pattern)  # the same share at the higher rate: background
+    feed_marks(pacer, now, 50.0, pattern)  # the same share at the higher rate: background
     assert pacer.noise == pytest.approx(0.5)
     assert pacer.rate >= 50.0
 
@@ -175,26 +169,19 @@ def test_a_burst_spent_within_a_decision_is_judged_a_wall_on_the_answers_after_t
     about 75% at the cut rate, background 88%: nearer the wall, it is judged on 16 answers, and
     the key never goes back up."""
 
-    def send(now: float, rate: float, marks: str) -> float:
-        for mark in marks:
-            pacer.sent(now)
-            pacer.on_answer(now + 0.01, throttled=mark == "R", sent_at=now)
-            now += 1.0 / rate
-        return now
-
     pacer = KeyPacer(100.0, rate=100.0)
-    now = send(1.0, 100.0, "A" * 16)  # (slow start at its ceiling: nothing to double)
+    now = feed_marks(pacer, 1.0, 100.0, "A" * 16)  # (slow start at its ceiling: no doubling)
     while pacer.fresh:  # to the start of a decision
-        now = send(now, 100.0, "A")
-    now = send(now, 100.0, "AAAAAAAARRRARRRR")
+        now = feed_marks(pacer, now, 100.0, "A")
+    now = feed_marks(pacer, now, 100.0, "AAAAAAAARRRARRRR")
     assert pacer.checking is not None
     cut = pacer.rate
     assert 40.0 < cut < 60.0  # 95% of the 56/s accepted: the burst's end still counted
-    now = send(now, cut, "RRARRRAARRRARRRA")  # 11 of 16, the refill (irregular: jitter)
+    now = feed_marks(pacer, now, cut, "RRARRRAARRRARRRA")  # 11 of 16, jitter: irregular
     assert pacer.walls == 1 and pacer.checking is not None  # confirmed, and cut again
     assert pacer.testing is None
     assert pacer.rate < 0.5 * cut
-    send(now, pacer.rate, "ARRRAARRARRRARRA")
+    feed_marks(pacer, now, pacer.rate, "ARRRAARRARRRARRA")
     assert pacer.rate < cut  # never back up to the rate before the cut to test it
 
 
