@@ -399,9 +399,12 @@ class KeyPacer:
             rose = share - before > _margin(n, before)
             fell = before - share > _margin(n, before)
             held = not rose and not fell and share < _PARK_SHARE
-            if held and self._may_hold() and before >= _SURE_WALL:
-                held = self._nearer_background(share, before)
-            if held and self._may_hold() and before >= _SURE_WALL:
+            if (
+                held
+                and self._may_hold()
+                and before >= _SURE_WALL
+                and self._nearer_background(share, before)
+            ):
                 # A high share that stayed put, within its binomial margin, although the rate
                 # was cut: a background share far above the usual, or a wall the cut did not
                 # clear (its accepted rate measured high). Back to the rate before the cuts,
@@ -503,23 +506,22 @@ class KeyPacer:
         count = sum(1 for at in self.accepts if at >= start)
         return count / max(now - start, 0.1)
 
+    def _since_onset(self) -> list[bool]:
+        """The fresh answers in send order from the first refusal on (True: refused)."""
+        marks = [throttled for _, throttled in sorted(self.fresh_answers)]
+        return marks[marks.index(True) :] if True in marks else []
+
     def _share_since_onset(self) -> float:
         """The share of fresh answers refused, counted in send order from the first refusal."""
-        marks = [throttled for _, throttled in sorted(self.fresh_answers)]
-        first = marks.index(True) if True in marks else len(marks)
-        return sum(marks) / max(len(marks) - first, 1)
+        marks = self._since_onset()
+        return sum(marks) / max(len(marks), 1)
 
     def _refused_since_onset(self) -> bool:
         """In send order, every fresh answer from the first refusal on was refused, and at
         least ``_PARK_RUN`` were: a wall that refuses nearly everything (a minute's burst just
         spent), met within the decision, whose accepts before it dilute the share."""
-        run = 0
-        for _, throttled in sorted(self.fresh_answers):
-            if throttled:
-                run += 1
-            elif run:
-                return False
-        return run >= _PARK_RUN
+        marks = self._since_onset()
+        return len(marks) >= _PARK_RUN and all(marks)
 
     def _cut(self, now: float, share: float) -> None:
         self._wall_met()
