@@ -12,11 +12,19 @@ How a pacer tells a wall from noise, and what it borrowed:
   sustained majority stops retries). A wall is suspected when, over at least 16 fresh answers, the
   throttle share exceeds the learned background share by a binomial margin (2.5 standard
   deviations plus 3 points, so few samples need a bigger share); 60% refused of as few as 8
-  answers is a wall whatever a background of up to 15% (over a higher one, learned by a key alone
-  in its project, it takes four standard deviations above it). An increase needs 64 clean fresh
-  answers, or 16 and half a second, or (a slow key: after a park, or holding a small share of a
-  quota) 4 answers without a single throttle and half a second, so recovery takes about the same
-  time at 1 req/s as at 100.
+  answers is a wall whatever a background of up to 15%. On a key alone in its project with a
+  background known, chance clusters are expected, and four things keep them from passing for
+  walls (simulated at 10-20% of 429s at random, 300-1,000 names, the worst of 8 seeds: 1.07-2.95x
+  the floor before, 1.02-1.80x after): a share is judged on whole decisions of 16, 32, 48 or 64
+  answers, not at every answer between (tested 48 times over, a share crosses its margin twice
+  as often); at a rate held for a decision or more, a wall needs a second decision over the
+  margin (a wall the key's own step or resume ran into is cut at once); the 8-answer rule is
+  off (6 of 8 is a 20% background's chance once in 800, and 8 answers are a rough measure of
+  what the server accepts); and the background share is measured again over every decision
+  held clean (pooled over 64 answers or more), where one test's 16 or 32 answers had set it,
+  often low. An increase needs 64 clean fresh answers, or 16 and half a second, or (a slow
+  key: after a park, or holding a small share of a quota) 4 answers without a single throttle
+  and half a second, so recovery takes about the same time at 1 req/s as at 100.
 * **A wall grows with the send rate, noise does not.** A suspected wall cuts the rate to 95% of
   what the server *accepted* (the quota itself when we were over it); 32 answers later the cut
   is judged (on 16 when 40% are still refused: a wall the cut did not clear; see below for when
@@ -200,6 +208,13 @@ class KeyPacer:
     fresh_last_sent: float = -math.inf
     #: the learned share of background 429s that does not grow with the rate
     noise: float = 0.0
+    #: answers, and refusals among them, of the decisions held clean since a background was
+    #: learned: its share measured over many answers, not one test's few
+    noise_seen: int = 0
+    noise_refused: int = 0
+    #: ``decided_at`` of the decision that suspected a weak wall at a steady rate (the next
+    #: decision confirms it or clears it)
+    suspected_at: float = -math.inf
     #: (share, rate, accepted rate) before a cut that the next decision must confirm
     checking: tuple[float, float, float] | None = None
     #: how many fresh answers that share was measured on
@@ -364,13 +379,13 @@ class KeyPacer:
             if bounds is not None:
                 self._spaced_wall(now, *bounds)
                 return
-        # (With a high background learned, 8 answers can show 60% by chance: four standard
-        # deviations above it, at most one decision in ten thousand.)
-        spread = 4 * math.sqrt(self.noise * (1 - self.noise) / _PARK_SAMPLES)
-        early = max(_EARLY_WALL, self.noise + 0.03 + spread) if self.alone else _EARLY_WALL
-        if n >= _PARK_SAMPLES and share >= early and self.checking is None:
+        chancy = self._chancy
+        if n >= _PARK_SAMPLES and share >= _EARLY_WALL and self.checking is None and not chancy:
             # Most of even a few answers refused: a wall whatever the background, no need to
-            # wait for 16 (a run told far more than its quota).
+            # wait for 16 (a run told far more than its quota). Not with a background known
+            # (on a key alone in its project): 6 of 8 refused is a 20% background's chance
+            # once in 800 tests, and a share of 8 answers is a rough measure of what the
+            # server accepts (5 of 8 refused at a 30% wall cut a key to under half its quota).
             self._cut(now, share)
             return
         if n < _MIN_SAMPLES:
@@ -436,6 +451,7 @@ class KeyPacer:
                 # Undo every cut since the last growth: they were all taken on noise.
                 share = min(share, _MAX_NOISE)
                 self.noise = share if self.noise == 0 else (self.noise + share) / 2
+                self._learn_noise(n, t)
                 self.rate = rate_before
                 if self.before_cuts is not None:
                     self.rate, self.estimate, self.walls = self.before_cuts
@@ -452,7 +468,14 @@ class KeyPacer:
             if sent_now >= 1.3 * sent_before and share < (before + wall_share) / 2:
                 # A faster rate, the same share: background 429s, not a wall.
                 self.noise = min((before + share) / 2, _TESTED_NOISE if self.alone else _MAX_NOISE)
-        if share - self.noise > _margin(n, self.noise):
+        over = share - self.noise > _margin(n, self.noise)
+        if over and chancy and n % _MIN_SAMPLES:
+            # With a background known (alone), a share is judged on 16, 32, 48 or 64 answers,
+            # not at every answer between: tested 48 times over, a background share crosses its
+            # margin twice as often. (With none known, a wall met within a decision is cut at
+            # once; a chance cluster there is judged background after the cut.)
+            return
+        if over:
             if (
                 self._slow_start
                 and self.noise == 0
@@ -466,9 +489,55 @@ class KeyPacer:
                 self.testing = (share, self._fresh_rate())
                 self._grow(now, clean=False)
                 return
-            self._cut(now, share)
+            if not self._suspect(now):
+                self._cut(now, share)
         elif n >= _CLEAN_SAMPLES or now - self.decided_at >= _CLEAN_TIME or self._slow_start:
+            self._learn_noise(n, t)
             self._grow(now, clean=True)
+
+    @property
+    def _chancy(self) -> bool:
+        """A background share is known on a key alone in its project: a share over the margin
+        may be its chance cluster. (Beside another key of one quota, a share that rises is that
+        key's growth, and is cut at once.)"""
+        return self.noise > 0 and self.alone
+
+    def _suspect(self, now: float) -> bool:
+        """A wall at a rate held for a decision or more, on a key with a background known
+        (``_chancy``), needs a second decision over the margin: suspect it (a decision that
+        changes nothing) and say True, or say False when it must be cut now. A background's
+        chance clusters cross the margin once in a few dozen decisions, and a cut on one,
+        judged against the share that made it (which, picked for being high, falls back after
+        any cut), is confirmed as a wall and costs seconds of growing back. A wall the key's
+        own step (or resume) ran into is cut at once."""
+        if (
+            not self._chancy
+            or self.suspected_at == self.decided_at
+            or self.stepped_at >= self.decided_at
+            or self.resumed_at >= self.decided_at
+        ):
+            return False
+        self._new_epoch(now)
+        self.suspected_at = now
+        return True
+
+    def _learn_noise(self, n: int, refused: int) -> None:
+        """Once a background is learned (``_chancy``), every decision held clean measures it
+        again: the key's background share becomes their pooled share (over 64 answers or more,
+        the last 512 or so weighing most), never above the highest it was learned at, at least
+        15%. A share learned on one test's 16 or 32 answers is rough, and one learned low sets
+        a margin a background crosses every few decisions. (Decisions over the margin are left
+        out: a wall among them would raise the background it is judged against.)"""
+        if not self._chancy:
+            return
+        self.noise_seen += n
+        self.noise_refused += refused
+        if self.noise_seen >= _CLEAN_SAMPLES:
+            pooled = self.noise_refused / self.noise_seen
+            self.noise = min(max(_MAX_NOISE, self.noise), pooled)
+        if self.noise_seen > 512:
+            self.noise_seen //= 2
+            self.noise_refused //= 2
 
     def _may_hold(self) -> bool:
         """A high share that holds after a cut may be background here: the key is alone in

@@ -185,6 +185,90 @@ def test_a_burst_spent_within_a_decision_is_judged_a_wall_on_the_answers_after_t
     assert pacer.rate < cut  # never back up to the rate before the cut to test it
 
 
+def steady_with_background(noise: float) -> tuple[KeyPacer, float]:
+    """A key past slow start at its ceiling of 200/s, ``noise`` learned, one clean decision
+    of 64 answers held at that rate (one in ten refused): the start of a decision."""
+    pacer = KeyPacer(200.0, rate=200.0, noise=noise)
+    pacer.walls, pacer.estimate = 1, 400.0
+    now = to_decision(pacer, feed_every(pacer, 0.0, 200.0, 80, 10), 200.0)
+    assert pacer.rate == 200.0 and pacer.checking is None and pacer.decided_at > 0.1
+    return pacer, now
+
+
+def to_decision(pacer: KeyPacer, now: float, rate: float) -> float:
+    """Clean answers until the next decision; then the time its first answer is sent (one
+    sent before the decision counts for none)."""
+    while pacer.fresh:
+        now = feed_marks(pacer, now, rate, "A")
+    return max(now, pacer.decided_at)
+
+
+@pytest.mark.parametrize(("second", "cut"), [("R..R..R..R..R..R", True), ("R" + "." * 15, False)])
+def test_a_wall_at_a_steady_rate_with_a_background_known_takes_two_decisions(
+    second: str, cut: bool
+) -> None:
+    """6 of 16 refused is a 10% background's chance about once in a hundred decisions (a few
+    times in a long run), and a cut on it was judged against that high share: it falls back
+    after any cut, so the cut was confirmed as a wall (simulated at 10-20% background, 300
+    names: up to 1.3-3x the floor). At a rate held for a decision, the first such decision
+    only suspects a wall; a second one cuts, a clean one clears it."""
+    pacer, now = steady_with_background(0.1)
+    first = "R..R..R..R..R..R".replace(".", "A")  # 6 of 16, never 60% of the first 8
+    now = feed_marks(pacer, now, 200.0, first)
+    assert pacer.rate == 200.0 and pacer.checking is None  # suspected, nothing cut
+    assert pacer.suspected_at == pacer.decided_at
+    now = feed_marks(pacer, max(now, pacer.decided_at), 200.0, second.replace(".", "A"))
+    assert (pacer.checking is not None and pacer.rate < 200.0) is cut
+    if not cut:  # cleared by the next decision (a clean one is made on 64, or half a second)
+        to_decision(pacer, now, 200.0)
+        assert pacer.suspected_at != pacer.decided_at and pacer.rate == 200.0
+
+
+def test_a_wall_the_keys_own_step_met_is_cut_at_once() -> None:
+    pacer, now = steady_with_background(0.1)
+    pacer.rate = 150.0
+    pacer.step = 0.05
+    now = to_decision(pacer, feed_every(pacer, now, 150.0, 64, 10), 150.0)  # clean: a step
+    assert pacer.rate > 150.0 and pacer.stepped_at == pacer.decided_at
+    feed_marks(pacer, now, pacer.rate, "R..R..R..R..R..R".replace(".", "A"))
+    assert pacer.checking is not None  # the step's own wall: no second decision
+
+
+def test_with_a_background_known_a_share_is_judged_on_whole_decisions() -> None:
+    """Over the margin at the 20th answer (7 of 20), under it at the 32nd (7 of 32): tested
+    at every answer between 16 and 64, a background crosses its margin about twice as often."""
+    pacer, now = steady_with_background(0.1)
+    now = feed_marks(pacer, now, 200.0, "R" + "A" * 7 + "RA" + "A" * 6)  # 2 of 16: clean
+    now = feed_marks(pacer, now, 200.0, "RRRRR")  # 7 of 21: over its margin, not a checkpoint
+    assert pacer.checking is None and pacer.suspected_at != pacer.decided_at
+    feed_marks(pacer, now, 200.0, "A" * 11)  # 7 of 32: under it
+    assert pacer.checking is None and pacer.rate == 200.0
+    assert pacer.suspected_at != pacer.decided_at
+
+
+def test_eight_answers_are_no_wall_on_a_key_alone_with_a_background_known() -> None:
+    """6 of 8 refused is a 20% background's chance once in 800 tests, and 8 answers are a
+    rough measure of what the server accepts: on a key alone with a background known, the
+    8-answer rule is off. Beside another key of its project (one quota may be shared), a share
+    that rises is that key's growth: cut at once, and on one decision."""
+    pacer, now = steady_with_background(0.15)
+    now = feed_marks(pacer, now, 200.0, "RRARRARR")
+    assert pacer.checking is None and pacer.rate == 200.0
+    pacer, now = steady_with_background(0.1)
+    pacer.alone = False
+    feed_marks(pacer, now, 200.0, "R..R..R..R..R..R".replace(".", "A"))
+    assert pacer.checking is not None  # no second decision
+
+
+@pytest.mark.parametrize("seed", range(1, 6))
+def test_a_background_learned_low_is_measured_again_on_every_clean_decision(seed: int) -> None:
+    """A background learned at 5% on one test's answers, 15% in truth: its margin is crossed
+    every few decisions. Measured again over the decisions held clean, it comes near 15%."""
+    pacer, now = steady_with_background(0.05)
+    feed(pacer, now, 200.0, 1280, 0.15, seed=seed)
+    assert 0.11 <= pacer.noise <= 0.15
+
+
 def test_rejects_nonsense_rates() -> None:
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="positive"):
