@@ -16,8 +16,9 @@ requests any client must send, the issue's "requests / --rate"); ``x floor``
 their ratio; ``429 share`` the share of requests refused as throttled; ``exact`` whether every
 outcome was the one the fake scripted (rounds exact / rounds). In the two-region row the drain
 and floor are the free region's only. Nothing is tuned to these results: ``--quota``,
-``--told``, ``--window`` and ``--latency`` (the fake waits that long before each answer, as a
-distant server does) run the same matrix against other server personalities.
+``--told``, ``--window``, ``--latency`` (the fake waits that long before each answer, as a
+distant server does) and ``--background`` (the background row's share of 429s) run the same
+matrix against other server personalities.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ class Scenario:
     background: float = 0.0
 
 
-def scenarios(operations: int, quota: float = QUOTA, window: float = WINDOW) -> list[Scenario]:
+def scenarios(
+    operations: int, quota: float = QUOTA, window: float = WINDOW, background: float = 0.1
+) -> list[Scenario]:
     q = ["--quota", f"{quota:g}"]
     w = ["--window", f"{window:g}"]
     slow = f"{max(quota / 10, 0.5):g}"  # the throttled region of the two-region row
@@ -83,9 +86,9 @@ def scenarios(operations: int, quota: float = QUOTA, window: float = WINDOW) -> 
             (CENTRAL, EAST), quota_floor=False, free_region=CENTRAL,
         ),
         Scenario(
-            "background 10% 429, no quota",
-            ("--personality", "background-429", "--background-share", "0.1"),
-            quota_floor=False, background=0.1,
+            f"background {background:.0%} 429, no quota",
+            ("--personality", "background-429", "--background-share", f"{background:g}"),
+            quota_floor=False, background=background,
         ),
         Scenario(
             "mixed names, no faults", ("--location-mode", "us-east1=unsupported"),
@@ -197,12 +200,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument(
         "--latency", type=float, default=0.0, help="seconds the fake waits before each answer"
     )
+    parser.add_argument(
+        "--background", type=float, default=0.1, help="share of 429s at random, background row"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.operations, args.rounds = 60, 1
     clients = [c for c in args.clients or CLIENTS
                if not (args.skip_apicore and c == "google-api-core")]  # fmt: skip
-    every = scenarios(args.operations, args.quota, args.window)
+    every = scenarios(args.operations, args.quota, args.window, args.background)
     chosen = [s for s in every if not args.only or args.only in s.label]
     cells: dict[tuple[str, str], Cell] = {}
     with tempfile.TemporaryDirectory() as tmp:
