@@ -18,13 +18,15 @@ How a pacer tells a wall from noise, and what it borrowed:
   the floor before, 1.02-1.80x after): a share is judged on whole decisions of 16, 32, 48 or 64
   answers, not at every answer between (tested 48 times over, a share crosses its margin twice
   as often); at a rate held for a decision or more, a wall needs a second decision over the
-  margin (a wall the key's own step or resume ran into is cut at once); the 8-answer rule is
-  off (6 of 8 is a 20% background's chance once in 800, and 8 answers are a rough measure of
-  what the server accepts); and the background share is measured again over every decision
-  held clean (pooled over 64 answers or more), where one test's 16 or 32 answers had set it,
-  often low. An increase needs 64 clean fresh answers, or 16 and half a second, or (a slow
-  key: after a park, or holding a small share of a quota) 4 answers without a single throttle
-  and half a second, so recovery takes about the same time at 1 req/s as at 100.
+  margin (one the key's own step or resume ran into is cut at once), and so does a share under
+  40% on a key alone at the run's ceiling that has met no wall and learned no background (2 of
+  16 crosses the margin there: a 5% background's chance one decision in five); the 8-answer
+  rule is off (6 of 8 is a 20% background's chance once in 800, and 8 answers are a rough
+  measure of what the server accepts); and the background share is measured again over every
+  decision held clean (pooled over 64 answers or more), where one test's 16 or 32 answers had
+  set it, often low. An increase needs 64 clean fresh answers, or 16 and half a second, or (a
+  slow key: after a park, or holding a small share of a quota) 4 answers without a single
+  throttle and half a second, so recovery takes about the same time at 1 req/s as at 100.
 * **A wall grows with the send rate, noise does not.** A suspected wall cuts the rate to 95% of
   what the server *accepted* (the quota itself when we were over it); 32 answers later the cut
   is judged (on 16 when 40% are still refused: a wall the cut did not clear; see below for when
@@ -489,7 +491,7 @@ class KeyPacer:
                 self.testing = (share, self._fresh_rate())
                 self._grow(now, clean=False)
                 return
-            if not self._suspect(now):
+            if not self._suspect(now, share):
                 self._cut(now, share)
         elif n >= _CLEAN_SAMPLES or now - self.decided_at >= _CLEAN_TIME or self._slow_start:
             self._learn_noise(n, t)
@@ -502,16 +504,25 @@ class KeyPacer:
         key's growth, and is cut at once.)"""
         return self.noise > 0 and self.alone
 
-    def _suspect(self, now: float) -> bool:
+    def _suspect(self, now: float, share: float) -> bool:
         """A wall at a rate held for a decision or more, on a key with a background known
-        (``_chancy``), needs a second decision over the margin: suspect it (a decision that
-        changes nothing) and say True, or say False when it must be cut now. A background's
-        chance clusters cross the margin once in a few dozen decisions, and a cut on one,
-        judged against the share that made it (which, picked for being high, falls back after
-        any cut), is confirmed as a wall and costs seconds of growing back. A wall the key's
-        own step (or resume) ran into is cut at once."""
+        (``_chancy``) or, with a share under 40%, alone at the run's ceiling without a wall met
+        yet, needs a second decision over the margin: suspect it (a decision that changes
+        nothing) and say True, or say False when it must be cut now. A background's chance
+        clusters cross the margin once in a few dozen decisions (with none learned yet, 2 of 16
+        does: a 5% background's chance one decision in five), and a cut on one, judged against
+        the share that made it (which, picked for being high, falls back after any cut), may
+        be confirmed as a wall and costs seconds of growing back. A wall the key's own step
+        (or resume) ran into is cut at once."""
+        unwalled = (
+            self.alone
+            and self.walls == 0
+            and self.noise == 0
+            and self.rate >= self.ceiling
+            and share < _SURE_WALL
+        )
         if (
-            not self._chancy
+            not (self._chancy or unwalled)
             or self.suspected_at == self.decided_at
             or self.stepped_at >= self.decided_at
             or self.resumed_at >= self.decided_at

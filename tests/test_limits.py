@@ -224,6 +224,22 @@ def test_a_wall_at_a_steady_rate_with_a_background_known_takes_two_decisions(
         assert pacer.suspected_at != pacer.decided_at and pacer.rate == 200.0
 
 
+@pytest.mark.parametrize(("second", "cut"), [("R......R........", True), ("A" * 16, False)])
+def test_a_wall_at_the_ceiling_before_any_wall_takes_two_decisions(second: str, cut: bool) -> None:
+    """Alone at the run's ceiling with no wall met and no background learned, 2 of 16 refused
+    crosses the margin (a 5% background's chance one decision in five); a cut on it, followed
+    by 0 of 32 (a 5% background's chance one time in five), was confirmed as a wall, and the
+    key crept back up by 5% steps. The first such decision only suspects a wall."""
+    pacer = KeyPacer(200.0, rate=200.0)  # slow start, at its ceiling: no doubling
+    now = to_decision(pacer, feed_marks(pacer, 0.0, 200.0, "A" * 16), 200.0)
+    now = feed_marks(pacer, now, 200.0, "R......R........".replace(".", "A"))
+    assert pacer.rate == 200.0 and pacer.checking is None  # suspected, nothing cut
+    assert pacer.suspected_at == pacer.decided_at
+    feed_marks(pacer, max(now, pacer.decided_at), 200.0, second.replace(".", "A"))
+    assert (pacer.checking is not None and pacer.rate < 200.0) is cut
+    assert pacer.suspected_at != pacer.decided_at  # decided either way (slow start: on 16)
+
+
 def test_a_wall_the_keys_own_step_met_is_cut_at_once() -> None:
     pacer, now = steady_with_background(0.1)
     pacer.rate = 150.0
