@@ -535,10 +535,11 @@ class KeyPacer:
     def _learn_noise(self, n: int, refused: int) -> None:
         """Once a background is learned (``_chancy``), every decision held clean measures it
         again: the key's background share becomes their pooled share (over 64 answers or more,
-        the last 512 or so weighing most), never above the highest it was learned at, at least
-        15%. A share learned on one test's 16 or 32 answers is rough, and one learned low sets
-        a margin a background crosses every few decisions. (Decisions over the margin are left
-        out: a wall among them would raise the background it is judged against.)"""
+        the last 512 or so weighing most), which raises it to 15% at most (above that only a
+        test of a faster rate does). A share learned on one test's 16 or 32 answers is rough,
+        and one learned low sets a margin a background crosses every few decisions. (Decisions
+        over the margin are left out: a wall among them would raise the background it is
+        judged against.)"""
         if not self._chancy:
             return
         self.noise_seen += n
