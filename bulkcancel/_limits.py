@@ -23,6 +23,12 @@ Two layers, because they answer different questions:
   started (their increases are multiplicative, so AIMD's fairness does not hold) and starve one
   key; the merged pacer serves the keys' waiters in one FIFO, so each key gets the quota in
   proportion to its backlog.
+* Keys of one quota that were never merged (their walls did not coincide twice) each measured
+  their share of it; when one of them finishes its work (nothing sent for a second, nobody
+  waiting for its turn), every other key of the project that met a wall goes back to slow start
+  from its rate, once per finished key (:meth:`RateGovernor._peers_gone`): the survivor of two
+  regions on a 100/s quota crept up from its 40/s share by 5% steps for two seconds. Where the
+  quotas were separate after all, that costs one more wall's few 429s.
 * A key's pacer is *alone* while no other key of its project has a pacer: only then may it take
   a high throttle share that holds when its rate changes for background (see
   :mod:`bulkcancel._pacer`), since beside another key on one quota a share holds when the other
@@ -59,6 +65,8 @@ _COINCIDE = 1.0  # seconds: two keys' wall onsets this close are one event
 _COINCIDENCES = 2  # ... and this many such events merge the keys into one project pacer
 _TRIAL_SAMPLES = 32  # answers per key before a merge on coinciding walls is judged
 _TRIAL_WORSE = 0.7  # a merge that accepts less than this share of what the keys did apart
+_IDLE = 1.0  # seconds without a send or a waiter: a key whose work is done
+_IDLE_CHECK = 0.25  # seconds between a pacer's looks at its project's other keys
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -129,6 +137,8 @@ class RateGovernor:
         #: merge is confirmed or undone
         self._trial: dict[str, dict[str, list[int]]] = {}
         self._turns: dict[int, asyncio.Lock] = {}  # per pacer: one waiter at a time, FIFO
+        self._gone: set[int] = set()  # pacers (ids) whose keys' work was found done
+        self._idle_check: dict[int, float] = {}  # pacer id -> when it may look again
         self._naps: set[asyncio.Future[None]] = set()
         self._hint_waits: dict[int, set[asyncio.Future[None]]] = {}
         self._turn_naps: dict[int, set[asyncio.Future[None]]] = {}
@@ -345,6 +355,8 @@ class RateGovernor:
                 on_trial = key in self._trial.get(project, {})
                 if on_trial and grant.sent_at >= self._merged_at.get(project, math.inf):
                     self._judge_trial(key, throttled)
+        if key is not None and pacer.walls and not pacer.alone:
+            self._peers_gone(key, pacer)
         resumed = was_parked and pacer.state is PacerState.ACTIVE
         if resumed:
             # Waiters of a parked key sleep a probe gap (up to a second) at a time: the key
@@ -355,6 +367,32 @@ class RateGovernor:
             self._wake_hints(pacer)
             if pacer is not grant.pacer:
                 self._wake_hints(grant.pacer)
+
+    def _peers_gone(self, key: str, pacer: KeyPacer) -> None:
+        """A key beside others of its project, with a wall met: when one of the others has
+        finished its work (nothing sent for a second, nobody waiting for its turn), what the
+        project's keys measured while it sent may have been their shares of one quota (two
+        regions without ErrorInfo, never merged: the survivor crept up from its share by 5%
+        steps for seconds). Every other key of the project goes back to slow start from its
+        rate (:meth:`KeyPacer.peer_left`), once per finished key."""
+        now = self.now()
+        if now < self._idle_check.get(id(pacer), -math.inf):
+            return
+        self._idle_check[id(pacer)] = now + _IDLE_CHECK
+        project = _project_of(key)
+        keys = [k for k in self._project_keys.get(project, ()) if k not in self._route]
+        live = [self._pacers[k] for k in keys if k in self._pacers]
+        for peer in live:
+            if id(peer) in self._gone or peer is pacer or peer.state is not PacerState.ACTIVE:
+                continue
+            turn = self._turns.get(id(peer))
+            waiting = turn is not None and turn.locked()
+            if waiting or not peer.sends or now - peer.sends[-1] < _IDLE:
+                continue
+            self._gone.add(id(peer))
+            for other in live:
+                if id(other) not in self._gone:
+                    other.peer_left(now)
 
     async def hint_wait(self, grant: Grant, seconds: float) -> None:
         """Wait out a server's hint for one request: ``seconds`` (the caller caps it), or until

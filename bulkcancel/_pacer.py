@@ -711,6 +711,20 @@ class KeyPacer:
             self.stepped_at = now
         self._new_epoch(now)
 
+    def peer_left(self, now: float) -> None:
+        """Another key of this project finished its work: a quota it shared with this key is
+        all this key's now, so a wall this key measured beside it is stale. Back to slow start
+        from the current rate (doubling per clean decision, never past twice what it sent
+        lately) up to the next wall: one wall's few 429s where the quotas were separate after
+        all. Not while parked, judging a cut, or held by a stated limit."""
+        if self.state is not PacerState.ACTIVE or self.checking is not None:
+            return
+        if self.limit < math.inf:
+            return
+        self.walls, self.estimate = 0, math.inf
+        self.spacing, self.step, self.before_cuts = None, _PROBE_STEP, None
+        self._new_epoch(now)
+
     def accepted_rate(self, now: float) -> float:
         """Requests per second accepted lately: over the last second, or over the time since
         this pacer's first send when that is shorter (a pacer that just took over a key)."""

@@ -453,6 +453,43 @@ def test_keys_whose_walls_coincide_share_one_pacer_and_separate_ones_split() -> 
     asyncio.run(main())
 
 
+def test_a_key_whose_work_is_done_frees_its_project_peers_from_what_they_measured() -> None:
+    """Two regions of one project on one quota without ErrorInfo, never merged: each pacer
+    measured its share of it. When one region's work is done (nothing sent for a second,
+    nobody waiting), the other goes back to slow start from its rate, once, rather than
+    creeping up from its share by 5% steps (real runs: seconds at 40/s of a 100/s quota)."""
+
+    async def main() -> None:
+        clock = [0.0]
+        governor = RateGovernor(200.0, clock=lambda: clock[0])
+        a, b = "projects/p/locations/a", "projects/p/locations/b"
+
+        def answer(key: str, throttled: bool) -> None:
+            grant = Grant(governor.pacer(key), clock[0])
+            governor.sent(grant)
+            clock[0] += 0.01
+            governor.report(grant, throttled=throttled, key=key)
+
+        for key in (a, b):
+            governor.pacer(key).walls, governor.pacer(key).estimate = 1, 50.0
+            governor.pacer(key).rate = 45.0
+        answer(b, False)  # b's last request
+        for _ in range(50):  # 0.5 s of a's answers: b is not idle yet
+            answer(a, False)
+        assert governor.pacer(a).walls == 1 and governor.pacer(a).estimate == 50.0
+        for _ in range(60):  # past a second since b's last send
+            answer(a, False)
+        freed = governor.pacer(a)
+        assert freed.walls == 0 and freed.estimate == math.inf  # slow start: it doubles
+        assert freed.rate < 60.0  # from about where it was (it grows from there)
+        freed.walls, freed.estimate = 1, 90.0  # a wall met again, at the whole quota
+        for _ in range(60):
+            answer(a, False)
+        assert freed.walls == 1  # once per finished key
+
+    asyncio.run(main())
+
+
 def test_a_late_waiter_at_the_ceiling_has_its_lateness_made_up_within_the_catch_up() -> None:
     pacer = KeyPacer(100.0, rate=100.0)  # at the ceiling, no quota known: 10 ms turns
     assert pacer.reserve(0.0) == (0.0, False)
