@@ -716,10 +716,10 @@ class KeyPacer:
         all this key's now, so a wall this key measured beside it is stale. Back to slow start
         from the current rate (doubling per clean decision, never past twice what it sent
         lately) up to the next wall: one wall's few 429s where the quotas were separate after
-        all. Not while parked, judging a cut, or held by a stated limit."""
+        all. Not while parked, judging a cut, held by a stated limit, or still in slow start."""
         if self.state is not PacerState.ACTIVE or self.checking is not None:
             return
-        if self.limit < math.inf:
+        if self.limit < math.inf or self._slow_start:
             return
         self.walls, self.estimate = 0, math.inf
         self.spacing, self.step, self.before_cuts = None, _PROBE_STEP, None
