@@ -243,7 +243,6 @@ def test_a_wall_at_the_ceiling_before_any_wall_takes_two_decisions(second: str, 
 def test_a_wall_the_keys_own_step_met_is_cut_at_once() -> None:
     pacer, now = steady_with_background(0.1)
     pacer.rate = 150.0
-    pacer.step = 0.05
     now = to_decision(pacer, feed_every(pacer, now, 150.0, 64, 10), 150.0)  # clean: a step
     assert pacer.rate > 150.0 and pacer.stepped_at == pacer.decided_at
     feed_marks(pacer, now, pacer.rate, "R..R..R..R..R..R".replace(".", "A"))
@@ -464,27 +463,27 @@ def test_a_key_whose_work_is_done_frees_its_project_peers_from_what_they_measure
         governor = RateGovernor(200.0, clock=lambda: clock[0])
         a, b = "projects/p/locations/a", "projects/p/locations/b"
 
-        def answer(key: str, throttled: bool) -> None:
+        def answer(key: str) -> None:  # an accepted request, 10 ms later
             grant = Grant(governor.pacer(key), clock[0])
             governor.sent(grant)
             clock[0] += 0.01
-            governor.report(grant, throttled=throttled, key=key)
+            governor.report(grant, throttled=False, key=key)
 
         for key in (a, b):
             governor.pacer(key).walls, governor.pacer(key).estimate = 1, 50.0
             governor.pacer(key).rate = 45.0
-        answer(b, False)  # b's last request
+        answer(b)  # b's last request
         for _ in range(50):  # 0.5 s of a's answers: b is not idle yet
-            answer(a, False)
+            answer(a)
         assert governor.pacer(a).walls == 1 and governor.pacer(a).estimate == 50.0
         for _ in range(60):  # past a second since b's last send
-            answer(a, False)
+            answer(a)
         freed = governor.pacer(a)
         assert freed.walls == 0 and freed.estimate == math.inf  # slow start: it doubles
         assert freed.rate < 60.0  # from about where it was (it grows from there)
         freed.walls, freed.estimate = 1, 90.0  # a wall met again, at the whole quota
         for _ in range(60):
-            answer(a, False)
+            answer(a)
         assert freed.walls == 1  # once per finished key
 
     asyncio.run(main())
