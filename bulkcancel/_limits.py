@@ -137,8 +137,6 @@ class RateGovernor:
         #: merge is confirmed or undone
         self._trial: dict[str, dict[str, list[int]]] = {}
         self._turns: dict[int, asyncio.Lock] = {}  # per pacer: one waiter at a time, FIFO
-        self._gone: set[int] = set()  # pacers (ids) whose keys' work was found done
-        self._idle_check: dict[int, float] = {}  # pacer id -> when it may look again
         self._naps: set[asyncio.Future[None]] = set()
         self._hint_waits: dict[int, set[asyncio.Future[None]]] = {}
         self._turn_naps: dict[int, set[asyncio.Future[None]]] = {}
@@ -376,22 +374,22 @@ class RateGovernor:
         steps for seconds). Every other key of the project goes back to slow start from its
         rate (:meth:`KeyPacer.peer_left`), once per finished key."""
         now = self.now()
-        if now < self._idle_check.get(id(pacer), -math.inf):
+        if now < pacer.peers_checked_at:
             return
-        self._idle_check[id(pacer)] = now + _IDLE_CHECK
+        pacer.peers_checked_at = now + _IDLE_CHECK
         project = _project_of(key)
         keys = [k for k in self._project_keys.get(project, ()) if k not in self._route]
         live = [self._pacers[k] for k in keys if k in self._pacers]
         for peer in live:
-            if id(peer) in self._gone or peer is pacer or peer.state is not PacerState.ACTIVE:
+            if peer.finished or peer is pacer or peer.state is not PacerState.ACTIVE:
                 continue
             turn = self._turns.get(id(peer))
             waiting = turn is not None and turn.locked()
             if waiting or not peer.sends or now - peer.sends[-1] < _IDLE:
                 continue
-            self._gone.add(id(peer))
+            peer.finished = True
             for other in live:
-                if id(other) not in self._gone:
+                if not other.finished:
                     other.peer_left(now)
 
     async def hint_wait(self, grant: Grant, seconds: float) -> None:

@@ -281,6 +281,11 @@ class KeyPacer:
     #: no other key of its project is paced apart (the governor says): a share that stays put
     #: when the rate changes cannot be another key's traffic on a shared quota
     alone: bool = True
+    #: the governor found this key's work done (nothing sent for a second, nobody waiting):
+    #: its project's other keys were sent back to slow start once for it
+    finished: bool = False
+    #: when the governor may next look at this key's project for finished keys
+    peers_checked_at: float = -math.inf
 
     def __post_init__(self) -> None:
         if self.rate <= 0:
@@ -381,8 +386,12 @@ class KeyPacer:
             if bounds is not None:
                 self._spaced_wall(now, *bounds)
                 return
-        chancy = self._chancy
-        if n >= _PARK_SAMPLES and share >= _EARLY_WALL and self.checking is None and not chancy:
+        if (
+            n >= _PARK_SAMPLES
+            and share >= _EARLY_WALL
+            and self.checking is None
+            and not self._chancy
+        ):
             # Most of even a few answers refused: a wall whatever the background, no need to
             # wait for 16 (a run told far more than its quota). Not with a background known
             # (on a key alone in its project): 6 of 8 refused is a 20% background's chance
@@ -471,7 +480,7 @@ class KeyPacer:
                 # A faster rate, the same share: background 429s, not a wall.
                 self.noise = min((before + share) / 2, _TESTED_NOISE if self.alone else _MAX_NOISE)
         over = share - self.noise > _margin(n, self.noise)
-        if over and chancy and n % _MIN_SAMPLES:
+        if over and self._chancy and n % _MIN_SAMPLES:
             # With a background known (alone), a share is judged on 16, 32, 48 or 64 answers,
             # not at every answer between: tested 48 times over, a background share crosses its
             # margin twice as often. (With none known, a wall met within a decision is cut at
