@@ -99,6 +99,16 @@ def scenarios(
             ("--personality", "fault-mix", "--location-mode", "us-east1=unsupported"),
             (CENTRAL, EAST), quota_floor=False, missing=max(1, operations // 10),
         ),
+        # Page caps: the reconciler's listings are requests under the same quota and faults.
+        Scenario(
+            "bucket-small, list pages of 50",
+            ("--personality", "bucket-small,pages-50", *q),
+        ),
+        Scenario(
+            "pageSize ignored, with the fault mix",
+            ("--personality", "fault-mix,pages-ignored", "--location-mode", "us-east1=unsupported"),
+            (CENTRAL, EAST), quota_floor=False, missing=max(1, operations // 10),
+        ),
     ]  # fmt: skip
 
 
