@@ -24,7 +24,9 @@ matrix against other server personalities.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -142,16 +144,20 @@ def run_client(
         command = [sys.executable, "-m", "benchmarks.peer_naive", url, str(names),
                    str(CONCURRENCY), f"{told:g}", str(outcomes)]  # fmt: skip
     try:
-        subprocess.run(command, capture_output=True, text=True, env=env(), timeout=TIMEOUT,
-                       check=False)  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, env=env(),
+                              timeout=TIMEOUT, check=False)  # fmt: skip
     except subprocess.TimeoutExpired:
-        return {}
+        return {}  # (every outcome counts as wrong: the client did not finish in time)
+    written = report if client == "bulkcancel" else outcomes
+    if not written.exists():
+        # A client that crashed measured nothing: stop, rather than print it as a client
+        # that got every outcome wrong (a missing peer library did exactly that once).
+        raise RuntimeError(f"{client} exited {done.returncode} with no outcomes:\n"
+                           f"{done.stderr[-2000:]}")  # fmt: skip
     if client == "bulkcancel":
-        if not report.exists():
-            return {}
         data = json.loads(report.read_text())
         return {r["name"]: r["outcome"] for r in data["operations"]}
-    return json.loads(outcomes.read_text()) if outcomes.exists() else {}
+    return dict(json.loads(outcomes.read_text()))
 
 
 def measure(
@@ -192,6 +198,15 @@ def measure(
     }
 
 
+def _have_apicore() -> bool:
+    """The google-api-core peer's libraries (the ``bench`` extra) are installed."""
+    try:
+        return all(importlib.util.find_spec(m) is not None
+                   for m in ("google.api_core", "google.cloud.deploy_v1"))  # fmt: skip
+    except ModuleNotFoundError:  # (a parent package missing)
+        return False
+
+
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__)
     # 300 per parent: a floor of several seconds at the quota, so a run is not all start-up
@@ -214,6 +229,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "--background", type=float, default=0.1, help="share of 429s at random, background row"
     )
     args = parser.parse_args(argv)
+    wanted = args.clients or CLIENTS
+    if "google-api-core" in wanted and not args.skip_apicore and not _have_apicore():
+        parser.error(
+            "google-api-core is not installed: run `make bench` (or pip install -e '.[bench]'), "
+            "or pass --skip-apicore"
+        )
     if args.quick:
         args.operations, args.rounds = 60, 1
     clients = [c for c in args.clients or CLIENTS
@@ -275,7 +296,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     mix = next((s.label for s in chosen if s.label.startswith("fault mix")), None)
     if calm and mix:  # issue 8: the fault mix drains within 1.5x of the same run fault-free
         for client in clients:
-            slower = median(cells[(mix, client)].drain) / median(cells[(calm, client)].drain)
+            fault_free = median(cells[(calm, client)].drain)
+            slower = median(cells[(mix, client)].drain) / fault_free if fault_free else math.nan
             print(f"fault mix vs the same names fault-free, {client}: {slower:.2f}x")
     out = {"operations": args.operations, "rounds": args.rounds, "quota": args.quota,
            "told": args.told, "window": args.window, "latency": args.latency,
