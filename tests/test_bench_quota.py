@@ -1,0 +1,36 @@
+"""The quota benchmark refuses to measure what it cannot run (no timing here)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from benchmarks import quota
+
+
+def test_refuses_to_start_without_the_google_api_core_peer(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the ``bench`` extra the peer crashed in every row and was printed as a client
+    that got every outcome wrong."""
+    monkeypatch.setattr(quota, "_have_apicore", lambda: False)
+    with pytest.raises(SystemExit) as stopped:
+        quota.main(["--quick"])
+    assert stopped.value.code == 2
+    assert "google-api-core is not installed" in capsys.readouterr().err
+
+
+def test_a_client_that_exits_without_outcomes_stops_the_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def crashed(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(command, 1, "", "ModuleNotFoundError: no peer\n")
+
+    monkeypatch.setattr(subprocess, "run", crashed)  # (quota calls subprocess.run)
+    names = tmp_path / "names.txt"
+    names.write_text("projects/p/locations/l/operations/o\n")
+    for client in quota.CLIENTS:
+        with pytest.raises(RuntimeError, match="no peer"):
+            quota.run_client(client, "http://127.0.0.1:1", names, tmp_path)
