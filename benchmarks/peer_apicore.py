@@ -1,8 +1,9 @@
 """google-api-core's ``operations_v1.AsyncOperationsRestClient``: cancel + get per name.
 
 ``python -m benchmarks.peer_apicore URL NAMES_FILE CONCURRENCY [OUTCOMES_JSON]`` prints one JSON
-line of counts (its default retry settings: it retries 503 only; anything else raises and is
-counted) and, when asked, writes each name's outcome as the contract would call it.
+line of counts (its default retry settings: it retries 503 only, and the google-auth async
+session under it tries a 429, 500, 503, 504 or 408 three times in all; what still fails raises
+and is counted) and, when asked, writes each name's outcome as the contract would call it.
 """
 
 from __future__ import annotations
