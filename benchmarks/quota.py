@@ -230,16 +230,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "--background", type=float, default=0.1, help="share of 429s at random, background row"
     )
     args = parser.parse_args(argv)
-    wanted = args.clients or CLIENTS
-    if "google-api-core" in wanted and not args.skip_apicore and not _have_apicore():
+    clients = [c for c in args.clients or CLIENTS
+               if not (args.skip_apicore and c == "google-api-core")]  # fmt: skip
+    if "google-api-core" in clients and not _have_apicore():
         parser.error(
             "google-api-core is not installed: run `make bench` (or pip install -e '.[bench]'), "
             "or pass --skip-apicore"
         )
     if args.quick:
         args.operations, args.rounds = 60, 1
-    clients = [c for c in args.clients or CLIENTS
-               if not (args.skip_apicore and c == "google-api-core")]  # fmt: skip
     every = scenarios(args.operations, args.quota, args.window, args.background)
     chosen = [s for s in every if not args.only or args.only in s.label]
     cells: dict[tuple[str, str], Cell] = {}
