@@ -19,8 +19,10 @@ How a pacer tells a wall from noise, and what it borrowed:
   answers, not at every answer between (tested 48 times over, a share crosses its margin twice
   as often); at a rate held for a decision or more, a wall needs a second decision over the
   margin (one the key's own step or resume ran into is cut at once), and so does a share under
-  40% on a key alone at the run's ceiling that has met no wall and learned no background (2 of
-  16 crosses the margin there: a 5% background's chance one decision in five); the 8-answer
+  40% on a key at the run's ceiling that has met no wall (2 of 16 crosses the margin there: a
+  5% background's chance one decision in five) (these two hold beside other keys of the
+  project too: their cost there is one decision's 429s more, where a chance cluster confirmed
+  as a wall held a key of the fault mix at a third of its pace for seconds); the 8-answer
   rule is off (6 of 8 is a 20% background's chance once in 800, and 8 answers are a rough
   measure of what the server accepts); and the background share is measured again over every
   decision held clean (pooled over 64 answers or more), where one test's 16 or 32 answers had
@@ -286,6 +288,9 @@ class KeyPacer:
     finished: bool = False
     #: when the governor may next look at this key's project for finished keys
     peers_checked_at: float = -math.inf
+    #: another key of the project finished while this one was parked or judging a cut: its
+    #: return to slow start (:meth:`peer_left`) is owed, and paid once that is over
+    peer_gone: bool = False
 
     def __post_init__(self) -> None:
         if self.rate <= 0:
@@ -359,15 +364,15 @@ class KeyPacer:
             _trim(self.accepts, now)
         if self.state is PacerState.PARKED:
             self._while_parked(now, throttled=throttled, sent_at=sent_at, probe=probe)
-            return
-        if sent_at < self.decided_at:
-            return  # sent before the last decision: its news is already acted on
-        self.fresh += 1
-        self.fresh_throttled += throttled
-        self.fresh_answers.append((sent_at, throttled))
-        self.fresh_first_sent = min(self.fresh_first_sent, sent_at)
-        self.fresh_last_sent = max(self.fresh_last_sent, sent_at)
-        self._decide(now, hint)
+        elif sent_at >= self.decided_at:  # (else its news is already acted on)
+            self.fresh += 1
+            self.fresh_throttled += throttled
+            self.fresh_answers.append((sent_at, throttled))
+            self.fresh_first_sent = min(self.fresh_first_sent, sent_at)
+            self.fresh_last_sent = max(self.fresh_last_sent, sent_at)
+            self._decide(now, hint)
+        if self.peer_gone:
+            self.peer_left(now)  # owed since a peer finished while parked or judging a cut
 
     def _decide(self, now: float, hint: float | None) -> None:
         n, t = self.fresh, self.fresh_throttled
@@ -509,29 +514,27 @@ class KeyPacer:
     @property
     def _chancy(self) -> bool:
         """A background share is known on a key alone in its project: a share over the margin
-        may be its chance cluster. (Beside another key of one quota, a share that rises is that
-        key's growth, and is cut at once.)"""
+        may be its chance cluster, judged on whole decisions, and measured again on every clean
+        one. (Beside another key of one quota, a share that rises may be that key's growth: it
+        is judged at every answer, and a share learned beside it is not pooled up.)"""
         return self.noise > 0 and self.alone
 
     def _suspect(self, now: float, share: float) -> bool:
-        """A wall at a rate held for a decision or more, on a key with a background known
-        (``_chancy``) or, with a share under 40%, alone at the run's ceiling without a wall met
-        yet, needs a second decision over the margin: suspect it (a decision that changes
-        nothing) and say True, or say False when it must be cut now. A background's chance
-        clusters cross the margin once in a few dozen decisions (with none learned yet, 2 of 16
-        does: a 5% background's chance one decision in five), and a cut on one, judged against
-        the share that made it (which, picked for being high, falls back after any cut), may
-        be confirmed as a wall and costs seconds of growing back. A wall the key's own step
-        (or resume) ran into is cut at once."""
-        unwalled = (
-            self.alone
-            and self.walls == 0
-            and self.noise == 0
-            and self.rate >= self.ceiling
-            and share < _SURE_WALL
-        )
+        """A wall at a rate held for a decision or more, on a key with a background known, or,
+        with a share under 40%, at the run's ceiling without a wall met yet, needs a second
+        decision over the margin: suspect it (a decision that changes nothing) and say True, or
+        say False when it must be cut now. A background's chance clusters cross the margin once
+        in a few dozen decisions (with none learned yet, 2 of 16 does: a 5% background's chance
+        one decision in five), and a cut on one, judged against the share that made it (which,
+        picked for being high, falls back after any cut), may be confirmed as a wall and costs
+        seconds of growing back. So for keys beside others of their project too (the fault
+        mix's two regions: simulated at 5-12% of 429s, 40 seeds each, runs over 1.2x the floor
+        went from 52 to 25 of 720), where the cost is one decision's 429s more when a shared
+        quota's wall comes from another key's growth. A wall the key's own step (or resume)
+        ran into is cut at once."""
+        unwalled = self.walls == 0 and self.rate >= self.ceiling and share < _SURE_WALL
         if (
-            not (self._chancy or unwalled)
+            not (self.noise > 0 or unwalled)
             or self.suspected_at == self.decided_at
             or self.stepped_at >= self.decided_at
             or self.resumed_at >= self.decided_at
@@ -725,9 +728,14 @@ class KeyPacer:
         all this key's now, so a wall this key measured beside it is stale. Back to slow start
         from the current rate (doubling per clean decision, never past twice what it sent
         lately) up to the next wall: one wall's few 429s where the quotas were separate after
-        all. Not while parked, judging a cut, held by a stated limit, or still in slow start."""
+        all. Not held by a stated limit, or still in slow start; while parked or judging a cut,
+        owed until the first answer after (ignored there, a key cut on a chance cluster of
+        background 429s beside a peer, and confirmed, crept up by 5% steps for seconds after
+        the peer left)."""
         if self.state is not PacerState.ACTIVE or self.checking is not None:
+            self.peer_gone = True
             return
+        self.peer_gone = False
         if self.limit < math.inf or self._slow_start:
             return
         self.walls, self.estimate = 0, math.inf
