@@ -18,15 +18,17 @@ How a pacer tells a wall from noise, and what it borrowed:
   the floor before, 1.02-1.80x after): a share is judged on whole decisions of 16, 32, 48 or 64
   answers, not at every answer between (tested 48 times over, a share crosses its margin twice
   as often); at a rate held for a decision or more, a wall needs a second decision over the
-  margin (one the key's own step or resume ran into is cut at once), and so does a share under
-  40% on a key at the run's ceiling that has met no wall (2 of 16 crosses the margin there: a
-  5% background's chance one decision in five) (these two hold beside other keys of the
-  project too: their cost there is one decision's 429s more, where a chance cluster confirmed
-  as a wall held a key of the fault mix at a third of its pace for seconds); the 8-answer
-  rule is off (6 of 8 is a 20% background's chance once in 800, and 8 answers are a rough
-  measure of what the server accepts); and the background share is measured again over every
-  decision held clean (pooled over 64 answers or more), where one test's 16 or 32 answers had
-  set it, often low. An increase needs 64 clean fresh answers, or 16 and half a second, or (a
+  margin (one the key's own step or resume ran into is cut at once); the 8-answer rule is off
+  (6 of 8 is a 20% background's chance once in 800, and 8 answers are a rough measure of what
+  the server accepts); and the background share is measured again over every decision held
+  clean (pooled over 64 answers or more), where one test's 16 or 32 answers had set it, often
+  low. A share under 40% on a key at the run's ceiling that has met no wall also needs two
+  decisions (2 of 16 crosses the margin there: a 5% background's chance one decision in
+  five). The two-decision rules hold for a key beside other keys of its project too (the
+  fault mix's two regions: a chance cluster cut and confirmed there held a key at a third of
+  its pace for seconds), where they cost one decision's 429s more when a rising share is
+  another key's growth on a shared quota; the other two do not (there they let learned shared
+  quotas take 14% 429s). An increase needs 64 clean fresh answers, or 16 and half a second, or (a
   slow key: after a park, or holding a small share of a quota) 4 answers without a single
   throttle and half a second, so recovery takes about the same time at 1 req/s as at 100.
 * **A wall grows with the send rate, noise does not.** A suspected wall cuts the rate to 95% of
