@@ -236,8 +236,8 @@ def test_a_wall_at_the_ceiling_before_any_wall_takes_two_decisions(
     crosses the margin (a 5% background's chance one decision in five); a cut on it, followed
     by 0 of 32 (a 5% background's chance one time in five), was confirmed as a wall, and the
     key crept back up by 5% steps. The first such decision only suspects a wall, on a key
-    alone or beside others of its project (two regions at 5% of 429s each: 6 runs in 40 over
-    1.2x the floor, at 60 ms answers)."""
+    alone or beside others of its project (two regions at 5% of 429s each, 300 operations
+    each, 60 ms answers: 6 runs in 40 over 1.2x the floor with it for keys alone only, 2 now)."""
     pacer = KeyPacer(200.0, rate=200.0, alone=alone)  # slow start, at its ceiling: no doubling
     now = to_decision(pacer, feed_marks(pacer, 0.0, 200.0, "A" * 16), 200.0)
     now = feed_marks(pacer, now, 200.0, "R......R........".replace(".", "A"))
