@@ -27,10 +27,11 @@ How a pacer tells a wall from noise, and what it borrowed:
   five). The two-decision rules hold for a key beside other keys of its project too (the
   fault mix's two regions: a chance cluster cut and confirmed there held a key at a third of
   its pace for seconds), where they cost one decision's 429s more when a rising share is
-  another key's growth on a shared quota; the other two do not (there they let learned shared
-  quotas take 14% 429s). An increase needs 64 clean fresh answers, or 16 and half a second, or (a
-  slow key: after a park, or holding a small share of a quota) 4 answers without a single
-  throttle and half a second, so recovery takes about the same time at 1 req/s as at 100.
+  another key's growth on a shared quota; the other three (whole decisions, no 8-answer walls,
+  a re-measured background) do not (there they let learned shared quotas take 14% 429s). An
+  increase needs 64 clean fresh answers, or 16 and half a second, or (a slow key: after a
+  park, or holding a small share of a quota) 4 answers without a single throttle and half a
+  second, so recovery takes about the same time at 1 req/s as at 100.
 * **A wall grows with the send rate, noise does not.** A suspected wall cuts the rate to 95% of
   what the server *accepted* (the quota itself when we were over it); 32 answers later the cut
   is judged (on 16 when 40% are still refused: a wall the cut did not clear; see below for when
