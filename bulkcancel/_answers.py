@@ -69,6 +69,19 @@ class QuotaInfo:
         name = self.limit.lower()
         return not any(word in name for word in ("region", "location", "zone"))
 
+    @property
+    def regional(self) -> bool:
+        """The quota is counted per region (or zone): ``quota_location`` names one, or the
+        limit's name names a region, location or zone. Such a key's walls are its own, however
+        often they coincide with another region's (synchronized per-minute windows turn for
+        every region at once)."""
+        if self.location is not None:
+            return self.location != "global"
+        if self.limit is None:
+            return False
+        name = self.limit.lower()
+        return any(word in name for word in ("region", "location", "zone"))
+
 
 @dataclass(slots=True)
 class Answer:

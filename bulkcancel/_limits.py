@@ -22,7 +22,11 @@ Two layers, because they answer different questions:
   :meth:`RateGovernor._split`.) Independent pacers on one quota would split it by where they
   started (their increases are multiplicative, so AIMD's fairness does not hold) and starve one
   key; the merged pacer serves the keys' waiters in one FIFO, so each key gets the quota in
-  proportion to its backlog.
+  proportion to its backlog. A key whose throttles' ErrorInfo names a regional limit (a region
+  in ``quota_location``, or a limit name with a region, location or zone) is never merged so:
+  synchronized windows (Compute's per-minute windows turn for every region at once) make
+  separate regional quotas coincide window after window, and the merge held three such regions
+  to one region's stated limit without a refusal to undo it by (3.6x the floor).
 * Keys of one quota that were never merged (their walls did not coincide twice) each measured
   their share of it; when one of them finishes its work (nothing sent for a second, nobody
   waiting for its turn), every other key of the project that met a wall goes back to slow start
@@ -133,6 +137,8 @@ class RateGovernor:
         self._merged_at: dict[str, float] = {}  # project -> when merged on coinciding walls
         self._before_merge: dict[str, dict[str, float]] = {}  # project -> key -> accepts/s
         self._separate: set[str] = set()  # projects whose keys' quotas proved separate
+        #: keys whose throttles' ErrorInfo says the quota is the region's own: never merged
+        self._regional: set[str] = set()
         #: project -> key -> [answers, throttled] since a merge on coinciding walls, until the
         #: merge is confirmed or undone
         self._trial: dict[str, dict[str, list[int]]] = {}
@@ -322,8 +328,11 @@ class RateGovernor:
         key: str | None = None,
     ) -> None:
         """The answer to a granted request, exactly once per attempt."""
-        if throttled and quota is not None and quota.project_wide and key is not None:
-            self._share_project(key, grant.pacer.current())
+        if throttled and quota is not None and key is not None:
+            if quota.project_wide:
+                self._share_project(key, grant.pacer.current())
+            elif quota.regional:
+                self._regional.add(key)
         # A grant of a key whose pacer was since absorbed by its project's: the news is about
         # the shared quota, so the project's pacer hears it (a probe only counts where it was
         # granted).
@@ -344,7 +353,7 @@ class RateGovernor:
             grant.pacer.probe_out = False
         if key is not None:
             if max(pacer.cut_at, pacer.parked_at) > onset and self._route.get(key) is None:
-                if _project_of(key) in self._merged_at:
+                if _project_of(key) in self._merged_at and key not in self._regional:
                     self._join(key)  # its project's keys were found to share one quota
                     return
                 self._wall_onset(key, self.now(), slow_start=slow_start)
@@ -353,7 +362,7 @@ class RateGovernor:
                 on_trial = key in self._trial.get(project, {})
                 if on_trial and grant.sent_at >= self._merged_at.get(project, math.inf):
                     self._judge_trial(key, throttled)
-        if key is not None and pacer.walls and not pacer.alone:
+        if key is not None and pacer.walls and not pacer.alone and key not in self._regional:
             self._peers_gone(key, pacer)
         resumed = was_parked and pacer.state is PacerState.ACTIVE
         if resumed:
@@ -430,6 +439,8 @@ class RateGovernor:
         project = _project_of(key)
         if key == project or project in self._separate or not project.startswith("projects/"):
             return
+        if key in self._regional:
+            return  # ErrorInfo says the quota is this region's own
         self._onsets[key] = (now, slow_start)
         others = [
             other

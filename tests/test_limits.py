@@ -65,6 +65,12 @@ def test_quota_metadata_scope() -> None:
     assert not QuotaInfo(location="us-central1").project_wide
     assert QuotaInfo(limit="ApiRequestsPerMinutePerProject").project_wide
     assert not QuotaInfo(limit="ApiRequestsPerMinutePerProjectPerRegion").project_wide
+    # Regional, stated: walls that coincide with another region's are still its own.
+    assert QuotaInfo(location="us-central1").regional
+    assert QuotaInfo(limit="ApiRequestsPerMinutePerProjectPerRegion").regional
+    assert not QuotaInfo(location="global", limit="PerMinutePerProjectPerRegion").regional
+    assert not QuotaInfo(limit="ApiRequestsPerMinutePerProject").regional
+    assert not QuotaInfo().regional and not QuotaInfo().project_wide  # unsaid: learned
     assert QuotaInfo(limit="X", limit_value=0.0).per_second is None  # "0": no quota at all
 
 

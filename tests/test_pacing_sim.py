@@ -562,6 +562,27 @@ def test_one_quota_per_region() -> None:
     assert result.share_429 <= 0.10, result.share_429
 
 
+def test_regions_whose_errorinfo_says_regional_are_never_merged() -> None:
+    """Synchronized windows (Compute's per-minute windows turn for every region at once) make
+    separate regional quotas meet their walls together, window after window: taken for one
+    shared quota, three regions of 60/s each were merged into one pacer held at one region's
+    stated limit (3.6x the floor; the merge's trial never split them, as nothing was refused
+    at a third of the pace). ErrorInfo naming a regional limit settles it: never merged."""
+    metadata = {
+        "quota_metric": "compute.googleapis.com/read_requests",
+        "quota_limit": "ReadRequestsPerMinutePerProjectPerRegion",
+        "quota_limit_value": "3600",
+    }
+    windows = {location: PhasedWindow(180, 3.0, 0.5) for location in "abc"}
+    server = Server(dict(windows), metadata=metadata)
+    names = [name(i, location) for i in range(900) for location in "abc"]
+    result = simulate(server, names, rate=500)
+    assert all_ok(result)
+    floor = max(window.quota.oracle_seconds(500 / 3) for window in windows.values())
+    assert result.seconds <= 1.2 * floor, (result.seconds, floor)
+    assert result.share_429 <= 0.15, result.share_429
+
+
 def test_a_throttled_region_does_not_slow_a_free_one() -> None:
     free = [name(i, "free") for i in range(600)]
     alone = simulate(Server({"free": Open()}), free, rate=100)
