@@ -33,7 +33,10 @@ How a pacer tells a wall from noise, and what it borrowed:
   park, or holding a small share of a quota) 4 answers without a single throttle and half a
   second, so recovery takes about the same time at 1 req/s as at 100.
 * **A wall grows with the send rate, noise does not.** A suspected wall cuts the rate to 95% of
-  what the server *accepted* (the quota itself when we were over it); 32 answers later the cut
+  what the server *accepted* (the quota itself when we were over it; a wall of fewer than 16
+  answers, on a key a second old or more, to no less than what the last second accepted: 1 of
+  8 accepted is a rough measure, and a slow key cut too deep waits long for its next
+  decision); 32 answers later the cut
   is judged (on 16 when 40% are still refused: a wall the cut did not clear; see below for when
   the share must also have moved): if the share neither fell (to under 40% of what it was; and,
   while the key has confirmed no wall yet, by two standard errors of the two shares: 3 of 16
@@ -63,7 +66,8 @@ How a pacer tells a wall from noise, and what it borrowed:
   We did not take CUBIC's cubic curve: a measured quota is a better target than a fitted one.
 * **Parking.** When nearly everything is refused (90% of at least 8 fresh answers: a spent
   per-minute window, a minute's burst used up; or, when the wall began after a second of at
-  least 16 accepts, every fresh answer from the first refusal on, five or more, in send order: a
+  least 16 accepts (4 on a key a second old or more: a slow key's second holds few),
+  every fresh answer from the first refusal on, five or more, in send order: a
   burst spent within the decision, whose accepts before it dilute the share, would otherwise be
   cut to a third of its pace first, ten more refusals), the key parks: nothing is sent but one
   probe at a time (after 0.25 s, doubling to 1 s, so a window that turns is found within a
@@ -253,7 +257,9 @@ class KeyPacer:
     last_failed_probe: float = 0.0
     resume_rate: float = _MIN_RATE
     #: what the server accepted per second when the last wall began (its first throttle
-    #: after a quiet second), before any cut it caused; 0 when it had accepted under 16
+    #: after a quiet second), before any cut it caused; 0 when it had accepted under 16 (under
+    #: 4 once the key is a second old: a slow key's wall after a second of 10 accepts is a
+    #: spent window's too)
     burst: float = 0.0
     last_throttle: float = -math.inf
     #: False once a resume at the burst found no budget: the key resumes at its limit
@@ -353,7 +359,9 @@ class KeyPacer:
             if now - self.last_throttle > _HISTORY and self.state is PacerState.ACTIVE:
                 # (a rate measured on a few accepts, at start-up, says nothing of a burst)
                 rate = self.accepted_rate(now)
-                self.burst = rate if len(self.accepts) >= _MIN_SAMPLES else 0.0
+                seen = self._seen_a_second(now)
+                enough = len(self.accepts) >= (_QUICK_SAMPLES if seen else _MIN_SAMPLES)
+                self.burst = rate if enough else 0.0
             self.last_throttle = now
             per_second = quota.per_second if quota is not None else None
             if per_second is not None:
@@ -623,6 +631,13 @@ class KeyPacer:
         self._wall_met()
         sent = self._fresh_rate()
         accepted = sent * (1.0 - share)
+        if self.fresh < _MIN_SAMPLES and self._seen_a_second(now):
+            # A share of a few answers is a rough measure of what the server accepts (1 of 8
+            # accepted says 12% +- 12%): what it accepted over the last second is a bigger
+            # sample. (Cut too little, the next decision cuts again; cut too deep, a slow key
+            # waits 32 answers at that rate to have the cut judged: 13 s at 2.6/s, where a
+            # window of 12.6/s was spent at 57/s.)
+            accepted = max(accepted, min(sent, self.accepted_rate(now)))
         if self.spacing is not None:
             # A wall while bisecting a spacing that is not one: a bigger bucket (sent to at
             # twice its quota it shows the same spacing), whose burst hid the overshoot of a
@@ -731,19 +746,27 @@ class KeyPacer:
         all this key's now, so a wall this key measured beside it is stale. Back to slow start
         from the current rate (doubling per clean decision, never past twice what it sent
         lately) up to the next wall: one wall's few 429s where the quotas were separate after
-        all. Not held by a stated limit, or still in slow start; while parked or judging a cut,
-        owed until the first answer after (ignored there, a key cut on a chance cluster of
-        background 429s beside a peer, and confirmed, crept up by 5% steps for seconds after
-        the peer left)."""
-        if self.state is not PacerState.ACTIVE or self.checking is not None:
+        all. Not held by a stated limit, or still in slow start; while parked, or judging a cut
+        due within a second, owed until the first answer after (ignored there, a key cut on a
+        chance cluster of background 429s beside a peer, and confirmed, crept up by 5% steps for
+        seconds after the peer left). A judgement further off (a slow key's 32 answers: 32 s at
+        the 1/s a key beside a finished peer was cut to) is dropped for it."""
+        judging = self.checking is not None and _CHECK_SAMPLES - self.fresh <= self.rate * _HISTORY
+        if self.state is not PacerState.ACTIVE or judging:
             self.peer_gone = True
             return
         self.peer_gone = False
         if self.limit < math.inf or self._slow_start:
             return
+        self.checking = None
         self.walls, self.estimate = 0, math.inf
         self.spacing, self.step, self.before_cuts = None, _PROBE_STEP, None
         self._new_epoch(now)
+
+    def _seen_a_second(self, now: float) -> bool:
+        """This pacer has sent for a second or more: its accepts over the last second are a
+        second's worth (a young pacer's count what a burst let through at start-up)."""
+        return self.born is not None and now - self.born >= _HISTORY
 
     def accepted_rate(self, now: float) -> float:
         """Requests per second accepted lately: over the last second, or over the time since

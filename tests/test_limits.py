@@ -519,6 +519,36 @@ def test_a_peer_that_finishes_while_a_cut_is_judged_frees_the_key_after_the_judg
     assert pacer.walls == 0 and pacer.estimate == math.inf  # then paid: slow start
 
 
+def test_a_wall_of_a_few_answers_is_cut_to_what_the_last_second_accepted() -> None:
+    """7 of 8 refused, then an accept: a window spent and turning, or a wall far over the
+    quota. One accept in 8 says the server takes 12% of the rate, +- 12%; the second before
+    says more. Cut on the 8 alone, a key of three regions with 6 s windows fell from 145/s
+    to 17/s and took 32 answers to have that judged (1.51x the floor; 1.15x cut here)."""
+    for accepted, most in [(150, 80.0), (30, 0.0)]:  # 1.5 s of accepts; a pacer 0.3 s old
+        pacer = KeyPacer(100.0, rate=100.0, walls=1, estimate=105.0)  # held at the ceiling
+        now = feed_pattern(pacer, 0.0, 100.0, [False] * accepted)
+        while pacer.fresh:  # to the end of a decision: the wall is all the next one sees
+            now = feed_pattern(pacer, now, 100.0, [False])
+        feed_pattern(pacer, now, 100.0, [True] * 7 + [False])
+        assert pacer.checking is not None  # cut, not parked (7 of 8 is under the park share)
+        if most:
+            assert pacer.rate >= most, pacer.rate
+        else:  # a young pacer's last "second" is its start-up: the 8 answers say it
+            assert pacer.rate <= 15.0, pacer.rate
+
+
+def test_a_slow_key_judging_a_cut_takes_a_finished_peers_quota_at_once() -> None:
+    """Owed only while the judgement is a second away or less: a key cut to a few requests a
+    second beside a peer that finished (two regions on one small quota, the other region
+    done) waited 32 answers, half a minute, to have its cut judged before it grew again."""
+    pacer = KeyPacer(200.0, rate=12.0, walls=1, estimate=15.0)
+    now = feed_pattern(pacer, 0.0, 12.0, [i % 3 == 0 for i in range(16)])  # 6 of 16: a cut
+    assert pacer.checking is not None and pacer.rate < 10.0
+    pacer.peer_left(now)
+    assert not pacer.peer_gone and pacer.checking is None  # paid now, the judgement dropped
+    assert pacer.walls == 0 and pacer.estimate == math.inf  # slow start from here
+
+
 def test_a_late_waiter_at_the_ceiling_has_its_lateness_made_up_within_the_catch_up() -> None:
     pacer = KeyPacer(100.0, rate=100.0)  # at the ceiling, no quota known: 10 ms turns
     assert pacer.reserve(0.0) == (0.0, False)

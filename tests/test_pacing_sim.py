@@ -371,6 +371,24 @@ def test_fixed_windows_at_any_phase(
     assert ratios[-1] <= 1.3, ratios
 
 
+def test_a_slow_key_parks_on_its_spent_window() -> None:
+    """6/s in 10 s windows, told 10/s: a wall after a second of 10 accepts is a spent window
+    (the run of refusals in it parks the key) although a second holds fewer than 16 accepts;
+    the wall's 7 of 8 refused, a hair under the park share, were cut to 1.2/s instead, and the
+    cut was judged 32 answers (27 s) later (1.29-2.33x the floor over these phases)."""
+    ratios = []
+    for offset in [0.0, 1.0, 2.5, 4.0, 5.5, 7.0, 8.5]:
+        window = PhasedWindow(60, 10.0, offset)
+        server = Server({"*": window})
+        result = simulate(server, [name(i) for i in range(240)], rate=10.0)
+        assert all_ok(result)
+        assert result.share_429 <= 0.15, (offset, result.share_429)
+        ratios.append(result.seconds / window.quota.oracle_seconds(10.0))
+    ratios.sort()
+    assert ratios[3] <= 1.1, ratios
+    assert ratios[-1] <= 1.2, ratios
+
+
 @pytest.mark.parametrize(
     ("quota", "window", "requests"), [(5.0, 10.0, 300), (50.0, 6.0, 900)], ids=["5/s", "50/s"]
 )
