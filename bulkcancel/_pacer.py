@@ -87,8 +87,9 @@ How a pacer tells a wall from noise, and what it borrowed:
   back either (a bucket refilling, not a window that turned): the key parks again and resumes at
   what the server accepted since the first park began (the tokens the park let it save, over the
   time they took: its refill rate), a measured quota that ends slow start, not at the burst's
-  pace again. When walls repeat at a steady period, the period is learned and the next probes
-  are aimed just before the predicted window boundary.
+  pace again. When walls repeat at a steady period (two like gaps between resumes: one gap
+  taken for a period held a key of 1 s windows parked 11 s for a bogus 13 s one), the period
+  is learned and the next probes are aimed just before the predicted window boundary.
 * **A burst-1 bucket's spacing.** A token bucket that saves no burst is empty after each accept:
   sent to evenly a little over its quota it accepts every other request (every k-th further
   over), so what it accepted at a wall is about half the quota, however close the send rate
@@ -268,8 +269,10 @@ class KeyPacer:
     burst_from: int | None = None
     accepted_total: int = 0
     resumes: list[float] = field(default_factory=list)
-    #: learned length of a fixed quota window, once walls repeat
+    #: learned length of a fixed quota window, once walls repeat at two like gaps
     period: float | None = None
+    #: the last gap between two resumes
+    gap: float | None = None
     #: the pacer that took over this one's key (one quota shared by several keys)
     merged_into: KeyPacer | None = None
     #: when this pacer first sent a request (None: never)
@@ -963,13 +966,18 @@ class KeyPacer:
         boundary = (self.last_failed_probe + now) / 2 if self.probe_gap < 1.0 else now
         if self.resumes:
             gap = boundary - self.resumes[-1]
-            if self.period is None or abs(gap - self.period) <= 0.25 * self.period:
-                self.period = gap if self.period is None else (self.period + gap) / 2
-            elif gap > 1.5 * self.period:
+            if self.period is not None and abs(gap - self.period) <= 0.25 * self.period:
+                self.period = (self.period + gap) / 2
+            elif self.period is not None and gap > 1.5 * self.period:
                 # A boundary skipped (several periods in one park): keep the period.
                 pass
+            elif self.period is None and self.gap is not None and _close(gap, self.gap):
+                # Two gaps alike: a window that repeats. (One gap is no period: two parks 13 s
+                # apart, taken for one, held a key of 1 s windows parked for 11 s.)
+                self.period = (self.gap + gap) / 2
             else:
                 self.period = None
+            self.gap = gap
         self.resumes.append(boundary)
         del self.resumes[:-4]
         self.state = PacerState.ACTIVE
@@ -986,6 +994,11 @@ class KeyPacer:
         self.next_free = now
         self.resumed_at = now
         self._new_epoch(now)
+
+
+def _close(a: float, b: float) -> bool:
+    """Two gaps between resumes within 25% of each other: one window period."""
+    return abs(a - b) <= 0.25 * max(a, b)
 
 
 def _margin(samples: int, noise: float) -> float:

@@ -667,3 +667,37 @@ def test_a_stated_limit_does_not_cut_a_key_the_server_let_through_far_over_it() 
     now = feed(young, 0.0, 100.0, 3, 0.0)
     young.on_answer(now, throttled=True, sent_at=now - 0.01, quota=PER_MINUTE_50)
     assert young.rate == pytest.approx(50.0 * 0.98)
+
+
+def test_one_gap_between_parks_is_no_window_period() -> None:
+    """Windows that repeat are learned from two like gaps between resumes, not one: two parks
+    13 s apart, taken for a 13 s window, aimed the third park's first probe at the predicted
+    boundary, and a key of 1 s windows sat parked for 11 s (1.84x the floor)."""
+
+    def park(pacer: KeyPacer, now: float) -> float:
+        now = feed_pattern(pacer, now, 50.0, [False] * 60)
+        for _ in range(24):
+            now = feed_pattern(pacer, now, 50.0, [True])
+            if pacer.state is PacerState.PARKED:
+                return now
+        raise AssertionError("never parked")
+
+    def resume(pacer: KeyPacer) -> float:
+        at = pacer.probe_at
+        assert pacer.reserve(at) == (0.0, True)
+        pacer.sent(at)
+        pacer.on_answer(at + 0.01, throttled=False, sent_at=at, probe=True)
+        assert pacer.state is PacerState.ACTIVE
+        return at + 0.01
+
+    once, twice = KeyPacer(100.0, rate=50.0), KeyPacer(100.0, rate=50.0)
+    for pacer, starts in [(once, (0.0, 13.0)), (twice, (0.0, 13.0, 26.0))]:
+        for start in starts:
+            park(pacer, start)
+            resume(pacer)
+    assert once.period is None  # one gap
+    now = park(once, 15.0)
+    assert once.probe_at - now <= 1.0  # probed as at any park, not 11 s later
+    assert twice.period is not None and 12.5 <= twice.period <= 13.5  # two like gaps
+    now = park(twice, 28.0)
+    assert twice.probe_at > now + 5.0  # aimed just before the next boundary
