@@ -120,7 +120,10 @@ How a pacer tells a wall from noise, and what it borrowed:
   rate and accepting under 80% of it, lands at 95% of the spotless rate, not of what was
   accepted (nor under what a spacing measured). A drained burst accepts about its quota, close
   to any spotless rate it hid, so it is cut as any wall; and only the key's own step counts, so
-  a key whose share of one quota shrank because another key grew is cut as any wall too.
+  a key whose share of one quota shrank because another key grew is cut as any wall too. A
+  landing that leaves a fifth or more refused did not clear the wall (the spotless rate was a
+  small burst's, spent within its decision), and is cut to what was accepted, never judged a
+  background that held.
 * **Hints and budgets.** RetryInfo / ``Retry-After`` pause the request that received them (the
   client waits ``min(hint, hint_cap)``, or less if its key accepts another request meanwhile) and
   set the first probe of a park. A single hinted 429 among successes never stops the key. A key
@@ -163,6 +166,7 @@ _MEASURED_SHARE = 0.95  # a cut lands a little under what the server accepted
 _LIMIT_SHARE = 0.98  # a quota value from ErrorInfo is used this close
 _PROBE_STEP = 0.05  # additive probe above the measured quota, per clean decision
 _SURE_WALL = 0.4  # a throttle share this high is a wall, never background
+_LANDED_WALL = 0.2  # ... and this high after a landing on a spotless rate (a burst-1 bucket)
 _MAX_NOISE = 0.15  # background shares above this are not discounted ...
 _TESTED_NOISE = 0.6  # ... unless the share stayed put when the rate rose by 30% or more
 _FELL = 0.4  # after a cut, a wall's share falls below this share of the one before
@@ -235,6 +239,9 @@ class KeyPacer:
     #: they were sent at
     checked_onset: float = 0.0
     checked_sent: float = 0.0
+    #: that cut landed on a spotless rate (a burst-1 bucket's jittered wall, see _cut), not on
+    #: what the server accepted
+    landed_clean: bool = False
     #: the throttle share that made slow start double to test it (wall or background?)
     testing: tuple[float, float] | None = None  # (share, sent per second)
     #: (rate, estimate, walls) before the first cut since the last growth
@@ -476,6 +483,14 @@ class KeyPacer:
                     or (self.walls == 0 and not _fell(before, self.checked_on, share, n))
                 )
             ):
+                if self.landed_clean and share >= _LANDED_WALL:
+                    # A landing on a spotless rate clears a burst-1 bucket's wall, down to a
+                    # few refusals of timing jitter. A fifth or more refused there says the
+                    # spotless rate was a small burst's, spent within its decision (two
+                    # regions of 69/s each, told 195/s: taken for a background that held, 30%
+                    # of requests refused all run): cut to what the server accepts.
+                    self._cut(now, share)
+                    return
                 # The share neither fell nor rose with the rate: background 429s, not a wall.
                 # (A share that rose means the cut was too small, measured on a ramp: a wall.)
                 # Undo every cut since the last growth: they were all taken on noise.
@@ -651,7 +666,10 @@ class KeyPacer:
             accepted = min(accepted, self._accepted_since(self.parked_at, now))
         clean = self.clean_rate
         stepped = self.stepped_at == self.decided_at  # (this key's own step met the wall)
-        if stepped and clean > 0.0 and sent <= 1.25 * clean and accepted < 0.8 * clean:
+        self.landed_clean = (
+            stepped and clean > 0.0 and sent <= 1.25 * clean and accepted < 0.8 * clean
+        )
+        if self.landed_clean:
             # A wall just after a small step up from a rate sent at without a single refusal,
             # accepting far less than that rate: a burst-1 bucket whose refusals timing
             # jitter made irregular (see _spacing_bounds), not a drained burst (which accepts
