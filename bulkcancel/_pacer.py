@@ -34,28 +34,27 @@ How a pacer tells a wall from noise, and what it borrowed:
   second, so recovery takes about the same time at 1 req/s as at 100.
 * **A wall grows with the send rate, noise does not.** A suspected wall cuts the rate to 95% of
   what the server *accepted* (the quota itself when we were over it; a wall of fewer than 16
-  answers, on a key a second old or more, to no less than what the last second accepted: 1 of
-  8 accepted is a rough measure, and a slow key cut too deep waits long for its next
-  decision); 32 answers later the cut
-  is judged (on 16 when 40% are still refused: a wall the cut did not clear; see below for when
-  the share must also have moved): if the share neither fell (to under 40% of what it was; and,
-  while the key has confirmed no wall yet, by two standard errors of the two shares: 3 of 16
-  refused, then 1 of 32, is how an 8% background that clustered before the cut looks a quarter
-  of the time, and confirmed as a wall it held a key at the cut rate for the rest of a short
-  run) nor rose (and stayed under 40%), the 429s were background (overload, other limits), every
-  cut since the last increase is undone and that share, at most 15%, becomes the key's
-  background, which later decisions discount. In slow start a small share is tested the other
-  way, by doubling instead of cutting: behind a wall the accepted rate stays put and the share
-  jumps, a background share stays the same, and the run loses no time at a cut rate. A
-  background share costs one short test, not a spiral. A share of 40% or more that held within
-  its binomial margin over 32 answers after a cut (measured on 16 or more before it), if it rose
-  at the cut rate only nearer to what background predicts than to a wall's share (both counted
-  from the wall's onset: a rise says a burst spent within the decision diluted the share before),
-  may be a high background too (20-40% of 429s at random: confirming every such cut as a wall
-  spiralled the rate down, 12-250x the floor): the key goes back to its rate before the cuts as
-  a test (such a share is judged on 16 answers only if it moved, or rose nearer a wall's share),
-  and a share that holds there is background, learned up to 60%. Only for a key alone in its
-  project (the governor says): beside another key on one quota a share holds when the other
+  answers, on a key a second old or more, to no less than what the last second accepted: 1 of 8
+  accepted is a rough measure, and a slow key cut too deep waits long for its next decision); 32
+  answers later the cut is judged (on 16 when 40% are still refused: a wall the cut did not
+  clear; see below for when the share must also have moved): if the share neither fell (to under
+  40% of what it was; and, while the key has confirmed no wall yet, by two standard errors of
+  the two shares: 3 of 16 refused, then 1 of 32, is how an 8% background that clustered before
+  the cut looks a quarter of the time, and confirmed as a wall it held a key at the cut rate for
+  the rest of a short run) nor rose (and stayed under 40%), the 429s were background (overload,
+  other limits), every cut since the last increase is undone and that share, at most 15%,
+  becomes the key's background, which later decisions discount. In slow start a small share is
+  tested the other way, by doubling instead of cutting: behind a wall the accepted rate stays
+  put and the share jumps, a background share stays the same, and the run loses no time at a cut
+  rate. A background share costs one short test, not a spiral. A share of 40% or more that held
+  within its binomial margin over 32 answers after a cut (measured on 16 or more before it), if
+  it rose at the cut rate only nearer to what background predicts than to a wall's share (both
+  counted from the wall's onset: a rise says a burst spent within the decision diluted the share
+  before), may be a high background too (20-40% of 429s at random: confirming every such cut as
+  a wall spiralled the rate down, 12-250x the floor): the key goes back to its rate before the
+  cuts as a test (such a share is judged on 16 answers only if it moved, or rose nearer a wall's
+  share), and a share that holds there is background, learned up to 60%. Only for a key alone in
+  its project (the governor says): beside another key on one quota a share holds when the other
   key's rate falls as this one's rises.
 * **Growth after AWS's adaptive retry** (CUBIC after a throttle, capped at twice the measured send
   rate): slow start doubles per clean decision (every 16 answers) until the first wall; after
@@ -66,30 +65,30 @@ How a pacer tells a wall from noise, and what it borrowed:
   We did not take CUBIC's cubic curve: a measured quota is a better target than a fitted one.
 * **Parking.** When nearly everything is refused (90% of at least 8 fresh answers: a spent
   per-minute window, a minute's burst used up; or, when the wall began after a second of at
-  least 16 accepts (4 on a key a second old or more: a slow key's second holds few),
-  every fresh answer from the first refusal on, five or more, in send order: a
-  burst spent within the decision, whose accepts before it dilute the share, would otherwise be
-  cut to a third of its pace first, ten more refusals), the key parks: nothing is sent but one
-  probe at a time (after 0.25 s, doubling to 1 s, so a window that turns is found within a
-  second, at one 429 a second while parked; with a per-minute quota stated in ErrorInfo, at most
-  1/20 of its rate apart, never under 0.1 s: 0.4 s at 50/s, probes costing about 5% of the
-  quota; or after the server's hint, capped at ``hint_cap``). Requests granted before a park or
-  a cut and still waiting for a slot go back to the queue. The first accepted probe resumes the
-  key at the rate that worked: what was accepted in the second before the wall (over the part of
-  it this pacer saw, and never under a quarter of the rate it parked at: a pacer that just took
-  over a key has seen few accepts), or the per-minute limit from ErrorInfo when known, unless
-  the server let through more than 1.5x that stated rate before the wall: then the rate is an
-  average over a window, not a spacing, and a window that turned has its whole budget back, so
-  the key spends it at the pace it was accepted at when the wall began, until the next wall
-  parks it again (if that resume finds next to no budget, the key was a bucket refilling at the
-  stated rate after all, and resumes at its limit from then on). Stated or not, a resume after a
-  burst that meets a wall in its first decision, within a second of the park, found no budget
-  back either (a bucket refilling, not a window that turned): the key parks again and resumes at
-  what the server accepted since the first park began (the tokens the park let it save, over the
-  time they took: its refill rate), a measured quota that ends slow start, not at the burst's
-  pace again. When walls repeat at a steady period (two like gaps between resumes: one gap
-  taken for a period held a key of 1 s windows parked 11 s for a bogus 13 s one), the period
-  is learned and the next probes are aimed just before the predicted window boundary.
+  least 16 accepts (4 on a key a second old or more: a slow key's second holds few), every fresh
+  answer from the first refusal on, five or more, in send order: a burst spent within the
+  decision, whose accepts before it dilute the share, would otherwise be cut to a third of its
+  pace first, ten more refusals), the key parks: nothing is sent but one probe at a time (after
+  0.25 s, doubling to 1 s, so a window that turns is found within a second, at one 429 a second
+  while parked; with a per-minute quota stated in ErrorInfo, at most 1/20 of its rate apart,
+  never under 0.1 s: 0.4 s at 50/s, probes costing about 5% of the quota; or after the server's
+  hint, capped at ``hint_cap``). Requests granted before a park or a cut and still waiting for a
+  slot go back to the queue. The first accepted probe resumes the key at the rate that worked:
+  what was accepted in the second before the wall (over the part of it this pacer saw, and never
+  under a quarter of the rate it parked at: a pacer that just took over a key has seen few
+  accepts), or the per-minute limit from ErrorInfo when known, unless the server let through
+  more than 1.5x that stated rate before the wall: then the rate is an average over a window,
+  not a spacing, and a window that turned has its whole budget back, so the key spends it at the
+  pace it was accepted at when the wall began, until the next wall parks it again (if that
+  resume finds next to no budget, the key was a bucket refilling at the stated rate after all,
+  and resumes at its limit from then on). Stated or not, a resume after a burst that meets a
+  wall in its first decision, within a second of the park, found no budget back either (a bucket
+  refilling, not a window that turned): the key parks again and resumes at what the server
+  accepted since the first park began (the tokens the park let it save, over the time they took:
+  its refill rate), a measured quota that ends slow start, not at the burst's pace again. When
+  walls repeat at a steady period (two like gaps between resumes: one gap taken for a period
+  held a key of 1 s windows parked 11 s for a bogus 13 s one), the period is learned and the
+  next probes are aimed just before the predicted window boundary.
 * **A burst-1 bucket's spacing.** A token bucket that saves no burst is empty after each accept:
   sent to evenly a little over its quota it accepts every other request (every k-th further
   over), so what it accepted at a wall is about half the quota, however close the send rate
