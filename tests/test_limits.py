@@ -523,7 +523,7 @@ def test_a_wall_of_a_few_answers_is_cut_to_what_the_last_second_accepted() -> No
     """7 of 8 refused, then an accept: a window spent and turning, or a wall far over the
     quota. One accept in 8 says the server takes 12% of the rate, +- 12%; the second before
     says more. Cut on the 8 alone, a key of three regions with 6 s windows fell from 145/s
-    to 17/s and took 32 answers to have that judged (1.51x the floor; 1.15x cut here)."""
+    to 17/s and took 32 answers to have that judged (1.51x the floor; now 1.15x)."""
     for accepted, most in [(150, 80.0), (30, 0.0)]:  # 1.5 s of accepts; a pacer 0.3 s old
         pacer = KeyPacer(100.0, rate=100.0, walls=1, estimate=105.0)  # held at the ceiling
         now = feed_pattern(pacer, 0.0, 100.0, [False] * accepted)
