@@ -130,7 +130,10 @@ How a pacer tells a wall from noise, and what it borrowed:
   client reports them as throttled errors) while the probes go on.
 * **A per-minute limit value** in ErrorInfo (``quota_limit_value`` of a ``...PerMinute...``
   limit) gives the quota at once: the rate is held at 98% of it, unless the server was seen to
-  let through more than 1.5x it (a window's budget: see Parking).
+  let through more than 1.5x it (a window's budget: see Parking). Then a wall that still
+  accepts some (cut, not parked: a spent window refuses everything) is a bucket refilling at
+  the stated rate: the key lands on the limit and is held there (cut on what a few answers
+  after the burst accepted, a key of 10/s told 60/s was cut twice, 10-18% 429s in short runs).
 
 Keys of one project that share a quota are merged into one pacer (:meth:`KeyPacer.absorb`; the
 governor in ``_limits`` decides when). Known limits: the first wall costs about ten 429s (slow
@@ -682,6 +685,13 @@ class KeyPacer:
         self.checked_onset = self._share_since_onset()
         self.step = _PROBE_STEP
         self.spacing, self.clean_rate = None, 0.0
+        if self.limit < math.inf and self._cap() == math.inf and self.burst_from is None:
+            # A stated limit set aside because the server let a burst through, and now a wall
+            # that still accepts some (a spent window refuses all, and parks the key): a
+            # bucket refilling at the stated rate. The limit caps the key from here, and is
+            # where it lands (what a few answers after a burst say it accepts is no measure).
+            self.windowed = False
+            accepted = max(accepted, self.limit)
         target = min(accepted * _MEASURED_SHARE, self._cap())
         self.rate = max(_MIN_RATE, min(self.rate, target))
         self.cut_at = now
