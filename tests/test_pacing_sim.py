@@ -289,6 +289,18 @@ def simulate(
     return run_virtual(main)
 
 
+def per_minute_limit(per_second: float, location: str = "a") -> dict[str, str]:
+    """ErrorInfo quota metadata as Google sends it: a per-minute limit of ``per_second`` x 60,
+    for one region (``location``) or for the whole project (``"global"``)."""
+    scope = "PerProject" if location == "global" else "PerProjectPerRegion"
+    return {
+        "quota_metric": "clouddeploy.googleapis.com/api_requests",
+        "quota_limit": f"ApiRequestsPerMinute{scope}",
+        "quota_limit_value": str(round(per_second * 60)),
+        "quota_location": location,
+    }
+
+
 def bucket_floor(requests: int, rate: float, quota: float, burst: float) -> float:
     """No client can do better: the ceiling, and the quota once its burst is spent."""
     return max(requests / rate, (requests - burst) / quota)
@@ -347,12 +359,7 @@ def test_fixed_windows_at_any_phase(
     the per-minute average (a stated limit used to hold the rate at it: 1.31x the floor, and
     2.3x where the window turned within the first probe), and the turn is found within a
     probe gap (waiters of the parked key used to sleep on for up to a second after it)."""
-    metadata = {
-        "quota_metric": "clouddeploy.googleapis.com/api_requests",
-        "quota_limit": "ApiRequestsPerMinutePerProjectPerRegion",
-        "quota_limit_value": str(round(limit / period * 60)),
-        "quota_location": "a",
-    }
+    metadata = per_minute_limit(limit / period)
     ratios = []
     # Six phases, and the hard one: the window turns just after the budget is spent, before
     # the key has seen enough refusals to park (it must not stay at the stated average).
@@ -399,12 +406,7 @@ def test_a_minute_bucket_with_a_stated_limit_settles_at_it(
     like a fixed window; at the first wall that still accepts some, or after one resume at
     that pace finds next to no budget, the stated limit caps the key again (the cap was left
     off for good: 4/s for the rest of the run)."""
-    metadata = {
-        "quota_metric": "clouddeploy.googleapis.com/api_requests",
-        "quota_limit": "ApiRequestsPerMinutePerProjectPerRegion",
-        "quota_limit_value": str(round(quota * 60)),
-        "quota_location": "a",
-    }
+    metadata = per_minute_limit(quota)
     server = Server({"*": Bucket(quota, quota * window)}, metadata=metadata)
     result = simulate(server, [name(i) for i in range(requests)], rate=200)
     assert all_ok(result)
@@ -424,12 +426,7 @@ def test_a_slow_minute_bucket_with_a_stated_limit_is_capped_at_its_first_wall(
     key), so it is a bucket refilling at the stated rate, and the key lands on the limit.
     It used to be cut on what a few answers after the burst accepted, twice (10.2%, 13.3%
     and 17.6% of requests refused; the issue allows 10%)."""
-    metadata = {
-        "quota_metric": "clouddeploy.googleapis.com/api_requests",
-        "quota_limit": "ApiRequestsPerMinutePerProjectPerRegion",
-        "quota_limit_value": str(round(quota * 60)),
-        "quota_location": "a",
-    }
+    metadata = per_minute_limit(quota)
     server = Server({"*": Bucket(quota, quota * window)}, metadata=metadata)
     result = simulate(server, [name(i) for i in range(150)], rate=told)
     assert all_ok(result)
@@ -447,12 +444,7 @@ def test_a_spent_minute_bucket_at_a_low_quota_costs_one_wall(stated: bool) -> No
     accepted since the first park (the refill), not at the burst again (18.9% / 15.3% of
     requests refused before; the issue allows 10%, and this short run pays its one wall)."""
     quota, burst, requests = 10.0, 100.0, 150
-    metadata = {
-        "quota_metric": "clouddeploy.googleapis.com/api_requests",
-        "quota_limit": "ApiRequestsPerMinutePerProjectPerRegion",
-        "quota_limit_value": str(round(quota * 60)),
-        "quota_location": "a",
-    }
+    metadata = per_minute_limit(quota)
     server = Server({"*": Bucket(quota, burst)}, metadata=metadata if stated else None)
     result = simulate(server, [name(i) for i in range(requests)], rate=200)
     assert all_ok(result)
@@ -498,12 +490,7 @@ def test_waiters_of_a_parked_key_go_as_soon_as_it_resumes() -> None:
 
 
 def test_a_per_minute_limit_value_gives_the_rate_at_once() -> None:
-    metadata = {
-        "quota_metric": "clouddeploy.googleapis.com/api_requests",
-        "quota_limit": "ApiRequestsPerMinutePerProjectPerRegion",
-        "quota_limit_value": "1800",  # 30/s
-        "quota_location": "a",
-    }
+    metadata = per_minute_limit(30.0)
     server = Server({"*": Bucket(30.0, 3.0)}, metadata=metadata)
     result = simulate(server, [name(i) for i in range(600)], rate=200)
     assert all_ok(result)

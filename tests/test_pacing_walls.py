@@ -11,7 +11,16 @@ import random
 
 import pytest
 
-from tests.test_pacing_sim import Bucket, Open, Server, all_ok, bucket_floor, name, simulate
+from tests.test_pacing_sim import (
+    Bucket,
+    Open,
+    Server,
+    all_ok,
+    bucket_floor,
+    name,
+    per_minute_limit,
+    simulate,
+)
 
 
 def regions(requests: int, count: int) -> list[str]:
@@ -22,12 +31,7 @@ def regions(requests: int, count: int) -> list[str]:
 
 def project_wide(quota: float) -> dict[str, str]:
     """ErrorInfo as Google sends it for a project-wide per-minute quota."""
-    return {
-        "quota_metric": "clouddeploy.googleapis.com/api_requests",
-        "quota_limit": "ApiRequestsPerMinutePerProject",
-        "quota_limit_value": str(round(quota * 60)),
-        "quota_location": "global",
-    }
+    return per_minute_limit(quota, "global")
 
 
 @pytest.mark.parametrize(
