@@ -74,13 +74,9 @@ class QuotaInfo:
         """The quota is counted per region (or zone): ``quota_location`` names one, or the
         limit's name names a region, location or zone. Such a key's walls are its own, however
         often they coincide with another region's (synchronized per-minute windows turn for
-        every region at once)."""
-        if self.location is not None:
-            return self.location != "global"
-        if self.limit is None:
-            return False
-        name = self.limit.lower()
-        return any(word in name for word in ("region", "location", "zone"))
+        every region at once). The other side of :attr:`project_wide`, when either is said."""
+        said = self.location is not None or self.limit is not None
+        return said and not self.project_wide
 
 
 @dataclass(slots=True)

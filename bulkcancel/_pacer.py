@@ -280,8 +280,6 @@ class KeyPacer:
     resumes: list[float] = field(default_factory=list)
     #: learned length of a fixed quota window, once walls repeat at two like gaps
     period: float | None = None
-    #: the last gap between two resumes
-    gap: float | None = None
     #: the pacer that took over this one's key (one quota shared by several keys)
     merged_into: KeyPacer | None = None
     #: when this pacer first sent a request (None: never)
@@ -998,13 +996,16 @@ class KeyPacer:
             elif self.period is not None and gap > 1.5 * self.period:
                 # A boundary skipped (several periods in one park): keep the period.
                 pass
-            elif self.period is None and self.gap is not None and _close(gap, self.gap):
+            elif (
+                self.period is None
+                and len(self.resumes) >= 2
+                and _close(gap, last := self.resumes[-1] - self.resumes[-2])
+            ):
                 # Two gaps alike: a window that repeats. (One gap is no period: two parks 13 s
                 # apart, taken for one, held a key of 1 s windows parked for 11 s.)
-                self.period = (self.gap + gap) / 2
+                self.period = (last + gap) / 2
             else:
                 self.period = None
-            self.gap = gap
         self.resumes.append(boundary)
         del self.resumes[:-4]
         self.state = PacerState.ACTIVE

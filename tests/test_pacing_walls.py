@@ -29,18 +29,13 @@ def regions(requests: int, count: int) -> list[str]:
     return [name(i, locations[i % count]) for i in range(requests)]
 
 
-def project_wide(quota: float) -> dict[str, str]:
-    """ErrorInfo as Google sends it for a project-wide per-minute quota."""
-    return per_minute_limit(quota, "global")
-
-
 @pytest.mark.parametrize(
     ("quota", "count"), [(50.0, 2), (50.0, 3), (30.0, 2), (100.0, 2), (20.0, 4)]
 )
 def test_one_quota_shared_by_several_regions_told_by_errorinfo(quota: float, count: int) -> None:
     requests = 300 * count
     burst = max(1.0, quota / 10)
-    server = Server({"*": Bucket(quota, burst)}, metadata=project_wide(quota))
+    server = Server({"*": Bucket(quota, burst)}, metadata=per_minute_limit(quota, "global"))
     result = simulate(server, regions(requests, count), rate=200)
     floor = bucket_floor(requests, 200, quota, burst)
     assert all_ok(result)
