@@ -24,14 +24,16 @@ How a pacer tells a wall from noise, and what it borrowed:
   clean (pooled over 64 answers or more), where one test's 16 or 32 answers had set it, often
   low. A share under 40% on a key at the run's ceiling that has met no wall also needs two
   decisions (2 of 16 crosses the margin there: a 5% background's chance one decision in
-  five). The two-decision rules hold for a key beside other keys of its project too (the
-  fault mix's two regions: a chance cluster cut and confirmed there held a key at a third of
-  its pace for seconds), where they cost one decision's 429s more when a rising share is
-  another key's growth on a shared quota; the other three (whole decisions, no 8-answer walls,
-  a re-measured background) do not (there they let learned shared quotas take 14% 429s). An
-  increase needs 64 clean fresh answers, or 16 and half a second, or (a slow key: after a
-  park, or holding a small share of a quota) 4 answers without a single throttle and half a
-  second, so recovery takes about the same time at 1 req/s as at 100.
+  five), and so does one on a key at or under a stated per-minute limit (the server said what
+  it allows: cut at once, keys of fixed windows were held under their limits on a chance
+  cluster, confirmed when the window turned). The two-decision rules hold for a key beside other
+  keys of its project too (the fault mix's two regions: a chance cluster cut and confirmed there
+  held a key at a third of its pace for seconds), where they cost one decision's 429s more when a
+  rising share is another key's growth on a shared quota; the other three (whole decisions, no
+  8-answer walls, a re-measured background) do not (there they let learned shared quotas take 14%
+  429s). An increase needs 64 clean fresh answers, or 16 and half a second, or (a slow key: after a
+  park, or holding a small share of a quota) 4 answers without a single throttle and half a second,
+  so recovery takes about the same time at 1 req/s as at 100.
 * **A wall grows with the send rate, noise does not.** A suspected wall cuts the rate to 95% of
   what the server *accepted* (the quota itself when we were over it; a wall of fewer than 16
   answers, on a key a second old or more, to no less than what the last second accepted: 1 of 8
@@ -136,11 +138,15 @@ How a pacer tells a wall from noise, and what it borrowed:
   after the burst accepted, a key of 10/s told 60/s was cut twice, 10-18% 429s in short runs).
 
 Keys of one project that share a quota are merged into one pacer (:meth:`KeyPacer.absorb`; the
-governor in ``_limits`` decides when). Known limits: the first wall costs about ten 429s (slow
-start opens at half of ``--rate``), a large share of a short run at a quota of a few requests
-per second; a minute's bucket with a stated limit costs one resume at the burst's pace (about
-ten 429s, once per key) before the limit caps it; background and a wall together can hide a
-small overshoot.
+governor in ``_limits`` decides when); its burst is what the keys accepted together (one key's
+share of a window's budget, 150/s of 300/s, was taken for a 123/s limit's spacing). A burst is
+measured at a wall's first throttle after a quiet second, or after a clean decision: with a
+background share of 429s a quiet second never comes, and a stated limit then held a key the
+server let through at 180/s to 49/s, a fixed window's budgets spent at that pace. Known limits: the
+first wall costs about ten 429s (slow start opens at half of ``--rate``), a large share of a short
+run at a quota of a few requests per second; a minute's bucket with a stated limit costs one resume
+at the burst's pace (about ten 429s, once per key) before the limit caps it; background and a wall
+together can hide a small overshoot.
 """
 
 from __future__ import annotations
@@ -267,11 +273,15 @@ class KeyPacer:
     last_failed_probe: float = 0.0
     resume_rate: float = _MIN_RATE
     #: what the server accepted per second when the last wall began (its first throttle
-    #: after a quiet second), before any cut it caused; 0 when it had accepted under 16 (under
-    #: 4 once the key is a second old: a slow key's wall after a second of 10 accepts is a
-    #: spent window's too)
+    #: after a quiet second, or after a clean decision), before any cut it caused; 0 when it
+    #: had accepted under 16 (under 4 once the key is a second old: a slow key's wall after a
+    #: second of 10 accepts is a spent window's too)
     burst: float = 0.0
     last_throttle: float = -math.inf
+    #: the last decision was clean (a growth, or 429s judged background): the next throttle
+    #: may be a wall's first, the accepted rate then its burst (with a background share, a
+    #: second without a throttle never comes)
+    clean_since: bool = False
     #: False once a resume at the burst found no budget: the key resumes at its limit
     windowed: bool = True
     #: accepts counted when the key last resumed at the burst (None: it did not)
@@ -366,12 +376,14 @@ class KeyPacer:
     ) -> None:
         """One attempt's answer: ``throttled`` or capacity. ``sent_at`` is when it was granted."""
         if throttled:
-            if now - self.last_throttle > _HISTORY and self.state is PacerState.ACTIVE:
+            onset = now - self.last_throttle > _HISTORY or self.clean_since
+            if onset and self.state is PacerState.ACTIVE:
                 # (a rate measured on a few accepts, at start-up, says nothing of a burst)
                 rate = self.accepted_rate(now)
                 seen = self._seen_a_second(now)
                 enough = len(self.accepts) >= (_QUICK_SAMPLES if seen else _MIN_SAMPLES)
                 self.burst = rate if enough else 0.0
+                self.clean_since = False
             self.last_throttle = now
             per_second = quota.per_second if quota is not None else None
             if per_second is not None:
@@ -501,6 +513,7 @@ class KeyPacer:
                 if self.before_cuts is not None:
                     self.rate, self.estimate, self.walls = self.before_cuts
                     self.before_cuts = None
+                self.clean_since = True
                 self._new_epoch(now)
                 return
             self.walls += 1  # confirmed: a wall, and what it let through is the quota
@@ -550,20 +563,21 @@ class KeyPacer:
 
     def _suspect(self, now: float, share: float) -> bool:
         """A wall at a rate held for a decision or more, on a key with a background known, or,
-        with a share under 40%, at the run's ceiling without a wall met yet, needs a second
-        decision over the margin: suspect it (a decision that changes nothing) and say True, or
-        say False when it must be cut now. A background's chance clusters cross the margin once
-        in a few dozen decisions (with none learned yet, 2 of 16 does: a 5% background's chance
-        one decision in five), and a cut on one, judged against the share that made it (which,
-        picked for being high, falls back after any cut), may be confirmed as a wall and costs
-        seconds of growing back. So for keys beside others of their project too (the fault
-        mix's two regions: simulated at 5-12% of 429s, 40 seeds each, runs over 1.2x the floor
-        went from 52 to 25 of 720), where the cost is one decision's 429s more when a shared
-        quota's wall comes from another key's growth. A wall the key's own step (or resume)
-        ran into is cut at once."""
+        with a share under 40%, at the run's ceiling without a wall met yet or at or under a
+        stated per-minute limit, needs a second decision over the margin: suspect it (a decision
+        that changes nothing) and say True, or say False when it must be cut now. A background's
+        chance clusters cross the margin once in a few dozen decisions (with none learned yet, 2 of
+        16 does: a 5% background's chance one decision in five), and a cut on one, judged against
+        the share that made it (which, picked for being high, falls back after any cut), may be
+        confirmed as a wall and costs seconds of growing back. So for keys beside others of their
+        project too (the fault mix's two regions: simulated at 5-12% of 429s, 40 seeds each, runs
+        over 1.2x the floor went from 52 to 25 of 720), where the cost is one decision's 429s more
+        when a shared quota's wall comes from another key's growth. A wall the key's own step (or
+        resume) ran into is cut at once."""
         unwalled = self.walls == 0 and self.rate >= self.ceiling and share < _SURE_WALL
+        stated = self.limit < math.inf and self.rate <= self.limit and share < _SURE_WALL
         if (
-            not (self.noise > 0 or unwalled)
+            not (self.noise > 0 or unwalled or stated)
             or self.suspected_at == self.decided_at
             or self.stepped_at >= self.decided_at
             or self.resumed_at >= self.decided_at
@@ -767,6 +781,7 @@ class KeyPacer:
         if grown > self.rate:
             self.rate, self.grew = grown, True
             self.stepped_at = now
+        self.clean_since = True
         self._new_epoch(now)
 
     def peer_left(self, now: float) -> None:
@@ -814,14 +829,20 @@ class KeyPacer:
         """Take over the pacing of ``other``'s key (one quota shared by several keys): its
         history and what it learned join this pacer's; the rate is the higher of the two
         (``first``: this pacer has paced nothing yet, so ``other``'s), never above a known
-        limit. The merge is a decision: answers to requests sent before it count as history
-        (accepts, sends), not toward the next decision."""
+        limit unless the keys together let through more than 1.5x it (see ``_cap``), which is
+        what the merged pacer's burst becomes. The merge is a decision: answers to requests sent
+        before it count as history (accepts, sends), not toward the next decision."""
         self.sends = deque(sorted([*self.sends, *other.sends]))
         self.accepts = deque(sorted([*self.accepts, *other.accepts]))
         _trim(self.sends, now)
         _trim(self.accepts, now)
         if other.born is not None:
             self.born = other.born if self.born is None else min(self.born, other.born)
+        if len(self.accepts) >= _MIN_SAMPLES:
+            # What the keys accepted together is the shared quota's burst (each key's own, or
+            # this pacer's measured before the other key joined, is a part of it): a window's
+            # budget, spent by two keys at 150/s each, was taken for a 123/s spacing.
+            self.burst = max(self.burst, other.burst, self.accepted_rate(now))
         self.limit = min(self.limit, other.limit)
         self.noise = min(self.noise, other.noise)  # per-key verdicts were confounded
         # Not the sum: keys that each ramped up alone have just overrun the quota together.
@@ -829,7 +850,7 @@ class KeyPacer:
         if other.estimate < math.inf:
             self.estimate = other.estimate if first else self.estimate + other.estimate
             self.walls = max(self.walls, other.walls)
-        self.rate = max(_MIN_RATE, min(self.ceiling, rate, self.limit * _LIMIT_SHARE))
+        self.rate = max(_MIN_RATE, min(self.ceiling, rate, self._cap()))
         other.merged_into = self
         self.spacing, self.clean_rate = None, 0.0  # (one key's spacing: not the quota's)
         # The merge is a decision: answers to requests sent before it were sent at the keys'

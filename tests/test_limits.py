@@ -701,3 +701,49 @@ def test_one_gap_between_parks_is_no_window_period() -> None:
     assert twice.period is not None and 12.5 <= twice.period <= 13.5  # two like gaps
     now = park(twice, 28.0)
     assert twice.probe_at > now + 5.0  # aimed just before the next boundary
+
+
+def test_a_burst_under_background_429s_is_measured_at_the_wall_after_a_clean_decision() -> None:
+    """With a background share of 429s a second without a throttle never comes, and the burst
+    (what the server accepted when a wall began) was measured only after one: a stated 50/s
+    then cut a key the server let through at 180/s to 49/s, and a fixed window's later budgets
+    were spent at that pace (2.04x the floor)."""
+    pacer = KeyPacer(200.0, rate=200.0)
+    now = feed_every(pacer, 0.0, 200.0, 300, 10)  # 1.5 s, every tenth refused: background
+    assert pacer.rate == 200.0 and pacer.noise > 0
+    pacer.sent(now)
+    pacer.on_answer(now + 0.01, throttled=True, sent_at=now, quota=PER_MINUTE_50)
+    assert pacer.burst == pytest.approx(180.0, rel=0.05)
+    assert pacer.rate == 200.0  # not cut to 49: a window's budget, spent at its pace
+
+
+def test_a_few_refusals_under_a_stated_limit_take_two_decisions() -> None:
+    """At or under a stated per-minute limit, 2 of 16 refused (before any background is
+    learned) is as likely a background's chance as a wall the server did not state: the key
+    suspects it and cuts only on a second decision over the margin (cut at once, keys of
+    fixed windows were held under their stated limits, confirmed on the window's turn)."""
+    pacer = KeyPacer(200.0, rate=49.0, limit=50.0, walls=1, estimate=50.0)
+    now = feed_pattern(pacer, 0.0, 49.0, [False] * 64)
+    assert pacer.rate == pytest.approx(49.0)
+    now = feed_pattern(pacer, now, 49.0, [True, *[False] * 7, True, *[False] * 7])
+    assert pacer.rate == pytest.approx(49.0) and pacer.suspected_at == pacer.decided_at
+    feed_pattern(pacer, now, 49.0, [True, *[False] * 7, True, *[False] * 7])
+    assert pacer.rate < 45.0  # the second decision over the margin: a wall after all
+
+
+def test_a_merged_pacers_burst_is_what_its_keys_accepted_together() -> None:
+    """Two keys of one project each let through 150/s, merged when the first refusal said the
+    quota is project-wide (123/s stated): the burst measured on the first key's accepts
+    alone (150/s, under 1.5x the limit) held the pair at 120/s, their window's budgets
+    spent at that pace (1.8x the floor)."""
+    shared = QuotaInfo(limit="ApiRequestsPerMinutePerProject", limit_value=123.0 * 60)
+    keys = [KeyPacer(400.0, rate=150.0) for _ in range(2)]
+    for key in keys:
+        feed(key, 0.0, 150.0, 150, 0.0)
+    project = KeyPacer(400.0)
+    project.absorb(keys[0], 1.0, first=True)
+    project.on_answer(1.01, throttled=True, sent_at=1.0, quota=shared)
+    assert project.rate == pytest.approx(123.0 * 0.98)  # one key's 150/s: a spacing, for now
+    project.absorb(keys[1], 1.02, first=False)
+    assert project.burst == pytest.approx(300.0, rel=0.05)
+    assert project.rate > 200.0  # the faster key's rate, not the limit: the shares decide
