@@ -263,8 +263,6 @@ class KeyPacer:
     walls: int = 0
     #: when the rate was last cut: requests granted before it and not yet sent ask again
     cut_at: float = -math.inf
-    #: the rate grew since the last cut (a wall met now was provoked by this key's own growth)
-    grew: bool = True
     # parking
     parked_at: float = 0.0
     probe_at: float = 0.0
@@ -707,7 +705,6 @@ class KeyPacer:
         target = min(accepted * _MEASURED_SHARE, self._cap())
         self.rate = max(_MIN_RATE, min(self.rate, target))
         self.cut_at = now
-        self.grew = False
         self._new_epoch(now)
 
     def _cap(self) -> float:
@@ -779,7 +776,7 @@ class KeyPacer:
         sent = len(self.sends) / max(span, 0.1)
         grown = min(self.ceiling, probe, max(2 * sent, _MIN_RATE))
         if grown > self.rate:
-            self.rate, self.grew = grown, True
+            self.rate = grown
             self.stepped_at = now
         self.clean_since = True
         self._new_epoch(now)
@@ -942,7 +939,6 @@ class KeyPacer:
             # quota. The walls of a bisection are its own probes: keys with quotas of their
             # own probe in lockstep, and must not be merged for it.)
             self.cut_at = now
-        self.grew = False
         self._new_epoch(now)
 
     # -- parking -----------------------------------------------------------------------------

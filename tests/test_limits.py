@@ -455,7 +455,6 @@ def test_keys_whose_walls_coincide_share_one_pacer_and_separate_ones_split() -> 
         for _ in range(3):  # the first walls end slow start: they never count
             clock[0] += 1.5  # separate events (walls within a second are one)
             for key in (a, b):
-                governor.pacer(key).grew = False
                 await answers(key, 16, 0.7)
         assert governor.pacer(a) is governor.pacer(b) is governor.pacer("projects/p")
         # On trial: a refused every time, b never -> separate quotas after all.
