@@ -383,16 +383,32 @@ def test_a_first_cut_is_confirmed_only_when_the_share_fell_beyond_chance(
     clustered before the cut does that a quarter of the time, and confirmed as a wall it held
     the key at the cut rate for the rest of a short run (two keys, 8% at random: 1.26x the
     floor in simulation, now 1.02x). So before any wall it is background. None of 32 after
-    the cut is a fall beyond chance: a wall. A key that has met a wall judges as before."""
+    the cut may be a background's lull too (after 2 of 16 at 8%, one time in fifteen; then
+    confirmed, a key sat at half its pace for seconds): judged on 32 more, none of 64 is a wall.
+    A key that has met a wall judges as before."""
     pacer = KeyPacer(200.0, rate=200.0, walls=walls)
     now = feed_pattern(pacer, 0.0, 200.0, [i in (3, 9, 14) for i in range(16)])
     assert pacer.checking is not None and pacer.rate < 200.0  # a cut: no doubling at the ceiling
-    feed_pattern(pacer, now + 0.02, pacer.rate, [i < after for i in range(32)])
+    now = feed_pattern(pacer, now + 0.02, pacer.rate, [i < after for i in range(32)])
+    if after == 0 and walls == 0:
+        assert pacer.checking is not None  # a lull or a wall: 32 more answers tell
+        feed_pattern(pacer, now, pacer.rate, [False] * 32)
     assert pacer.checking is None
     if wall:
         assert pacer.walls == walls + 1 and pacer.noise == 0.0 and pacer.rate < 200.0
     else:
         assert pacer.walls == 0 and pacer.noise > 0.0 and pacer.rate == 200.0
+
+
+def test_a_lull_after_a_first_cut_is_not_taken_for_a_wall() -> None:
+    """None of 32 refused after a first cut, then 3 of the next 32: the background's lull
+    ended, and the cut is undone (judged on 32, it was confirmed as a wall)."""
+    pacer = KeyPacer(200.0, rate=200.0)
+    now = feed_pattern(pacer, 0.0, 200.0, [i in (3, 9, 14) for i in range(16)])
+    now = feed_pattern(pacer, now + 0.02, pacer.rate, [False] * 32)
+    feed_pattern(pacer, now, pacer.rate, [i in (5, 17, 29) for i in range(32)])
+    assert pacer.checking is None
+    assert pacer.walls == 0 and pacer.noise > 0.0 and pacer.rate == 200.0
 
 
 def test_a_grant_made_before_a_cut_asks_again() -> None:
