@@ -93,7 +93,11 @@ How a pacer tells a wall from noise, and what it borrowed:
   its refill rate), a measured quota that ends slow start, not at the burst's pace again. When
   walls repeat at a steady period (two like gaps between resumes: one gap taken for a period
   held a key of 1 s windows parked 11 s for a bogus 13 s one), the period is learned and the
-  next probes are aimed just before the predicted window boundary.
+  next probes are aimed just before the predicted window boundary. With a per-minute limit
+  stated, the period is known after one window: its budget (what the key was let through from
+  its resume at the boundary to the wall) over the stated rate (2 s windows at 50/s, three in
+  a run, were each found up to 0.4 s late by probes 1/20 of the rate apart: 1.25-1.49x the
+  floor; 1.07-1.09x now).
 * **A burst-1 bucket's spacing.** A token bucket that saves no burst is empty after each accept:
   sent to evenly a little over its quota it accepts every other request (every k-th further
   over), so what it accepted at a wall is about half the quota, however close the send rate
@@ -136,9 +140,13 @@ How a pacer tells a wall from noise, and what it borrowed:
 * **A per-minute limit value** in ErrorInfo (``quota_limit_value`` of a ``...PerMinute...``
   limit) gives the quota at once: the rate is held at 98% of it, unless the server was seen to
   let through more than 1.5x it (a window's budget: see Parking). Then a wall that still
-  accepts some (cut, not parked: a spent window refuses everything) is a bucket refilling at
-  the stated rate: the key lands on the limit and is held there (cut on what a few answers
-  after the burst accepted, a key of 10/s told 60/s was cut twice, 10-18% 429s in short runs).
+  accepts some after its first refusal (cut, not parked: a spent window refuses everything
+  from there) is a bucket refilling at the stated rate: the key lands on the limit and is held
+  there (cut on what a few answers after the burst accepted, a key of 10/s told 60/s was cut
+  twice, 10-18% 429s in short runs). A window spent at the end of a decision shows only
+  refusals after the first (taken for a bucket, 2-3 s windows were held to the average for
+  the rest of a run, each run's last window spent at it: 1.25-1.5x the floor); it is cut as
+  any wall, and parks at the next answers.
 
 Keys of one project that share a quota are merged into one pacer (:meth:`KeyPacer.absorb`; the
 governor in ``_limits`` decides when); its burst is what the keys accepted together (one key's
@@ -308,8 +316,9 @@ class KeyPacer:
     #: when the last decision put the rate on a new step of its own: a growth, or a spacing
     #: wall's landing on the last spotless rate (a wall in the next decision is that step's)
     stepped_at: float = -math.inf
-    #: when the key last resumed from a park
+    #: when the key last resumed from a park, and ``accepted_total`` then
     resumed_at: float = -math.inf
+    resumed_total: int = 0
     #: no other key of its project is paced apart (the governor says): a share that stays put
     #: when the rate changes cannot be another key's traffic on a shared quota
     alone: bool = True
@@ -707,11 +716,18 @@ class KeyPacer:
         self.checked_onset = self._share_since_onset()
         self.step = _PROBE_STEP
         self.spacing, self.clean_rate = None, 0.0
-        if self.limit < math.inf and self._cap() == math.inf and self.burst_from is None:
+        accepted_after = not all(self._since_onset())
+        if (
+            self.limit < math.inf
+            and self._cap() == math.inf
+            and self.burst_from is None
+            and accepted_after
+        ):
             # A stated limit set aside because the server let a burst through, and now a wall
-            # that still accepts some (a spent window refuses all, and parks the key): a
-            # bucket refilling at the stated rate. The limit caps the key from here, and is
-            # where it lands (what a few answers after a burst say it accepts is no measure).
+            # that still accepts some after its first refusal (a spent window refuses all
+            # from there, and parks the key): a bucket refilling at the stated rate. The limit
+            # caps the key from here, and is where it lands (what a few answers after a burst
+            # say it accepts is no measure).
             self.windowed = False
             accepted = max(accepted, self.limit)
         target = min(accepted * _MEASURED_SHARE, self._cap())
@@ -990,6 +1006,17 @@ class KeyPacer:
         self.probe_gap = min(_PROBE_BASE, self._probe_cap())
         first = self.probe_gap if hint is None else min(max(hint, _PROBE_BASE), self.hint_cap)
         self.probe_at = now + first
+        # What the key was let through since it resumed at a window's boundary: that window's
+        # budget, where a window it is (a bucket refilling gives next to none back, and the
+        # stated limit caps it from then on: see _wall_met).
+        spent = self.accepted_total - self.resumed_total
+        stated = self.limit < math.inf and self._cap() == math.inf
+        if self.period is None and self.resumes and stated and spent >= 2 * _MIN_SAMPLES:
+            # A fixed window's length is its budget over the stated per-minute rate (a window
+            # of 2 s at 50/s holds 100): known after one window, where two like gaps between
+            # resumes take three, and the run may be over by then (probes 0.4 s apart found
+            # each turn up to 0.4 s late: 1.25-1.49x the floor in three windows).
+            self.period = spent / self.limit
         if self.period is not None and self.resumes:
             # A fixed window seen before: aim just before its next boundary.
             boundary = self.resumes[-1] + self.period
@@ -1051,7 +1078,7 @@ class KeyPacer:
             self.rate = max(self.rate, min(self.ceiling, self.burst))
             self.burst_from = self.accepted_total
         self.next_free = now
-        self.resumed_at = now
+        self.resumed_at, self.resumed_total = now, self.accepted_total
         self._new_epoch(now)
 
 

@@ -378,6 +378,26 @@ def test_fixed_windows_at_any_phase(
     assert ratios[-1] <= 1.3, ratios
 
 
+def test_short_windows_with_a_stated_limit_are_spent_at_the_pace_that_worked() -> None:
+    """2 s windows of 50/s, told 200/s, 300 requests (three windows), the per-minute limit
+    stated. A window spent at the end of a decision (refusals only after its first) was taken
+    for a bucket refilling at the stated rate, and the key held to the average for the rest of
+    the run; and the turns were found by probes 0.4 s apart, each up to a fifth of a window
+    late (median over seven phases 1.50x the floor). The window's length is its budget over the
+    stated rate, known after one window. (The phase where the window turns just as the budget
+    is spent is still 1.5x: the first wall's park misses a turn.)"""
+    ratios = []
+    for offset in [*(2.0 * k / 6 for k in range(6)), 2.0 - 0.5 - 0.1]:
+        window = PhasedWindow(100, 2.0, offset)
+        server = Server({"*": window}, metadata=per_minute_limit(50.0))
+        result = simulate(server, [name(i) for i in range(300)], rate=200.0)
+        assert all_ok(result)
+        assert result.share_429 <= 0.15, (offset, result.share_429)
+        ratios.append(result.seconds / window.quota.oracle_seconds(200.0))
+    ratios.sort()
+    assert ratios[3] <= 1.1, ratios
+
+
 def test_a_slow_key_parks_on_its_spent_window() -> None:
     """6/s in 10 s windows, told 10/s: a wall after a second of 10 accepts is a spent window
     (the run of refusals in it parks the key) although a second holds fewer than 16 accepts;
