@@ -346,6 +346,27 @@ def test_fixed_per_minute_window_scaled_down() -> None:
     assert result.share_429 <= 0.15, result.share_429
 
 
+def window_ratios(
+    limit: int,
+    period: float,
+    offsets: Sequence[float],
+    requests: int,
+    rate: float,
+    metadata: dict[str, str] | None = None,
+) -> list[float]:
+    """Drain over the oracle's floor for one window shape at each phase, sorted; every run
+    exact, none over the fixed window's 15% of 429s."""
+    ratios = []
+    for offset in offsets:
+        window = PhasedWindow(limit, period, offset)
+        server = Server({"*": window}, metadata=metadata)
+        result = simulate(server, [name(i) for i in range(requests)], rate=rate)
+        assert all_ok(result)
+        assert result.share_429 <= 0.15, (offset, result.share_429)
+        ratios.append(result.seconds / window.quota.oracle_seconds(rate))
+    return sorted(ratios)
+
+
 @pytest.mark.parametrize("stated", [False, True], ids=["bare", "per-minute-limit-stated"])
 @pytest.mark.parametrize(
     ("limit", "period", "requests", "rate"),
@@ -359,21 +380,14 @@ def test_fixed_windows_at_any_phase(
     the per-minute average (a stated limit used to hold the rate at it: 1.31x the floor, and
     2.3x where the window turned within the first probe), and the turn is found within a
     probe gap (waiters of the parked key used to sleep on for up to a second after it)."""
-    metadata = per_minute_limit(limit / period)
-    ratios = []
+    metadata = per_minute_limit(limit / period) if stated else None
     # Six phases, and the hard one: the window turns just after the budget is spent, before
     # the key has seen enough refusals to park (it must not stay at the stated average).
     hard = period - limit / rate - 0.1
-    for offset in [*(period * k / 6 for k in range(6)), hard]:
-        window = PhasedWindow(limit, period, offset)
-        server = Server({"*": window}, metadata=metadata if stated else None)
-        result = simulate(server, [name(i) for i in range(requests)], rate=rate)
-        assert all_ok(result)
-        assert result.share_429 <= 0.15, (offset, result.share_429)
-        ratios.append(result.seconds / window.quota.oracle_seconds(rate))
+    offsets = [*(period * k / 6 for k in range(6)), hard]
+    ratios = window_ratios(limit, period, offsets, requests, rate, metadata)
     # A run that fits the windows exactly loses a whole window to a late request at some
     # phases, so the median over phases is what holds; no phase is far off.
-    ratios.sort()
     assert ratios[3] <= 1.1, ratios
     assert ratios[-1] <= 1.3, ratios
 
@@ -386,15 +400,8 @@ def test_short_windows_with_a_stated_limit_are_spent_at_the_pace_that_worked() -
     late (median over seven phases 1.50x the floor). The window's length is its budget over the
     stated rate, known after one window. (The phase where the window turns just as the budget
     is spent is still 1.5x: the first wall's park misses a turn.)"""
-    ratios = []
-    for offset in [*(2.0 * k / 6 for k in range(6)), 2.0 - 0.5 - 0.1]:
-        window = PhasedWindow(100, 2.0, offset)
-        server = Server({"*": window}, metadata=per_minute_limit(50.0))
-        result = simulate(server, [name(i) for i in range(300)], rate=200.0)
-        assert all_ok(result)
-        assert result.share_429 <= 0.15, (offset, result.share_429)
-        ratios.append(result.seconds / window.quota.oracle_seconds(200.0))
-    ratios.sort()
+    offsets = [*(2.0 * k / 6 for k in range(6)), 2.0 - 0.5 - 0.1]
+    ratios = window_ratios(100, 2.0, offsets, 300, 200.0, per_minute_limit(50.0))
     assert ratios[3] <= 1.1, ratios
 
 
@@ -403,15 +410,7 @@ def test_a_slow_key_parks_on_its_spent_window() -> None:
     (the run of refusals in it parks the key) although a second holds fewer than 16 accepts;
     the wall's 7 of 8 refused, a hair under the park share, were cut to 1.2/s instead, and the
     cut was judged 32 answers (27 s) later (1.29-2.33x the floor over these phases)."""
-    ratios = []
-    for offset in [0.0, 1.0, 2.5, 4.0, 5.5, 7.0, 8.5]:
-        window = PhasedWindow(60, 10.0, offset)
-        server = Server({"*": window})
-        result = simulate(server, [name(i) for i in range(240)], rate=10.0)
-        assert all_ok(result)
-        assert result.share_429 <= 0.15, (offset, result.share_429)
-        ratios.append(result.seconds / window.quota.oracle_seconds(10.0))
-    ratios.sort()
+    ratios = window_ratios(60, 10.0, [0.0, 1.0, 2.5, 4.0, 5.5, 7.0, 8.5], 240, 10.0)
     assert ratios[3] <= 1.1, ratios
     assert ratios[-1] <= 1.2, ratios
 
