@@ -469,8 +469,12 @@ class KeyPacer:
                     and self._nearer_background(share, before)
                 ):
                     return
-            lull = not any(throttled for _, throttled in self.fresh_answers[:_CHECK_SAMPLES])
-            if lull and n < 2 * _CHECK_SAMPLES and self.walls == 0 and before < _SURE_WALL:
+            if (
+                n < 2 * _CHECK_SAMPLES
+                and self.walls == 0
+                and before < _SURE_WALL
+                and not any(throttled for _, throttled in self.fresh_answers[:_CHECK_SAMPLES])
+            ):
                 # Not one refusal in 32 answers since a first cut on a small share: a wall's
                 # overshoot cleared, or a background's lull after its chance cluster (2 of 16
                 # at 8%, then none of 32: one time in fifteen; confirmed, the key sat at half
@@ -716,13 +720,8 @@ class KeyPacer:
         self.checked_onset = self._share_since_onset()
         self.step = _PROBE_STEP
         self.spacing, self.clean_rate = None, 0.0
-        accepted_after = not all(self._since_onset())
-        if (
-            self.limit < math.inf
-            and self._cap() == math.inf
-            and self.burst_from is None
-            and accepted_after
-        ):
+        # (the last test sorts the fresh answers: after the cheap ones)
+        if self._limit_set_aside and self.burst_from is None and not all(self._since_onset()):
             # A stated limit set aside because the server let a burst through, and now a wall
             # that still accepts some after its first refusal (a spent window refuses all
             # from there, and parks the key): a bucket refilling at the stated rate. The limit
@@ -737,12 +736,17 @@ class KeyPacer:
 
     def _cap(self) -> float:
         """The stated per-minute limit as a ceiling on the rate (98% of it); none when none
-        is stated, or when the server let through more than 1.5x it when the last wall began
-        (over at least 16 accepts): then it is an average over a window, not a spacing, and
-        the shares decide."""
-        if self.limit == math.inf or (self.windowed and self.burst > _WINDOW_BURST * self.limit):
+        is stated, or when it is set aside (:attr:`_limit_set_aside`) and the shares decide."""
+        if self.limit == math.inf or self._limit_set_aside:
             return math.inf
         return self.limit * _LIMIT_SHARE
+
+    @property
+    def _limit_set_aside(self) -> bool:
+        """A per-minute limit is stated, and the server let through more than 1.5x it when the
+        last wall began (over at least 16 accepts): it is an average over a window (or a
+        minute's bucket), not a spacing. (False when none is stated.)"""
+        return self.windowed and self.burst > _WINDOW_BURST * self.limit
 
     @property
     def _slow_start(self) -> bool:
@@ -1010,8 +1014,8 @@ class KeyPacer:
         # budget, where a window it is (a bucket refilling gives next to none back, and the
         # stated limit caps it from then on: see _wall_met).
         spent = self.accepted_total - self.resumed_total
-        stated = self.limit < math.inf and self._cap() == math.inf
-        if self.period is None and self.resumes and stated and spent >= 2 * _MIN_SAMPLES:
+        set_aside = self._limit_set_aside
+        if self.period is None and self.resumes and set_aside and spent >= 2 * _MIN_SAMPLES:
             # A fixed window's length is its budget over the stated per-minute rate (a window
             # of 2 s at 50/s holds 100): known after one window, where two like gaps between
             # resumes take three, and the run may be over by then (probes 0.4 s apart found
@@ -1069,7 +1073,7 @@ class KeyPacer:
         self.state = PacerState.ACTIVE
         self.probe_out = False
         self.rate = max(_MIN_RATE, min(self.resume_rate, self.limit * _LIMIT_SHARE))
-        if self._cap() == math.inf and self.limit < math.inf:
+        if self._limit_set_aside:
             # The server let through far more than its stated per-minute rate before the wall:
             # the rate is an average over a window (or a minute's bucket), not a spacing. A
             # fixed window that turned has its whole budget back: spend it at the pace that
