@@ -535,21 +535,86 @@ def test_a_peer_that_finishes_while_a_cut_is_judged_frees_the_key_after_the_judg
 
 
 def test_a_wall_of_a_few_answers_is_cut_to_what_the_last_second_accepted() -> None:
-    """7 of 8 refused, then an accept: a window spent and turning, or a wall far over the
-    quota. One accept in 8 says the server takes 12% of the rate, +- 12%; the second before
-    says more. Cut on the 8 alone, a key of three regions with 6 s windows fell from 145/s
-    to 17/s and took 32 answers to have that judged (1.51x the floor; now 1.15x)."""
+    """7 of 8 refused, one accept among them: a wall far over the quota, or a window spent
+    and turning. One accept in 8 says the server takes 12% of the rate, +- 12%; the second
+    before says more. Cut on the 8 alone, a key of three regions with 6 s windows fell from
+    145/s to 17/s and took 32 answers to have that judged (1.51x the floor; now 1.15x).
+    (Five refused in a row from the first would park it: see the next tests.)"""
     for accepted, most in [(150, 80.0), (30, 0.0)]:  # 1.5 s of accepts; a pacer 0.3 s old
         pacer = KeyPacer(100.0, rate=100.0, walls=1, estimate=105.0)  # held at the ceiling
         now = feed_pattern(pacer, 0.0, 100.0, [False] * accepted)
         while pacer.fresh:  # to the end of a decision: the wall is all the next one sees
             now = feed_pattern(pacer, now, 100.0, [False])
-        feed_pattern(pacer, now, 100.0, [True] * 7 + [False])
+        feed_pattern(pacer, now, 100.0, [True] * 4 + [False] + [True] * 3)
         assert pacer.checking is not None  # cut, not parked (7 of 8 is under the park share)
         if most:
             assert pacer.rate >= most, pacer.rate
         else:  # a young pacer's last "second" is its start-up: the 8 answers say it
             assert pacer.rate <= 15.0, pacer.rate
+
+
+def test_a_burst_spent_as_a_decision_begins_parks_on_its_fifth_refusal() -> None:
+    """A window spent after a second of accepts: every answer from the first refusal on was
+    refused, five of them. The key parks then, however few answers its decision has; waiting
+    for 8 when the decision had just begun cost a spent window three refusals more. Not with
+    a background known: there a chance run of five in a decision's first seven answers (at
+    15%) parked a key that met no wall; it takes 8 answers, as before."""
+    for noise, parked in [(0.0, True), (0.1, False)]:
+        pacer = KeyPacer(100.0, rate=100.0, walls=1, estimate=105.0, noise=noise)
+        every = round(1 / noise) if noise else 151  # (a background refused among them)
+        now = feed_pattern(pacer, 0.0, 100.0, [i % every == 1 for i in range(150)])
+        assert (pacer.noise > 0) is (noise > 0)
+        while pacer.fresh:  # to the end of a decision
+            now = feed_pattern(pacer, now, 100.0, [False])
+        now = feed_pattern(pacer, now, 100.0, [False] * 2 + [True] * 4)
+        assert pacer.state is PacerState.ACTIVE and pacer.fresh == 6  # four in a row: not yet
+        now = feed_pattern(pacer, now, 100.0, [True])
+        assert (pacer.state is PacerState.PARKED) is parked
+        feed_pattern(pacer, now, 100.0, [True])  # the eighth answer
+        assert pacer.state is PacerState.PARKED
+
+
+def spend_windows(pacer: KeyPacer, window: list[bool]) -> list[int]:
+    """Three windows, each ``window`` sent at 100/s (True: refused) and then refused until the
+    key parks (20 at most), the key resumed by its first probe: how many were refused in
+    each window before the park."""
+    now, runs = 0.0, []
+    for _ in range(3):
+        now = feed_pattern(pacer, now, 100.0, window)
+        run = 0
+        while pacer.state is PacerState.ACTIVE and run < 20:
+            now = feed_pattern(pacer, now, 100.0, [True])
+            run += 1
+        runs.append(run)
+        assert pacer.state is PacerState.PARKED
+        now = pacer.probe_at
+        assert pacer.reserve(now) == (0.0, True)
+        pacer.sent(now)
+        pacer.on_answer(now + 0.01, throttled=False, sent_at=now, probe=True)
+        now += 0.01
+    return runs
+
+
+def test_a_window_spent_again_parks_on_two_refusals() -> None:
+    """Once a window's budget is known (what the key was let through from its start or a
+    resume to the park after it), the next window is spent when three quarters of that came
+    through again and the last two answers are refused (three with a background known): the
+    key parks then, not after five. Windows of 1-3 s spent at 4-10x their pace cost ten
+    refusals each or more, 15-25% of all requests."""
+    pacer = KeyPacer(100.0, rate=100.0, walls=1, estimate=105.0)
+    runs = spend_windows(pacer, [False] * 120)
+    assert runs[0] >= 5  # the first window: five in a row at least (40% of the decision)
+    assert runs[1:] == [2, 2]  # then two
+    assert pacer.window_budget == 120
+    # A background of 5% (one in 20 refused, within the decisions too): three.
+    noisy = KeyPacer(100.0, rate=100.0, walls=1, estimate=105.0, noise=0.05)
+    assert spend_windows(noisy, ([True] + [False] * 19) * 6)[1:] == [3, 3]
+    assert noisy.noise > 0
+    # Two refusals in a row with half the budget through are no spent window.
+    now = feed_pattern(pacer, 100.0, 100.0, [False] * 60 + [True] * 2)
+    assert pacer.state is PacerState.ACTIVE
+    feed_pattern(pacer, now, 100.0, [False] * 40 + [True] * 2)  # 100 of 120: spent
+    assert pacer.state is PacerState.PARKED
 
 
 def test_a_slow_key_judging_a_cut_takes_a_finished_peers_quota_at_once() -> None:
