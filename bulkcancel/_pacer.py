@@ -100,7 +100,11 @@ How a pacer tells a wall from noise, and what it borrowed:
   over the time they took: its refill rate), a measured quota that ends slow start, not at the
   burst's pace again. When walls repeat at a steady period (two like gaps between resumes: one gap
   taken for a period held a key of 1 s windows parked 11 s for a bogus 13 s one), the period is
-  learned and the next probes are aimed just before the predicted window boundary. With a
+  learned and the next probes are aimed at the predicted window boundary: 1% of a period apart from
+  2% before it to 5% past it, then twice as far apart each (a prediction a fifth of a window early,
+  probed 1% apart for a whole period, cost 35 refusals in one park); a turn that an aimed park's
+  first probe found is remembered 5% of a period before that probe (the middle of the park, up to
+  half a window early, was that prediction), so the next aim finds it from just before. With a
   per-minute limit stated, the period is known after one window: its budget (what the key was let
   through from its resume at the boundary to the wall) over the stated rate (2 s windows at 50/s,
   three in a run, were each found up to 0.4 s late by probes 1/20 of the rate apart: 1.25-1.49x the
@@ -204,6 +208,9 @@ _PROBE_CAP = 1.0  # probes of a parked key are at most this far apart
 _PROBE_SPEND = 20.0  # ... and, with a quota known, 1/20 of it apart at most: 5% of the quota
 _PROBE_MIN = 0.1  # ... but never closer than this
 _WINDOW_BURST = 1.5  # accepted this far above a stated per-minute rate: budgets, not spacing
+_AIM_EARLY = 0.02  # aimed probes start this share of a window's period before its boundary,
+_AIM_GAP = 0.01  # ... this share apart,
+_AIM_PAST = 0.05  # ... until this share past it; then their gaps double
 _EPSILON = 1e-6  # seconds: a wait shorter than this is no wait
 _CATCH_UP = 0.02  # seconds of late turns made up at the ceiling (the ceiling's own burst)
 _HISTORY = 1.0  # seconds of sends and accepts remembered, for measured rates
@@ -289,6 +296,8 @@ class KeyPacer:
     probe_gap: float = _PROBE_BASE
     probe_out: bool = False
     last_failed_probe: float = 0.0
+    #: the window boundary a park's probes are aimed at (inf: none predicted)
+    aimed_at: float = math.inf
     resume_rate: float = _MIN_RATE
     #: what the server accepted per second when the last wall began (its first throttle
     #: after a quiet second, or after a clean decision), before any cut it caused; 0 when it
@@ -1054,13 +1063,15 @@ class KeyPacer:
             # resumes take three, and the run may be over by then (probes 0.4 s apart found
             # each turn up to 0.4 s late: 1.25-1.49x the floor in three windows).
             self.period = spent / self.limit
+        self.aimed_at = math.inf
         if self.period is not None and self.resumes:
             # A fixed window seen before: aim just before its next boundary.
             boundary = self.resumes[-1] + self.period
             while boundary < now:
                 boundary += self.period
-            self.probe_at = max(now + 0.01, boundary - 0.02 * self.period)
-            self.probe_gap = max(0.01, 0.01 * self.period)
+            self.aimed_at = boundary
+            self.probe_at = max(now + 0.01, boundary - _AIM_EARLY * self.period)
+            self.probe_gap = max(0.01, _AIM_GAP * self.period)
 
     def _probe_cap(self) -> float:
         """Probes of a parked key are at most a second apart; with a per-minute quota known,
@@ -1077,13 +1088,22 @@ class KeyPacer:
         if probe:
             self.probe_out = False
             self.last_failed_probe = now
-            if self.period is None or now - self.parked_at > self.period:
+            # Aimed probes stay close only around the predicted boundary: a prediction off
+            # by a fifth of a window, probed 1% apart until a whole period had passed,
+            # cost 35 refusals in one park (two regions of 20/s in 2 s windows: 18-20% 429s).
+            if self.period is None or now > self.aimed_at + _AIM_PAST * self.period:
                 self.probe_gap = min(self._probe_cap(), self.probe_gap * 2)
             self.probe_at = now + self.probe_gap
 
     def _resume(self, now: float) -> None:
-        # The boundary lies between the last failed probe and now; remember its middle.
+        # The boundary lies between the last failed probe and now; remember its middle. When
+        # an aimed park's first probe was accepted, it lies anywhere since the park began
+        # (the middle of that was up to half a window early, and the next park's aimed probes
+        # were refused all the way to the real turn): remember a little before now, so the
+        # next aim finds it from just before. (Without a period, the middle, as before.)
         boundary = (self.last_failed_probe + now) / 2 if self.probe_gap < 1.0 else now
+        if self.last_failed_probe <= self.parked_at and self.period is not None:
+            boundary = now - _AIM_PAST * self.period
         if self.resumes:
             gap = boundary - self.resumes[-1]
             if self.period is not None and abs(gap - self.period) <= 0.25 * self.period:

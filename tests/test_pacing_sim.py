@@ -399,10 +399,13 @@ def test_short_windows_with_a_stated_limit_are_spent_at_the_pace_that_worked() -
     the run; and the turns were found by probes 0.4 s apart, each up to a fifth of a window
     late (median over seven phases 1.50x the floor). The window's length is its budget over the
     stated rate, known after one window. (The phase where the window turns just as the budget
-    is spent is still 1.5x: the first wall's park misses a turn.)"""
+    is spent is still 1.5x: the first wall's park misses a turn.) Aimed probes that stay close
+    only around the predicted turn find an early prediction's turn a little later: over 24
+    phases the median went from 1.091x to 1.097x (these seven: 1.099x to 1.108x), while at
+    40/s in 2 s windows the 429s fell from 14.7% to 11.9%."""
     offsets = [*(2.0 * k / 6 for k in range(6)), 2.0 - 0.5 - 0.1]
     ratios = window_ratios(100, 2.0, offsets, 300, 200.0, per_minute_limit(50.0))
-    assert ratios[3] <= 1.1, ratios
+    assert ratios[3] <= 1.12, ratios
 
 
 def test_a_slow_key_parks_on_its_spent_window() -> None:
@@ -629,6 +632,27 @@ def test_regions_whose_errorinfo_says_regional_are_never_merged() -> None:
     result = simulate(server, names, rate=500)
     assert all_ok(result)
     floor = max(window.quota.oracle_seconds(500 / 3) for window in windows.values())
+    assert result.seconds <= 1.2 * floor, (result.seconds, floor)
+    assert result.share_429 <= 0.15, result.share_429
+
+
+@pytest.mark.parametrize("offset", [0.1, 0.7, 1.3])
+def test_aimed_probes_stay_close_only_around_the_predicted_turn(offset: float) -> None:
+    """Two regions of 20/s in 2 s windows (a stated regional limit), told 200/s. A turn that a
+    park's first probe found was remembered at the middle of the park, up to half a window
+    early, and the next park's aimed probes went 1% of a window apart for a whole period:
+    35 refusals in one park, 18-20% of all requests refused."""
+    metadata = {
+        "quota_metric": "clouddeploy.googleapis.com/api_requests",
+        "quota_limit": "ApiRequestsPerMinutePerProjectPerRegion",
+        "quota_limit_value": "1200",
+    }
+    windows = {location: PhasedWindow(40, 2.0, offset) for location in "ab"}
+    server = Server(dict(windows), metadata=metadata)
+    names = [name(i, location) for i in range(300) for location in "ab"]
+    result = simulate(server, names, rate=200, latency=0.003)
+    assert all_ok(result)
+    floor = max(window.quota.oracle_seconds(100) for window in windows.values())
     assert result.seconds <= 1.2 * floor, (result.seconds, floor)
     assert result.share_429 <= 0.15, result.share_429
 
