@@ -617,6 +617,37 @@ def test_a_window_spent_again_parks_on_two_refusals() -> None:
     assert pacer.state is PacerState.PARKED
 
 
+def test_the_first_sure_wall_at_a_stated_limit_parks_the_key() -> None:
+    """At a stated per-minute limit nothing but a budget already spent refuses 40% or more: a
+    start-up burst spent a 2 s window of 10/s before the limit was known, and the cut on the
+    refusals after it, to 2.4/s, was confirmed as a wall (2.9x the floor). The first such wall
+    parks the key, to resume at the limit; later ones are cut as any wall (a limit stated above
+    what the server enforces must not park the key window after window)."""
+    per_minute_10 = QuotaInfo(limit="ApiRequestsPerMinutePerProjectPerRegion", limit_value=600.0)
+    pacer = KeyPacer(43.0, rate=43.0)
+    now = feed_pattern(pacer, 0.0, 43.0, [False] * 8)  # a young key: no burst measured
+    pacer.on_answer(now, throttled=True, sent_at=now - 0.01, quota=per_minute_10)
+    assert pacer.rate == pytest.approx(10.0 * 0.98)
+    for i in range(16):  # two of three refused, until the key parks or is cut
+        now = feed_pattern(pacer, now, pacer.rate, [i % 3 != 0])
+        if pacer.state is PacerState.PARKED or pacer.checking is not None:
+            break
+    assert pacer.state is PacerState.PARKED and pacer.checking is None  # parked, not cut
+    at = pacer.probe_at
+    assert pacer.reserve(at) == (0.0, True)
+    pacer.sent(at)
+    pacer.on_answer(at + 0.01, throttled=False, sent_at=at, probe=True)
+    assert pacer.state is PacerState.ACTIVE
+    assert pacer.rate == pytest.approx(10.0 * 0.98)  # resumed at the limit
+    now = feed_pattern(pacer, at + 0.01, pacer.rate, [False] * 64)
+    for i in range(16):  # the same again
+        now = feed_pattern(pacer, now, pacer.rate, [i % 3 != 0])
+        if pacer.state is PacerState.PARKED or pacer.checking is not None:
+            break
+    assert pacer.state is PacerState.ACTIVE and pacer.checking is not None  # cut this time
+    assert pacer.rate < 10.0 * 0.98
+
+
 def test_a_slow_key_judging_a_cut_takes_a_finished_peers_quota_at_once() -> None:
     """Owed only while the judgement is a second away or less: a key cut to a few requests a
     second beside a peer that finished (two regions on one small quota, the other region
