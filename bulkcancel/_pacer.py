@@ -704,11 +704,6 @@ class KeyPacer:
         marks = [throttled for _, throttled in sorted(self.fresh_answers)]
         return marks[marks.index(True) :] if True in marks else []
 
-    def _share_since_onset(self) -> float:
-        """The share of fresh answers refused, counted in send order from the first refusal."""
-        marks = self._since_onset()
-        return sum(marks) / max(len(marks), 1)
-
     def _refused_since_onset(self) -> bool:
         """In send order, every fresh answer from the first refusal on was refused, and at
         least ``_PARK_RUN`` were: a wall that refuses nearly everything (a minute's burst just
@@ -731,7 +726,8 @@ class KeyPacer:
         return all(throttled for _, throttled in last)
 
     def _cut(self, now: float, share: float) -> None:
-        held = self._cap() < math.inf and self.rate <= self._cap() * 1.001
+        cap = self._cap()
+        held = cap < math.inf and self.rate <= cap * 1.001
         if share >= _SURE_WALL and held and not self.limit_parked:
             # The first sure wall of a key held at its stated limit: a budget spent, not a
             # pace too high. Park, and resume at the limit.
@@ -772,11 +768,12 @@ class KeyPacer:
             self.before_cuts = (self.rate, self.estimate, self.walls)
         self.checking = (share, self.rate, accepted)
         self.checked_on, self.checked_sent = self.fresh, sent
-        self.checked_onset = self._share_since_onset()
+        # (the share refused counted in send order from the first refusal)
+        onset = self._since_onset()
+        self.checked_onset = sum(onset) / max(len(onset), 1)
         self.step = _PROBE_STEP
         self.spacing, self.clean_rate = None, 0.0
-        # (the last test sorts the fresh answers: after the cheap ones)
-        if self._limit_set_aside and self.burst_from is None and not all(self._since_onset()):
+        if self._limit_set_aside and self.burst_from is None and not all(onset):
             # A stated limit set aside because the server let a burst through, and now a wall
             # that still accepts some after its first refusal (a spent window refuses all
             # from there, and parks the key): a bucket refilling at the stated rate. The limit
@@ -1115,9 +1112,12 @@ class KeyPacer:
         # (the middle of that was up to half a window early, and the next park's aimed probes
         # were refused all the way to the real turn): remember a little before now, so the
         # next aim finds it from just before. (Without a period, the middle, as before.)
-        boundary = (self.last_failed_probe + now) / 2 if self.probe_gap < 1.0 else now
         if self.last_failed_probe <= self.parked_at and self.period is not None:
             boundary = now - _AIM_PAST * self.period
+        elif self.probe_gap < 1.0:
+            boundary = (self.last_failed_probe + now) / 2
+        else:
+            boundary = now
         if self.resumes:
             gap = boundary - self.resumes[-1]
             if self.period is not None and abs(gap - self.period) <= 0.25 * self.period:
