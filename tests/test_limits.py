@@ -576,8 +576,8 @@ def test_a_burst_spent_as_a_decision_begins_parks_on_its_fifth_refusal() -> None
 
 def spend_windows(pacer: KeyPacer, window: list[bool]) -> list[int]:
     """Three windows, each ``window`` sent at 100/s (True: refused) and then refused until the
-    key parks (20 at most), the key resumed by its first probe: how many were refused in
-    each window before the park."""
+    key parks (20 at most), the key resumed by its first probe (:func:`probe`): how many were
+    refused in each window before the park."""
     now, runs = 0.0, []
     for _ in range(3):
         now = feed_pattern(pacer, now, 100.0, window)
@@ -587,11 +587,7 @@ def spend_windows(pacer: KeyPacer, window: list[bool]) -> list[int]:
             run += 1
         runs.append(run)
         assert pacer.state is PacerState.PARKED
-        now = pacer.probe_at
-        assert pacer.reserve(now) == (0.0, True)
-        pacer.sent(now)
-        pacer.on_answer(now + 0.01, throttled=False, sent_at=now, probe=True)
-        now += 0.01
+        now = probe(pacer, now, accepted=True)
     return runs
 
 
@@ -633,13 +629,10 @@ def test_the_first_sure_wall_at_a_stated_limit_parks_the_key() -> None:
         if pacer.state is PacerState.PARKED or pacer.checking is not None:
             break
     assert pacer.state is PacerState.PARKED and pacer.checking is None  # parked, not cut
-    at = pacer.probe_at
-    assert pacer.reserve(at) == (0.0, True)
-    pacer.sent(at)
-    pacer.on_answer(at + 0.01, throttled=False, sent_at=at, probe=True)
+    now = probe(pacer, now, accepted=True)
     assert pacer.state.value == "active"
     assert pacer.rate == pytest.approx(10.0 * 0.98)  # resumed at the limit
-    now = feed_pattern(pacer, at + 0.01, pacer.rate, [False] * 64)
+    now = feed_pattern(pacer, now, pacer.rate, [False] * 64)
     for i in range(16):  # the same again
         now = feed_pattern(pacer, now, pacer.rate, [i % 3 != 0])
         if pacer.state is PacerState.PARKED or pacer.checking is not None:
