@@ -39,7 +39,11 @@ How a pacer tells a wall from noise, and what it borrowed:
   answers, on a key a second old or more, to no less than what the last second accepted: 1 of 8
   accepted is a rough measure, and a slow key cut too deep waits long for its next decision); 32
   answers later the cut is judged (on 16 when 40% are still refused: a wall the cut did not
-  clear; see below for when the share must also have moved): if the share neither fell (to under
+  clear; see below for when the share must also have moved; and a cut on 40% or more, four
+  seconds and four answers after it, however few: at 0.5/s the 32 took a minute, the key growing
+  not at all meanwhile, 3.6x the floor for three regions on one bucket of 4.6/s, 2.6x at 9/s;
+  over 600 random slow personalities, 4-40/s, mean 1.139x -> 1.118x, runs over 2x 13 -> 9, over
+  1.2x 97 -> 95, over the 429 targets 99 -> 98): if the share neither fell (to under
   40% of what it was; and, while the key has confirmed no wall yet, by two standard errors of
   the two shares: 3 of 16 refused, then 1 of 32, is how an 8% background that clustered before
   the cut looks a quarter of the time, and confirmed as a wall it held a key at the cut rate for
@@ -193,6 +197,7 @@ _QUICK_SAMPLES = 4  # ... or this many, none throttled, and half a second
 _CLEAN_SAMPLES = 64  # ... and before an increase (or a second of them)
 _CLEAN_TIME = 0.5
 _CHECK_SAMPLES = 32  # fresh answers after a cut before judging it
+_SLOW_CHECK = 4.0  # ... or, after a cut on a sure wall, this many seconds and 4 answers
 _PARK_SAMPLES = 8  # fresh answers before parking, when nearly all are refused
 _PARK_SHARE = 0.9
 _PARK_RUN = 5  # ... or this many refused in a row, none accepted since the first refusal
@@ -481,7 +486,19 @@ class KeyPacer:
             # server accepts (5 of 8 refused at a 30% wall cut a key to under half its quota).
             self._cut(now, share)
             return
-        if n < _MIN_SAMPLES:
+        # A cut made on a sure wall, on a key so slow that 32 answers take more than a few
+        # seconds, is judged on what four seconds brought, four answers or more: at 0.5/s
+        # the 32 took a minute, the key growing not at all meanwhile (three regions on one
+        # bucket of 4.6/s, bare 429s: one sat at 0.5/s for 60 s, 3.6x the floor). A cut on a
+        # small share still waits for its answers (a background's chance cluster and its
+        # lull are told apart on 32 or 64).
+        slow = (
+            self.checking is not None
+            and n >= _QUICK_SAMPLES
+            and now - self.decided_at >= _SLOW_CHECK
+            and self.checking[0] >= _SURE_WALL
+        )
+        if n < _MIN_SAMPLES and not slow:
             # A slow key (after a park, or a small share of a quota) would wait many seconds
             # for 16 answers: a few answers with no throttle at all and some time suffice to
             # grow, so recovery takes about the same time at any rate.
@@ -492,7 +509,7 @@ class KeyPacer:
         if self.checking is not None:
             before, rate_before, accepted = self.checking
             if n < _CHECK_SAMPLES:
-                if share < _SURE_WALL:
+                if share < _SURE_WALL and not slow:
                     return
                 # Still 40% refused after a cut: judged on 16 answers when the share moved (a
                 # wall the cut did not clear); one that stayed put may be a high background

@@ -851,3 +851,35 @@ def test_a_merged_pacers_burst_is_what_its_keys_accepted_together() -> None:
     project.absorb(keys[1], 1.02, first=False)
     assert project.burst == pytest.approx(300.0, rel=0.05)
     assert project.rate > 200.0  # the faster key's rate, not the limit: the shares decide
+
+
+def test_a_slow_keys_cut_on_a_sure_wall_is_judged_after_four_seconds() -> None:
+    """7 of 8 refused at 4/s: a sure wall, cut to what was accepted (about 1/s). Judging the
+    cut on 32 answers took half a minute at that rate (a minute at 0.5/s), the key growing
+    not at all meanwhile (three regions on one quota of 4.6/s: one sat at 0.5/s for 60 s,
+    3.6x the floor). Four seconds and four answers after the cut, a share that fell is
+    judged: a wall, confirmed, and the key grows from there."""
+    pacer = KeyPacer(200.0, rate=4.0, walls=1, estimate=4.2)
+    now = feed_pattern(pacer, 0.0, 4.0, [True] * 4 + [False] + [True] * 3)
+    assert pacer.checking is not None
+    cut = pacer.rate
+    now = feed_pattern(pacer, now + 0.02, cut, [False] * 3)
+    assert pacer.checking is not None  # three answers: not yet
+    now = max(now, pacer.cut_at + 3.9)
+    feed_pattern(pacer, now, cut, [False])
+    assert pacer.checking is not None  # four answers, under four seconds: not yet
+    feed_pattern(pacer, pacer.cut_at + 4.0, cut, [False])
+    assert pacer.checking is None and pacer.walls == 2
+    assert pacer.rate > cut
+
+
+def test_a_fast_keys_cut_still_waits_for_its_answers() -> None:
+    """The four-second judgement is for slow keys only: cut from 100/s to about 48/s, a key
+    has its 32 answers in under a second, and the cut is judged on them as before."""
+    pacer = KeyPacer(200.0, rate=100.0, walls=1, estimate=105.0)
+    now = feed_pattern(pacer, 0.0, 100.0, [i % 2 == 0 for i in range(16)])
+    assert pacer.checking is not None and pacer.rate > 40.0
+    now = feed_pattern(pacer, now + 0.02, pacer.rate, [False] * 31)
+    assert pacer.checking is not None
+    feed_pattern(pacer, now, pacer.rate, [False])
+    assert pacer.checking is None and pacer.walls == 2

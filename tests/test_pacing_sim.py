@@ -615,6 +615,25 @@ def test_one_quota_per_region() -> None:
     assert result.share_429 <= 0.10, result.share_429
 
 
+@pytest.mark.parametrize(("quota", "regions", "told"), [(9.0, 3, 26.0), (6.0, 3, 20.0)])
+def test_regions_sharing_a_slow_quota_with_bare_429s(
+    quota: float, regions: int, told: float
+) -> None:
+    """One bucket of one token at 6-9/s for three regions, bare 429s (nothing says the quota
+    is shared): each key at 1-3/s needs seconds of answers per decision, and a key cut to
+    0.5/s waited 32 answers (a minute) to have the cut judged: 2.56x and 2.87x the floor.
+    Now 1.39x and 1.47x. A known miss of the issue's 1.2x and 10% (14% and 23% refused):
+    the keys' walls on the one quota are found seconds apart, so they are merged late or
+    never, and requests of keys paced apart collide in a bucket of one token (README,
+    Performance, "Known misses")."""
+    server = Server({"*": Bucket(quota, 1.0)})
+    names = [name(i, location) for i in range(120) for location in "abc"[:regions]]
+    result = simulate(server, names, rate=told)
+    assert all_ok(result)
+    floor = bucket_floor(len(names), told, quota, 1.0)
+    assert result.seconds <= 1.6 * floor, (result.seconds, floor)
+
+
 def test_regions_whose_errorinfo_says_regional_are_never_merged() -> None:
     """Synchronized windows (Compute's per-minute windows turn for every region at once) make
     separate regional quotas meet their walls together, window after window: taken for one
