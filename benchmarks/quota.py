@@ -77,6 +77,12 @@ def scenarios(
             "shared-quota, 2 regions", ("--personality", "bucket-small,shared-quota", *q),
             (CENTRAL, EAST),
         ),
+        # The same quota with nothing in the 429s to say it is shared: learned from the walls.
+        Scenario(
+            "shared-quota, 2 regions, 429-bare",
+            ("--personality", "bucket-small,shared-quota,429-bare", *q),
+            (CENTRAL, EAST),
+        ),
         Scenario("429-bare", ("--personality", "bucket-small,429-bare", *q)),
         Scenario("429-retryinfo", ("--personality", "bucket-small,429-retryinfo", *q)),
         Scenario(
