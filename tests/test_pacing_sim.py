@@ -621,11 +621,12 @@ def test_regions_sharing_a_slow_quota_with_bare_429s(
 ) -> None:
     """One bucket of one token at 6-9/s for three regions, bare 429s (nothing says the quota
     is shared): each key at 1-3/s needs seconds of answers per decision, and a key cut to
-    0.5/s waited 32 answers (a minute) to have the cut judged: 2.56x and 2.87x the floor.
-    Now 1.39x and 1.47x. A known miss of the issue's 1.2x and 10% (14% and 23% refused):
-    the keys' walls on the one quota are found seconds apart, so they are merged late or
-    never, and requests of keys paced apart collide in a bucket of one token (README,
-    Performance, "Known misses")."""
+    0.5/s waited 32 answers (a minute) to have the cut judged: 2.56x and 2.87x the floor;
+    1.39x and 1.47x once such a cut was judged after four seconds; 1.36x and 1.31x once the
+    walls of slow keys coincided over the answers that showed them. A known miss of the
+    issue's 1.2x and 10% (14% and 18% refused): until the keys merge each pays its own walls
+    on the one quota, and requests of keys paced apart collide in a bucket of one token
+    (README, Performance, "Known misses")."""
     server = Server({"*": Bucket(quota, 1.0)})
     names = [name(i, location) for i in range(120) for location in "abc"[:regions]]
     result = simulate(server, names, rate=told)
