@@ -450,8 +450,8 @@ class RateGovernor:
         sent over ``_SLOW_WALL`` seconds or more (``since`` to ``now``) began somewhere within
         them (the last ``_SLOW_SPAN`` seconds of them): two such spans that overlap, or come
         within ``_COINCIDE`` of each other, coincide. A faster key's wall is the moment it was
-        found, as before (counted from spans of 1.5-2 s, four regions on one quota of 50/s
-        drew 14% of 429s in simulation, 6.7% before; from 2.5-3 s, as before)."""
+        found, as before (with spans counted from 1.5-2 s on, four regions on one quota of
+        50/s drew 14% of 429s in simulation, 6.7% before; from 2.5 s on, 6.5%)."""
         project = _project_of(key)
         if key == project or project in self._separate or not project.startswith("projects/"):
             return

@@ -913,10 +913,10 @@ def test_walls_of_slow_keys_coincide_when_the_answers_that_showed_them_overlap()
     """Regions on one quota, each at a few requests a second: a key needs seconds of answers
     to see a wall, so two keys' walls on one quota are found seconds apart, never within the
     second that made them one event (merged late or never: of 150 random such runs, 22 took
-    over 1.2x the floor; 15 now). A slow
-    key's wall began somewhere within the answers that showed it: two walls whose answers
-    overlap in time (or come within a second) coincide. Keys fast enough to see a wall in
-    a fraction of a second are judged as before."""
+    over 1.2x the floor; 15 now). A slow key's wall began somewhere within the answers that
+    showed it: two walls whose answers overlap in time (or come within a second) coincide.
+    Keys fast enough to see a wall in a fraction of a second are judged as before, and slow
+    keys whose answers do not overlap are not merged."""
     assert two_keys_walled_in_turn(4.0, b_from=1.5, length=3.0, period=8.0)
     assert not two_keys_walled_in_turn(100.0, b_from=2.0, length=0.5, period=4.0)
     assert not two_keys_walled_in_turn(4.0, b_from=5.0, length=1.5, period=12.0)
