@@ -948,7 +948,10 @@ class KeyPacer:
         # Not the sum: keys that each ramped up alone have just overrun the quota together.
         rate = other.rate if first else max(self.rate, other.rate)
         if other.estimate < math.inf:
-            self.estimate = other.estimate if first else self.estimate + other.estimate
+            # (A pacer that has measured nothing yet, or whose walls were undone as background,
+            # adds nothing: the sum must not stay unknown because one key's part is.)
+            known = not first and self.estimate < math.inf
+            self.estimate = self.estimate + other.estimate if known else other.estimate
             self.walls = max(self.walls, other.walls)
         self.rate = max(_MIN_RATE, min(self.ceiling, rate, self._cap()))
         other.merged_into = self

@@ -433,6 +433,24 @@ def test_absorbed_pacer_hands_over_history_limit_and_waiters() -> None:
     assert Grant(region, 0.5).stale  # waiting grants of the old pacer queue again
 
 
+def test_a_merged_pacers_estimate_is_the_sum_of_what_its_keys_measured() -> None:
+    """Three regions on one quota of 29.5/s, bare 429s: the first key absorbed had its walls
+    undone (judged background), its estimate unknown; the sum of the others' stayed unknown
+    with it, and the merged pacer, walled but knowing no quota, probed straight to the ceiling
+    (15% of requests refused where its keys had measured about 20/s between them)."""
+    project = KeyPacer(200.0)
+    undone = KeyPacer(200.0, rate=34.0)  # walls undone: nothing measured
+    east = KeyPacer(200.0, rate=10.0, walls=2, estimate=10.8)
+    west = KeyPacer(200.0, rate=9.0, walls=1, estimate=9.5)
+    project.absorb(undone, 9.0, first=True)
+    assert project.estimate == math.inf
+    project.absorb(east, 9.0, first=False)
+    assert project.estimate == pytest.approx(10.8)
+    project.absorb(west, 9.0, first=False)
+    assert project.estimate == pytest.approx(20.3)
+    assert project.walls == 2
+
+
 def test_answers_sent_before_a_merge_do_not_cut_the_shared_pacer() -> None:
     """Seen against a fake with one 100/s quota for two regions, stated in ErrorInfo: both
     keys sent at 100/s in slow start; the first 429s merged them, and answers to one key's
