@@ -37,7 +37,12 @@ How a pacer tells a wall from noise, and what it borrowed:
 * **A wall grows with the send rate, noise does not.** A suspected wall cuts the rate to 95% of
   what the server *accepted* (the quota itself when we were over it; a wall of fewer than 16
   answers, on a key a second old or more, to no less than what the last second accepted: 1 of 8
-  accepted is a rough measure, and a slow key cut too deep waits long for its next decision); 32
+  accepted is a rough measure, and a slow key cut too deep waits long for its next decision; on
+  a key alone in its project, a wall that began within the decision, after more accepts in a
+  row than a background of its share shows one time in twenty, from its first refusal on: the
+  accepts before it were a burst, and counted they landed a minute's bucket of 10/s at 21/s;
+  over 252 short runs at 5-20/s, runs over the 429 targets 99 -> 89, over 1.2x the floor
+  62 -> 60, the sweeps of faster keys within a draw or two); 32
   answers later the cut is judged (on 16 when 40% are still refused: a wall the cut did not
   clear; see below for when the share must also have moved; and a cut on 40% or more, four
   seconds and four answers after it, however few: at 0.5/s the 32 took a minute, the key growing
@@ -80,11 +85,13 @@ How a pacer tells a wall from noise, and what it borrowed:
   would otherwise be cut to a third of its pace first, ten more refusals; waiting for 8 answers
   when a decision had just begun cost three more; with a background of 15% a chance run of five in
   a decision's first seven answers parked a key that met no wall); or, once the key was let through
-  32 or more between a resume (or its start) and the park after it, a window's budget, and three
+  8 or more between a resume (or its start) and the park after it, a window's budget, and three
   quarters of that came through again since its last resume, the last two fresh answers in send
   order refused, three with a background known: the next window spent. Windows of 1-3 s spent at
   4-10x their pace cost ten refusals each or more, 15-25% of all requests; with the last two rules,
-  runs over the 429 targets 46 -> 29 of 580 random personalities, over 1.2x the floor 49 -> 49),
+  runs over the 429 targets 46 -> 29 of 580 random personalities, over 1.2x the floor 49 -> 49;
+  budgets of 8 to 31 were left out until 252 short runs at 5-20/s showed windows of 20-30 paying
+  five refusals each: over the targets 89 -> 83),
   the key parks: nothing is sent but one probe at a time (after 0.25 s, doubling to 1 s, so a
   window that turns is found within a second, at one 429 a second while parked; with a per-minute
   quota stated in ErrorInfo, at most 1/20 of its rate apart, never under 0.1 s: 0.4 s at 50/s,
@@ -203,7 +210,9 @@ _PARK_SHARE = 0.9
 _PARK_RUN = 5  # ... or this many refused in a row, none accepted since the first refusal
 _SPENT_SHARE = 0.75  # ... or, this share of the last window's budget accepted since a resume,
 _SPENT_RUN = 2  # ... this many refused in a row (one more with a background known)
+_SPENT_MAX = 1.5  # ... and (under 32) not once this many came through: no window's budget
 _EARLY_WALL = 0.6  # ... and a cut on this share of as few answers
+_LEAD_CHANCE = 0.05  # accepts before a decision's first refusal this unlikely: a burst spent
 _MEASURED_SHARE = 0.95  # a cut lands a little under what the server accepted
 _LIMIT_SHARE = 0.98  # a quota value from ErrorInfo is used this close
 _PROBE_STEP = 0.05  # additive probe above the measured quota, per clean decision
@@ -728,16 +737,37 @@ class KeyPacer:
         marks = self._since_onset()
         return len(marks) >= _PARK_RUN and all(marks)
 
+    def _burst_spent_within(self, onset: list[bool], share: float) -> bool:
+        """A key alone in its project met a wall within the decision: eight answers or more
+        from the first refusal on (some accepted: a spent window refuses them all, and parks the
+        key), after a lead of accepts that a background of this share shows one time in twenty
+        or less. (Beside other keys of its project the lead may be another key's lull on a
+        shared quota, and a cut on the answers after it starved one of two keys sharing one.)"""
+        lead = self.fresh - len(onset)
+        return (
+            self.alone
+            and len(onset) >= _PARK_SAMPLES
+            and not all(onset)
+            and (1.0 - share) ** lead < _LEAD_CHANCE
+        )
+
     def _window_spent(self) -> bool:
-        """The budget the last window let through (32 or more) has come through again since
-        the key resumed, three quarters of it at least, and the fresh answers end, in send
-        order, in two refusals (three with a background known: a background refusal earlier in
-        the decision must not hide the run): the next window spent. Parked at once, it costs
-        the refusals still in flight, not five or eight more."""
+        """The budget the last window let through (8 or more) has come through again since
+        the key resumed, three quarters of it at least (a budget under 32 not half again as
+        much: then it was no window's, eight accepts before a start-up wall perhaps, and a key
+        at a limit stated above what is enforced would park window after window), and the
+        fresh answers end, in send order, in two refusals (three with a background known: a
+        background refusal earlier in the decision must not hide the run): the next window
+        spent. Parked at once, it costs the refusals still in flight, not five or eight more.
+        (Budgets of 8 to 31 were left to the five-refusal rule until short runs at 5-20/s
+        showed windows of 20-30 paying five refusals each, and probes.)"""
         run = _SPENT_RUN + (self.noise > 0)
-        if self.window_budget < 2 * _MIN_SAMPLES or self.fresh_throttled < run:
+        if self.window_budget < _PARK_SAMPLES or self.fresh_throttled < run:
             return False
-        if self.accepted_total - self.resumed_total < _SPENT_SHARE * self.window_budget:
+        budget, through = self.window_budget, self.accepted_total - self.resumed_total
+        if through < _SPENT_SHARE * budget:
+            return False
+        if budget < 2 * _MIN_SAMPLES and through > _SPENT_MAX * budget:
             return False
         last = sorted(self.fresh_answers)[-run:]
         return all(throttled for _, throttled in last)
@@ -754,6 +784,15 @@ class KeyPacer:
         self._wall_met()
         sent = self._fresh_rate()
         accepted = sent * (1.0 - share)
+        onset = self._since_onset()  # (in send order, from the first refusal on)
+        if self._burst_spent_within(onset, share):
+            # The wall began within the decision, after a run of accepts a background of this
+            # share would hardly show: a burst spent (a minute's bucket, told 50/s at a quota of
+            # 10/s: 5 of 16 accepted before the first refusal, 2 of the 11 after). What the
+            # server accepts is what it accepted from the first refusal on; over the whole
+            # decision it was twice the quota, the cut landed there, and the next 32 answers
+            # at 21/s were half refused: 27% of a 100-name run's requests.
+            accepted = min(accepted, sent * (1.0 - sum(onset) / len(onset)))
         if self.fresh < _MIN_SAMPLES and self._seen_a_second(now):
             # A share of a few answers is a rough measure of what the server accepts (1 of 8
             # accepted says 12% +- 12%): what it accepted over the last second is a bigger
@@ -786,7 +825,6 @@ class KeyPacer:
         self.checking = (share, self.rate, accepted)
         self.checked_on, self.checked_sent = self.fresh, sent
         # (the share refused counted in send order from the first refusal)
-        onset = self._since_onset()
         self.checked_onset = sum(onset) / max(len(onset), 1)
         self.step = _PROBE_STEP
         self.spacing, self.clean_rate = None, 0.0
