@@ -37,39 +37,38 @@ How a pacer tells a wall from noise, and what it borrowed:
 * **A wall grows with the send rate, noise does not.** A suspected wall cuts the rate to 95% of
   what the server *accepted* (the quota itself when we were over it; a wall of fewer than 16
   answers, on a key a second old or more, to no less than what the last second accepted: 1 of 8
-  accepted is a rough measure, and a slow key cut too deep waits long for its next decision; on
-  a key alone in its project, a wall that began within the decision, after more accepts in a
-  row than a background of its share shows one time in twenty, from its first refusal on: the
-  accepts before it were a burst, and counted they landed a minute's bucket of 10/s at 21/s;
-  over 252 short runs at 5-20/s, runs over the 429 targets 99 -> 89, over 1.2x the floor
-  62 -> 60, the sweeps of faster keys within a draw or two); 32
-  answers later the cut is judged (on 16 when 40% are still refused: a wall the cut did not
-  clear; see below for when the share must also have moved; and a cut on 40% or more, four
-  seconds and four answers after it, however few: at 0.5/s the 32 took a minute, the key growing
-  not at all meanwhile, 3.6x the floor for three regions on one bucket of 4.6/s, 2.6x at 9/s;
-  over 600 random slow personalities, 4-40/s, mean 1.139x -> 1.118x, runs over 2x 13 -> 9, over
-  1.2x 97 -> 95, over the 429 targets 99 -> 98): if the share neither fell (to under
-  40% of what it was; and, while the key has confirmed no wall yet, by two standard errors of
-  the two shares: 3 of 16 refused, then 1 of 32, is how an 8% background that clustered before
-  the cut looks a quarter of the time, and confirmed as a wall it held a key at the cut rate for
-  the rest of a short run; and none of 32 refused after such a first cut on a share under 40%
-  is judged with 32 more, as 2 of 16 at 8% then none of 32 is one time in fifteen, and none of
-  64 one in two hundred: in simulation, two regions with 5-12% of 429s, runs over 1.2x the
-  floor 20 -> 11 of 720, the fault mix's worst of 40 draws 1.64x -> 1.39x) nor rose (and stayed
-  under 40%), the 429s were background (overload, other limits), every cut since the last increase
-  is undone and that share, at most 15%, becomes the key's background, which later decisions
-  discount. In slow start a small share is tested the other way, by doubling instead of cutting:
-  behind a wall the accepted rate stays put and the share jumps, a background share stays the same,
-  and the run loses no time at a cut rate. A background share costs one short test, not a spiral. A
-  share of 40% or more that held within its binomial margin over 32 answers after a cut (measured on
-  16 or more before it), if it rose at the cut rate only nearer to what background predicts than to
-  a wall's share (both counted from the wall's onset: a rise says a burst spent within the decision
-  diluted the share before), may be a high background too (20-40% of 429s at random: confirming
-  every such cut as a wall spiralled the rate down, 12-250x the floor): the key goes back to its
-  rate before the cuts as a test (such a share is judged on 16 answers only if it moved, or rose
-  nearer a wall's share), and a share that holds there is background, learned up to 60%. Only for a
-  key alone in its project (the governor says): beside another key on one quota a share holds when
-  the other key's rate falls as this one's rises.
+  accepted is a rough measure, and a slow key cut too deep waits long for its next decision; on a
+  key alone in its project, a wall that began within the decision, after more accepts in a row
+  than a background of its share shows one time in twenty, from its first refusal on: the accepts
+  before it were a burst, and counted they landed a minute's bucket of 10/s at 21/s; over 252
+  short runs at 5-20/s, runs over the 429 targets 99 -> 89, over 1.2x the floor 62 -> 60, the
+  sweeps of faster keys within a draw or two); 32 answers later the cut is judged (on 16 when 40%
+  are still refused: a wall the cut did not clear; see below for when the share must also have
+  moved; and a cut on 40% or more, four seconds and four answers after it, however few: at 0.5/s
+  the 32 took a minute, the key growing not at all meanwhile, 3.6x the floor for three regions on
+  one bucket of 4.6/s, 2.6x at 9/s; over 600 random slow personalities, 4-40/s, mean 1.139x ->
+  1.118x, runs over 2x 13 -> 9, over 1.2x 97 -> 95, over the 429 targets 99 -> 98): if the share
+  neither fell (to under 40% of what it was; and, while the key has confirmed no wall yet, by two
+  standard errors of the two shares: 3 of 16 refused, then 1 of 32, is how an 8% background that
+  clustered before the cut looks a quarter of the time, and confirmed as a wall it held a key at
+  the cut rate for the rest of a short run; and none of 32 refused after such a first cut on a
+  share under 40% is judged with 32 more, as 2 of 16 at 8% then none of 32 is one time in fifteen,
+  and none of 64 one in two hundred: in simulation, two regions with 5-12% of 429s, runs over 1.2x
+  the floor 20 -> 11 of 720, the fault mix's worst of 40 draws 1.64x -> 1.39x) nor rose (and
+  stayed under 40%), the 429s were background (overload, other limits), every cut since the last
+  increase is undone and that share, at most 15%, becomes the key's background, which later
+  decisions discount. In slow start a small share is tested the other way, by doubling instead of
+  cutting: behind a wall the accepted rate stays put and the share jumps, a background share stays
+  the same, and the run loses no time at a cut rate. A background share costs one short test, not
+  a spiral. A share of 40% or more that held within its binomial margin over 32 answers after a
+  cut (measured on 16 or more before it), if it rose at the cut rate only nearer to what
+  background predicts than to a wall's share (both counted from the wall's onset: a rise says a
+  burst spent within the decision diluted the share before), may be a high background too (20-40%
+  of 429s at random: confirming every such cut as a wall spiralled the rate down, 12-250x the
+  floor): the key goes back to its rate before the cuts as a test (such a share is judged on 16
+  answers only if it moved, or rose nearer a wall's share), and a share that holds there is
+  background, learned up to 60%. Only for a key alone in its project (the governor says): beside
+  another key on one quota a share holds when the other key's rate falls as this one's rises.
 * **Growth after AWS's adaptive retry** (CUBIC after a throttle, capped at twice the measured send
   rate): slow start doubles per clean decision (every 16 answers) until the first wall; after
   it, a clean decision returns to 95% of the measured quota at once and then probes by 5%,
@@ -121,42 +120,39 @@ How a pacer tells a wall from noise, and what it borrowed:
   three in a run, were each found up to 0.4 s late by probes 1/20 of the rate apart: 1.25-1.49x the
   floor; 1.07-1.09x now).
 * **A burst-1 bucket's spacing.** A token bucket that saves no burst is empty after each accept:
-  sent to evenly a little over its quota it accepts every other request (every k-th further
-  over), so what it accepted at a wall is about half the quota, however close the send rate
-  was; a cut to 95% of that lands at half the quota, and growing back over it halves it again
-  (a sawtooth at ~1.6x the floor, at every quota). Its signature is regular: in send order never
-  two accepts in a row, every accept followed by the same number of refusals, and the gaps
-  bound the quota: an accept ``g`` after the one before says it is at least ``1/g``, a refusal
-  ``g`` after the last accept that it is under ``1/g`` (for any bucket). Such a wall (8 answers
-  suffice, 40% refused; not the wall that ends slow start, when all keys meet walls at once
-  and the requests of keys sharing one quota interleave as regularly, unless the key is alone
-  in its project and under the run's ceiling: over 600 slow draws, runs over 1.2x the floor
-  95 -> 94) needs no judging:
-  the key lands on the last rate it sent at without a single refusal, if that lies within the
-  bounds (a
-  burst-1 bucket hides no overshoot, so spotless there means under the quota), else at 95% of
-  the low bound, and climbs towards the high bound by 15%, doubling per spotless decision,
-  never past the geometric middle; each further spacing wall narrows the range (the key lands
-  on its spotless rate again), until the bounds are within 10%. Then, after a second spacing
-  wall, the key holds at the low bound for 256 accepts before probing again (one short wall
-  per 256 accepts); after one only it grows as after any wall (a spacing seen once may be two
-  keys' requests interleaved on one quota, which must not hold a key under its share). A
-  refusal while climbing that is no spacing wall ends the bisection at the last spotless rate;
-  a wall that is not a spacing (a bigger bucket, sent to at exactly twice its quota, looks the
-  same once; its burst then hides the climb's overshoot) lands under what the spacing measured.
-  The walls of a bisection are its own probes and do not set ``cut_at``, which the governor
-  reads for coinciding walls: keys with quotas of their own probe in lockstep.
-  Timing jitter (a few milliseconds on a real network) blurs the signature near the quota: some
-  gaps shrink under the spacing, so the refusals come irregularly, yet the bucket still accepts
-  about 60% of what was sent. So a wall met in the first decision after the key's own last
-  step (a growth, or a spacing wall's landing on a spotless rate), at most 25% above a spotless
-  rate and accepting under 80% of it, lands at 95% of the spotless rate, not of what was
-  accepted (nor under what a spacing measured). A drained burst accepts about its quota, close
-  to any spotless rate it hid, so it is cut as any wall; and only the key's own step counts, so
-  a key whose share of one quota shrank because another key grew is cut as any wall too. A
-  landing that leaves a fifth or more refused did not clear the wall (the spotless rate was a
-  small burst's, spent within its decision), and is cut to what was accepted, never judged a
-  background that held.
+  sent to evenly a little over its quota it accepts every other request (every k-th further over),
+  so what it accepted at a wall is about half the quota, however close the send rate was; a cut to
+  95% of that lands at half the quota, and growing back over it halves it again (a sawtooth at
+  ~1.6x the floor, at every quota). Its signature is regular: in send order never two accepts in a
+  row, every accept followed by the same number of refusals, and the gaps bound the quota: an
+  accept ``g`` after the one before says it is at least ``1/g``, a refusal ``g`` after the last
+  accept that it is under ``1/g`` (for any bucket). Such a wall (8 answers suffice, 40% refused;
+  not the wall that ends slow start, when all keys meet walls at once and the requests of keys
+  sharing one quota interleave as regularly, unless the key is alone in its project and under the
+  run's ceiling: over 600 slow draws, runs over 1.2x the floor 95 -> 94) needs no judging: the key
+  lands on the last rate it sent at without a single refusal, if that lies within the bounds (a
+  burst-1 bucket hides no overshoot, so spotless there means under the quota), else at 95% of the
+  low bound, and climbs towards the high bound by 15%, doubling per spotless decision, never past
+  the geometric middle; each further spacing wall narrows the range (the key lands on its spotless
+  rate again), until the bounds are within 10%. Then, after a second spacing wall, the key holds
+  at the low bound for 256 accepts before probing again (one short wall per 256 accepts); after
+  one only it grows as after any wall (a spacing seen once may be two keys' requests interleaved
+  on one quota, which must not hold a key under its share). A refusal while climbing that is no
+  spacing wall ends the bisection at the last spotless rate; a wall that is not a spacing (a
+  bigger bucket, sent to at exactly twice its quota, looks the same once; its burst then hides the
+  climb's overshoot) lands under what the spacing measured. The walls of a bisection are its own
+  probes and do not set ``cut_at``, which the governor reads for coinciding walls: keys with
+  quotas of their own probe in lockstep. Timing jitter (a few milliseconds on a real network)
+  blurs the signature near the quota: some gaps shrink under the spacing, so the refusals come
+  irregularly, yet the bucket still accepts about 60% of what was sent. So a wall met in the first
+  decision after the key's own last step (a growth, or a spacing wall's landing on a spotless
+  rate), at most 25% above a spotless rate and accepting under 80% of it, lands at 95% of the
+  spotless rate, not of what was accepted (nor under what a spacing measured). A drained burst
+  accepts about its quota, close to any spotless rate it hid, so it is cut as any wall; and only
+  the key's own step counts, so a key whose share of one quota shrank because another key grew is
+  cut as any wall too. A landing that leaves a fifth or more refused did not clear the wall (the
+  spotless rate was a small burst's, spent within its decision), and is cut to what was accepted,
+  never judged a background that held.
 * **Hints and budgets.** RetryInfo / ``Retry-After`` pause the request that received them (the
   client waits ``min(hint, hint_cap)``, or less if its key accepts another request meanwhile) and
   set the first probe of a park. A single hinted 429 among successes never stops the key. A key
