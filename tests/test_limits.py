@@ -485,8 +485,6 @@ def test_keys_whose_walls_coincide_share_one_pacer_and_separate_ones_split() -> 
                 clock[0] += step
                 governor.report(grant, throttled=(i * share) % 1 + share >= 1, key=key)
 
-        for key in (a, b):  # both keys known from the start, as in a run of both regions
-            governor.pacer(key)
         # Walls that coincide, unprovoked (each key cut, then refused again without growing).
         for _ in range(3):  # the first walls end slow start: they never count
             clock[0] += 1.5  # separate events (walls within a second are one)
@@ -936,29 +934,11 @@ def test_a_slow_keys_cut_on_a_sure_wall_is_judged_after_four_seconds() -> None:
     assert pacer.rate > cut
 
 
-@pytest.mark.parametrize("alone", [True, False], ids=["alone", "beside-another-key"])
-def test_the_slow_start_wall_of_a_key_alone_may_be_a_buckets_spacing(alone: bool) -> None:
-    """A bucket of one token at 10/s, sent to at 25/s: accepted every third request. The wall
-    that ends slow start was never read as a spacing (every key of a run meets it at once, and
-    keys of one quota interleave as regularly); cut to 95% of what was accepted, half the quota
-    at worst, the key waited 32 answers to have the cut judged (3.5 s of a 10 s run at 10/s).
-    A key alone in its project has no such neighbour: the spacing bounds its quota at once."""
-    pacer = KeyPacer(50.0, rate=25.0, alone=alone)
-    feed_pattern(pacer, 0.0, 25.0, [False, True, True] * 2 + [False, True])
-    if alone:
-        assert pacer.spacing is not None and pacer.checking is None
-        assert pacer.spacing.low == pytest.approx(25.0 / 3)
-        assert pacer.spacing.high == pytest.approx(25.0 / 2)
-        assert pacer.rate == pytest.approx(0.95 * 25.0 / 3)
-    else:
-        assert pacer.spacing is None and pacer.checking is not None  # cut, to be judged
-
-
 def test_a_fast_keys_cut_still_waits_for_its_answers() -> None:
     """The four-second judgement is for slow keys only: cut from 100/s to about 48/s, a key
     has its 32 answers in under a second, and the cut is judged on them as before."""
     pacer = KeyPacer(200.0, rate=100.0, walls=1, estimate=105.0)
-    now = feed_pattern(pacer, 0.0, 100.0, [i % 4 >= 2 for i in range(16)])  # (no spacing)
+    now = feed_pattern(pacer, 0.0, 100.0, [i % 2 == 0 for i in range(16)])
     assert pacer.checking is not None and pacer.rate > 40.0
     now = feed_pattern(pacer, now + 0.02, pacer.rate, [False] * 31)
     assert pacer.checking is not None

@@ -132,10 +132,10 @@ def feed_pattern(pacer: KeyPacer, start: float, rate: float, pattern: str) -> fl
 
 def test_the_wall_that_ends_slow_start_is_cut_as_any_wall() -> None:
     """Keys of one quota interleave their requests as regularly as a spacing, and all keys
-    meet that wall together: beside other keys of its project, it is no spacing. (A key alone
-    in its project, under the ceiling, has no neighbour to interleave with: see
-    ``test_the_slow_start_wall_of_a_key_alone_may_be_a_buckets_spacing``.)"""
-    pacer = KeyPacer(200.0, rate=40.0, alone=False)
+    meet that wall together: it is no spacing. (Reading it so for a key alone in its project
+    was tried: better in simulation, worse against the fake over loopback, where timing blurs
+    a bucket of one token's spacing: 11.6% -> 15.7% of a 100-name run's requests at 10/s.)"""
+    pacer = KeyPacer(200.0, rate=40.0)
     feed_pattern(pacer, 0.0, 40.0, "AR" * 8)
     assert pacer.spacing is None
     assert pacer.checking is not None  # a cut, to be judged
