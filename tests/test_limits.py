@@ -633,8 +633,8 @@ def test_a_window_spent_again_parks_on_two_refusals() -> None:
 
 def test_a_small_windows_budget_spent_again_parks_on_two_refusals() -> None:
     """Windows of 20-30 requests (10/s in windows of 2-3 s) were left to the five-refusal
-    rule: five refusals a window or more, then probes, 19-25% of a short run's requests. A budget of
-    eight or more is a window's too."""
+    rule: five refusals a window or more, then probes, 19-25% of a short run's requests. A
+    budget of eight or more is a window's too."""
     pacer = KeyPacer(50.0, rate=50.0, walls=1, estimate=52.0)
     runs = spend_windows(pacer, [False] * 20)
     assert runs[1:] == [2, 2]
