@@ -209,6 +209,8 @@ _PARK_RUN = 5  # ... or this many refused in a row, none accepted since the firs
 _SPENT_SHARE = 0.75  # ... or, this share of the last window's budget accepted since a resume,
 _SPENT_RUN = 2  # ... this many refused in a row (one more with a background known)
 _SPENT_MAX = 1.5  # ... and (under 32) not once this many came through: no window's budget
+_WINDOW_BUDGET = 2 * _MIN_SAMPLES  # let through this many, a window's budget beyond doubt (a
+# bucket refilling gives fewer back after a park, a start-up burst may be fewer)
 _EARLY_WALL = 0.6  # ... and a cut on this share of as few answers
 _LEAD_CHANCE = 0.05  # accepts before a decision's first refusal this unlikely: a burst spent
 _MEASURED_SHARE = 0.95  # a cut lands a little under what the server accepted
@@ -768,7 +770,7 @@ class KeyPacer:
         budget, through = self.window_budget, self.accepted_total - self.resumed_total
         if through < _SPENT_SHARE * budget:
             return False
-        if budget < 2 * _MIN_SAMPLES and through > _SPENT_MAX * budget:
+        if budget < _WINDOW_BUDGET and through > _SPENT_MAX * budget:
             return False
         last = sorted(self.fresh_answers)[-run:]
         return all(throttled for _, throttled in last)
@@ -1092,7 +1094,7 @@ class KeyPacer:
         """A cut or a park: if the key last resumed at its burst and that found next to no
         budget, it was not a window that turned but a bucket refilling at the stated rate:
         from now on the stated limit caps this key."""
-        if self.burst_from is not None and self.accepted_total - self.burst_from < 2 * _MIN_SAMPLES:
+        if self.burst_from is not None and self.accepted_total - self.burst_from < _WINDOW_BUDGET:
             self.windowed = False
         self.burst_from = None
 
@@ -1127,7 +1129,7 @@ class KeyPacer:
         spent = self.accepted_total - self.resumed_total
         self.window_budget = spent
         set_aside = self._limit_set_aside
-        if self.period is None and self.resumes and set_aside and spent >= 2 * _MIN_SAMPLES:
+        if self.period is None and self.resumes and set_aside and spent >= _WINDOW_BUDGET:
             # A fixed window's length is its budget over the stated per-minute rate (a window
             # of 2 s at 50/s holds 100): known after one window, where two like gaps between
             # resumes take three, and the run may be over by then (probes 0.4 s apart found

@@ -641,15 +641,13 @@ def test_a_small_windows_budget_spent_again_parks_on_two_refusals() -> None:
     assert pacer.window_budget == 20
 
 
-def _burst_then_refill(alone: bool, lead: int) -> KeyPacer:
-    """A key sent to at 50/s, 16 answers: ``lead`` accepted, then two of the next eleven
-    (a minute's bucket of 10/s, its burst spent within the decision)."""
+def _after_two_clean_decisions(marks: list[bool], alone: bool = True) -> KeyPacer:
+    """A key at its ceiling of 50/s past two clean decisions (4 answers, then 16), then one
+    decision of ``marks`` (True: refused)."""
     pacer = KeyPacer(50.0, rate=50.0, alone=alone)
-    now = feed_pattern(pacer, 0.0, 50.0, [False] * 20)  # two clean decisions (4, then 16)
+    now = feed_pattern(pacer, 0.0, 50.0, [False] * 20)
     assert pacer.fresh == 0
-    feed_pattern(
-        pacer, now, 50.0, [False] * lead + [True, False] + [True] * 4 + [False] + [True] * 4
-    )
+    feed_pattern(pacer, now, 50.0, marks)
     return pacer
 
 
@@ -659,17 +657,16 @@ def test_a_wall_met_within_the_decision_is_cut_on_what_followed_its_first_refusa
     whole decision the server accepted 22/s: the key was cut to 21/s, and the next 32 answers
     were half refused (27% of a 100-name run's requests). From the first refusal on it
     accepted 9/s, the bucket's refill: the cut lands there."""
-    pacer = _burst_then_refill(alone=True, lead=5)
+    burst_then_refill = [False] * 5 + [True, False] + [True] * 4 + [False] + [True] * 4
+    pacer = _after_two_clean_decisions(burst_then_refill)
     assert pacer.checking is not None
     assert pacer.rate == pytest.approx(50.0 * 2 / 11 * 0.95, rel=0.02)
     # Beside another key of its project the accepts before the wall may be that key's lull on
     # a shared quota (a cut on the answers after it starved one of two keys sharing one).
-    beside = _burst_then_refill(alone=False, lead=5)
+    beside = _after_two_clean_decisions(burst_then_refill, alone=False)
     assert beside.rate == pytest.approx(50.0 * 7 / 16 * 0.95, rel=0.02)
     # Two accepts before the first refusal: what a background of 50% shows one time in four.
-    early = KeyPacer(50.0, rate=50.0)
-    now = feed_pattern(early, 0.0, 50.0, [False] * 20)
-    feed_pattern(early, now, 50.0, [False, False, True, True, False, True, True, False] * 2)
+    early = _after_two_clean_decisions([False, False, True, True, False, True, True, False] * 2)
     assert early.checking is not None
     assert early.rate == pytest.approx(50.0 * 8 / 16 * 0.95, rel=0.02)
 
