@@ -1,0 +1,257 @@
+"""Pacing over many server personalities, on virtual time: a matrix, not one row.
+
+Each run drives the real :class:`~bulkcancel._client.OperationsClient` and
+:class:`~bulkcancel._limits.RateGovernor` against the fake's own quota model
+(:class:`bulkcancel.testing.Quota`: its shapes, scopes and oracle), through the virtual-time
+simulator of ``tests/test_pacing_sim.py``: an event loop whose clock jumps to the next timer, so a
+run costs milliseconds and is the same every time. The figures are the issue's: drain over the
+quota floor (the fake's oracle at the run's ceiling, never under all names / ``--rate``, nor
+under what 32 requests in flight allow at the run's latency) and the share of requests refused
+by the quota (background refusals not counted: any client draws them).
+
+Sets (``python -m benchmarks.sweep SET``):
+
+* ``short``: 252 runs, a quota of 5, 10 or 20/s, ten seconds of it (50-200 names), told the
+  default 50/s; each shape (a bucket with a small burst; a minute's bucket and a fixed window of
+  2, 3 and 6 s), bare 429s or ErrorInfo stating the per-minute limit, 0 or 10% background 429s,
+  three window phases.
+* ``slow``: 300 random draws at 4-40/s; ``random``: 300 at 5-300/s (log-uniform). Any shape,
+  windows of 1-10 s, one to three regions with quotas of their own or one shared (30%), bare or
+  stated, 0/5/10% background, told 1.2-8x the quota, 2-100 ms answers, 10-40 s of quota.
+* ``shared-bare``: 120 draws at 8-120/s, two regions on one quota, bare 429s (nothing says the
+  quota is shared).
+
+``--background-quota``: background 429s carry the quota's ErrorInfo too (by default they carry
+none, as the fake's ``background-429`` sends them). ``--out FILE`` writes one JSON line per run;
+``--compare OLD`` prints the same summary for an earlier output and the runs that moved. To
+compare two trees, run the sweep in each (``cd TREE && python -m benchmarks.sweep ...``).
+Nothing here is asserted in the test suite; ``tests/test_pacing_sim.py`` holds the cases that are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import statistics
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bulkcancel._transport import RawResponse
+from bulkcancel.testing._personalities import Quota, QuotaShape
+from tests import test_pacing_sim as sim
+
+SHAPES = ("bucket-small", "bucket-minute", "fixed-window")
+IN_FLIGHT = 32  # the simulator's concurrency
+
+
+@dataclass(frozen=True)
+class Personality:
+    quota: float  # requests/s per quota key
+    shape: str
+    window: float  # seconds (minute's buckets and fixed windows)
+    shared: bool  # one quota for every region of the project
+    regions: int
+    stated: bool  # ErrorInfo states the per-minute limit (else bare 429s)
+    background: float  # share of 429s at random, no quota behind them
+    offset: float  # seconds into a window the run starts
+    told: float  # the client's --rate
+    names: int  # per region
+    latency: float  # seconds per answer
+    seed: int
+
+    @property
+    def target(self) -> float:
+        """The issue's 429 target for this shape."""
+        return 0.15 if self.shape == "fixed-window" else 0.10
+
+
+@dataclass
+class _Server:
+    """Answers a cancel by the fake's quota model; ``answer`` is what the simulator calls."""
+
+    quota: Quota
+    personality: Personality
+    background_quota: bool
+    rng: random.Random
+    requests: int = 0
+    throttled: int = 0
+    background: int = 0
+    log: list[tuple[float, str, bool]] = field(default_factory=list)
+
+    def answer(self, now: float, url: str) -> RawResponse:
+        self.requests += 1
+        name = url.split("/v1/", 1)[1].removesuffix(":cancel")
+        stated = self.personality.stated
+        if self.rng.random() < self.personality.background:
+            self.throttled += 1
+            self.background += 1
+            info = self.quota.info(name) if stated and self.background_quota else None
+            return sim.throttle(None, info)
+        if self.quota.admit(name, now + self.personality.offset) is None:
+            return sim.OK
+        self.throttled += 1
+        return sim.throttle(None, self.quota.info(name) if stated else None)
+
+
+def run(personality: Personality, background_quota: bool = False) -> dict[str, Any]:
+    """One simulated run: the personality, ``x`` (drain over floor), ``share`` (429s by the
+    quota), ``exact`` (every cancel ended OK) and ``requests``."""
+    p = personality
+    quota = Quota(p.quota, shape=QuotaShape(p.shape), window=p.window, shared=p.shared)
+    server = _Server(quota, p, background_quota, random.Random(p.seed))
+    locations = [chr(ord("a") + i) for i in range(p.regions)]
+    names = [sim.name(i, location) for i in range(p.names) for location in locations]
+    result = sim.simulate(server, names, rate=p.told, latency=p.latency)  # type: ignore[arg-type]
+    floor = max(quota.oracle_seconds(p.told), len(names) / p.told)
+    if p.latency > 0:
+        floor = max(floor, len(names) * p.latency / IN_FLIGHT)
+    refused = server.throttled - server.background
+    return {
+        **asdict(p),
+        "x": result.seconds / floor,
+        "share": refused / max(1, server.requests - server.background),
+        "exact": all(answer.ok for answer in result.answers),
+        "requests": server.requests,
+    }
+
+
+def personalities(name: str) -> list[Personality]:
+    if name == "short":
+        return list(_short())
+    if name in ("slow", "random", "shared-bare"):
+        return list(_drawn(name))
+    raise ValueError(f"no such set: {name}")
+
+
+def _short() -> Iterable[Personality]:
+    seed = 0
+    windows = [("bucket-small", 6.0)]
+    windows += [(shape, w) for shape in SHAPES[1:] for w in (2.0, 3.0, 6.0)]
+    for quota in (5.0, 10.0, 20.0):
+        for shape, window in windows:
+            for stated in (False, True):
+                for background in (0.0, 0.1):
+                    for phase in range(3):
+                        offset = window * phase / 3 + 0.37
+                        yield Personality(
+                            quota, shape, window, False, 1, stated, background, offset,
+                            50.0, int(10 * quota), 0.02, seed,
+                        )  # fmt: skip
+                        seed += 1
+
+
+def _drawn(name: str) -> Iterable[Personality]:
+    rng = random.Random({"slow": 1, "random": 2, "shared-bare": 3}[name])
+    draws = 120 if name == "shared-bare" else 300
+    for seed in range(draws):
+        if name == "slow":
+            quota = rng.uniform(4, 40)
+        elif name == "random":
+            quota = math.exp(rng.uniform(math.log(5), math.log(300)))
+        else:
+            quota = rng.uniform(8, 120)
+        shape = rng.choice(SHAPES)
+        window = rng.choice([1.0, 2.0, 3.0, 6.0, 10.0])
+        regions = 2 if name == "shared-bare" else rng.choice([1, 1, 2, 3])
+        shared = name == "shared-bare" or rng.random() < 0.3
+        stated = name != "shared-bare" and rng.random() < 0.5
+        background = rng.choice([0.0, 0.0, 0.05, 0.1])
+        told = quota * rng.uniform(1.2, 8)
+        seconds = rng.uniform(10, 40)
+        names = max(20, int(quota * seconds / (regions if shared else 1)))
+        offset = rng.uniform(0, window)
+        latency = rng.choice([0.002, 0.02, 0.05, 0.1])
+        yield Personality(
+            quota, shape, window, shared, regions, stated, background, offset, told, names,
+            latency, seed,
+        )  # fmt: skip
+
+
+def summary(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    xs = [r["x"] for r in runs]
+    return {
+        "runs": len(runs),
+        "not exact": sum(not r["exact"] for r in runs),
+        "over 1.2x": sum(x > 1.2 for x in xs),
+        "over 1.5x": sum(x > 1.5 for x in xs),
+        "over the 429 targets": sum(r["share"] > _target(r) for r in runs),
+        "median x": round(statistics.median(xs), 3),
+        "mean x": round(statistics.mean(xs), 4),
+        "worst x": round(max(xs), 2),
+        "mean 429 share": round(statistics.mean(r["share"] for r in runs), 4),
+    }
+
+
+def _target(run: dict[str, Any]) -> float:
+    return 0.15 if run["shape"] == "fixed-window" else 0.10
+
+
+def moved(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> list[str]:
+    """The runs whose drain moved by 0.03x or more, or their 429 share by 2 points."""
+    lines = []
+    for a, b in zip(old, new, strict=True):
+        if abs(a["x"] - b["x"]) >= 0.03 or abs(a["share"] - b["share"]) >= 0.02:
+            how = "stated" if a["stated"] else "bare"
+            scope = "shared" if a["shared"] else "apart"
+            lines.append(
+                f"seed {a['seed']:3d}: {a['quota']:6.1f}/s {a['shape']} {a['window']:g} s {how}"
+                f" bg {a['background']:g} x{a['regions']} {scope}:"
+                f" {a['x']:.2f}x -> {b['x']:.2f}x, {a['share']:.1%} -> {b['share']:.1%}"
+            )
+    return lines
+
+
+def _run_quiet(job: tuple[Personality, bool]) -> dict[str, Any]:
+    return run(*job)
+
+
+def sweep(
+    name: str,
+    *,
+    jobs: int = 2,
+    background_quota: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    work = [(p, background_quota) for p in personalities(name)]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        results = []
+        for i, result in enumerate(pool.map(_run_quiet, work, chunksize=4)):
+            results.append(result)
+            if progress is not None:
+                progress(i + 1)
+        return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("set", choices=["short", "slow", "random", "shared-bare"])
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--background-quota", action="store_true")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--compare", type=Path, help="an earlier --out of the same set")
+    args = parser.parse_args(argv)
+    results = sweep(args.set, jobs=args.jobs, background_quota=args.background_quota)
+    if args.out is not None:
+        args.out.write_text("".join(json.dumps(r) + "\n" for r in results))
+    now = summary(results)
+    if args.compare is not None:
+        old = [json.loads(line) for line in args.compare.read_text().splitlines()]
+        print("before:", json.dumps(summary(old)))
+        print("after: ", json.dumps(now))
+        for line in moved(old, results):
+            print(line)
+    else:
+        print(json.dumps(now))
+    sys.stdout.flush()
+    return now
+
+
+if __name__ == "__main__":
+    main()

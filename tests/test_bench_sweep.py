@@ -1,0 +1,65 @@
+"""The virtual-time sweep measures what its docstring says (its figures are not asserted)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import sweep
+
+
+@pytest.mark.parametrize(
+    ("name", "runs"), [("short", 252), ("slow", 300), ("random", 300), ("shared-bare", 120)]
+)
+def test_each_set_draws_the_personalities_it_names(name: str, runs: int) -> None:
+    drawn = sweep.personalities(name)
+    assert len(drawn) == runs
+    assert drawn == sweep.personalities(name)  # the same draws every time: comparable
+    if name == "shared-bare":
+        assert all(p.shared and p.regions == 2 and not p.stated for p in drawn)
+    if name == "short":
+        assert {p.quota for p in drawn} == {5.0, 10.0, 20.0}
+        assert all(p.names == 10 * p.quota and p.told == 50.0 for p in drawn)
+
+
+def test_a_run_is_measured_against_the_oracle_and_repeats_exactly() -> None:
+    personality = sweep.personalities("short")[-1]  # 20/s, fixed window, stated, background
+    first = sweep.run(personality)
+    assert first == sweep.run(personality)
+    assert first["exact"]
+    assert first["requests"] >= personality.names
+    assert first["x"] >= 0.99  # no client beats the oracle (a drain is not asserted here)
+    assert 0.0 <= first["share"] < 0.5
+
+
+def test_background_refusals_carry_the_quota_only_when_asked() -> None:
+    short = sweep.personalities("short")
+    personality = next(p for p in short if p.stated and p.background and p.shape != "bucket-small")
+    plain = sweep.run(personality)
+    told = sweep.run(personality, background_quota=True)
+    # Random 429s that state the per-minute limit hold the key at it: slower, never faster.
+    assert told["x"] > plain["x"]
+
+
+def test_compare_names_the_runs_that_moved(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    few = sweep.personalities("short")[:3]
+    monkeypatch.setattr(sweep, "personalities", lambda name: few)
+    old = tmp_path / "old.jsonl"
+    sweep.main(["short", "--jobs", "1", "--out", str(old)])
+    lines = [json.loads(line) for line in old.read_text().splitlines()]
+    assert [line["seed"] for line in lines] == [p.seed for p in few]
+    lines[1]["x"] += 0.5
+    old.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    capsys.readouterr()
+    now = sweep.main(["short", "--jobs", "1", "--compare", str(old)])
+    out = capsys.readouterr().out
+    assert now["runs"] == 3
+    moved = [line for line in out.splitlines() if line.startswith("seed")]
+    assert len(moved) == 1
+    assert moved[0].startswith(f"seed {few[1].seed:3d}:")
+    assert dataclasses.asdict(few[1])["shape"] in moved[0]
