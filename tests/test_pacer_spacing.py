@@ -187,3 +187,20 @@ def test_a_spacing_is_forgotten_after_its_accepts_and_probed_again() -> None:
     assert pacer.rate > 15.0
     assert accepted_between(log, 60.0, 80.0) >= 0.8 * 20.0 * 20.0
     assert not math.isinf(pacer.estimate)
+
+
+@pytest.mark.parametrize("alone", [True, False])
+def test_one_close_spacing_wall_holds_a_key_alone_in_its_project(alone: bool) -> None:
+    """A key past its first wall climbs by 5% steps from a spotless rate and meets a bucket of
+    one token's spacing within 10% of it: the quota is bounded. Alone in its project the key
+    holds there at once; beside other keys it tests the spacing once more (it may have been
+    another key's requests interleaved on one quota), at four refusals: 3.5% of a 100-name run
+    at 10/s, which the key alone used to pay too (12.3% -> 9.1% of requests refused)."""
+    pacer = KeyPacer(200.0, rate=9.5, alone=alone)
+    pacer.cut_at, pacer.walls, pacer.estimate = 0.0, 1, 10.0  # past a wall at about 10/s
+    log = Run(pacer, Bucket(10.0, 1.0)).until(25.0)  # (before 256 accepts: then it probes)
+    assert pacer.spacing is not None
+    assert pacer.spacing.low <= 10.0 < pacer.spacing.high <= 1.1 * pacer.spacing.low
+    assert pacer.spaced == (1 if alone else 2)
+    assert refused_between(log, 0.0, 25.0) == 4 * pacer.spaced
+    assert accepted_between(log, 5.0, 25.0) >= 0.95 * 10.0 * 20.0
