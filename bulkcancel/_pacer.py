@@ -368,6 +368,9 @@ class KeyPacer:
     #: no other key of its project is paced apart (the governor says): a share that stays put
     #: when the rate changes cannot be another key's traffic on a shared quota
     alone: bool = True
+    #: the share of recent answers refused (a moving average over about four answers): a key
+    #: starved beside another on one quota (see :meth:`peer_left`)
+    refused_lately: float = 0.0
     #: the governor found this key's work done (nothing sent for a second, nobody waiting):
     #: its project's other keys were sent back to slow start once for it
     finished: bool = False
@@ -431,6 +434,7 @@ class KeyPacer:
         quota: QuotaInfo | None = None,
     ) -> None:
         """One attempt's answer: ``throttled`` or capacity. ``sent_at`` is when it was granted."""
+        self.refused_lately += 0.25 * (throttled - self.refused_lately)
         if throttled:
             onset = now - self.last_throttle > _HISTORY or self.clean_since
             if onset and self.state is PacerState.ACTIVE:
@@ -933,7 +937,7 @@ class KeyPacer:
         self.clean_since = True
         self._new_epoch(now)
 
-    def peer_left(self, now: float) -> None:
+    def peer_left(self, now: float, freed: float = 0.0) -> None:
         """Another key of this project finished its work: a quota it shared with this key is
         all this key's now, so a wall this key measured beside it is stale. Back to slow start
         from the current rate (doubling per clean decision, never past twice what it sent
@@ -942,7 +946,12 @@ class KeyPacer:
         due within a second, owed until the first answer after (ignored there, a key cut on a
         chance cluster of background 429s beside a peer, and confirmed, crept up by 5% steps for
         seconds after the peer left). A judgement further off (a slow key's 32 answers: 32 s at
-        the 1/s a key beside a finished peer was cut to) is dropped for it."""
+        the 1/s a key beside a finished peer was cut to) is dropped for it.
+
+        ``freed``: this key's share of the finished key's rate. A key starved beside it (most
+        of its recent answers refused, at a rate under that share: the other key took what the
+        quota gave) starts from there, in slow start or not: doubling from under a request a
+        second waits four answers, seconds, per step."""
         # (past 32 answers, a cut still judged waits for 64: a lull's, see _decide)
         due = _CHECK_SAMPLES if self.fresh < _CHECK_SAMPLES else 2 * _CHECK_SAMPLES
         judging = self.checking is not None and due - self.fresh <= self.rate * _HISTORY
@@ -950,11 +959,14 @@ class KeyPacer:
             self.peer_gone = True
             return
         self.peer_gone = False
-        if self.limit < math.inf or self._slow_start:
+        starved = freed > self.rate and self.refused_lately >= _SURE_WALL
+        if self.limit < math.inf or (self._slow_start and not starved):
             return
         self.checking = None
         self.walls, self.estimate = 0, math.inf
         self.spacing, self.step, self.before_cuts = None, _PROBE_STEP, None
+        if starved:
+            self.rate = min(self.ceiling, freed)
         self._new_epoch(now)
 
     def _seen_a_second(self, now: float) -> bool:

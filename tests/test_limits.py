@@ -711,6 +711,28 @@ def test_a_slow_key_judging_a_cut_takes_a_finished_peers_quota_at_once() -> None
     assert pacer.walls == 0 and pacer.estimate == math.inf  # slow start from here
 
 
+def test_a_starved_key_takes_a_finished_peers_rate_at_once() -> None:
+    """On one bucket of one token, one key of two took every token and the other had every
+    answer refused at under a request a second, its cuts never judged (still in slow start).
+    When the first finishes, the starved key takes its rate at once: slow start from 0.7/s
+    waited four answers, seconds, per doubling (real, two regions on one 10/s bucket with bare
+    429s: 1.93-2.23x the floor). A key refused no more than its own quota refuses is not
+    starved: it goes back to slow start from its own rate, as before (a region at 5/s beside a
+    free one, jumped to the free region's rate, paid a wall of 429s)."""
+    starved = KeyPacer(200.0, rate=0.74)
+    now = feed_pattern(starved, 0.0, 0.74, [True] * 6)  # (under the 8 a park needs)
+    assert starved.refused_lately >= 0.4
+    starved.peer_left(now, freed=9.8)
+    assert starved.rate == pytest.approx(9.8)
+    assert starved.walls == 0 and starved.estimate == math.inf  # slow start from there
+
+    own = KeyPacer(200.0, rate=5.0, walls=1, estimate=5.0)  # at its own quota
+    now = feed_pattern(own, 0.0, 5.0, [False, False, True, False, False, False])
+    own.peer_left(now, freed=45.0)
+    assert own.rate == pytest.approx(5.0)  # slow start from its own rate
+    assert own.walls == 0 and own.estimate == math.inf
+
+
 def test_a_late_waiter_at_the_ceiling_has_its_lateness_made_up_within_the_catch_up() -> None:
     pacer = KeyPacer(100.0, rate=100.0)  # at the ceiling, no quota known: 10 ms turns
     assert pacer.reserve(0.0) == (0.0, False)
