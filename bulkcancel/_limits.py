@@ -35,12 +35,12 @@ Two layers, because they answer different questions:
   from its rate, once per finished key (:meth:`RateGovernor._peers_gone`): the survivor of two
   regions on a 100/s quota crept up from its 40/s share by 5% steps for two seconds. Where the
   quotas were separate after all, that costs one more wall's few 429s. A key that was starved
-  (most of its recent answers refused, at under a request a second: on one bucket of one token
-  the other key took every token) takes the finished key's rate at once, where slow start from
-  its own rate waited four answers, seconds, per doubling (two regions on one 10/s bucket with
-  bare 429s, real: 1.93-2.23x the floor -> 1.41-1.48x). A key refused no more than its own
-  quota does (a region at 5/s beside a free one) is not starved, and jumping it to the free
-  region's rate cost a wall of 429s.
+  (most of its recent answers refused, at a rate under its share of the finished key's: on one
+  bucket of one token the other key took every token) takes that share at once, where slow
+  start from its own rate, under a request a second, waited four answers, seconds, per doubling
+  (two regions on one 10/s bucket with bare 429s, real: 1.93-2.23x the floor -> 1.41-1.48x). A
+  key refused no more than its own quota refuses (a region at 5/s beside a free one) is not
+  starved, and jumping it to the free region's rate cost a wall of 429s.
 * A key's pacer is *alone* while no other key of its project has a pacer: only then may it take
   a high throttle share that holds when its rate changes for background (see
   :mod:`bulkcancel._pacer`), since beside another key on one quota a share holds when the other
