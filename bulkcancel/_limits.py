@@ -38,7 +38,7 @@ Two layers, because they answer different questions:
   (most of its recent answers refused, at a rate under its share of the finished key's: on one
   bucket of one token the other key took every token) takes that share at once, where slow
   start from its own rate, under a request a second, waited four answers, seconds, per doubling
-  (two regions on one 10/s bucket with bare 429s, real: 1.93-2.23x the floor -> 1.41-1.48x). A
+  (two regions on one 10/s bucket with bare 429s, real, 8 rounds: median 1.94x -> 1.48x). A
   key refused no more than its own quota refuses (a region at 5/s beside a free one) is not
   starved, and jumping it to the free region's rate cost a wall of 429s.
 * A key's pacer is *alone* while no other key of its project has a pacer: only then may it take

@@ -716,7 +716,7 @@ def test_a_starved_key_takes_a_finished_peers_rate_at_once() -> None:
     answer refused at under a request a second, its cuts never judged (still in slow start).
     When the first finishes, the starved key takes its rate at once: slow start from 0.7/s
     waited four answers, seconds, per doubling (real, two regions on one 10/s bucket with bare
-    429s: 1.93-2.23x the floor). A key refused no more than its own quota refuses is not
+    429s: a median 1.94x the floor). A key refused no more than its own quota refuses is not
     starved: it goes back to slow start from its own rate, as before (a region at 5/s beside a
     free one, jumped to the free region's rate, paid a wall of 429s)."""
     starved = KeyPacer(200.0, rate=0.74)
