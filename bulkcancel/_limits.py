@@ -374,10 +374,14 @@ class RateGovernor:
                 on_trial = key in self._trial.get(project, {})
                 if on_trial and grant.sent_at >= self._merged_at.get(project, math.inf):
                     self._judge_trial(key, throttled)
-        # (A wall met: confirmed, or a cut or a park not yet judged, as a key starved beside
-        # another on one quota has: every answer refused, its cuts never confirmed.)
-        walled = pacer.walls or pacer.cut_at > -math.inf or pacer.resumes
-        if key is not None and walled and not pacer.alone and key not in self._regional:
+        # (A wall met, confirmed or not yet judged: a key starved beside another on one quota
+        # has every answer refused and its cuts never confirmed.)
+        if (
+            key is not None
+            and not pacer.alone
+            and (pacer.walls or pacer.walled)
+            and key not in self._regional
+        ):
             self._peers_gone(key, pacer)
         resumed = was_parked and pacer.state is PacerState.ACTIVE
         if resumed:

@@ -252,6 +252,11 @@ class Spacing(NamedTuple):
     measured: float  # what the accepts' spacing alone allowed (clean rates not counted)
     since: int  # ``accepted_total`` when learned: forgotten after _SPACING_ACCEPTS more
 
+    @property
+    def bisecting(self) -> bool:
+        """The bounds are still wider than ``_SPACING_DONE``: the key climbs between them."""
+        return self.high > _SPACING_DONE * self.low
+
 
 class PacerState(Enum):
     ACTIVE = "active"
@@ -482,8 +487,7 @@ class KeyPacer:
         ):
             self._park(now, hint)
             return
-        walled = self.cut_at > -math.inf or bool(self.resumes)
-        if n >= _PARK_SAMPLES and share >= _SPACED_SHARE and walled:
+        if n >= _PARK_SAMPLES and share >= _SPACED_SHARE and self.walled:
             # (Not on the wall that ends slow start: every key of a run meets it at once, and
             # keys of one quota interleave their requests as regularly as a spacing. Not for a
             # key alone in its project either: in simulation that read a bucket of one token at
@@ -811,15 +815,14 @@ class KeyPacer:
             # waits 32 answers at that rate to have the cut judged: 13 s at 2.6/s, where a
             # window of 12.6/s was spent at 57/s.)
             accepted = max(accepted, min(sent, self.accepted_rate(now)))
-        spacing = self.spacing
-        if spacing is not None and spacing.high > _SPACING_DONE * spacing.low:
+        if self.spacing is not None and self.spacing.bisecting:
             # A wall while bisecting a spacing that is not one: a bigger bucket (sent to at
             # twice its quota it shows the same spacing), whose burst hid the overshoot of a
             # climb. Only the accepts' spacing was a measurement: land under it. (Not once the
             # bounds are close and the key holds at the low one: a wall there says that rate
             # was over the quota after all, a hair, hidden by a burst of a token and a bit;
             # landing at the accepts' spacing halved a key of 10.6/s for six seconds.)
-            accepted = min(accepted, spacing.measured)
+            accepted = min(accepted, self.spacing.measured)
         if self._no_budget_back(now):
             # (The fresh answers' accepts are the tokens the park let a bucket save.)
             accepted = min(accepted, self._accepted_since(self.parked_at, now))
@@ -871,6 +874,11 @@ class KeyPacer:
         return self.windowed and self.burst > _WINDOW_BURST * self.limit
 
     @property
+    def walled(self) -> bool:
+        """The key met a wall since it started: a cut or a park, judged or not."""
+        return self.cut_at > -math.inf or bool(self.resumes)
+
+    @property
     def _slow_start(self) -> bool:
         """No wall met and no limit known yet: the rate doubles per clean decision."""
         return self.walls == 0 and self.limit == math.inf and self.estimate == math.inf
@@ -902,7 +910,7 @@ class KeyPacer:
                 low = self.estimate = self.clean_rate
                 self.spacing = self.spacing._replace(low=low)
             probe = low
-            if high > _SPACING_DONE * low:
+            if self.spacing.bisecting:
                 probe = min(math.sqrt(low * high), low * (1 + self.step))
                 self.step *= 2
             elif self.spaced < 2 and not self.alone:
