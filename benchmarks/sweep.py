@@ -31,13 +31,14 @@ Nothing here is asserted in the test suite; ``tests/test_pacing_sim.py`` holds t
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
 import random
 import statistics
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,11 +66,6 @@ class Personality:
     names: int  # per region
     latency: float  # seconds per answer
     seed: int
-
-    @property
-    def target(self) -> float:
-        """The issue's 429 target for this shape."""
-        return 0.15 if self.shape == "fixed-window" else 0.10
 
 
 @dataclass
@@ -208,25 +204,10 @@ def moved(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> list[
     return lines
 
 
-def _run_quiet(job: tuple[Personality, bool]) -> dict[str, Any]:
-    return run(*job)
-
-
-def sweep(
-    name: str,
-    *,
-    jobs: int = 2,
-    background_quota: bool = False,
-    progress: Callable[[int], None] | None = None,
-) -> list[dict[str, Any]]:
-    work = [(p, background_quota) for p in personalities(name)]
+def sweep(name: str, *, jobs: int = 2, background_quota: bool = False) -> list[dict[str, Any]]:
+    drawn = personalities(name)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        results = []
-        for i, result in enumerate(pool.map(_run_quiet, work, chunksize=4)):
-            results.append(result)
-            if progress is not None:
-                progress(i + 1)
-        return results
+        return list(pool.map(run, drawn, itertools.repeat(background_quota), chunksize=4))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

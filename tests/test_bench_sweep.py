@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -62,4 +61,4 @@ def test_compare_names_the_runs_that_moved(
     moved = [line for line in out.splitlines() if line.startswith("seed")]
     assert len(moved) == 1
     assert moved[0].startswith(f"seed {few[1].seed:3d}:")
-    assert dataclasses.asdict(few[1])["shape"] in moved[0]
+    assert few[1].shape in moved[0]
