@@ -5,7 +5,8 @@ Each run drives the real :class:`~bulkcancel._client.OperationsClient` and
 (:class:`bulkcancel.testing.Quota`: its shapes, scopes and oracle), through the virtual-time
 simulator of ``tests/test_pacing_sim.py``: an event loop whose clock jumps to the next timer, so a
 run costs milliseconds and is the same every time. The figures are the issue's: drain over the
-quota floor (the fake's oracle at the run's ceiling, never under all names / ``--rate``, nor
+quota floor (the fake's oracle at the run's ceiling, split evenly among regions with quotas of
+their own, since ``--rate`` holds all of them together; never under all names / ``--rate``, nor
 under what 32 requests in flight allow at the run's latency) and the share of requests refused
 by the quota (background refusals not counted: any client draws them).
 
@@ -105,7 +106,9 @@ def run(personality: Personality, background_quota: bool = False) -> dict[str, A
     locations = [chr(ord("a") + i) for i in range(p.regions)]
     names = [sim.name(i, location) for i in range(p.names) for location in locations]
     result = sim.simulate(server, names, rate=p.told, latency=p.latency)  # type: ignore[arg-type]
-    floor = max(quota.oracle_seconds(p.told), len(names) / p.told)
+    # (--rate holds all keys together: regions with quotas of their own share it evenly)
+    keys = 1 if p.shared else p.regions
+    floor = max(quota.oracle_seconds(p.told / keys), len(names) / p.told)
     if p.latency > 0:
         floor = max(floor, len(names) * p.latency / IN_FLIGHT)
     refused = server.throttled - server.background
