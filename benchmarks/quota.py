@@ -44,6 +44,7 @@ CONCURRENCY = 32
 TIMEOUT = 240.0
 CENTRAL = "projects/bench/locations/us-central1"
 EAST = "projects/bench/locations/us-east1"
+WEST = "projects/bench/locations/europe-west1"
 CLIENTS = ("bulkcancel", "google-api-core", "naive 1s cool-down")
 
 
@@ -84,6 +85,12 @@ def scenarios(
             (CENTRAL, EAST),
         ),
         Scenario("429-bare", ("--personality", "bucket-small,429-bare", *q)),
+        # Separate regional quotas with nothing in the 429s to say so: walls in step (the
+        # regions look alike) must not merge them into one region's quota.
+        Scenario(
+            "3 regions, own quotas, 429-bare",
+            ("--personality", "bucket-small,429-bare", *q), (CENTRAL, EAST, WEST),
+        ),
         Scenario("429-retryinfo", ("--personality", "bucket-small,429-retryinfo", *q)),
         Scenario(
             "403-rate-limit", ("--personality", "bucket-small,403-rate-limit", *q),
