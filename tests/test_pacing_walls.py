@@ -152,3 +152,20 @@ def test_separate_quotas_with_no_burst_are_not_merged_on_their_probes(
     assert all_ok(result)
     assert result.seconds <= 1.25 * floor, (result.seconds, floor)
     assert result.share_429 <= 0.10, result.share_429
+
+
+@pytest.mark.parametrize(("quota", "count"), [(50.0, 3), (40.0, 4), (30.0, 5)])
+def test_regions_held_under_their_pace_by_the_runs_rate_still_find_their_walls(
+    quota: float, count: int
+) -> None:
+    """Regions with quotas of their own, each over its quota on its share of ``--rate`` and
+    under it on the whole: every pacer's rate climbs past what it can send (the run's ceiling
+    holds it), so doubling to tell a wall from background never sends faster. The share of
+    429s stayed put and read as untested for the whole run (bare 429s, 3 regions of 50/s told
+    200/s: 24% of requests refused, real and simulated); an untested share is a wall."""
+    server = Server({f"r{i}": Bucket(quota, quota / 10) for i in range(count)})
+    result = simulate(server, regions(300 * count, count), rate=200)
+    floor = bucket_floor(300, 200 / count, quota, quota / 10)
+    assert all_ok(result)
+    assert result.seconds <= 1.2 * floor, (result.seconds, floor)
+    assert result.share_429 <= 0.10, result.share_429
