@@ -21,6 +21,8 @@ Sets (``python -m benchmarks.sweep SET``):
   stated, 0/5/10% background, told 1.2-8x the quota, 2-100 ms answers, 10-40 s of quota.
 * ``shared-bare``: 120 draws at 8-120/s, two regions on one quota, bare 429s (nothing says the
   quota is shared).
+* ``apart-bare``: 160 draws at 8-120/s, two or three regions with quotas of their own, bare 429s
+  (nothing says they are separate: walls in step must not hold them to one region's quota).
 
 ``--background-quota``: background 429s carry the quota's ErrorInfo too (by default they carry
 none, as the fake's ``background-429`` sends them). ``--out FILE`` writes one JSON line per run;
@@ -124,7 +126,7 @@ def run(personality: Personality, background_quota: bool = False) -> dict[str, A
 def personalities(name: str) -> list[Personality]:
     if name == "short":
         return list(_short())
-    if name in ("slow", "random", "shared-bare"):
+    if name in ("slow", "random", "shared-bare", "apart-bare"):
         return list(_drawn(name))
     raise ValueError(f"no such set: {name}")
 
@@ -147,8 +149,8 @@ def _short() -> Iterable[Personality]:
 
 
 def _drawn(name: str) -> Iterable[Personality]:
-    rng = random.Random({"slow": 1, "random": 2, "shared-bare": 3}[name])
-    draws = 120 if name == "shared-bare" else 300
+    rng = random.Random({"slow": 1, "random": 2, "shared-bare": 3, "apart-bare": 4}[name])
+    draws = {"shared-bare": 120, "apart-bare": 160}.get(name, 300)
     for seed in range(draws):
         if name == "slow":
             quota = rng.uniform(4, 40)
@@ -156,11 +158,15 @@ def _drawn(name: str) -> Iterable[Personality]:
             quota = math.exp(rng.uniform(math.log(5), math.log(300)))
         else:
             quota = rng.uniform(8, 120)
+        bare = name in ("shared-bare", "apart-bare")
         shape = rng.choice(SHAPES)
         window = rng.choice([1.0, 2.0, 3.0, 6.0, 10.0])
-        regions = 2 if name == "shared-bare" else rng.choice([1, 1, 2, 3])
-        shared = name == "shared-bare" or rng.random() < 0.3
-        stated = name != "shared-bare" and rng.random() < 0.5
+        if bare:
+            regions = 2 if name == "shared-bare" else rng.choice([2, 3])
+        else:
+            regions = rng.choice([1, 1, 2, 3])
+        shared = name == "shared-bare" or (not bare and rng.random() < 0.3)
+        stated = not bare and rng.random() < 0.5
         background = rng.choice([0.0, 0.0, 0.05, 0.1])
         told = quota * rng.uniform(1.2, 8)
         seconds = rng.uniform(10, 40)
@@ -215,7 +221,7 @@ def sweep(name: str, *, jobs: int = 2, background_quota: bool = False) -> list[d
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("set", choices=["short", "slow", "random", "shared-bare"])
+    parser.add_argument("set", choices=["short", "slow", "random", "shared-bare", "apart-bare"])
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--background-quota", action="store_true")
     parser.add_argument("--out", type=Path)

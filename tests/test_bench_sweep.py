@@ -11,7 +11,8 @@ from benchmarks import sweep
 
 
 @pytest.mark.parametrize(
-    ("name", "runs"), [("short", 252), ("slow", 300), ("random", 300), ("shared-bare", 120)]
+    ("name", "runs"),
+    [("short", 252), ("slow", 300), ("random", 300), ("shared-bare", 120), ("apart-bare", 160)],
 )
 def test_each_set_draws_the_personalities_it_names(name: str, runs: int) -> None:
     drawn = sweep.personalities(name)
@@ -19,6 +20,8 @@ def test_each_set_draws_the_personalities_it_names(name: str, runs: int) -> None
     assert drawn == sweep.personalities(name)  # the same draws every time: comparable
     if name == "shared-bare":
         assert all(p.shared and p.regions == 2 and not p.stated for p in drawn)
+    if name == "apart-bare":
+        assert all(not p.shared and p.regions in (2, 3) and not p.stated for p in drawn)
     if name == "short":
         assert {p.quota for p in drawn} == {5.0, 10.0, 20.0}
         assert all(p.names == 10 * p.quota and p.told == 50.0 for p in drawn)
