@@ -12,6 +12,7 @@ from bulkcancel._answers import QuotaInfo
 from bulkcancel._limits import Grant, RateGovernor
 from bulkcancel._pacer import KeyPacer, PacerState
 from tests.test_pacer_spacing import feed_pattern as feed_marks
+from tests.test_pacing_sim import run_virtual
 
 
 def feed_every(pacer: KeyPacer, start: float, rate: float, count: int, every: int) -> float:
@@ -473,31 +474,82 @@ def test_answers_sent_before_a_merge_do_not_cut_the_shared_pacer() -> None:
 
 
 def test_keys_whose_walls_coincide_share_one_pacer_and_separate_ones_split() -> None:
+    clock = [0.0]
+    governor = RateGovernor(200.0, clock=lambda: clock[0])
+    a, b = "projects/p/locations/a", "projects/p/locations/b"
+    # Walls that coincide, unprovoked (each key cut, then refused again without growing).
+    _merge_on_coinciding_walls(governor, clock, a, b)
+    _split_on_trial(governor, clock, a, b)
+
+
+def _answers(
+    governor: RateGovernor, clock: list[float], key: str, count: int, share: float
+) -> None:
+    """``count`` answers of ``key``, 5 ms apart, ``share`` of them refused, evenly."""
+    for i in range(count):
+        grant = Grant(governor.pacer(key), clock[0])  # granted: pacing is not tested
+        governor.sent(grant)
+        clock[0] += 0.005
+        governor.report(grant, throttled=(i * share) % 1 + share >= 1, key=key)
+
+
+def _merge_on_coinciding_walls(governor: RateGovernor, clock: list[float], a: str, b: str) -> None:
+    for _ in range(3):  # the first walls end slow start: they never count
+        clock[0] += 1.5  # separate events (walls within a second are one)
+        for key in (a, b):
+            _answers(governor, clock, key, 16, 0.7)
+    assert governor.pacer(a) is governor.pacer(b) is governor.pacer("projects/p")
+
+
+def _split_on_trial(governor: RateGovernor, clock: list[float], a: str, b: str) -> None:
+    """On trial, ``a`` refused every time, ``b`` never: separate quotas after all (judged on
+    32 answers each)."""
+    for _ in range(40):
+        if governor.pacer(a) is not governor.pacer(b):
+            break
+        _answers(governor, clock, a, 1, 1.0)
+        _answers(governor, clock, b, 1, 0.0)
+    assert governor.pacer(a) is not governor.pacer(b)
+
+
+def test_keys_split_after_a_trial_stay_apart_at_their_next_walls() -> None:
+    """A split is for good: each key's next walls are its own. Before, a split key rejoined
+    its project's pacer at its next wall, without a trial, and stayed there (three regions
+    with quotas of their own at 37/s each, bare 429s, walls in step: merged, split, then all
+    three rejoined and held to about one region's quota, 1.76x the floor)."""
+    clock = [0.0]
+    governor = RateGovernor(200.0, clock=lambda: clock[0])
+    a, b = "projects/p/locations/a", "projects/p/locations/b"
+    _merge_on_coinciding_walls(governor, clock, a, b)
+    _split_on_trial(governor, clock, a, b)
+    own = {key: governor.pacer(key) for key in (a, b)}
+    for _ in range(3):  # walls in step again: each key cut by its own pacer
+        clock[0] += 1.5
+        for key in (a, b):
+            _answers(governor, clock, key, 16, 0.7)
+    assert governor.pacer(a) is own[a] and governor.pacer(b) is own[b]
+    assert governor.pacer(a).walled and governor.pacer(b).walled
+
+
+def test_a_request_waiting_at_the_merged_pacer_moves_to_its_keys_own_at_a_split() -> None:
+    """A request queued for the project's pacer when the merge is undone asks its key's own
+    pacer at once. Before, it waited for the project's turn, however far off: a pacer that no
+    longer spoke for the keys, cut or parked at the split, still paced their requests."""
+
     async def main() -> None:
         clock = [0.0]
+        loop = asyncio.get_running_loop()
         governor = RateGovernor(200.0, clock=lambda: clock[0])
         a, b = "projects/p/locations/a", "projects/p/locations/b"
+        _merge_on_coinciding_walls(governor, clock, a, b)
+        governor.pacer(a).next_free = clock[0] + 30.0  # the project's next turn: 30 s away
+        waiting = loop.create_task(governor.acquire_key(a))
+        await asyncio.sleep(0)  # (it asks, and naps until that turn)
+        _split_on_trial(governor, clock, a, b)
+        grant = await asyncio.wait_for(waiting, 1.0)  # (virtual seconds: not the project's 30)
+        assert grant is not None and grant.pacer is governor.pacer(a)
 
-        async def answers(key: str, count: int, share: float, step: float = 0.005) -> None:
-            for i in range(count):
-                grant = Grant(governor.pacer(key), clock[0])  # granted: pacing is not tested
-                governor.sent(grant)
-                clock[0] += step
-                governor.report(grant, throttled=(i * share) % 1 + share >= 1, key=key)
-
-        # Walls that coincide, unprovoked (each key cut, then refused again without growing).
-        for _ in range(3):  # the first walls end slow start: they never count
-            clock[0] += 1.5  # separate events (walls within a second are one)
-            for key in (a, b):
-                await answers(key, 16, 0.7)
-        assert governor.pacer(a) is governor.pacer(b) is governor.pacer("projects/p")
-        # On trial: a refused every time, b never -> separate quotas after all.
-        for _ in range(40):
-            await answers(a, 1, 1.0)
-            await answers(b, 1, 0.0)
-        assert governor.pacer(a) is not governor.pacer(b)
-
-    asyncio.run(main())
+    run_virtual(main)
 
 
 def test_a_key_whose_work_is_done_frees_its_project_peers_from_what_they_measured() -> None:
