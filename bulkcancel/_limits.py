@@ -571,10 +571,10 @@ class RateGovernor:
             del self._trial[project]  # one quota: keep the project's pacer
 
     def _split(self, project: str) -> None:
-        """The merged keys have separate quotas: each gets its own pacer again, at what it
-        was let through apart (or its share of the project pacer's rate), for good: no new
-        trial starts for this project, and a split key's later walls are its own. Requests
-        queued at the project's pacer queue at their keys' own at once.
+        """The merged keys have separate quotas: each gets its own pacer again, at 95% of
+        what it was let through apart (or its share of the project pacer's rate), for good:
+        no new trial starts for this project, and a split key's later walls are its own.
+        Requests queued at the project's pacer queue at their keys' own at once.
 
         Until session 20 a split key rejoined the project's pacer at its next wall, for good
         and without a trial: three regions with buckets of one token at 37/s each, walls in

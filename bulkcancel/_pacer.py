@@ -60,16 +60,16 @@ How a pacer tells a wall from noise, and what it borrowed:
   decisions discount. In slow start a small share is tested the other way, by doubling instead of
   cutting: behind a wall the accepted rate stays put and the share jumps, a background share stays
   the same, and the run loses no time at a cut rate. A background share costs one short test, not
-  a spiral. A test that did not send faster (the key held under its rate by the run's ceiling,
-  which its project's other regions share: three regions of 50/s each, told 200/s, each sends at
-  67/s whatever its rate) tells nothing: the share is then cut as a wall, and the cut is judged
-  as any other (bare 429s, those three regions drew 24% of refusals all run, tested again at
-  every decision). A share of 40% or more that held within its binomial margin over 32 answers
-  after a cut (measured on 16 or more before it), if it rose at the cut rate only nearer to what
-  background predicts than to a wall's share (both counted from the wall's onset: a rise says a
-  burst spent within the decision diluted the share before), may be a high background too (20-40%
-  of 429s at random: confirming every such cut as a wall spiralled the rate down, 12-250x the
-  floor): the key goes back to its rate before the cuts as a test (such a share is judged on 16
+  a spiral. A test that did not send faster (the key held under its rate by the run's ceiling, which
+  its project's other regions share: three regions of 50/s each, told 200/s, each sends at 67/s
+  whatever its rate; or by its requests in flight) tells nothing: the share is then cut as a wall,
+  and the cut is judged as any other (bare 429s, those three regions drew 24% of refusals all run,
+  tested again at every decision). A share of 40% or more that held within its binomial margin over
+  32 answers after a cut (measured on 16 or more before it), if it rose at the cut rate only nearer
+  to what background predicts than to a wall's share (both counted from the wall's onset: a rise
+  says a burst spent within the decision diluted the share before), may be a high background too
+  (20-40% of 429s at random: confirming every such cut as a wall spiralled the rate down, 12-250x
+  the floor): the key goes back to its rate before the cuts as a test (such a share is judged on 16
   answers only if it moved, or rose nearer a wall's share), and a share that holds there is
   background, learned up to 60%. Only for a key alone in its project (the governor says): beside
   another key on one quota a share holds when the other key's rate falls as this one's rises.
@@ -625,12 +625,12 @@ class KeyPacer:
             (before, sent_before), self.testing = self.testing, None
             sent_now = self._fresh_rate()
             # The test never sent faster: the key is held under its rate by the run's
-            # ceiling (other keys take their part of --rate), so a faster rate cannot tell
-            # a wall from background here.
+            # ceiling (other keys take their part of --rate) or by its requests in flight,
+            # so a faster rate cannot tell a wall from background here.
             untested = sent_now < 1.3 * sent_before
             # Behind a wall the accepted rate stays put, so the share would rise to this:
             wall_share = 1 - (1 - before) * sent_before / max(sent_now, 1e-9)
-            if sent_now >= 1.3 * sent_before and share < (before + wall_share) / 2:
+            if not untested and share < (before + wall_share) / 2:
                 # A faster rate, the same share: background 429s, not a wall.
                 self.noise = min((before + share) / 2, _TESTED_NOISE if self.alone else _MAX_NOISE)
         over = share - self.noise > _margin(n, self.noise)
