@@ -515,7 +515,7 @@ def _split_on_trial(governor: RateGovernor, clock: list[float], a: str, b: str) 
 def test_keys_split_after_a_trial_stay_apart_at_their_next_walls() -> None:
     """A split is for good: each key's next walls are its own. Before, a split key rejoined
     its project's pacer at its next wall, without a trial, and stayed there (three regions
-    with quotas of their own at 37/s each, bare 429s, walls in step: merged, split, then all
+    with buckets of one token at 37/s each, bare 429s, walls in step: merged, split, then all
     three rejoined and held to about one region's quota, 1.76x the floor)."""
     clock = [0.0]
     governor = RateGovernor(200.0, clock=lambda: clock[0])
