@@ -53,6 +53,8 @@ from tests import test_pacing_sim as sim
 
 SHAPES = ("bucket-small", "bucket-minute", "fixed-window")
 IN_FLIGHT = 32  # the simulator's concurrency
+_SEEDS = {"slow": 1, "random": 2, "shared-bare": 3, "apart-bare": 4}  # the drawn sets
+SETS = ("short", *_SEEDS)
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ def run(personality: Personality, background_quota: bool = False) -> dict[str, A
 def personalities(name: str) -> list[Personality]:
     if name == "short":
         return list(_short())
-    if name in ("slow", "random", "shared-bare", "apart-bare"):
+    if name in _SEEDS:
         return list(_drawn(name))
     raise ValueError(f"no such set: {name}")
 
@@ -149,7 +151,7 @@ def _short() -> Iterable[Personality]:
 
 
 def _drawn(name: str) -> Iterable[Personality]:
-    rng = random.Random({"slow": 1, "random": 2, "shared-bare": 3, "apart-bare": 4}[name])
+    rng = random.Random(_SEEDS[name])
     draws = {"shared-bare": 120, "apart-bare": 160}.get(name, 300)
     for seed in range(draws):
         if name == "slow":
@@ -221,7 +223,7 @@ def sweep(name: str, *, jobs: int = 2, background_quota: bool = False) -> list[d
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("set", choices=["short", "slow", "random", "shared-bare", "apart-bare"])
+    parser.add_argument("set", choices=SETS)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--background-quota", action="store_true")
     parser.add_argument("--out", type=Path)

@@ -81,7 +81,6 @@ _SLOW_WALL = 2.5  # seconds: a wall shown by sends spread wider than this began 
 _SLOW_SPAN = 4.0  # ... within the last this many seconds of them
 _TRIAL_SAMPLES = 32  # answers per key before a merge on coinciding walls is judged
 _TRIAL_WORSE = 0.7  # a merge that accepts less than this share of what the keys did apart
-_YOUNG = 1.0  # seconds: a pacer younger than this is measured on its last second's accepts
 _IDLE = 1.0  # seconds without a send or a waiter: a key whose work is done
 _IDLE_CHECK = 0.25  # seconds between a pacer's looks at its project's other keys
 
@@ -503,21 +502,14 @@ class RateGovernor:
         self._trial[project] = {}
         self._merged_at[project] = now
         members = [k for k in self._onsets if _project_of(k) == project]
-        self._before_merge[project] = {k: self._lifetime_rate(k, now) for k in members}
+        # (What each key was let through since its first send, not over the last second:
+        # walls coincide when a window is spent, and the second before holds the window's
+        # budget, up to three times the quota's average: two regions on one window of 117/s,
+        # every 3 s, read 352/s apart, and every merge on it was undone.)
+        self._before_merge[project] = {k: self.pacer(k).lifetime_rate(now) for k in members}
         # Every key of the project that met a wall joins, not only the two that coincided.
         for member in members:
             self._join(member)
-
-    def _lifetime_rate(self, key: str, now: float) -> float:
-        """What ``key``'s own pacer was let through per second since its first send (what it
-        accepted over the last second while it is younger than that). Not the last second:
-        walls coincide when a window is spent, and the second before holds the window's
-        budget, up to three times the quota's average (two regions on one window of 117/s,
-        every 3 s: 352/s apart, and every merge on it undone)."""
-        pacer = self.pacer(key)
-        if pacer.born is None or now - pacer.born < _YOUNG:
-            return pacer.accepted_rate(now)
-        return pacer.accepted_total / (now - pacer.born)
 
     def _join(self, key: str) -> None:
         """Pace ``key`` with its project's pacer, on trial while the merge is judged."""
@@ -534,31 +526,34 @@ class RateGovernor:
         spare the other, and one pacer for both accepts less (it cannot hold each key just
         under its own quota). Undo the merge (for good) when the keys' throttle shares differ
         clearly or the merged keys, refused, accept under 70% of what they did apart; confirm
-        it after 128 answers per key otherwise. (What the keys did apart: see
-        :meth:`_lifetime_rate`; what they accept merged: the trial's own answers since the
-        merge, judged from 64 per key and not once the merged pacer parked.)"""
+        it after 128 answers per key otherwise. (What the keys did apart: each one's
+        :meth:`KeyPacer.lifetime_rate` at the merge; what they accept merged: the trial's own
+        answers since the merge, judged from 64 per key and not once the merged pacer
+        parked.)"""
         project = _project_of(key)
         trial = self._trial[project]
         counts = trial.setdefault(key, [0, 0])
         counts[0] += 1
         counts[1] += throttled
-        if len(trial) < 2 or min(n for n, _ in trial.values()) < _TRIAL_SAMPLES:
+        fewest = min(n for n, _ in trial.values())
+        if len(trial) < 2 or fewest < _TRIAL_SAMPLES:
             return
         shares = sorted((t / n, n) for n, t in trial.values())
         (low, n_low), (high, n_high) = shares[0], shares[-1]
-        pooled = max(0.01, sum(t for _, t in trial.values()) / sum(n for n, _ in trial.values()))
+        answered = sum(n for n, _ in trial.values())
+        refused = sum(t for _, t in trial.values())
+        pooled = max(0.01, refused / answered)
         spread = math.sqrt(pooled * (1 - pooled) * (1 / n_low + 1 / n_high))
+        merged_at = self._merged_at[project]
+        accepted = (answered - refused) / max(self.now() - merged_at, 1.0)
         # Only a key refused like a wall (40%+) beside one hardly refused says "separate":
         # the keys of one shared quota see unequal shares too, from timing alone.
-        shared = self._pacers[project]
-        merged_at = self._merged_at[project]
-        accepted = sum(n - t for n, t in trial.values()) / max(self.now() - merged_at, 1.0)
         if high - low > 0.03 + 2.5 * spread and high >= 0.4 and high > 4 * low:
             self._split(project)
         elif (
             pooled > 0.02
-            and min(n for n, _ in trial.values()) >= 2 * _TRIAL_SAMPLES
-            and shared.parked_at < merged_at
+            and fewest >= 2 * _TRIAL_SAMPLES
+            and self._pacers[project].parked_at < merged_at
             and accepted < _TRIAL_WORSE * sum(self._before_merge[project].values())
         ):
             # Refused as one, yet accepted far less than the keys did apart: their quotas are
@@ -567,7 +562,7 @@ class RateGovernor:
             # accepted just after the merge's first cut is no measure), and not once the merged
             # pacer parked (a spent window accepts nothing for a while, shared or not).
             self._split(project)
-        elif min(n for n, _ in trial.values()) >= 4 * _TRIAL_SAMPLES:
+        elif fewest >= 4 * _TRIAL_SAMPLES:
             del self._trial[project]  # one quota: keep the project's pacer
 
     def _split(self, project: str) -> None:

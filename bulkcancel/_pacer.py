@@ -999,6 +999,13 @@ class KeyPacer:
         seen = now - self.born if self.born is not None else 0.0
         return len(self.accepts) / max(min(_HISTORY, seen), 0.1)
 
+    def lifetime_rate(self, now: float) -> float:
+        """Requests per second accepted since this pacer's first send (over the last second,
+        :meth:`accepted_rate`, while it is younger than a second)."""
+        if self.born is None or not self._seen_a_second(now):
+            return self.accepted_rate(now)
+        return self.accepted_total / (now - self.born)
+
     def current(self) -> KeyPacer:
         """The pacer now in charge of this one's key: itself, or the one that absorbed it."""
         pacer = self
