@@ -13,7 +13,8 @@ client told TOLD/s that knows the quota and never draws a 429, sending from the 
 what the server admitted, waiting for each token or each window to turn (see
 ``Quota.oracle_seconds``), but never less than accepted requests / TOLD; others: accepted
 requests / TOLD, or accepted / (1 - share) / TOLD where a share of 429s falls at random: the
-requests any client must send, the issue's "requests / --rate"); ``x floor``
+requests any client must send, the issue's "requests / --rate"; with ``--latency``, never less
+than accepted requests x latency / 32, what 32 requests in flight allow); ``x floor``
 their ratio; ``429 share`` the share of requests refused as throttled; ``exact`` whether every
 outcome was the one the fake scripted (rounds exact / rounds). In the two-region row the drain
 and floor are the free region's only. Nothing is tuned to these results: ``--quota``,
@@ -193,15 +194,19 @@ def measure(
     total = int(stats["requests"])
     throttled = int(stats["by_status"].get(str(scenario.throttle_status), 0))
     drain = float(stats["span_seconds"])
+    accepted = total - throttled
     if scenario.free_region is not None:
         region = stats["by_location"].get(scenario.free_region, {})
         drain = float(region.get("last", 0.0)) - float(region.get("first", 0.0))
-        floor = (float(region.get("requests", 0)) - float(region.get("throttled", 0))) / told
+        accepted = int(region.get("requests", 0)) - int(region.get("throttled", 0))
+        floor = accepted / told
     elif scenario.quota_floor:
         # No client told TOLD/s can beat its own ceiling, whatever burst the quota allows.
-        floor = max(float(stats["quota_oracle_seconds"] or 0.0), (total - throttled) / told)
+        floor = max(float(stats["quota_oracle_seconds"] or 0.0), accepted / told)
     else:
-        floor = (total - throttled) / (1.0 - scenario.background) / told
+        floor = accepted / (1.0 - scenario.background) / told
+    # Nor can a client with CONCURRENCY requests in flight send faster than they are answered.
+    floor = max(floor, accepted * latency / CONCURRENCY)
     return {
         "drain": drain,
         "floor": floor,

@@ -10,7 +10,11 @@ Two layers, because they answer different questions:
   says the quota is project-wide (``quota_location: global``, or a limit name without a region),
   the key's requests are paced by one shared pacer for the project from then on. A request waits
   for its key's turn in a FIFO queue of that key *before* it takes an in-flight slot, so a
-  throttled region never holds a slot a free region could use.
+  throttled region never holds a slot a free region could use. A key's next turn is granted
+  only once the turn before is on the wire (or given back), ``1/rate`` after that send when it
+  waited past the next turn's time: turns granted while every slot was taken went out together
+  when answers that came back together freed the slots together (a distant server, all 32 in
+  flight), a burst a small bucket refused round after round, however low the key's rate.
 * Without ErrorInfo, a shared quota shows as walls that coincide: two keys of one project meet
   walls within a second of each other, twice (the walls that end slow start do not count: all
   keys start together; a slow key's wall, shown by answers to sends 2.5 s apart or more, began
@@ -83,6 +87,8 @@ _TRIAL_SAMPLES = 32  # answers per key before a merge on coinciding walls is jud
 _TRIAL_WORSE = 0.7  # a merge that accepts less than this share of what the keys did apart
 _IDLE = 1.0  # seconds without a send or a waiter: a key whose work is done
 _IDLE_CHECK = 0.25  # seconds between a pacer's looks at its project's other keys
+_HELD = 0.1  # seconds: a waiter held back by a granted turn not yet sent asks again (the
+# send wakes it first: this only bounds a wake that never comes)
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -94,6 +100,8 @@ class Grant:
     pacer: KeyPacer
     sent_at: float  # when granted, then when sent
     probe: bool = False
+    #: counted in its pacer's ``granted`` until sent or given back (a grant the governor made)
+    pending: bool = False
 
     @property
     def stale(self) -> bool:
@@ -238,11 +246,11 @@ class RateGovernor:
             return None
         pacer = self.pacer(key)
         turn = self._turns.get(id(pacer))
-        if turn is not None and turn.locked():
+        if (turn is not None and turn.locked()) or self._held(pacer):
             return None
         now = self.now()
         wait, probe = pacer.reserve(now)
-        return Grant(pacer, now, probe) if wait <= 0 else None
+        return self._grant(pacer, now, probe) if wait <= 0 else None
 
     async def acquire_key(self, key: str, deadline: float = math.inf) -> Grant | None:
         """Wait for ``key``'s turn (FIFO among its waiters). None when stopped or when
@@ -261,9 +269,20 @@ class RateGovernor:
                 if self._stopped:
                     return None
                 now = self.now()
+                if self._held(pacer) and pacer.next_free - now <= 0:
+                    # The turn before is granted and not yet on the wire: its send (or its
+                    # return) wakes us, and the spacing counts from that send. (Always a
+                    # wakeable wait, even with an injected sleep.)
+                    if now >= deadline:
+                        return None
+                    pacer.held = True
+                    naps = self._turn_naps.setdefault(id(pacer), set())
+                    await self._wait(min(_HELD, deadline - now), self._naps, naps)
+                    woken = False
+                    continue
                 wait, probe = pacer.reserve(now, woken=woken)
                 if wait <= 0:
-                    return Grant(pacer, now, probe)
+                    return self._grant(pacer, now, probe)
                 if pacer.exhausted(now):
                     raise KeyExhaustedError(key)
                 if now + wait > deadline:
@@ -275,6 +294,29 @@ class RateGovernor:
         # The key's pacer was absorbed by its project's while this request waited (queue there),
         # or the project's pacer it queued at was split back into the keys' own (queue there).
         return await self.acquire_key(key, deadline)
+
+    @staticmethod
+    def _held(pacer: KeyPacer) -> bool:
+        """A turn of ``pacer`` is granted and not yet sent: the next waits for it (a parked
+        key's probe is one at a time anyway, and a turn granted before the park goes back)."""
+        return pacer.granted > 0 and pacer.state is PacerState.ACTIVE
+
+    @staticmethod
+    def _grant(pacer: KeyPacer, now: float, probe: bool) -> Grant:
+        pacer.granted += 1
+        return Grant(pacer, now, probe, pending=True)
+
+    def _went(self, grant: Grant, now: float, *, sent: bool) -> None:
+        """``grant``'s turn is over: sent now, or given back. Wakes a waiter it held back."""
+        if not grant.pending:
+            return
+        grant.pending = False
+        pacer = grant.pacer
+        pacer.went(now, sent=sent)
+        if pacer.held:
+            pacer.held = False
+            for fut in self._turn_naps.get(id(pacer), ()):
+                _settle(fut)
 
     async def _turn_nap(self, pacer: KeyPacer, seconds: float) -> None:
         """A nap until ``pacer``'s next turn, cut short by a stop or by a merge of the pacer
@@ -316,18 +358,24 @@ class RateGovernor:
 
     def sent(self, grant: Grant) -> None:
         """The granted request goes on the wire now: its evidence dates from this moment."""
-        grant.sent_at = self.now()
-        grant.pacer.current().sent(grant.sent_at)
+        grant.sent_at = now = self.now()
+        self._went(grant, now, sent=True)
+        grant.pacer.current().sent(now)
 
     def release(self, grant: Grant) -> None:
-        """A granted request that was never sent (stopped, cancelled): a probe is due again."""
+        """A granted request that was never sent (stopped, cancelled, or its grant went
+        stale): a probe is due again, and the key's next turn may be granted."""
         if grant.probe:
             grant.pacer.probe_out = False
+        self._went(grant, self.now(), sent=False)
 
     async def acquire(self, key: str) -> Grant | None:
         """Wait for ``key``'s turn, then the run's ceiling (tests and simple callers)."""
         grant = await self.acquire_key(key)
-        if grant is None or not await self.acquire_ceiling():
+        if grant is None:
+            return None
+        if not await self.acquire_ceiling():
+            self.release(grant)
             return None
         self.sent(grant)
         return grant

@@ -132,7 +132,9 @@ How a pacer tells a wall from noise, and what it borrowed:
   accept ``g`` after the one before says it is at least ``1/g``, a refusal ``g`` after the last
   accept that it is under ``1/g`` (for any bucket). Such a wall (8 answers suffice, 40% refused;
   never the wall that ends slow start, when all keys meet walls at once and the requests of keys
-  sharing one quota interleave as regularly) needs no judging: the key lands on the last rate it
+  sharing one quota interleave as regularly; never on a pacer that took over other keys, whose
+  requests interleave too: three regions' fixed windows merged on trial, one spent, read so,
+  held them to a third of one region's quota) needs no judging: the key lands on the last rate it
   sent at without a single refusal, if that lies within the bounds (a burst-1 bucket hides no
   overshoot, so spotless there means under the quota), else at 95% of the low bound, and climbs
   towards the high bound by 15%, doubling per spotless decision, never past the geometric middle;
@@ -274,7 +276,10 @@ class KeyPacer:
     Requests are spaced ``1/rate`` apart (GCRA), nothing booked ahead: a waiter asks again when
     its turn may have come, at the rate in force then. At the ceiling too: grants never pile up
     behind the run's ``--rate`` limiter, where a cut could no longer hold them back; there, while
-    no quota is known, a waiter woken late has its lateness made up within ``_CATCH_UP``.
+    no quota is known, a waiter woken late has its lateness made up within ``_CATCH_UP``. Nor
+    behind the in-flight slots: the governor grants a key's next turn only once the turn before
+    is on the wire (:attr:`granted`), and a turn that waited past the next one's time spaces the
+    next from its send (:meth:`went`).
     """
 
     ceiling: float
@@ -283,6 +288,10 @@ class KeyPacer:
     hint_cap: float = 60.0
     state: PacerState = PacerState.ACTIVE
     next_free: float = 0.0
+    #: turns granted and neither sent nor given back (the governor counts them: see went)
+    granted: int = 0
+    #: a waiter was held back by such a turn: wake it when that turn goes
+    held: bool = False
     # evidence since the last decision
     decided_at: float = -math.inf
     fresh: int = 0
@@ -353,6 +362,8 @@ class KeyPacer:
     period: float | None = None
     #: the pacer that took over this one's key (one quota shared by several keys)
     merged_into: KeyPacer | None = None
+    #: this pacer absorbed another key's (see absorb)
+    absorbed: bool = False
     #: when this pacer first sent a request (None: never)
     born: float | None = None
     sends: deque[float] = field(default_factory=deque)
@@ -423,6 +434,17 @@ class KeyPacer:
         """Parked, refusing everything, for the whole throttle budget: stop retrying here."""
         return self.state is PacerState.PARKED and now - self.parked_at >= self.throttle_budget
 
+    def went(self, now: float, *, sent: bool) -> None:
+        """A turn this pacer granted is over: its request went on the wire now (``sent``), or
+        was given back unsent. A request sent after the next turn's time (it waited for an
+        in-flight slot or the run's ceiling that long) spaces the next turn from its send: slots
+        freed together by answers that came back together (every request as slow as the next,
+        all 32 in flight) would otherwise send the turns granted meanwhile together, a burst a
+        small bucket refuses round after round, however low the rate."""
+        self.granted -= 1
+        if sent and now > self.next_free and self.state is PacerState.ACTIVE:
+            self.next_free = now + 1.0 / self.rate
+
     def sent(self, now: float) -> None:
         """A granted request goes on the wire now (after its slot and the run's ceiling)."""
         if self.born is None:
@@ -491,12 +513,14 @@ class KeyPacer:
         ):
             self._park(now, hint)
             return
-        if n >= _PARK_SAMPLES and share >= _SPACED_SHARE and self.walled:
+        if n >= _PARK_SAMPLES and share >= _SPACED_SHARE and self.walled and not self.absorbed:
             # (Not on the wall that ends slow start: every key of a run meets it at once, and
             # keys of one quota interleave their requests as regularly as a spacing. Not for a
             # key alone in its project either: in simulation that read a bucket of one token at
             # 10/s as a spacing at once, but against the fake over loopback, timing blurred it
-            # and 429s rose from 11.6% to 15.7% of a 100-name run.)
+            # and 429s rose from 11.6% to 15.7% of a 100-name run. Nor on a pacer that took
+            # over other keys: their requests interleave, and one key's spent window refusing
+            # its turns among the others' accepts is as regular as a spacing.)
             bounds = self._spacing_bounds()
             if bounds is not None:
                 self._spaced_wall(now, *bounds)
@@ -1043,6 +1067,7 @@ class KeyPacer:
             self.walls = max(self.walls, other.walls)
         self.rate = max(_MIN_RATE, min(self.ceiling, rate, self._cap()))
         other.merged_into = self
+        self.absorbed = True
         self.spacing, self.clean_rate = None, 0.0  # (one key's spacing: not the quota's)
         # The merge is a decision: answers to requests sent before it were sent at the keys'
         # own rates, and a few of one key's would read as the whole quota's acceptance (a cut

@@ -82,11 +82,13 @@ async def test_a_free_turn_is_granted_at_once_and_a_paced_one_is_left_to_acquire
     pacer.rate = 10.0  # one request per 100 ms
     first = governor.try_acquire_key(KEY)
     assert first is not None and first.pacer is pacer
+    governor.sent(first)
     assert governor.try_acquire_key(KEY) is None  # the next turn is 100 ms away: wait for it
     started = governor.now()
     second = await governor.acquire_key(KEY)
     assert second is not None
     assert governor.now() - started == pytest.approx(0.1, abs=0.05)
+    governor.sent(second)
     governor.stop()
     assert governor.try_acquire_key(KEY) is None
     assert await governor.acquire_key(KEY) is None
@@ -95,7 +97,9 @@ async def test_a_free_turn_is_granted_at_once_and_a_paced_one_is_left_to_acquire
 async def test_a_queued_key_grants_nothing_out_of_turn() -> None:
     governor = RateGovernor(1000.0)
     governor.pacer(KEY).rate = 10.0
-    assert governor.try_acquire_key(KEY) is not None
+    first = governor.try_acquire_key(KEY)
+    assert first is not None
+    governor.sent(first)
     waiting = asyncio.create_task(governor.acquire_key(KEY))
     await asyncio.sleep(0)  # it holds the key's turn, napping until it is due
     governor.pacer(KEY).next_free = governor.now()  # due now, but someone is queued first

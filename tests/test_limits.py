@@ -14,6 +14,8 @@ from bulkcancel._pacer import KeyPacer, PacerState
 from tests.test_pacer_spacing import feed_pattern as feed_marks
 from tests.test_pacing_sim import run_virtual
 
+KEY = "projects/p/locations/l"
+
 
 def feed_every(pacer: KeyPacer, start: float, rate: float, count: int, every: int) -> float:
     """``count`` answers sent ``1/rate`` apart, one in ``every`` throttled (the first of them)."""
@@ -418,6 +420,39 @@ def test_a_grant_made_before_a_cut_asks_again() -> None:
     assert not grant.stale
     feed(pacer, 0.001, 200.0, 8, 1.0)  # a wall: cut or park
     assert grant.stale
+
+
+def test_a_keys_next_turn_waits_for_the_one_before_to_be_sent_and_is_spaced_from_it() -> None:
+    """Turns granted while the one before waits for an in-flight slot pile up: slots freed
+    together (answers that all took as long) then sent them together, a burst a small bucket
+    refuses however low the key's rate. The next turn is granted once the one before is on
+    the wire, ``1/rate`` after that send; a turn given back unsent frees the next at once."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        governor = RateGovernor(1000.0)
+        pacer = governor.pacer(KEY)
+        pacer.rate = 10.0  # a turn every 100 ms
+        start = loop.time()
+        first = governor.try_acquire_key(KEY)
+        assert first is not None
+        await asyncio.sleep(0.5)  # it waits for a slot, past the next turn's time
+        assert governor.try_acquire_key(KEY) is None
+        waiting = loop.create_task(governor.acquire_key(KEY))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # held, however long, while the first is not sent
+        governor.sent(first)  # at 0.8 s: the next turn is 100 ms after this send
+        second = await asyncio.wait_for(waiting, 1.0)
+        assert second is not None
+        assert loop.time() - start == pytest.approx(0.9)
+        third = loop.create_task(governor.acquire_key(KEY))
+        await asyncio.sleep(0.5)
+        assert not third.done()
+        governor.release(second)  # given back unsent: its turn's time stands, and is past
+        assert await asyncio.wait_for(third, 1.0) is not None
+        assert loop.time() - start == pytest.approx(1.4)
+
+    run_virtual(main)
 
 
 def test_absorbed_pacer_hands_over_history_limit_and_waiters() -> None:
