@@ -14,7 +14,7 @@ what the server admitted, waiting for each token or each window to turn (see
 ``Quota.oracle_seconds``), but never less than accepted requests / TOLD; others: accepted
 requests / TOLD, or accepted / (1 - share) / TOLD where a share of 429s falls at random: the
 requests any client must send, the issue's "requests / --rate"; with ``--latency``, never less
-than accepted requests x latency / 32, what 32 requests in flight allow); ``x floor``
+than those requests x latency / 32, what 32 requests in flight allow); ``x floor``
 their ratio; ``429 share`` the share of requests refused as throttled; ``exact`` whether every
 outcome was the one the fake scripted (rounds exact / rounds). In the two-region row the drain
 and floor are the free region's only. Nothing is tuned to these results: ``--quota``,
@@ -175,6 +175,27 @@ def run_client(
     return dict(json.loads(outcomes.read_text()))
 
 
+def floor_seconds(
+    scenario: Scenario, stats: dict[str, Any], told: float, latency: float = 0.0
+) -> float:
+    """The least time any client told ``told``/s could have taken (see the module docstring),
+    from the fake's ``stats``."""
+    total = int(stats["requests"])
+    accepted = total - int(stats["by_status"].get(str(scenario.throttle_status), 0))
+    if scenario.free_region is not None:
+        region = stats["by_location"].get(scenario.free_region, {})
+        accepted = int(region.get("requests", 0)) - int(region.get("throttled", 0))
+        floor = accepted / told
+    elif scenario.quota_floor:
+        # No client told TOLD/s can beat its own ceiling, whatever burst the quota allows.
+        floor = max(float(stats["quota_oracle_seconds"] or 0.0), accepted / told)
+    else:
+        accepted = round(accepted / (1.0 - scenario.background))  # (what any client must send)
+        floor = accepted / told
+    # Nor can a client with CONCURRENCY requests in flight send faster than they are answered.
+    return max(floor, accepted * latency / CONCURRENCY)
+
+
 def measure(
     scenario: Scenario,
     client: str,
@@ -194,22 +215,12 @@ def measure(
     total = int(stats["requests"])
     throttled = int(stats["by_status"].get(str(scenario.throttle_status), 0))
     drain = float(stats["span_seconds"])
-    accepted = total - throttled
     if scenario.free_region is not None:
         region = stats["by_location"].get(scenario.free_region, {})
         drain = float(region.get("last", 0.0)) - float(region.get("first", 0.0))
-        accepted = int(region.get("requests", 0)) - int(region.get("throttled", 0))
-        floor = accepted / told
-    elif scenario.quota_floor:
-        # No client told TOLD/s can beat its own ceiling, whatever burst the quota allows.
-        floor = max(float(stats["quota_oracle_seconds"] or 0.0), accepted / told)
-    else:
-        floor = accepted / (1.0 - scenario.background) / told
-    # Nor can a client with CONCURRENCY requests in flight send faster than they are answered.
-    floor = max(floor, accepted * latency / CONCURRENCY)
     return {
         "drain": drain,
-        "floor": floor,
+        "floor": floor_seconds(scenario, stats, told, latency),
         "requests": total,
         "throttled_share": throttled / total if total else 0.0,
         "exact": got == expected,

@@ -1,4 +1,4 @@
-"""The quota benchmark refuses to measure what it cannot run (no timing here)."""
+"""The quota benchmark refuses to measure what it cannot run, and its floor (no timing here)."""
 
 from __future__ import annotations
 
@@ -34,3 +34,17 @@ def test_a_client_that_exits_without_outcomes_stops_the_run(
     for client in quota.CLIENTS:
         with pytest.raises(RuntimeError, match="no peer"):
             quota.run_client(client, "http://127.0.0.1:1", names, tmp_path)
+
+
+def test_the_floor_is_never_under_what_the_requests_in_flight_allow() -> None:
+    """With answers that take a while, 32 requests in flight bound every client: a floor of
+    requests / --rate alone read 2.46x for a run no client could drain faster (0.3 s answers,
+    10% of background 429s)."""
+    background = quota.Scenario("bg", (), quota_floor=False, background=0.1)
+    stats = {"requests": 350, "by_status": {"429": 35}, "quota_oracle_seconds": None}
+    assert quota.floor_seconds(background, stats, 200.0) == pytest.approx(350 / 200)
+    assert quota.floor_seconds(background, stats, 200.0, 0.3) == pytest.approx(350 * 0.3 / 32)
+    walled = quota.Scenario("q", ())
+    stats = {"requests": 330, "by_status": {"429": 30}, "quota_oracle_seconds": 6.0}
+    assert quota.floor_seconds(walled, stats, 200.0, 0.3) == pytest.approx(6.0)  # the quota's
+    assert quota.floor_seconds(walled, stats, 200.0, 1.0) == pytest.approx(300 / 32)
