@@ -240,9 +240,9 @@ class RateGovernor:
 
     def try_acquire_key(self, key: str) -> Grant | None:
         """``key``'s turn if it is free now (nobody queued for it, no turn of it waiting to be
-        sent, and its pacer grants at once):
-        the fast path of :meth:`acquire_key`, with no await, so a caller needs no cancel scope
-        around it. None: ask :meth:`acquire_key` (stopped, queued, paced or parked)."""
+        sent, and its pacer grants at once): the fast path of :meth:`acquire_key`, with no
+        await, so a caller needs no cancel scope around it. None: ask :meth:`acquire_key`
+        (stopped, queued, held, paced or parked)."""
         if self._stopped:
             return None
         pacer = self.pacer(key)
