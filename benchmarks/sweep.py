@@ -23,6 +23,9 @@ Sets (``python -m benchmarks.sweep SET``):
   quota is shared).
 * ``apart-bare``: 160 draws at 8-120/s, two or three regions with quotas of their own, bare 429s
   (nothing says they are separate: walls in step must not hold them to one region's quota).
+* ``far``: 200 draws as ``random`` draws them, at 5-150/s, but from a distant server: answers
+  take 0.15-0.8 s (real Google answers take 0.1-0.3 s), so 32 in flight may hold a key under
+  its quota, and every decision's news is a round trip late.
 
 ``--background-quota``: background 429s carry the quota's ErrorInfo too (by default they carry
 none, as the fake's ``background-429`` sends them). ``--out FILE`` writes one JSON line per run;
@@ -53,7 +56,7 @@ from tests import test_pacing_sim as sim
 
 SHAPES = ("bucket-small", "bucket-minute", "fixed-window")
 IN_FLIGHT = 32  # the simulator's concurrency
-_SEEDS = {"slow": 1, "random": 2, "shared-bare": 3, "apart-bare": 4}  # the drawn sets
+_SEEDS = {"slow": 1, "random": 2, "shared-bare": 3, "apart-bare": 4, "far": 11}  # drawn sets
 SETS = ("short", *_SEEDS)
 
 
@@ -152,12 +155,14 @@ def _short() -> Iterable[Personality]:
 
 def _drawn(name: str) -> Iterable[Personality]:
     rng = random.Random(_SEEDS[name])
-    draws = {"shared-bare": 120, "apart-bare": 160}.get(name, 300)
+    draws = {"shared-bare": 120, "apart-bare": 160, "far": 200}.get(name, 300)
     for seed in range(draws):
         if name == "slow":
             quota = rng.uniform(4, 40)
         elif name == "random":
             quota = math.exp(rng.uniform(math.log(5), math.log(300)))
+        elif name == "far":
+            quota = math.exp(rng.uniform(math.log(5), math.log(150)))
         else:
             quota = rng.uniform(8, 120)
         bare = name in ("shared-bare", "apart-bare")
@@ -174,7 +179,7 @@ def _drawn(name: str) -> Iterable[Personality]:
         seconds = rng.uniform(10, 40)
         names = max(20, int(quota * seconds / (regions if shared else 1)))
         offset = rng.uniform(0, window)
-        latency = rng.choice([0.002, 0.02, 0.05, 0.1])
+        latency = rng.choice([0.15, 0.3, 0.5, 0.8] if name == "far" else [0.002, 0.02, 0.05, 0.1])
         yield Personality(
             quota, shape, window, shared, regions, stated, background, offset, told, names,
             latency, seed,

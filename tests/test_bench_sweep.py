@@ -12,7 +12,14 @@ from benchmarks import sweep
 
 @pytest.mark.parametrize(
     ("name", "runs"),
-    [("short", 252), ("slow", 300), ("random", 300), ("shared-bare", 120), ("apart-bare", 160)],
+    [
+        ("short", 252),
+        ("slow", 300),
+        ("random", 300),
+        ("shared-bare", 120),
+        ("apart-bare", 160),
+        ("far", 200),
+    ],
 )
 def test_each_set_draws_the_personalities_it_names(name: str, runs: int) -> None:
     drawn = sweep.personalities(name)
@@ -22,6 +29,10 @@ def test_each_set_draws_the_personalities_it_names(name: str, runs: int) -> None
         assert all(p.shared and p.regions == 2 and not p.stated for p in drawn)
     if name == "apart-bare":
         assert all(not p.shared and p.regions in (2, 3) and not p.stated for p in drawn)
+    if name == "far":
+        assert {p.latency for p in drawn} == {0.15, 0.3, 0.5, 0.8}
+    else:
+        assert all(p.latency <= 0.1 for p in drawn)
     if name == "short":
         assert {p.quota for p in drawn} == {5.0, 10.0, 20.0}
         assert all(p.names == 10 * p.quota and p.told == 50.0 for p in drawn)
