@@ -316,8 +316,7 @@ class RateGovernor:
         pacer.went(now, sent=sent)
         if pacer.held:
             pacer.held = False
-            for fut in self._turn_naps.get(id(pacer), ()):
-                _settle(fut)
+            self._wake_turns(pacer)
 
     async def _turn_nap(self, pacer: KeyPacer, seconds: float) -> None:
         """A nap until ``pacer``'s next turn, cut short by a stop or by a merge of the pacer
@@ -444,8 +443,7 @@ class RateGovernor:
         if resumed:
             # Waiters of a parked key sleep a probe gap (up to a second) at a time: the key
             # sends again now, so they ask again now.
-            for fut in self._turn_naps.get(id(pacer), ()):
-                _settle(fut)
+            self._wake_turns(pacer)
         if not throttled or resumed:
             self._wake_hints(pacer)
             if pacer is not grant.pacer:
@@ -492,6 +490,11 @@ class RateGovernor:
         for fut in self._hint_waits.get(id(pacer), ()):
             _settle(fut)
 
+    def _wake_turns(self, pacer: KeyPacer) -> None:
+        """Wake the waiters napping for ``pacer``'s turn: they ask again at once."""
+        for fut in self._turn_naps.get(id(pacer), ()):
+            _settle(fut)
+
     def _share_project(self, key: str, pacer: KeyPacer) -> None:
         """The quota is project-wide (ErrorInfo says so, or the walls coincide): pace this key
         with its project's pacer from now on."""
@@ -503,8 +506,7 @@ class RateGovernor:
         if shared is not pacer and key != project:
             shared.absorb(pacer, self.now(), first=first)
             self._route[key] = project
-            for fut in self._turn_naps.get(id(pacer), ()):
-                _settle(fut)
+            self._wake_turns(pacer)
         self._trial.pop(project, None)  # told: no trial needed
 
     def _wall_onset(self, key: str, since: float, now: float, *, slow_start: bool) -> None:
@@ -634,8 +636,7 @@ class RateGovernor:
         trial = self._trial.pop(project)
         self._separate.add(project)
         shared = self._pacers[project]
-        for fut in self._turn_naps.get(id(shared), ()):
-            _settle(fut)  # its waiters queue at their keys' own pacers again
+        self._wake_turns(shared)  # its waiters queue at their keys' own pacers again
         apart = self._before_merge.get(project, {})
         for key in trial:
             if self._route.get(key) != project:

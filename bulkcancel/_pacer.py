@@ -437,10 +437,8 @@ class KeyPacer:
     def went(self, now: float, *, sent: bool) -> None:
         """A turn this pacer granted is over: its request went on the wire now (``sent``), or
         was given back unsent. A request sent after the next turn's time (it waited for an
-        in-flight slot or the run's ceiling that long) spaces the next turn from its send: slots
-        freed together by answers that came back together (every request as slow as the next,
-        all 32 in flight) would otherwise send the turns granted meanwhile together, a burst a
-        small bucket refuses round after round, however low the rate."""
+        in-flight slot or the run's ceiling that long) spaces the next turn from its send (why:
+        the class docstring, and ``_limits``'s)."""
         self.granted -= 1
         if sent and now > self.next_free and self.state is PacerState.ACTIVE:
             self.next_free = now + 1.0 / self.rate
