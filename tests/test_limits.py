@@ -10,7 +10,7 @@ import pytest
 
 from bulkcancel._answers import QuotaInfo
 from bulkcancel._limits import Grant, RateGovernor
-from bulkcancel._pacer import KeyPacer, PacerState
+from bulkcancel._pacer import KeyPacer, PacerState, Spacing
 from tests.test_pacer_spacing import feed_pattern as feed_marks
 from tests.test_pacing_sim import run_virtual
 
@@ -834,20 +834,30 @@ def test_a_late_waiter_at_the_ceiling_has_its_lateness_made_up_within_the_catch_
     assert pacer.next_free == pytest.approx(0.5 - 0.02 + 0.01)
 
 
-def test_an_idle_key_banks_nothing_and_a_known_quota_keeps_strict_spacing() -> None:
+def test_late_waiters_under_the_ceiling_make_up_a_quarter_turn() -> None:
+    """Under the ceiling (a quota measured or stated) a waiter woken late has up to a quarter
+    of a turn of its lateness made up: lost at every turn, it sent a stated 300/s limit at
+    264/s. A burst-1 bucket's known spacing stays strict, and an idle key banks nothing."""
     idle = KeyPacer(100.0, rate=100.0)
     idle.reserve(0.0)
     assert idle.reserve(0.5)[0] == 0.0  # not a woken waiter: strict from now
     assert idle.next_free == pytest.approx(0.51)
-    below = KeyPacer(100.0, rate=50.0)  # below the ceiling: a measured rate
+    below = KeyPacer(100.0, rate=50.0)  # below the ceiling: 20 ms turns
     below.reserve(0.0)
-    below.reserve(0.025, woken=True)
-    assert below.next_free == pytest.approx(0.045)
+    below.reserve(0.023, woken=True)  # 3 ms late: made up
+    assert below.next_free == pytest.approx(0.04)
+    below.reserve(0.05, woken=True)  # 10 ms late: a quarter turn (5 ms) made up
+    assert below.next_free == pytest.approx(0.065)
     known = KeyPacer(100.0, rate=100.0)
-    known.estimate = 100.0  # a wall was met at this rate
+    known.estimate = 100.0  # a wall was met at this rate: 10 ms turns, 2.5 ms made up
     known.reserve(0.0)
     known.reserve(0.013, woken=True)
-    assert known.next_free == pytest.approx(0.023)
+    assert known.next_free == pytest.approx(0.0205)
+    spaced = KeyPacer(100.0, rate=50.0)
+    spaced.spacing = Spacing(50.0, 60.0, 50.0, 0)  # a burst-1 bucket: strict spacing
+    spaced.reserve(0.0)
+    spaced.reserve(0.023, woken=True)
+    assert spaced.next_free == pytest.approx(0.043)
 
 
 PER_MINUTE_50 = QuotaInfo(limit="ApiRequestsPerMinutePerProjectPerRegion", limit_value=3000.0)
