@@ -48,3 +48,16 @@ def test_the_floor_is_never_under_what_the_requests_in_flight_allow() -> None:
     stats = {"requests": 330, "by_status": {"429": 30}, "quota_oracle_seconds": 6.0}
     assert quota.floor_seconds(walled, stats, 200.0, 0.3) == pytest.approx(6.0)  # the quota's
     assert quota.floor_seconds(walled, stats, 200.0, 1.0) == pytest.approx(300 / 32)
+
+
+@pytest.mark.parametrize(
+    ("quota_rate", "told", "slow"), [(50.0, 200.0, "5"), (300.0, 50.0, "5"), (2.0, 200.0, "0.5")]
+)
+def test_the_two_region_rows_throttled_region_is_throttled_hard_under_any_rate(
+    quota_rate: float, told: float, slow: str
+) -> None:
+    """A tenth of the quota or of --rate, whichever is less: a tenth of a 300/s quota beside
+    --rate 50 was never throttled, and the row measured the two regions' split of the rate."""
+    (row,) = [s for s in quota.scenarios(300, quota_rate, told=told) if s.free_region]
+    assert f"us-east1={slow}" in row.extra
+    assert row.label == f"2 regions, us-east1 at {slow}/s: free region"
