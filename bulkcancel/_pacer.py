@@ -242,7 +242,7 @@ _AIM_GAP = 0.01  # ... this share apart,
 _AIM_PAST = 0.05  # ... until this share past it; then their gaps double
 _EPSILON = 1e-6  # seconds: a wait shorter than this is no wait
 _CATCH_UP = 0.02  # seconds of late turns made up at the ceiling (the ceiling's own burst)
-_MAKE_UP = 0.25  # ... and, under it, turns of lateness made up
+_MAKE_UP = 0.25  # ... and, elsewhere, turns of lateness made up
 _HISTORY = 1.0  # seconds of sends and accepts remembered, for measured rates
 _SPACED_ACCEPTS = 3  # accepts, none back to back, that show a burst-1 bucket's spacing
 _SPACED_SHARE = 0.4  # ... with at least this share refused
@@ -278,7 +278,7 @@ class KeyPacer:
     its turn may have come, at the rate in force then. At the ceiling too: grants never pile up
     behind the run's ``--rate`` limiter, where a cut could no longer hold them back; there, while
     no quota is known, a waiter woken late has its lateness made up within ``_CATCH_UP``, and
-    under it within a quarter of a turn (``_MAKE_UP``; never on a burst-1 bucket's spacing). Nor
+    elsewhere within a quarter of a turn (``_MAKE_UP``; never on a burst-1 bucket's spacing). Nor
     behind the in-flight slots: the governor grants a key's next turn only once the turn before
     is on the wire (:attr:`granted`), and a turn that waited past the next one's time spaces the
     next from its send (:meth:`went`).
@@ -424,11 +424,12 @@ class KeyPacer:
             return self.next_free - now, False
         # A waiter that slept until its turn and woke late (a busy loop always wakes a little
         # late) has its lateness made up, up to _CATCH_UP, as the ceiling's own bucket allows:
-        # strict spacing turned `--rate 200` into ~155/s on one key. Below the ceiling (a
-        # quota measured or stated), up to a quarter of a turn: lateness lost at every turn
-        # sent a stated 300/s limit 264/s, where a quarter turn early is within any bucket's
-        # burst but a burst-1 bucket's, whose spacing (when known) is kept strictly; a
-        # lateness under _EPSILON is float rounding, not lateness. An idle key banks nothing.
+        # strict spacing turned `--rate 200` into ~155/s on one key. Elsewhere (a quota
+        # measured or stated, or a rate under the ceiling), up to a quarter of a turn:
+        # lateness lost at every turn sent a stated 300/s limit 264/s, where a quarter turn
+        # early is within any bucket's burst but a burst-1 bucket's, whose spacing (when
+        # known) is kept strictly; a lateness under _EPSILON is float rounding, not lateness.
+        # An idle key banks nothing.
         unbounded = self.estimate == math.inf and self.limit == math.inf
         slack = 0.0
         if woken and unbounded and self.rate >= self.ceiling:

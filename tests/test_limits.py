@@ -834,9 +834,9 @@ def test_a_late_waiter_at_the_ceiling_has_its_lateness_made_up_within_the_catch_
     assert pacer.next_free == pytest.approx(0.5 - 0.02 + 0.01)
 
 
-def test_late_waiters_under_the_ceiling_make_up_a_quarter_turn() -> None:
-    """Under the ceiling (a quota measured or stated) a waiter woken late has up to a quarter
-    of a turn of its lateness made up: lost at every turn, it sent a stated 300/s limit at
+def test_late_waiters_off_the_unbounded_ceiling_make_up_a_quarter_turn() -> None:
+    """Under the ceiling, or with a quota measured or stated, a waiter woken late has up to a
+    quarter of a turn of its lateness made up: lost at every turn, it sent a stated 300/s limit at
     264/s. A burst-1 bucket's known spacing stays strict, and an idle key banks nothing."""
     idle = KeyPacer(100.0, rate=100.0)
     idle.reserve(0.0)
