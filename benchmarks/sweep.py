@@ -26,6 +26,9 @@ Sets (``python -m benchmarks.sweep SET``):
 * ``far``: 200 draws as ``random`` draws them, at 5-150/s, but from a distant server: answers
   take 0.15-0.8 s (real Google answers take 0.1-0.3 s), so 32 in flight may hold a key under
   its quota, and every decision's news is a round trip late.
+* ``many``: 80 draws at 10-150/s of a project working in four to eight regions, on one quota
+  (half of them) or one each, bare or stated, any shape, told 1.2-4x what the quotas allow
+  together, 10-20 s of quota (the other sets stop at three regions).
 
 ``--background-quota``: background 429s carry the quota's ErrorInfo too (by default they carry
 none, as the fake's ``background-429`` sends them). ``--out FILE`` writes one JSON line per run;
@@ -56,7 +59,7 @@ from tests import test_pacing_sim as sim
 
 SHAPES = ("bucket-small", "bucket-minute", "fixed-window")
 IN_FLIGHT = 32  # the simulator's concurrency
-_SEEDS = {"slow": 1, "random": 2, "shared-bare": 3, "apart-bare": 4, "far": 11}  # drawn sets
+_SEEDS = {"slow": 1, "random": 2, "shared-bare": 3, "apart-bare": 4, "far": 11, "many": 12}
 SETS = ("short", *_SEEDS)
 
 
@@ -155,8 +158,11 @@ def _short() -> Iterable[Personality]:
 
 def _drawn(name: str) -> Iterable[Personality]:
     rng = random.Random(_SEEDS[name])
-    draws = {"shared-bare": 120, "apart-bare": 160, "far": 200}.get(name, 300)
+    draws = {"shared-bare": 120, "apart-bare": 160, "far": 200, "many": 80}.get(name, 300)
     for seed in range(draws):
+        if name == "many":
+            yield _many(rng, seed)
+            continue
         if name == "slow":
             quota = rng.uniform(4, 40)
         elif name == "random":
@@ -184,6 +190,28 @@ def _drawn(name: str) -> Iterable[Personality]:
             quota, shape, window, shared, regions, stated, background, offset, told, names,
             latency, seed,
         )  # fmt: skip
+
+
+def _many(rng: random.Random, seed: int) -> Personality:
+    """A project working in four to eight regions: one quota for all of them or one each, bare
+    or stated, at 10-150/s (log-uniform), every shape, told 1.2-4x what the project's quotas
+    allow together (so regions with quotas of their own meet them too)."""
+    quota = math.exp(rng.uniform(math.log(10), math.log(150)))
+    shape = rng.choice(SHAPES)
+    window = rng.choice([1.0, 2.0, 3.0, 6.0, 10.0])
+    regions = rng.randint(4, 8)
+    shared = rng.random() < 0.5
+    stated = rng.random() < 0.5
+    background = rng.choice([0.0, 0.0, 0.05, 0.1])
+    told = quota * (1 if shared else regions) * rng.uniform(1.2, 4)
+    seconds = rng.uniform(10, 20)
+    names = max(20, int(quota * seconds / (regions if shared else 1)))
+    offset = rng.uniform(0, window)
+    latency = rng.choice([0.002, 0.02, 0.05, 0.1])
+    return Personality(
+        quota, shape, window, shared, regions, stated, background, offset, told, names,
+        latency, seed,
+    )  # fmt: skip
 
 
 def summary(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:

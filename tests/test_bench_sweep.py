@@ -19,6 +19,7 @@ from benchmarks import sweep
         ("shared-bare", 120),
         ("apart-bare", 160),
         ("far", 200),
+        ("many", 80),
     ],
 )
 def test_each_set_draws_the_personalities_it_names(name: str, runs: int) -> None:
@@ -29,6 +30,9 @@ def test_each_set_draws_the_personalities_it_names(name: str, runs: int) -> None
         assert all(p.shared and p.regions == 2 and not p.stated for p in drawn)
     if name == "apart-bare":
         assert all(not p.shared and p.regions in (2, 3) and not p.stated for p in drawn)
+    if name == "many":
+        assert {p.regions for p in drawn} == set(range(4, 9))
+        assert {p.shared for p in drawn} == {p.stated for p in drawn} == {False, True}
     if name == "far":
         assert {p.latency for p in drawn} == {0.15, 0.3, 0.5, 0.8}
     else:
