@@ -422,6 +422,13 @@ class KeyPacer:
             return 0.0, True
         if self.next_free - now > _EPSILON:  # (a float-sized wait would never end)
             return self.next_free - now, False
+        # (An idle key banks nothing: a waiter that did not sleep for its turn is spaced from now.)
+        slack = self._late(now) if woken else 0.0
+        self.next_free = max(self.next_free, now - slack) + 1.0 / self.rate
+        return 0.0, False
+
+    def _late(self, now: float) -> float:
+        """How much of a woken waiter's lateness its turn may make up."""
         # A waiter that slept until its turn and woke late (a busy loop always wakes a little
         # late) has its lateness made up, up to _CATCH_UP, as the ceiling's own bucket allows:
         # strict spacing turned `--rate 200` into ~155/s on one key. Elsewhere (a quota
@@ -429,15 +436,11 @@ class KeyPacer:
         # lateness lost at every turn sent a stated 300/s limit 264/s, where a quarter turn
         # early is within any bucket's burst but a burst-1 bucket's, whose spacing (when
         # known) is kept strictly; a lateness under _EPSILON is float rounding, not lateness.
-        # An idle key banks nothing.
-        unbounded = self.estimate == math.inf and self.limit == math.inf
-        slack = 0.0
-        if woken and unbounded and self.rate >= self.ceiling:
-            slack = _CATCH_UP
-        elif woken and self.spacing is None and now - self.next_free > _EPSILON:
-            slack = min(_CATCH_UP, _MAKE_UP / self.rate)
-        self.next_free = max(self.next_free, now - slack) + 1.0 / self.rate
-        return 0.0, False
+        if self.rate >= self.ceiling and self.estimate == math.inf and self.limit == math.inf:
+            return _CATCH_UP
+        if self.spacing is None and now - self.next_free > _EPSILON:
+            return min(_CATCH_UP, _MAKE_UP / self.rate)
+        return 0.0
 
     def exhausted(self, now: float) -> bool:
         """Parked, refusing everything, for the whole throttle budget: stop retrying here."""
