@@ -84,6 +84,7 @@ _COINCIDENCES = 2  # ... and this many such events merge the keys into one proje
 _SLOW_WALL = 2.5  # seconds: a wall shown by sends spread wider than this began within them,
 _SLOW_SPAN = 4.0  # ... within the last this many seconds of them
 _TRIAL_SAMPLES = 32  # answers per key before a merge on coinciding walls is judged
+_TRIAL_EARLY = 16  # ... but two keys of this many, one refused like a wall, one spared, split it
 _TRIAL_WORSE = 0.7  # a merge that accepts less than this share of what the keys did apart
 _IDLE = 1.0  # seconds without a send or a waiter: a key whose work is done
 _IDLE_CHECK = 0.25  # seconds between a pacer's looks at its project's other keys
@@ -576,31 +577,35 @@ class RateGovernor:
         accepts as much merged as apart; separate quotas refuse the key over its own limit and
         spare the other, and one pacer for both accepts less (it cannot hold each key just
         under its own quota). Undo the merge (for good) when the keys' throttle shares differ
-        clearly or the merged keys, refused, accept under 70% of what they did apart; confirm
-        it after 128 answers per key otherwise. (What the keys did apart: each one's
-        :meth:`KeyPacer.lifetime_rate` at the merge; what they accept merged: the trial's own
-        answers since the merge, judged from 64 per key and not once the merged pacer
-        parked.)"""
+        clearly (:meth:`_spared`: judged on every key with 16 answers since the merge or more,
+        not waiting for the others) or the merged keys, refused, accept under 70% of what they
+        did apart; confirm it after 128 answers per key otherwise. (What the keys did apart:
+        each one's :meth:`KeyPacer.lifetime_rate` at the merge; what they accept merged: the
+        trial's own answers since the merge, judged from 64 per key and not once the merged
+        pacer parked.)
+
+        Until session 23 the shares were judged once every key had 32 answers: six regions
+        with windows of their own turning together were merged, the merged pacer (refused by
+        the spent regions whatever its rate) cut to 3.7/s, and the trial waited 26 s for the
+        slowest key's answers (4.07x the floor; 1.47x now)."""
         project = _project_of(key)
         trial = self._trial[project]
         counts = trial.setdefault(key, [0, 0])
         counts[0] += 1
         counts[1] += throttled
         fewest = min(n for n, _ in trial.values())
-        if len(trial) < 2 or fewest < _TRIAL_SAMPLES:
+        judged = [(t / n, n) for n, t in trial.values() if n >= _TRIAL_EARLY]
+        if len(trial) < 2 or len(judged) < 2:
             return
-        shares = sorted((t / n, n) for n, t in trial.values())
-        (low, n_low), (high, n_high) = shares[0], shares[-1]
         answered = sum(n for n, _ in trial.values())
         refused = sum(t for _, t in trial.values())
         pooled = max(0.01, refused / answered)
-        spread = math.sqrt(pooled * (1 - pooled) * (1 / n_low + 1 / n_high))
         merged_at = self._merged_at[project]
         accepted = (answered - refused) / max(self.now() - merged_at, 1.0)
-        # Only a key refused like a wall (40%+) beside one hardly refused says "separate":
-        # the keys of one shared quota see unequal shares too, from timing alone.
-        if high - low > 0.03 + 2.5 * spread and high >= 0.4 and high > 4 * low:
+        if self._spared(judged, pooled):
             self._split(project)
+        elif fewest < _TRIAL_SAMPLES:
+            return
         elif (
             pooled > 0.02
             and fewest >= 2 * _TRIAL_SAMPLES
@@ -615,6 +620,19 @@ class RateGovernor:
             self._split(project)
         elif fewest >= 4 * _TRIAL_SAMPLES:
             del self._trial[project]  # one quota: keep the project's pacer
+
+    @staticmethod
+    def _spared(judged: list[tuple[float, int]], pooled: float) -> bool:
+        """Of the trial's keys with enough answers (their throttle shares and counts), one is
+        refused like a wall (40%+) beside one hardly refused, clearly beyond chance: separate
+        quotas. (Only then: the keys of one shared quota see unequal shares too, from timing
+        alone: 10 of one key's 17 answers refused and 1 of the other's 16 on one minute's
+        bucket. Under 32 answers a key, the shares must differ by 3.5 standard errors, not
+        2.5.)"""
+        (low, n_low), (high, n_high) = min(judged), max(judged)
+        spread = math.sqrt(pooled * (1 - pooled) * (1 / n_low + 1 / n_high))
+        z = 2.5 if min(n_low, n_high) >= _TRIAL_SAMPLES else 3.5
+        return high - low > 0.03 + z * spread and high >= 0.4 and high > 4 * low
 
     def _split(self, project: str) -> None:
         """The merged keys have separate quotas: each gets its own pacer again, at 95% of

@@ -547,6 +547,47 @@ def _split_on_trial(governor: RateGovernor, clock: list[float], a: str, b: str) 
     assert governor.pacer(a) is not governor.pacer(b)
 
 
+def test_a_trial_splits_two_clearly_different_keys_without_waiting_for_a_slow_third() -> None:
+    """Six regions with windows of their own turning together (fixed 3 s windows of 105/s,
+    bare 429s) were merged; the merged pacer, refused by the spent regions whatever its rate,
+    cut to 3.7/s, and the trial waited for 32 answers from every key: 26 s at 4/s (4.07x the
+    floor). Two keys with 16 answers each, one refused every time and one never, are enough;
+    a key that has sent nothing since the merge is not waited for."""
+    clock = [0.0]
+    governor = RateGovernor(200.0, clock=lambda: clock[0])
+    a, b, c = (f"projects/p/locations/{x}" for x in "abc")
+    for _ in range(3):
+        clock[0] += 1.5
+        for key in (a, b, c):
+            _answers(governor, clock, key, 16, 0.7)
+    assert governor.pacer(c) is governor.pacer("projects/p")
+    for _ in range(15):
+        _answers(governor, clock, a, 1, 1.0)
+        _answers(governor, clock, b, 1, 0.0)
+    assert governor.pacer(a) is governor.pacer(b)  # (15 each: not yet)
+    _answers(governor, clock, a, 1, 1.0)
+    _answers(governor, clock, b, 1, 0.0)
+    assert governor.pacer(a) is not governor.pacer(b) is not governor.pacer(c)
+
+
+def test_a_trial_waits_for_more_answers_where_the_keys_differ_as_one_quota_may_by_timing() -> None:
+    """Two regions on one quota (a minute's bucket, bare 429s) merged, then 9 of one key's 17
+    answers refused and 1 of the other's 16, from timing alone: judged on that, the merge was
+    undone (1.05x -> 1.01x, but 17.7% -> 20.0% of 429s). Early, the keys must differ by 3.5
+    standard errors; at 32 answers each, 2.5, as before. (5 of b's first 8 answers since the
+    merge were refused while it was being merged.)"""
+    clock = [0.0]
+    governor = RateGovernor(200.0, clock=lambda: clock[0])
+    a, b = "projects/p/locations/a", "projects/p/locations/b"
+    _merge_on_coinciding_walls(governor, clock, a, b)
+    for i in range(16):
+        _answers(governor, clock, a, 1, 1.0 if i == 0 else 0.0)
+    for i in range(9):
+        _answers(governor, clock, b, 1, 1.0 if i % 2 == 0 else 0.0)
+    assert governor._trial["projects/p"] == {a: [16, 1], b: [17, 10]}
+    assert governor.pacer(a) is governor.pacer(b)
+
+
 def test_keys_split_after_a_trial_stay_apart_at_their_next_walls() -> None:
     """A split is for good: each key's next walls are its own. Before, a split key rejoined
     its project's pacer at its next wall, without a trial, and stayed there (three regions
