@@ -14,7 +14,9 @@ Two layers, because they answer different questions:
   only once the turn before is on the wire (or given back), ``1/rate`` after that send when it
   waited past the next turn's time: turns granted while every slot was taken went out together
   when answers that came back together freed the slots together (a distant server, all 32 in
-  flight), a burst a small bucket refused round after round, however low the key's rate.
+  flight), a burst a small bucket refused round after round, however low the key's rate. On a
+  key held at a stated limit, any wait after the grant counts so (a bucket of one token
+  refuses a turn brought early by the ceiling's wait for the one before).
 * Without ErrorInfo, a shared quota shows as walls that coincide: two keys of one project meet
   walls within a second of each other, twice (the walls that end slow start do not count: all
   keys start together; a slow key's wall, shown by answers to sends 2.5 s apart or more, began
@@ -308,13 +310,13 @@ class RateGovernor:
         pacer.granted += 1
         return Grant(pacer, now, probe, pending=True)
 
-    def _went(self, grant: Grant, now: float, *, sent: bool) -> None:
+    def _went(self, grant: Grant, now: float, *, sent: bool, granted_at: float = -math.inf) -> None:
         """``grant``'s turn is over: sent now, or given back. Wakes a waiter it held back."""
         if not grant.pending:
             return
         grant.pending = False
         pacer = grant.pacer
-        pacer.went(now, sent=sent)
+        pacer.went(now, sent=sent, granted_at=granted_at)
         if pacer.held:
             pacer.held = False
             self._wake_turns(pacer)
@@ -359,8 +361,9 @@ class RateGovernor:
 
     def sent(self, grant: Grant) -> None:
         """The granted request goes on the wire now: its evidence dates from this moment."""
-        grant.sent_at = now = self.now()
-        self._went(grant, now, sent=True)
+        granted_at, grant.sent_at = grant.sent_at, self.now()
+        now = grant.sent_at
+        self._went(grant, now, sent=True, granted_at=granted_at)
         grant.pacer.current().sent(now)
 
     def release(self, grant: Grant) -> None:

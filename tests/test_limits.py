@@ -321,10 +321,14 @@ async def test_stop_wakes_every_nap() -> None:
 def test_a_park_resumes_at_a_known_per_minute_limit() -> None:
     pacer = KeyPacer(200.0, rate=100.0)
     quota = QuotaInfo(limit="ApiRequestsPerMinutePerProject", limit_value=3000.0)
-    for i in range(8):  # a young pacer: it has seen no accepts at all
+    for i in range(16):  # a young pacer: it has seen no accepts at all
         pacer.sent(0.01 * i)
         pacer.on_answer(0.01 * i + 0.02, throttled=True, sent_at=0.01 * i, quota=quota)
-    assert pacer.state is PacerState.PARKED
+        if pacer.state is PacerState.PARKED:
+            break
+    # (parked on 8 answers to requests sent at the limit: the two sent before it was stated,
+    # at twice the limit, are news acted on)
+    assert pacer.state is PacerState.PARKED and i == 9
     now = pacer.probe_at
     assert pacer.reserve(now) == (0.0, True)
     pacer.on_answer(now + 0.02, throttled=False, sent_at=now, probe=True)
@@ -1138,3 +1142,53 @@ def test_walls_of_slow_keys_coincide_when_the_answers_that_showed_them_overlap()
     assert two_keys_walled_in_turn(4.0, b_from=1.5, length=3.0, period=8.0)
     assert not two_keys_walled_in_turn(100.0, b_from=2.0, length=0.5, period=4.0)
     assert not two_keys_walled_in_turn(4.0, b_from=5.0, length=1.5, period=12.0)
+
+
+def test_refusals_of_requests_sent_before_the_limit_was_stated_do_not_park_the_key() -> None:
+    """A distant server (answers in 0.3 s) stating a 50/s quota: the key sent at 100/s in slow
+    start, doubled on four clean answers, and the first 429 stated the limit and held the key
+    at 49/s; the refusals of the requests sent before (at 200/s) then read as a wall met at the
+    limit, "a budget spent": the key parked (1.16x the floor in simulation; 1.07x now). What
+    was sent before the limit was known is news already acted on."""
+    quota = QuotaInfo(limit="ApiRequestsPerMinutePerProjectPerRegion", limit_value=3000.0)
+    pacer = KeyPacer(200.0, rate=100.0)
+    slow = [0.01 * i for i in range(34)]  # slow start's 100/s: half refused from 0.09 on
+    fast = [0.335 + 0.005 * i for i in range(11)]  # 200/s: two in three refused
+    late = [0.39 + i / 49.0 for i in range(20)]  # at the stated limit, all accepted
+    refused = {at for at in slow if at >= 0.09 and round(at * 100) % 2 == 1}
+    refused |= {at for i, at in enumerate(fast) if i % 3 != 2}
+    sends = slow + fast + late
+    for now, answer, at in sorted(
+        [(at, False, at) for at in sends] + [(at + 0.3, True, at) for at in sends]
+    ):
+        if not answer:
+            pacer.sent(now)
+            continue
+        no = at in refused
+        pacer.on_answer(now, throttled=no, sent_at=at, quota=quota if no else None)
+        assert pacer.state is PacerState.ACTIVE
+    assert pacer.rate == pytest.approx(49.0)
+    assert not pacer.walled
+    # Answers to requests sent at the limit are news: a wall there parks the key.
+    for i in range(8):
+        at = 1.0 + i / 49.0
+        pacer.sent(at)
+        pacer.on_answer(at + 0.3, throttled=True, sent_at=at, quota=quota)
+    assert pacer.state is PacerState.PARKED
+
+
+def test_a_send_held_back_after_its_turn_spaces_the_next_turn_at_a_stated_limit() -> None:
+    """Two regions at a stated 7.45/s each, burst of one token, told 25/s: their turns fell at
+    the same instants, the run's ceiling let one go and held the other 40 ms, and the next
+    turn, counted from the grant, went 97 ms after that send: refused, one in four (far draw
+    97: 9.5% of 429s). Held at a stated limit, a key's next turn counts from the send; with no
+    limit known it still counts from the grant (a rate measured lost nothing to waits)."""
+    for stated, expected in ((True, 0.04 + 1 / 7.3), (False, 1 / 7.3)):
+        pacer = KeyPacer(25.0, rate=7.3)
+        if stated:
+            pacer.limit = 7.45
+        wait, _ = pacer.reserve(0.0)
+        assert wait == 0.0
+        pacer.granted += 1
+        pacer.went(0.04, sent=True, granted_at=0.0)
+        assert pacer.next_free == pytest.approx(expected)
