@@ -357,13 +357,16 @@ class OperationsClient:
         sent = False
         slots = self._slots
         try:
-            if not slots.take_now():
+            waited = not slots.take_now()
+            if waited:
                 await slots.take()
             try:
                 if grant.stale:
                     return "again"  # (cut or parked while this request waited for a slot)
-                if not (governor.try_ceiling() or await governor.acquire_ceiling()):
-                    return None
+                if not governor.try_ceiling():
+                    waited = True
+                    if not await governor.acquire_ceiling():
+                        return None
                 if self._refused(kind):
                     return None
                 if grant.stale:
@@ -372,7 +375,7 @@ class OperationsClient:
                 auth = await self._tokens.headers()
                 headers = self._headers(auth, with_body=body is not None)
                 self.stats.requests[kind] += 1
-                governor.sent(grant)
+                governor.sent(grant, waited=waited)
                 sent = True
                 try:
                     raw = await self._transport.request(method, url, headers, body)

@@ -359,11 +359,12 @@ class RateGovernor:
         a hole of up to ``concurrency / --rate`` seconds in which nothing went out."""
         self._limiter.give_back()
 
-    def sent(self, grant: Grant) -> None:
-        """The granted request goes on the wire now: its evidence dates from this moment."""
+    def sent(self, grant: Grant, *, waited: bool = False) -> None:
+        """The granted request goes on the wire now: its evidence dates from this moment.
+        ``waited``: it waited for an in-flight slot or the run's ceiling since its grant."""
         granted_at, grant.sent_at = grant.sent_at, self.now()
         now = grant.sent_at
-        self._went(grant, now, sent=True, granted_at=granted_at)
+        self._went(grant, now, sent=True, granted_at=granted_at if waited else now)
         grant.pacer.current().sent(now)
 
     def release(self, grant: Grant) -> None:
@@ -378,10 +379,11 @@ class RateGovernor:
         grant = await self.acquire_key(key)
         if grant is None:
             return None
-        if not await self.acquire_ceiling():
+        waited = not self.try_ceiling()
+        if waited and not await self.acquire_ceiling():
             self.release(grant)
             return None
-        self.sent(grant)
+        self.sent(grant, waited=waited)
         return grant
 
     def report(

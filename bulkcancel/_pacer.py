@@ -450,8 +450,9 @@ class KeyPacer:
         """A turn this pacer granted (at ``granted_at``) is over: its request went on the wire
         now (``sent``), or was given back unsent. A request sent after the next turn's time (it
         waited for an in-flight slot or the run's ceiling that long) spaces the next turn from
-        its send (why: the class docstring, and ``_limits``'s). So does any wait after the
-        grant on a key held at a stated limit: there the server's spacing is 2% away, and two
+        its send (why: the class docstring, and ``_limits``'s). So does any wait for a slot or
+        the ceiling after the grant (``granted_at`` is then the grant's time, else the send's)
+        on a key held at a stated limit: there the server's spacing is 2% away, and two
         regions at a stated 7.45/s (a bucket of one token) whose turns fell together had one
         request held 40 ms by the run's ceiling, the next turn 97 ms after it, refused, one
         turn in four (9.5% of 429s where a key's turns were counted from its grants)."""

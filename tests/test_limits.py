@@ -1177,6 +1177,24 @@ def test_refusals_of_requests_sent_before_the_limit_was_stated_do_not_park_the_k
     assert pacer.state is PacerState.PARKED
 
 
+def test_only_a_send_that_waited_for_a_slot_or_the_ceiling_spaces_a_stated_keys_next_turn() -> None:
+    """The governor's side: a send that took its slot and the ceiling at once (the loop's own
+    microseconds between grant and send: counted from the send, they cost a key at a stated
+    50/s 2% of its rate against the fake) leaves the next turn where the grant put it."""
+    clock = [0.0]
+    governor = RateGovernor(200.0, clock=lambda: clock[0])
+    pacer = governor.pacer(KEY)
+    pacer.limit, pacer.rate = 50.0, 49.0
+    for waited, expected in ((False, 1 / 49.0), (True, 0.004 + 1 / 49.0)):
+        clock[0] = pacer.next_free
+        start = clock[0]
+        grant = governor.try_acquire_key(KEY)
+        assert grant is not None
+        clock[0] += 0.004
+        governor.sent(grant, waited=waited)
+        assert pacer.next_free - start == pytest.approx(expected)
+
+
 def test_a_send_held_back_after_its_turn_spaces_the_next_turn_at_a_stated_limit() -> None:
     """Two regions at a stated 7.45/s each, burst of one token, told 25/s: their turns fell at
     the same instants, the run's ceiling let one go and held the other 40 ms, and the next
