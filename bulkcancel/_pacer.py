@@ -181,7 +181,12 @@ How a pacer tells a wall from noise, and what it borrowed:
   much (a start-up burst spent a 2 s window of 10/s before the limit was known, and the cut on the
   refusals after, to 2.4/s, was confirmed: 2.9x the floor). Later ones are cut as any wall (a limit
   stated above what is enforced must not park the key window after window). 80 random short windows
-  with stated limits: over 1.3x the floor 5 -> 3, mean 1.125x -> 1.094x.
+  with stated limits: over 1.3x the floor 5 -> 3, mean 1.125x -> 1.094x. Answers to what was sent
+  before the first limit stated lowered the rate are news acted on: behind a distant server (0.3 s
+  answers) the refusals of slow start's sends, at twice the limit, arrived after the key was held
+  at it, passed for that first wall, and parked the key half a second (1.11x -> 1.03x against the
+  fake). A key held at its limit counts its next turn from a send that waited for a slot or the
+  run's ceiling (a bucket of one token refuses a turn brought early by that wait).
 
 Keys of one project that share a quota are merged into one pacer (:meth:`KeyPacer.absorb`; the
 governor in ``_limits`` decides when); its burst is what the keys accepted together (one key's
