@@ -158,11 +158,11 @@ def _short() -> Iterable[Personality]:
 
 def _drawn(name: str) -> Iterable[Personality]:
     rng = random.Random(_SEEDS[name])
-    draws = {"shared-bare": 120, "apart-bare": 160, "far": 200, "many": 80}.get(name, 300)
+    if name == "many":
+        yield from (_many(rng, seed) for seed in range(80))
+        return
+    draws = {"shared-bare": 120, "apart-bare": 160, "far": 200}.get(name, 300)
     for seed in range(draws):
-        if name == "many":
-            yield _many(rng, seed)
-            continue
         if name == "slow":
             quota = rng.uniform(4, 40)
         elif name == "random":

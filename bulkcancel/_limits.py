@@ -310,13 +310,13 @@ class RateGovernor:
         pacer.granted += 1
         return Grant(pacer, now, probe, pending=True)
 
-    def _went(self, grant: Grant, now: float, *, sent: bool, granted_at: float = -math.inf) -> None:
+    def _went(self, grant: Grant, now: float, *, sent: bool, waited: float = 0.0) -> None:
         """``grant``'s turn is over: sent now, or given back. Wakes a waiter it held back."""
         if not grant.pending:
             return
         grant.pending = False
         pacer = grant.pacer
-        pacer.went(now, sent=sent, granted_at=granted_at)
+        pacer.went(now, sent=sent, waited=waited)
         if pacer.held:
             pacer.held = False
             self._wake_turns(pacer)
@@ -364,7 +364,7 @@ class RateGovernor:
         ``waited``: it waited for an in-flight slot or the run's ceiling since its grant."""
         granted_at, grant.sent_at = grant.sent_at, self.now()
         now = grant.sent_at
-        self._went(grant, now, sent=True, granted_at=granted_at if waited else now)
+        self._went(grant, now, sent=True, waited=now - granted_at if waited else 0.0)
         grant.pacer.current().sent(now)
 
     def release(self, grant: Grant) -> None:
@@ -606,7 +606,6 @@ class RateGovernor:
         refused = sum(t for _, t in trial.values())
         pooled = max(0.01, refused / answered)
         merged_at = self._merged_at[project]
-        accepted = (answered - refused) / max(self.now() - merged_at, 1.0)
         if self._spared(judged, pooled):
             self._split(project)
         elif fewest < _TRIAL_SAMPLES:
@@ -615,7 +614,8 @@ class RateGovernor:
             pooled > 0.02
             and fewest >= 2 * _TRIAL_SAMPLES
             and self._pacers[project].parked_at < merged_at
-            and accepted < _TRIAL_WORSE * sum(self._before_merge[project].values())
+            and (answered - refused) / max(self.now() - merged_at, 1.0)
+            < _TRIAL_WORSE * sum(self._before_merge[project].values())
         ):
             # Refused as one, yet accepted far less than the keys did apart: their quotas are
             # separate (one pacer cannot keep each key just under its own). Judged on what the

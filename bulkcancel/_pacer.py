@@ -451,22 +451,20 @@ class KeyPacer:
         """Parked, refusing everything, for the whole throttle budget: stop retrying here."""
         return self.state is PacerState.PARKED and now - self.parked_at >= self.throttle_budget
 
-    def went(self, now: float, *, sent: bool, granted_at: float = -math.inf) -> None:
-        """A turn this pacer granted (at ``granted_at``) is over: its request went on the wire
-        now (``sent``), or was given back unsent. A request sent after the next turn's time (it
-        waited for an in-flight slot or the run's ceiling that long) spaces the next turn from
-        its send (why: the class docstring, and ``_limits``'s). So does any wait for a slot or
-        the ceiling after the grant (``granted_at`` is then the grant's time, else the send's)
-        on a key held at a stated limit: there the server's spacing is 2% away, and two
-        regions at a stated 7.45/s (a bucket of one token) whose turns fell together had one
-        request held 40 ms by the run's ceiling, the next turn 97 ms after it, refused, one
-        turn in four (9.5% of 429s where a key's turns were counted from its grants)."""
+    def went(self, now: float, *, sent: bool, waited: float = 0.0) -> None:
+        """A turn this pacer granted is over: its request went on the wire now (``sent``), or
+        was given back unsent. A request sent after the next turn's time (it waited for an
+        in-flight slot or the run's ceiling that long) spaces the next turn from its send (why:
+        the class docstring, and ``_limits``'s). So does any such wait (``waited``: seconds
+        from the grant to the send, when the request waited for either) on a key held at a
+        stated limit: there the server's spacing is 2% away, and two regions at a stated
+        7.45/s (a bucket of one token) whose turns fell together had one request held 40 ms by
+        the run's ceiling, the next turn 97 ms after it, refused, one turn in four (9.5% of
+        429s where a key's turns were counted from its grants)."""
         self.granted -= 1
         if not sent or self.state is not PacerState.ACTIVE:
             return
-        if now > self.next_free:
-            self.next_free = now + 1.0 / self.rate
-        elif now - granted_at > _EPSILON and self._held_at_limit:
+        if now > self.next_free or (waited > _EPSILON and self._held_at_limit):
             self.next_free = max(self.next_free, now + 1.0 / self.rate)
 
     @property

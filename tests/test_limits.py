@@ -1208,5 +1208,5 @@ def test_a_send_held_back_after_its_turn_spaces_the_next_turn_at_a_stated_limit(
         wait, _ = pacer.reserve(0.0)
         assert wait == 0.0
         pacer.granted += 1
-        pacer.went(0.04, sent=True, granted_at=0.0)
+        pacer.went(0.04, sent=True, waited=0.04)
         assert pacer.next_free == pytest.approx(expected)
