@@ -31,10 +31,14 @@ Sets (``python -m benchmarks.sweep SET``):
   together, 10-20 s of quota (the other sets stop at three regions).
 
 ``--background-quota``: background 429s carry the quota's ErrorInfo too (by default they carry
-none, as the fake's ``background-429`` sends them). ``--out FILE`` writes one JSON line per run;
-``--compare OLD`` prints the same summary for an earlier output and the runs that moved. To
-compare two trees, run the sweep in each (``cd TREE && python -m benchmarks.sweep ...``).
-Nothing here is asserted in the test suite; ``tests/test_pacing_sim.py`` holds the cases that are.
+none, as the fake's ``background-429`` sends them). ``--jitter SIGMA``: every answer's latency
+varies (each way of the round trip a log-normal factor of that sigma, mean 1: at 0.5 one round
+trip in twenty takes 1.8x the median or more), so requests reach the server, and answers the
+client, out of the order they were sent in, as over a real network. ``--out FILE`` writes one
+JSON line per run; ``--compare OLD`` prints the same summary for an earlier output and the runs
+that moved. To compare two trees, run the sweep in each (``cd TREE && python -m
+benchmarks.sweep ...``). Nothing here is asserted in the test suite;
+``tests/test_pacing_sim.py`` holds the cases that are.
 """
 
 from __future__ import annotations
@@ -107,15 +111,20 @@ class _Server:
         return sim.throttle(None, self.quota.info(name) if stated else None)
 
 
-def run(personality: Personality, background_quota: bool = False) -> dict[str, Any]:
+def run(
+    personality: Personality, background_quota: bool = False, jitter: float = 0.0
+) -> dict[str, Any]:
     """One simulated run: the personality, ``x`` (drain over floor), ``share`` (429s by the
-    quota), ``exact`` (every cancel ended OK) and ``requests``."""
+    quota), ``exact`` (every cancel ended OK), ``requests`` and the ``jitter`` it ran with."""
     p = personality
     quota = Quota(p.quota, shape=QuotaShape(p.shape), window=p.window, shared=p.shared)
     server = _Server(quota, p, background_quota, random.Random(p.seed))
     locations = [chr(ord("a") + i) for i in range(p.regions)]
     names = [sim.name(i, location) for i in range(p.names) for location in locations]
-    result = sim.simulate(server, names, rate=p.told, latency=p.latency)  # type: ignore[arg-type]
+    result = sim.simulate(
+        server,  # type: ignore[arg-type]
+        names, rate=p.told, latency=p.latency, jitter=jitter, jitter_seed=p.seed,
+    )  # fmt: skip
     # (--rate holds all keys together: regions with quotas of their own share it evenly)
     keys = 1 if p.shared else p.regions
     floor = max(quota.oracle_seconds(p.told / keys), len(names) / p.told)
@@ -128,6 +137,7 @@ def run(personality: Personality, background_quota: bool = False) -> dict[str, A
         "share": refused / max(1, server.requests - server.background),
         "exact": all(answer.ok for answer in result.answers),
         "requests": server.requests,
+        "jitter": jitter,
     }
 
 
@@ -248,10 +258,13 @@ def moved(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> list[
     return lines
 
 
-def sweep(name: str, *, jobs: int = 2, background_quota: bool = False) -> list[dict[str, Any]]:
+def sweep(
+    name: str, *, jobs: int = 2, background_quota: bool = False, jitter: float = 0.0
+) -> list[dict[str, Any]]:
     drawn = personalities(name)
+    flags = itertools.repeat(background_quota), itertools.repeat(jitter)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(run, drawn, itertools.repeat(background_quota), chunksize=4))
+        return list(pool.map(run, drawn, *flags, chunksize=4))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -259,10 +272,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("set", choices=SETS)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--background-quota", action="store_true")
+    parser.add_argument("--jitter", type=float, default=0.0)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--compare", type=Path, help="an earlier --out of the same set")
     args = parser.parse_args(argv)
-    results = sweep(args.set, jobs=args.jobs, background_quota=args.background_quota)
+    results = sweep(
+        args.set, jobs=args.jobs, background_quota=args.background_quota, jitter=args.jitter
+    )
     if args.out is not None:
         args.out.write_text("".join(json.dumps(r) + "\n" for r in results))
     now = summary(results)

@@ -80,3 +80,19 @@ def test_compare_names_the_runs_that_moved(
     assert len(moved) == 1
     assert moved[0].startswith(f"seed {few[1].seed:3d}:")
     assert few[1].shape in moved[0]
+
+
+def test_jitter_reorders_the_answers_and_none_is_the_default() -> None:
+    """``--jitter`` varies each answer's latency (the run still repeats exactly); 0 is the
+    fixed latency every set runs with by default."""
+    personality = next(
+        p for p in sweep.personalities("far") if p.shape == "bucket-small" and not p.background
+    )
+    plain = sweep.run(personality)
+    assert plain == sweep.run(personality, jitter=0.0)
+    assert plain["jitter"] == 0.0
+    jittered = sweep.run(personality, jitter=0.5)
+    assert jittered == sweep.run(personality, jitter=0.5)
+    assert jittered["jitter"] == 0.5
+    assert jittered["exact"]
+    assert (jittered["x"], jittered["share"]) != (plain["x"], plain["share"])

@@ -222,6 +222,8 @@ def simulate(
     concurrency: int = 32,
     workers: int = 64,
     latency: float = 0.02,
+    jitter: float = 0.0,
+    jitter_seed: int = 0,
     stop_at: float | None = None,
     stop_cancels_only: bool = False,
     throttle_budget: float = 120.0,
@@ -229,7 +231,15 @@ def simulate(
 ) -> Result:
     """Cancel every name through the real client against ``server``, on virtual time, with
     ``workers`` tasks per location (the client's slots bound what is in flight); ``at``: a
-    virtual time and what happens to the governor then."""
+    virtual time and what happens to the governor then. ``jitter``: each way of a round trip
+    takes ``latency / 2`` times a log-normal factor of that sigma (mean 1, drawn from
+    ``jitter_seed``), so requests may reach the server, and answers the client, out of order."""
+    spread = random.Random(jitter_seed)
+
+    def way() -> float:
+        if jitter <= 0:
+            return latency / 2
+        return latency / 2 * math.exp(spread.gauss(0.0, jitter) - jitter * jitter / 2)
 
     async def main() -> Result:
         loop = asyncio.get_running_loop()
@@ -237,9 +247,9 @@ def simulate(
         async def handler(
             method: str, url: str, headers: Mapping[str, str], body: bytes | None
         ) -> RawResponse:
-            await asyncio.sleep(latency / 2)
+            await asyncio.sleep(way())
             raw = server.answer(loop.time(), url)
-            await asyncio.sleep(latency / 2)
+            await asyncio.sleep(way())
             return raw
 
         governor = RateGovernor(rate, throttle_budget=throttle_budget)
