@@ -56,6 +56,25 @@ def test_a_wall_cuts_to_what_the_server_accepted() -> None:
     assert 30.0 <= pacer.rate <= 70.0
 
 
+def test_a_cut_counts_every_request_sent_while_its_answers_were_sent() -> None:
+    """Answers come back out of order (a network's jitter): the first eight to arrive are every
+    other request's of sixteen sent at 100/s, six of them refused. They were sent over 0.14 s,
+    at 100/s, not at the 50/s their own count over that span says: the server accepted a
+    quarter of 100/s, and the cut lands under that (it landed at half of it)."""
+    pacer = KeyPacer(200.0, rate=100.0)
+    sends = [i / 100.0 for i in range(16)]
+    for at in sends:
+        pacer.sent(at)
+    refused = [False, True, True, True, False, True, True, True]
+    for at, throttled in zip(sends[::2], refused, strict=True):
+        pacer.on_answer(at + 0.2, throttled=throttled, sent_at=at)
+    assert pacer.checking is not None
+    share, rate_before, accepted = pacer.checking
+    assert (share, rate_before) == (0.75, 100.0)
+    assert accepted == pytest.approx(25.0)
+    assert pacer.rate == pytest.approx(25.0 * 0.95)
+
+
 def test_a_per_minute_limit_value_sets_the_rate_at_once() -> None:
     pacer = KeyPacer(200.0, rate=200.0)
     quota = QuotaInfo(limit="ApiRequestsPerMinutePerProjectPerRegion", limit_value=1800.0)
