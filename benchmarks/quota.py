@@ -19,8 +19,9 @@ their ratio; ``429 share`` the share of requests refused as throttled; ``exact``
 outcome was the one the fake scripted (rounds exact / rounds). In the two-region row the drain
 and floor are the free region's only. Nothing is tuned to these results: ``--quota``,
 ``--told``, ``--window``, ``--latency`` (the fake waits that long before each answer, as a
-distant server does) and ``--background`` (the background row's share of 429s) run the same
-matrix against other server personalities.
+distant server does), ``--jitter`` (that wait varies as over a network, half of it before the
+request reaches the quota: the fake's ``--latency-jitter``) and ``--background`` (the
+background row's share of 429s) run the same matrix against other server personalities.
 """
 
 from __future__ import annotations
@@ -212,10 +213,13 @@ def measure(
     seed: int,
     told: float = TOLD,
     latency: float = 0.0,
+    jitter: float = 0.0,
 ) -> dict[str, Any]:
     extra = [*scenario.extra, "--seed", str(seed), "--missing", str(scenario.missing)]
     if latency:
         extra += ["--latency", f"{latency:g}"]
+    if jitter:
+        extra += ["--latency-jitter", f"{jitter:g}"]
     with fake_server(work, operations, mix=seed, parents=scenario.parents, extra=extra) as fake:
         got = run_client(client, fake.url, fake.names_file, work, told)
         stats = fake.stats(ceiling=told)
@@ -264,6 +268,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "--latency", type=float, default=0.0, help="seconds the fake waits before each answer"
     )
     parser.add_argument(
+        "--jitter", type=float, default=0.0,
+        help="vary --latency as a network does (the fake's --latency-jitter: a log-normal sigma)",
+    )  # fmt: skip
+    parser.add_argument(
         "--background", type=float, default=0.1, help="share of 429s at random, background row"
     )
     args = parser.parse_args(argv)
@@ -294,6 +302,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                         round_index + 1,
                         args.told,
                         args.latency,
+                        args.jitter,
                     )
                     cell = cells.setdefault((scenario.label, client), Cell())
                     cell.drain.append(result["drain"])
@@ -323,6 +332,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             f"quota matrix: {args.operations} operations per parent, quota {args.quota:g}/s "
             f"where there is one, clients told {args.told:g}/s, {CONCURRENCY} in flight, "
             + (f"{args.latency * 1000:g} ms per answer, " if args.latency else "")
+            + (f"jitter {args.jitter:g}, " if args.latency and args.jitter else "")
             + f"median of {args.rounds} round(s)",
             ["scenario", "client", "drain s", "floor s", "x floor", "requests", "429 share",
              "exact"],
@@ -338,11 +348,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             print(f"fault mix vs the same names fault-free, {client}: {slower:.2f}x")
     out = {"operations": args.operations, "rounds": args.rounds, "quota": args.quota,
            "told": args.told, "window": args.window, "latency": args.latency,
+           "jitter": args.jitter,
            "results": results}  # fmt: skip
     default = (args.quota, args.told, args.window, args.latency) == (QUOTA, TOLD, WINDOW, 0.0)
     name = "quota" if default else f"quota-q{args.quota:g}-t{args.told:g}-w{args.window:g}"
     if args.latency:
         name += f"-l{args.latency * 1000:g}ms"
+        if args.jitter:
+            name += f"-j{args.jitter:g}"
     print(f"-> {save(name, out)}")
     return out
 

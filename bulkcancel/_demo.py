@@ -144,6 +144,7 @@ async def run_fake_server(kw: dict[str, Any]) -> int:
         expected = server.expected() | {name: "not_found" for name in missing}
         await anyio.Path(kw["expected_out"]).write_text(json.dumps(expected, indent=0))
     server.latency = kw["latency"]
+    server.latency_jitter = kw["latency_jitter"]
     if kw["token"]:
         server.valid_tokens = {kw["token"]}
     if kw["names_out"]:

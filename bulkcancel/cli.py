@@ -459,7 +459,20 @@ def demo(seed: int, quiet: bool) -> None:
 )
 @click.option("--missing", type=int, default=0, help="Also write N names that do not exist.")
 @click.option("--seed", type=int, default=0, show_default=True, help="For faults and 429s.")
-@click.option("--latency", type=float, default=0.0)
+@click.option(
+    "--latency",
+    type=click.FloatRange(min=0.0),
+    default=0.0,
+    help="Seconds the fake waits before each answer.",
+)
+@click.option(
+    "--latency-jitter",
+    type=click.FloatRange(min=0.0),
+    default=0.0,
+    metavar="SIGMA",
+    help="Vary the latency as a network does: half before the request reaches the quota and "
+    "half after, each times a log-normal factor of this sigma (mean 1; 0.5 is a fair network).",
+)
 @click.option("--token", help="Require this bearer token.")
 @click.option("--names-out", type=click.Path(dir_okay=False), help="Write the names here.")
 @click.option(

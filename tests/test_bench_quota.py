@@ -61,3 +61,26 @@ def test_the_two_region_rows_throttled_region_is_throttled_hard_under_any_rate(
     (row,) = [s for s in quota.scenarios(300, quota_rate, told=told) if s.free_region]
     assert f"us-east1={slow}" in row.extra
     assert row.label == f"2 regions, us-east1 at {slow}/s: free region"
+
+
+def test_latency_and_its_jitter_reach_the_fake_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: list[list[str]] = []
+
+    class Started(Exception):
+        pass
+
+    def fake_server(*args: object, extra: list[str], **kwargs: object) -> object:
+        seen.append(extra)
+        raise Started
+
+    monkeypatch.setattr(quota, "fake_server", fake_server)
+    scenario = quota.scenarios(300)[0]
+    for latency, jitter in ((0.0, 0.0), (0.2, 0.0), (0.2, 0.5)):
+        with pytest.raises(Started):
+            quota.measure(scenario, "bulkcancel", 300, tmp_path, 1, latency=latency, jitter=jitter)
+    plain, distant, jittery = seen
+    assert "--latency" not in plain and "--latency-jitter" not in plain
+    assert distant[-2:] == ["--latency", "0.2"] and "--latency-jitter" not in distant
+    assert jittery[-4:] == ["--latency", "0.2", "--latency-jitter", "0.5"]

@@ -84,6 +84,40 @@ async def test_user_agent_and_token_presence_are_recorded() -> None:
     assert (line["method"], line["path"], line["status"]) == ("GET", f"/v1/{P}/operations/a", 200)
 
 
+def test_latency_jitter_splits_the_wait_and_varies_it_around_the_latency() -> None:
+    """No jitter: the whole latency comes after the model saw the request. With jitter, half
+    before (the quota sees requests out of send order) and half after, each varied, the mean
+    kept; the same seed draws the same waits."""
+    plain = FakeOperationsServer(seed=3)
+    plain.latency = 0.2
+    assert plain.ways() == (0.0, 0.2)
+    plain.latency_jitter = 0.5
+    again = FakeOperationsServer(seed=3)
+    again.latency, again.latency_jitter = 0.2, 0.5
+    draws = [plain.ways() for _ in range(4000)]
+    assert draws[:20] == [again.ways() for _ in range(20)]
+    ups = [up for up, _ in draws]
+    assert len(set(ups)) == len(ups) and min(ups) < 0.05 < 0.2 < max(ups)
+    assert sum(up + down for up, down in draws) / len(draws) == pytest.approx(0.2, rel=0.03)
+    none = FakeOperationsServer()
+    none.latency_jitter = 0.5
+    assert none.ways() == (0.0, 0.0)  # jitter of no latency is none
+
+
+async def test_with_jitter_the_model_sees_a_request_after_its_way_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = FakeOperationsServer()
+    server.add_operation(f"{P}/operations/a")
+    server.latency, server.latency_jitter = 0.1, 0.5
+    monkeypatch.setattr(server, "ways", lambda: (0.05, 0.0))
+    async with server.serve() as url, aiohttp.ClientSession() as session:
+        sent = server.clock()
+        status, _ = await call(session, "GET", f"{url}/v1/{P}/operations/a")
+    assert status == 200
+    assert server.log[-1].at - sent >= 0.05
+
+
 async def test_the_stats_route_gives_the_quota_oracle_for_a_ceiling() -> None:
     server = FakeOperationsServer()
     server.personality("bucket-small", rate=10.0)
@@ -143,7 +177,8 @@ def test_help_documents_every_personality() -> None:
     assert done.returncode == 0
     for personality in Personality:
         assert personality.value in done.stdout, personality
-    for flag in ("--request-log", "--location-mode", "--dash-listing", "--partial-success"):
+    for flag in ("--request-log", "--location-mode", "--dash-listing", "--partial-success",
+                 "--latency-jitter"):  # fmt: skip
         assert flag in done.stdout
 
 
@@ -154,6 +189,8 @@ def test_help_documents_every_personality() -> None:
         (["--personality", "nope"], "unknown personality"),
         (["--location-mode", "us-east1"], "LOCATION=VALUE"),
         (["--location-mode", "us-east1=sleepy"], "unknown mode"),
+        (["--latency-jitter", "-0.5"], "--latency-jitter"),
+        (["--latency", "-1"], "--latency"),
     ],
 )
 def test_bad_flags_are_one_line_and_exit_2(args: list[str], message: str) -> None:

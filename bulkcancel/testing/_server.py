@@ -17,6 +17,8 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -56,6 +58,12 @@ class FakeOperationsServer(OperationsModel):
         )
         #: seconds added before every answer
         self.latency: float = 0.0
+        #: 0: every answer waits :attr:`latency` after its request reached the model. Above 0,
+        #: a network's jitter: half the latency before the request reaches the model (its
+        #: quota) and half after, each times a log-normal factor of this sigma (mean 1), so
+        #: requests reach the quota, and answers the client, out of the order they were sent
+        self.latency_jitter: float = 0.0
+        self._spread = random.Random(seed)  # noqa: S311 - a test double, not security
         self.app = web.Application(client_max_size=1024**2)
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
 
@@ -73,6 +81,15 @@ class FakeOperationsServer(OperationsModel):
         finally:
             await runner.cleanup()
 
+    def ways(self) -> tuple[float, float]:
+        """Seconds one request waits before it reaches the model, and after (see
+        :attr:`latency_jitter`)."""
+        sigma = self.latency_jitter
+        if not self.latency or sigma <= 0:
+            return 0.0, self.latency
+        up, down = (math.exp(self._spread.gauss(0.0, sigma) - sigma * sigma / 2) for _ in "ud")
+        return self.latency / 2 * up, self.latency / 2 * down
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = request.raw_path
         if raw.partition("?")[0] == STATS_PATH:  # the fake's control route: neither logged
@@ -84,9 +101,12 @@ class FakeOperationsServer(OperationsModel):
             if request.method == "DELETE":
                 self.log.clear()
             return web.json_response(stats)
+        up, down = self.ways()
+        if up:
+            await asyncio.sleep(up)
         at = self.clock()
-        if self.latency:
-            await asyncio.sleep(self.latency)
+        if down:
+            await asyncio.sleep(down)
         reply = self.handle(request.method, raw, request.headers, at=at)
         if reply.status == 0:  # a connection reset: close the socket without an answer
             if request.transport is not None:
