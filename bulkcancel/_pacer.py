@@ -1121,7 +1121,11 @@ class KeyPacer:
         span = last - first
         if self.fresh < 2 or span <= 0:
             return self.rate
-        sent = sum(1 for at in self.sends if first <= at <= last)
+        sent = 0
+        for at in reversed(self.sends):  # (in send order: only the span and what came after)
+            if at < first:
+                break
+            sent += at <= last
         return (max(self.fresh, sent) - 1) / span
 
     def _new_epoch(self, now: float) -> None:
