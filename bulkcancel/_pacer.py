@@ -1112,11 +1112,11 @@ class KeyPacer:
     def _fresh_rate(self) -> float:
         """Requests per second the fresh evidence was sent at: every request this key sent
         in the span of the fresh answers' sends, answered yet or not, over that span. Answers
-        come back out of order over a real network, and the first eight to arrive may be
-        every other request's: counted alone they said half the rate sent, and a cut landed
-        at half of what the server accepted (a 50/s bucket behind 0.2 s answers of some
-        jitter, simulated: 1.48x -> 1.08x). (Sends are remembered for a second: the answers'
-        own count is the least.)"""
+        come back out of order over a real network, and the first eight to arrive are a
+        scatter of what went out: counted alone they said 70/s where 200/s was sent, and a
+        cut landed at a third of what the server accepted (a 50/s bucket behind 0.2 s
+        answers with jitter, simulated: 1.48x -> 1.08x). (Sends are remembered for a second:
+        the answers' own count is the least.)"""
         first, last = self.fresh_first_sent, self.fresh_last_sent
         span = last - first
         if self.fresh < 2 or span <= 0:
