@@ -34,45 +34,46 @@ How a pacer tells a wall from noise, and what it borrowed:
   429s). An increase needs 64 clean fresh answers, or 16 and half a second, or (a slow key: after a
   park, or holding a small share of a quota) 4 answers without a single throttle and half a second,
   so recovery takes about the same time at 1 req/s as at 100.
-* **A wall grows with the send rate, noise does not.** A suspected wall cuts the rate to 95% of
-  what the server *accepted* (the quota itself when we were over it; a wall of fewer than 16
-  answers, on a key a second old or more, to no less than what the last second accepted: 1 of 8
-  accepted is a rough measure, and a slow key cut too deep waits long for its next decision; on a
-  key alone in its project, a wall that began within the decision, after more accepts in a row
-  than a background of its share shows one time in twenty, from its first refusal on: the accepts
-  before it were a burst, and counted they landed a minute's bucket of 10/s at 21/s; over 252
-  short runs at 5-20/s, runs over the 429 targets 99 -> 89, over 1.2x the floor 62 -> 60, the
-  sweeps of faster keys within a draw or two); 32 answers later the cut is judged (on 16 when 40%
-  are still refused: a wall the cut did not clear; see below for when the share must also have
-  moved; and a cut on 40% or more, four seconds and four answers after it, however few: at 0.5/s
-  the 32 took a minute, the key growing not at all meanwhile, 3.6x the floor for three regions on
-  one bucket of 4.6/s, 2.6x at 9/s; over 600 random slow personalities, 4-40/s, mean 1.139x ->
+* **A wall grows with the send rate, noise does not.** A suspected wall cuts the rate to 95% of what
+  the server *accepted* (the share accepted times the rate sent, every request sent in the span of
+  the answers' sends counted: answers come back out of order; the quota itself when we were over it;
+  a wall of fewer than 16 answers, on a key a second old or more, to no less than what the last
+  second accepted: 1 of 8 accepted is a rough measure, and a slow key cut too deep waits long for
+  its next decision; on a key alone in its project, a wall that began within the decision, after
+  more accepts in a row than a background of its share shows one time in twenty, from its first
+  refusal on: the accepts before it were a burst, and counted they landed a minute's bucket of 10/s
+  at 21/s; over 252 short runs at 5-20/s, runs over the 429 targets 99 -> 89, over 1.2x the floor 62
+  -> 60, the sweeps of faster keys within a draw or two); 32 answers later the cut is judged (on 16
+  when 40% are still refused: a wall the cut did not clear; see below for when the share must also
+  have moved; and a cut on 40% or more, four seconds and four answers after it, however few: at
+  0.5/s the 32 took a minute, the key growing not at all meanwhile, 3.6x the floor for three regions
+  on one bucket of 4.6/s, 2.6x at 9/s; over 600 random slow personalities, 4-40/s, mean 1.139x ->
   1.118x, runs over 2x 13 -> 9, over 1.2x 97 -> 95, over the 429 targets 99 -> 98): if the share
   neither fell (to under 40% of what it was; and, while the key has confirmed no wall yet, by two
   standard errors of the two shares: 3 of 16 refused, then 1 of 32, is how an 8% background that
-  clustered before the cut looks a quarter of the time, and confirmed as a wall it held a key at
-  the cut rate for the rest of a short run; and none of 32 refused after such a first cut on a
-  share under 40% is judged with 32 more, as 2 of 16 at 8% then none of 32 is one time in fifteen,
-  and none of 64 one in two hundred: in simulation, two regions with 5-12% of 429s, runs over 1.2x
-  the floor 20 -> 11 of 720, the fault mix's worst of 40 draws 1.64x -> 1.39x) nor rose (and
-  stayed under 40%), the 429s were background (overload, other limits), every cut since the last
-  increase is undone and that share, at most 15%, becomes the key's background, which later
-  decisions discount. In slow start a small share is tested the other way, by doubling instead of
-  cutting: behind a wall the accepted rate stays put and the share jumps, a background share stays
-  the same, and the run loses no time at a cut rate. A background share costs one short test, not
-  a spiral. A test that did not send faster (the key held under its rate by the run's ceiling, which
-  its project's other regions share: three regions of 50/s each, told 200/s, each sends at 67/s
-  whatever its rate; or by its requests in flight) tells nothing: the share is then cut as a wall,
-  and the cut is judged as any other (bare 429s, those three regions drew 24% of refusals all run,
-  tested again at every decision). A share of 40% or more that held within its binomial margin over
-  32 answers after a cut (measured on 16 or more before it), if it rose at the cut rate only nearer
-  to what background predicts than to a wall's share (both counted from the wall's onset: a rise
-  says a burst spent within the decision diluted the share before), may be a high background too
-  (20-40% of 429s at random: confirming every such cut as a wall spiralled the rate down, 12-250x
-  the floor): the key goes back to its rate before the cuts as a test (such a share is judged on 16
-  answers only if it moved, or rose nearer a wall's share), and a share that holds there is
-  background, learned up to 60%. Only for a key alone in its project (the governor says): beside
-  another key on one quota a share holds when the other key's rate falls as this one's rises.
+  clustered before the cut looks a quarter of the time, and confirmed as a wall it held a key at the
+  cut rate for the rest of a short run; and none of 32 refused after such a first cut on a share
+  under 40% is judged with 32 more, as 2 of 16 at 8% then none of 32 is one time in fifteen, and
+  none of 64 one in two hundred: in simulation, two regions with 5-12% of 429s, runs over 1.2x the
+  floor 20 -> 11 of 720, the fault mix's worst of 40 draws 1.64x -> 1.39x) nor rose (and stayed
+  under 40%), the 429s were background (overload, other limits), every cut since the last increase
+  is undone and that share, at most 15%, becomes the key's background, which later decisions
+  discount. In slow start a small share is tested the other way, by doubling instead of cutting:
+  behind a wall the accepted rate stays put and the share jumps, a background share stays the same,
+  and the run loses no time at a cut rate. A background share costs one short test, not a spiral. A
+  test that did not send faster (the key held under its rate by the run's ceiling, which its
+  project's other regions share: three regions of 50/s each, told 200/s, each sends at 67/s whatever
+  its rate; or by its requests in flight) tells nothing: the share is then cut as a wall, and the
+  cut is judged as any other (bare 429s, those three regions drew 24% of refusals all run, tested
+  again at every decision). A share of 40% or more that held within its binomial margin over 32
+  answers after a cut (measured on 16 or more before it), if it rose at the cut rate only nearer to
+  what background predicts than to a wall's share (both counted from the wall's onset: a rise says a
+  burst spent within the decision diluted the share before), may be a high background too (20-40% of
+  429s at random: confirming every such cut as a wall spiralled the rate down, 12-250x the floor):
+  the key goes back to its rate before the cuts as a test (such a share is judged on 16 answers only
+  if it moved, or rose nearer a wall's share), and a share that holds there is background, learned
+  up to 60%. Only for a key alone in its project (the governor says): beside another key on one
+  quota a share holds when the other key's rate falls as this one's rises.
 * **Growth after AWS's adaptive retry** (CUBIC after a throttle, capped at twice the measured send
   rate): slow start doubles per clean decision (every 16 answers) until the first wall; after
   it, a clean decision returns to 95% of the measured quota at once and then probes by 5%,
