@@ -275,6 +275,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "--background", type=float, default=0.1, help="share of 429s at random, background row"
     )
     args = parser.parse_args(argv)
+    if args.latency < 0 or args.jitter < 0:
+        parser.error("--latency and --jitter cannot be negative")
+    if args.jitter and not args.latency:
+        parser.error("--jitter varies --latency: give a --latency too")
     clients = [c for c in args.clients or CLIENTS
                if not (args.skip_apicore and c == "google-api-core")]  # fmt: skip
     if "google-api-core" in clients and not _have_apicore():

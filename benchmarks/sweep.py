@@ -276,6 +276,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--compare", type=Path, help="an earlier --out of the same set")
     args = parser.parse_args(argv)
+    if args.jitter < 0:
+        parser.error("--jitter cannot be negative")
     results = sweep(
         args.set, jobs=args.jobs, background_quota=args.background_quota, jitter=args.jitter
     )

@@ -84,3 +84,21 @@ def test_latency_and_its_jitter_reach_the_fake_server(
     assert "--latency" not in plain and "--latency-jitter" not in plain
     assert distant[-2:] == ["--latency", "0.2"] and "--latency-jitter" not in distant
     assert jittery[-4:] == ["--latency", "0.2", "--latency-jitter", "0.5"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--jitter", "0.5"], "give a --latency too"),
+        (["--latency", "-0.1"], "cannot be negative"),
+        (["--latency", "0.2", "--jitter", "-1"], "cannot be negative"),
+    ],
+)
+def test_a_jitter_without_a_latency_or_a_negative_one_is_refused(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """(A jitter of no latency would have run the matrix at answers at once, saying nothing.)"""
+    with pytest.raises(SystemExit) as stopped:
+        quota.main(["--skip-apicore", *args])
+    assert stopped.value.code == 2
+    assert message in capsys.readouterr().err

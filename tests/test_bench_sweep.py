@@ -96,3 +96,10 @@ def test_jitter_reorders_the_answers_and_none_is_the_default() -> None:
     assert jittered["jitter"] == 0.5
     assert jittered["exact"]
     assert (jittered["x"], jittered["share"]) != (plain["x"], plain["share"])
+
+
+def test_a_negative_jitter_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        sweep.main(["short", "--jitter", "-0.5"])
+    assert stopped.value.code == 2
+    assert "--jitter cannot be negative" in capsys.readouterr().err
