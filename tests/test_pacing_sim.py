@@ -26,7 +26,7 @@ from bulkcancel._limits import RateGovernor
 from bulkcancel._retry import Backoff
 from bulkcancel._transport import CallableTransport, RawResponse
 from bulkcancel.testing._personalities import Quota as FakeQuota
-from bulkcancel.testing._personalities import QuotaShape
+from bulkcancel.testing._personalities import QuotaShape, jitter_factor
 from tests._support import NoAuth
 
 T = TypeVar("T")
@@ -239,7 +239,7 @@ def simulate(
     def way() -> float:
         if jitter <= 0:
             return latency / 2
-        return latency / 2 * math.exp(spread.gauss(0.0, jitter) - jitter * jitter / 2)
+        return latency / 2 * jitter_factor(spread, jitter)
 
     async def main() -> Result:
         loop = asyncio.get_running_loop()

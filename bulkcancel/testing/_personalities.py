@@ -38,6 +38,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,9 +51,18 @@ __all__ = [
     "Refusal",
     "Reply",
     "error_reply",
+    "jitter_factor",
     "parse_personalities",
     "throttle_reply",
 ]
+
+
+def jitter_factor(rng: random.Random, sigma: float) -> float:
+    """A network's jitter on one way of a round trip: a log-normal factor of ``sigma``, mean 1
+    (so a latency varied by it keeps its mean). The fake server's ``--latency-jitter`` and the
+    pacing simulator's ``jitter`` both draw it."""
+    return math.exp(rng.gauss(0.0, sigma) - sigma * sigma / 2)
+
 
 JSON = "application/json; charset=UTF-8"
 #: One status name per HTTP status the fakes answer with (google.rpc.Code names).

@@ -17,7 +17,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +25,7 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 
 from bulkcancel.testing._model import Behavior
+from bulkcancel.testing._personalities import jitter_factor
 from bulkcancel.testing._world import OperationsModel
 
 __all__ = ["STATS_PATH", "FakeOperationsServer", "populate", "serve_forever"]
@@ -87,8 +87,8 @@ class FakeOperationsServer(OperationsModel):
         sigma = self.latency_jitter
         if not self.latency or sigma <= 0:
             return 0.0, self.latency
-        up, down = (math.exp(self._spread.gauss(0.0, sigma) - sigma * sigma / 2) for _ in "ud")
-        return self.latency / 2 * up, self.latency / 2 * down
+        half = self.latency / 2
+        return half * jitter_factor(self._spread, sigma), half * jitter_factor(self._spread, sigma)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = request.raw_path
