@@ -458,11 +458,12 @@ def demo(seed: int, quiet: bool) -> None:
     "from the start (what --until-quiet drains).",
 )
 @click.option("--missing", type=int, default=0, help="Also write N names that do not exist.")
-@click.option("--seed", type=int, default=0, show_default=True, help="For faults and 429s.")
+@click.option("--seed", type=int, default=0, show_default=True, help="For faults, 429s and jitter.")
 @click.option(
     "--latency",
     type=click.FloatRange(min=0.0),
     default=0.0,
+    metavar="SECONDS",
     help="Seconds the fake waits before each answer.",
 )
 @click.option(
