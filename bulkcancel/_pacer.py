@@ -3,7 +3,9 @@
 Evidence: every attempt's answer is reported exactly once, as a *throttle* (429, 403
 ``rateLimitExceeded``) or as *capacity* (everything else: 2xx, 4xx, 5xx, resets). Only answers to
 requests sent after the pacer's last decision count toward its next decision, so one decision is
-never made twice on the same news (TCP's "one decrease per round trip").
+never made twice on the same news (TCP's "one decrease per round trip"); the one exception is
+slow start's doubling, which acted on no wall: the answers to what went out before it still show
+one (see Growth after AWS's adaptive retry).
 
 How a pacer tells a wall from noise, and what it borrowed:
 
@@ -75,11 +77,18 @@ How a pacer tells a wall from noise, and what it borrowed:
   up to 60%. Only for a key alone in its project (the governor says): beside another key on one
   quota a share holds when the other key's rate falls as this one's rises.
 * **Growth after AWS's adaptive retry** (CUBIC after a throttle, capped at twice the measured send
-  rate): slow start doubles per clean decision (every 16 answers) until the first wall; after
-  it, a clean decision returns to 95% of the measured quota at once and then probes by 5%,
-  doubling the step per clean decision only once the rate is clean at 1.1x the old measurement
-  (CUBIC's plateau, then its convex phase); the rate never grows past twice what the key
-  actually sent lately, so an idle key does not bank a burst.
+  rate): slow start doubles per clean decision (every 16 answers, or 4 and half a second since
+  the last decision: at start-up, the first four) until the first wall. Behind a distant server
+  the answers to what went out at the old rate meanwhile come back after a doubling, and a wall
+  among them is acted on at once (eight from the first refusal on in send order, 40% of them
+  refused, cut to what the answers after that refusal say the server accepts; five refused in a
+  row after a burst of 16 accepts park the key; no background known): taken for news already
+  acted on, they were ignored, and the wall waited a round trip more at twice the rate (a 50/s
+  bucket told 200/s, 300 names, simulated at 0.2/0.3/0.5 s answers: 12.5/13.3/16.7% of 429s ->
+  10.4/9.1/9.1%). After the first wall a clean decision returns to 95% of the measured quota at
+  once and then probes by 5%, doubling the step per clean decision only once the rate is clean
+  at 1.1x the old measurement (CUBIC's plateau, then its convex phase); the rate never grows
+  past twice what the key actually sent lately, so an idle key does not bank a burst.
   We did not take CUBIC's cubic curve: a measured quota is a better target than a fitted one.
 * **Parking.** When nearly everything is refused (90% of at least 8 fresh answers: a spent
   per-minute window, a minute's burst used up; or, when the wall began after a second of at least
@@ -378,6 +387,12 @@ class KeyPacer:
     accepts: deque[float] = field(default_factory=deque)
     #: the fresh answers themselves, (sent at, throttled): their spacing tells a burst-1 bucket
     fresh_answers: list[tuple[float, bool]] = field(default_factory=list)
+    #: slow start's last doubling was decided at ``decided_at`` on answers to what was sent
+    #: from this time on: answers to requests sent in between that arrive after it are late
+    #: news of the rate before (inf: none; see _late_news)
+    late_from: float = math.inf
+    #: ... those answers, the doubling's own first: (sent at, throttled)
+    late_answers: list[tuple[float, bool]] = field(default_factory=list)
     #: what the key sent per second over its last clean decision since the last wall (0: none)
     clean_rate: float = 0.0
     #: a burst-1 bucket's quota, bisected (see _spaced_wall)
@@ -524,7 +539,11 @@ class KeyPacer:
             _trim(self.accepts, now)
         if self.state is PacerState.PARKED:
             self._while_parked(now, throttled=throttled, sent_at=sent_at, probe=probe)
-        elif sent_at >= self.decided_at:  # (else its news is already acted on)
+        elif sent_at < self.decided_at:
+            if sent_at >= self.late_from:
+                self._late_news(now, sent_at, throttled, hint)
+            # (else its news is already acted on)
+        else:
             self.fresh += 1
             self.fresh_throttled += throttled
             self.fresh_answers.append((sent_at, throttled))
@@ -533,6 +552,41 @@ class KeyPacer:
             self._decide(now, hint)
         if self.peer_gone:
             self.peer_left(now)  # owed since a peer finished while parked or judging a cut
+
+    def _late_news(self, now: float, sent_at: float, throttled: bool, hint: float | None) -> None:
+        """An answer to a request sent at slow start's rate before its last doubling (and
+        after the decision before it), arriving after the doubling. Behind a distant server
+        the doubling was decided on a burst's few answers, and the refusals of what went out
+        at the old rate meanwhile come back a round trip later; a decision waiting for answers
+        to the new rate waits a round trip more, at twice the rate. A wall those late answers
+        show at the old rate (eight or more in send order from the first refusal on, 40% or
+        more of them refused; or five refused in a row, a burst spent) is over the new one
+        too: it is acted on now, judged on them."""
+        self.late_answers.append((sent_at, throttled))
+        if not throttled or not self._slow_start or self.noise > 0:
+            # (judged at a refusal: the answers after the first then run from one refusal to
+            # another, where a share counted up to an accept leans low)
+            return
+        answers = sorted(self.late_answers)
+        first = next(i for i, (_, refused) in enumerate(answers) if refused)
+        onset = [refused for _, refused in answers[first:]]
+        spent = len(onset) >= _PARK_RUN and all(onset) and self.burst > 0
+        if not spent and (
+            len(onset) < _PARK_SAMPLES or all(onset) or sum(onset) < _SURE_WALL * len(onset)
+        ):
+            return
+        # Judged on the answers after the first refusal, in send order (it was picked for
+        # being one; those before it were the burst the doubling saw).
+        after = answers[first + 1 :]
+        self._new_epoch(self.decided_at)
+        self.fresh_answers.extend(after)
+        self.fresh, self.fresh_throttled = len(after), sum(onset) - 1
+        self.fresh_first_sent, self.fresh_last_sent = after[0][0], after[-1][0]
+        self.stepped_at = -math.inf  # (a wall met before the step, not the step's)
+        if spent:
+            self._park(now, hint)
+        else:
+            self._cut(now, self.fresh_throttled / self.fresh)
 
     def _decide(self, now: float, hint: float | None) -> None:
         n, t = self.fresh, self.fresh_throttled
@@ -1009,11 +1063,15 @@ class KeyPacer:
         span = now - self.sends[0] if len(self.sends) > 1 else _HISTORY
         sent = len(self.sends) / max(span, 0.1)
         grown = min(self.ceiling, probe, max(2 * sent, _MIN_RATE))
+        late = (self.decided_at, list(self.fresh_answers))
         if grown > self.rate:
             self.rate = grown
             self.stepped_at = now
         self.clean_since = True
         self._new_epoch(now)
+        if clean and self._slow_start and not self.walled and self.stepped_at == now:
+            # (its own answers first: the accepts before a first refusal are the burst seen)
+            self.late_from, self.late_answers = late
 
     def peer_left(self, now: float, freed: float = 0.0) -> None:
         """Another key of this project finished its work: a quota it shared with this key is
@@ -1131,6 +1189,7 @@ class KeyPacer:
 
     def _new_epoch(self, now: float) -> None:
         self.decided_at = now
+        self.late_from, self.late_answers = math.inf, []
         self.fresh = self.fresh_throttled = 0
         self.fresh_answers.clear()
         self.fresh_first_sent, self.fresh_last_sent = math.inf, -math.inf

@@ -75,6 +75,73 @@ def test_a_cut_counts_every_request_sent_while_its_answers_were_sent() -> None:
     assert pacer.rate == pytest.approx(25.0 * 0.95)
 
 
+def distant(
+    pacer: KeyPacer,
+    sends: list[tuple[float, bool]],
+    latency: float,
+    until: float,
+    after: float = -math.inf,
+) -> None:
+    """Requests sent at the given times, each answered (throttled or not) ``latency`` later:
+    sends and answers reach the pacer in time order, as over a distant server, those after
+    ``after`` up to ``until``."""
+    events = [(at, 0, False, at) for at, _ in sends]
+    events += [(at + latency, 1, throttled, at) for at, throttled in sends]
+    for now, kind, throttled, sent_at in sorted(events):
+        if now <= after or now > until:
+            continue
+        if kind == 0:
+            pacer.sent(now)
+        else:
+            pacer.on_answer(now, throttled=throttled, sent_at=sent_at)
+
+
+def slow_start_behind(latency: float, accepted: int) -> list[tuple[float, bool]]:
+    """Slow start's sends at 100/s for 0.23 s, the first ``accepted`` accepted (a burst) and
+    every other one after that (a bucket refilling at 50/s); then at 200/s, all refused."""
+    first = [(i / 100, i >= accepted and (i - accepted) % 2 == 0) for i in range(23)]
+    return first + [(0.23 + i / 200, True) for i in range(60)]
+
+
+def test_refusals_of_what_slow_start_sent_before_its_doubling_cut_at_once() -> None:
+    """Behind 0.2 s answers the first four (the burst's) double slow start at 0.23 s; the
+    refusals of what went out at 100/s meanwhile arrive after it. A wall they show (eight
+    answers from the first refusal on, half refused) is cut at once, on the answers after the
+    first refusal (a bucket accepting 50/s of 100/s), not a round trip later at 200/s."""
+    pacer = KeyPacer(200.0, rate=100.0)
+    sends = slow_start_behind(0.2, accepted=9)
+    distant(pacer, sends, 0.2, until=0.365)
+    assert pacer.rate == 200.0 and pacer.checking is None  # (eight answers from it on)
+    distant(pacer, sends, 0.2, until=0.375, after=0.365)
+    assert pacer.checking == (0.5, 200.0, pytest.approx(50.0))
+    assert pacer.rate == pytest.approx(50.0 * 0.95)
+    assert pacer.cut_at == 0.37 and pacer.decided_at == 0.37
+
+
+def test_late_refusals_that_show_no_wall_wait_for_the_next_decision() -> None:
+    """Late answers are judged as a wall only by a sure share (40% of eight from the first
+    refusal on), only in slow start, and only with no background known: a background's
+    scattered refusals among them wait for the doubled rate's own decision."""
+    sends = [(i / 100, i in (12, 19)) for i in range(23)]  # two of nineteen: 10%
+    pacer = KeyPacer(200.0, rate=100.0)
+    distant(pacer, sends, 0.2, until=1.0)
+    assert pacer.rate == 200.0 and pacer.checking is None
+    known = KeyPacer(200.0, rate=100.0, noise=0.1)
+    distant(known, slow_start_behind(0.2, accepted=9)[:23], 0.2, until=1.0)
+    assert known.rate == 200.0 and known.checking is None  # (a background known: not judged)
+
+
+def test_a_burst_spent_before_slow_start_s_doubling_parks_the_key() -> None:
+    """Twenty accepts (a minute's burst), then every late answer refused, five in a row: the
+    burst is spent, and the key parks at once (its doubled rate would meet the same wall)."""
+    pacer = KeyPacer(200.0, rate=100.0)
+    sends = [(i / 100, i >= 18) for i in range(23)]
+    distant(pacer, sends, 0.2, until=0.415)
+    assert pacer.state is PacerState.ACTIVE and pacer.rate == 200.0  # (four in a row)
+    distant(pacer, sends, 0.2, until=0.425, after=0.415)
+    assert pacer.state.value == "parked"  # (.value: mypy holds the state narrowed above)
+
+
 def test_a_per_minute_limit_value_sets_the_rate_at_once() -> None:
     pacer = KeyPacer(200.0, rate=200.0)
     quota = QuotaInfo(limit="ApiRequestsPerMinutePerProjectPerRegion", limit_value=1800.0)

@@ -361,6 +361,26 @@ def test_a_bucket_behind_answers_out_of_order(seed: int) -> None:
     assert result.seconds <= 1.15 * floor, (result.seconds, floor)
 
 
+@pytest.mark.parametrize(("latency", "refused"), [(0.2, 0.11), (0.3, 0.10), (0.5, 0.10)])
+def test_a_distant_bucket_s_first_wall_is_met_on_answers_to_slow_start_s_old_rate(
+    latency: float, refused: float
+) -> None:
+    """A 50/s bucket (burst 5), bare 429s, behind answers of 0.2-0.5 s. Four clean answers (the
+    burst) double slow start to 200/s; the refusals of what went out at 100/s meanwhile come
+    back after that doubling. Taken for news already acted on, they were ignored, and the wall
+    waited for answers to the doubled rate, a round trip more: 12.5%, 13.3% and 16.7% of the
+    requests refused. A wall they show is over the doubled rate too, and is cut on them: 10.4%,
+    9.1% and 9.1% (at 0.2 s the round trip's sends before the eighth answer after the first
+    refusal cost 28 refusals of 335)."""
+    server = Server({"*": Bucket(50.0, 5.0)})
+    names = [name(i) for i in range(300)]
+    result = simulate(server, names, rate=200, latency=latency)
+    floor = max(bucket_floor(300, 200, 50.0, 5.0), 300 * latency / 32)
+    assert all_ok(result)
+    assert result.share_429 <= refused, result.share_429
+    assert result.seconds <= 1.15 * floor, (result.seconds, floor)
+
+
 def test_fixed_per_minute_window_scaled_down() -> None:
     limit, period, requests, rate = 120, 6.0, 1200, 100.0
     server = Server({"*": Window(limit, period)})
