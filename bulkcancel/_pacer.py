@@ -1063,14 +1063,15 @@ class KeyPacer:
         span = now - self.sends[0] if len(self.sends) > 1 else _HISTORY
         sent = len(self.sends) / max(span, 0.1)
         grown = min(self.ceiling, probe, max(2 * sent, _MIN_RATE))
-        late = (self.decided_at, list(self.fresh_answers))
+        doubled = clean and self._slow_start and not self.walled and grown > self.rate
+        # (its own answers first: the accepts before a first refusal are the burst it saw)
+        late = (self.decided_at, list(self.fresh_answers)) if doubled else None
         if grown > self.rate:
             self.rate = grown
             self.stepped_at = now
         self.clean_since = True
         self._new_epoch(now)
-        if clean and self._slow_start and not self.walled and self.stepped_at == now:
-            # (its own answers first: the accepts before a first refusal are the burst seen)
+        if late is not None:
             self.late_from, self.late_answers = late
 
     def peer_left(self, now: float, freed: float = 0.0) -> None:
