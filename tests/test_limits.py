@@ -96,7 +96,7 @@ def distant(
             pacer.on_answer(now, throttled=throttled, sent_at=sent_at)
 
 
-def slow_start_behind(latency: float, accepted: int) -> list[tuple[float, bool]]:
+def slow_start_behind(accepted: int) -> list[tuple[float, bool]]:
     """Slow start's sends at 100/s for 0.23 s, the first ``accepted`` accepted (a burst) and
     every other one after that (a bucket refilling at 50/s); then at 200/s, all refused."""
     first = [(i / 100, i >= accepted and (i - accepted) % 2 == 0) for i in range(23)]
@@ -109,9 +109,10 @@ def test_refusals_of_what_slow_start_sent_before_its_doubling_cut_at_once() -> N
     answers from the first refusal on, half refused) is cut at once, on the answers after the
     first refusal (a bucket accepting 50/s of 100/s), not a round trip later at 200/s."""
     pacer = KeyPacer(200.0, rate=100.0)
-    sends = slow_start_behind(0.2, accepted=9)
+    sends = slow_start_behind(accepted=9)
     distant(pacer, sends, 0.2, until=0.365)
-    assert pacer.rate == 200.0 and pacer.checking is None  # (eight answers from it on)
+    # (eight answers from the first refusal on, the last accepted: judged at a refusal)
+    assert pacer.rate == 200.0 and pacer.checking is None
     distant(pacer, sends, 0.2, until=0.375, after=0.365)
     assert pacer.checking == (0.5, 200.0, pytest.approx(50.0))
     assert pacer.rate == pytest.approx(50.0 * 0.95)
@@ -127,7 +128,7 @@ def test_late_refusals_that_show_no_wall_wait_for_the_next_decision() -> None:
     distant(pacer, sends, 0.2, until=1.0)
     assert pacer.rate == 200.0 and pacer.checking is None
     known = KeyPacer(200.0, rate=100.0, noise=0.1)
-    distant(known, slow_start_behind(0.2, accepted=9)[:23], 0.2, until=1.0)
+    distant(known, slow_start_behind(accepted=9)[:23], 0.2, until=1.0)
     assert known.rate == 200.0 and known.checking is None  # (a background known: not judged)
 
 
