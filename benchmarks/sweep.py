@@ -29,6 +29,10 @@ Sets (``python -m benchmarks.sweep SET``):
 * ``many``: 80 draws at 10-150/s of a project working in four to eight regions, on one quota
   (half of them) or one each, bare or stated, any shape, told 1.2-4x what the quotas allow
   together, 10-20 s of quota (the other sets stop at three regions).
+* ``far-short``: 160 short runs from a distant server, the matrix's kind: 4-10 s of a quota of
+  10-150/s, told 2-6x it, any shape, one region or two (one quota or one each), bare (60%) or
+  stated, answers of 0.1-0.5 s (``far``'s runs hold 10-40 s of quota, where the first round
+  trips weigh little).
 
 ``--background-quota``: background 429s carry the quota's ErrorInfo too (by default they carry
 none, as the fake's ``background-429`` sends them). ``--jitter SIGMA``: every answer's latency
@@ -63,7 +67,10 @@ from tests import test_pacing_sim as sim
 
 SHAPES = ("bucket-small", "bucket-minute", "fixed-window")
 IN_FLIGHT = 32  # the simulator's concurrency
-_SEEDS = {"slow": 1, "random": 2, "shared-bare": 3, "apart-bare": 4, "far": 11, "many": 12}
+_SEEDS = {
+    "slow": 1, "random": 2, "shared-bare": 3, "apart-bare": 4, "far": 11, "many": 12,
+    "far-short": 13,
+}  # fmt: skip
 SETS = ("short", *_SEEDS)
 
 
@@ -171,6 +178,9 @@ def _drawn(name: str) -> Iterable[Personality]:
     if name == "many":
         yield from (_many(rng, seed) for seed in range(80))
         return
+    if name == "far-short":
+        yield from (_far_short(rng, seed) for seed in range(160))
+        return
     draws = {"shared-bare": 120, "apart-bare": 160, "far": 200}.get(name, 300)
     for seed in range(draws):
         if name == "slow":
@@ -218,6 +228,29 @@ def _many(rng: random.Random, seed: int) -> Personality:
     names = max(20, int(quota * seconds / (regions if shared else 1)))
     offset = rng.uniform(0, window)
     latency = rng.choice([0.002, 0.02, 0.05, 0.1])
+    return Personality(
+        quota, shape, window, shared, regions, stated, background, offset, told, names,
+        latency, seed,
+    )  # fmt: skip
+
+
+def _far_short(rng: random.Random, seed: int) -> Personality:
+    """A short run from a distant server, the matrix's kind (300 names at 50/s is 6 s of
+    quota): 4-10 s of a quota of 10-150/s (log-uniform), told 2-6x it, every shape, one region
+    or two (on one quota or one each), bare 429s (60%) or stated, 0/5/10% background, answers
+    of 0.1-0.5 s. Slow start's first round trip and its first wall weigh most here."""
+    quota = math.exp(rng.uniform(math.log(10), math.log(150)))
+    shape = rng.choice(SHAPES)
+    window = rng.choice([2.0, 3.0, 6.0, 10.0])
+    regions = rng.choice([1, 1, 2])
+    shared = regions == 2 and rng.random() < 0.5
+    stated = rng.random() < 0.4
+    background = rng.choice([0.0, 0.0, 0.05, 0.1])
+    told = quota * (1 if shared else regions) * rng.uniform(2, 6)
+    seconds = rng.uniform(4, 10)
+    names = max(20, int(quota * seconds / (regions if shared else 1)))
+    offset = rng.uniform(0, window)
+    latency = rng.choice([0.1, 0.2, 0.3, 0.5])
     return Personality(
         quota, shape, window, shared, regions, stated, background, offset, told, names,
         latency, seed,

@@ -20,6 +20,7 @@ from benchmarks import sweep
         ("apart-bare", 160),
         ("far", 200),
         ("many", 80),
+        ("far-short", 160),
     ],
 )
 def test_each_set_draws_the_personalities_it_names(name: str, runs: int) -> None:
@@ -35,6 +36,10 @@ def test_each_set_draws_the_personalities_it_names(name: str, runs: int) -> None
         assert {p.shared for p in drawn} == {p.stated for p in drawn} == {False, True}
     if name == "far":
         assert {p.latency for p in drawn} == {0.15, 0.3, 0.5, 0.8}
+    elif name == "far-short":
+        assert {p.latency for p in drawn} == {0.1, 0.2, 0.3, 0.5}
+        assert all(3.9 < p.names * (p.regions if p.shared else 1) / p.quota <= 10 for p in drawn)
+        assert {p.stated for p in drawn} == {p.shared for p in drawn} == {False, True}
     else:
         assert all(p.latency <= 0.1 for p in drawn)
     if name == "short":
