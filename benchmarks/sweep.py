@@ -222,15 +222,9 @@ def _many(rng: random.Random, seed: int) -> Personality:
     regions = rng.randint(4, 8)
     shared = rng.random() < 0.5
     stated = rng.random() < 0.5
-    background = rng.choice([0.0, 0.0, 0.05, 0.1])
-    told = quota * (1 if shared else regions) * rng.uniform(1.2, 4)
-    seconds = rng.uniform(10, 20)
-    names = max(20, int(quota * seconds / (regions if shared else 1)))
-    offset = rng.uniform(0, window)
-    latency = rng.choice([0.002, 0.02, 0.05, 0.1])
-    return Personality(
-        quota, shape, window, shared, regions, stated, background, offset, told, names,
-        latency, seed,
+    return _project(
+        rng, seed, quota, shape, window, shared, regions, stated,
+        told=(1.2, 4), seconds=(10, 20), latencies=[0.002, 0.02, 0.05, 0.1],
     )  # fmt: skip
 
 
@@ -245,14 +239,36 @@ def _far_short(rng: random.Random, seed: int) -> Personality:
     regions = rng.choice([1, 1, 2])
     shared = regions == 2 and rng.random() < 0.5
     stated = rng.random() < 0.4
+    return _project(
+        rng, seed, quota, shape, window, shared, regions, stated,
+        told=(2, 6), seconds=(4, 10), latencies=[0.1, 0.2, 0.3, 0.5],
+    )  # fmt: skip
+
+
+def _project(
+    rng: random.Random,
+    seed: int,
+    quota: float,
+    shape: str,
+    window: float,
+    shared: bool,
+    regions: int,
+    stated: bool,
+    *,
+    told: tuple[float, float],
+    seconds: tuple[float, float],
+    latencies: list[float],
+) -> Personality:
+    """The rest of a project's draw: a background share, the run's ``--rate`` (``told`` times
+    what the project's quotas allow together), its names (``seconds`` of quota), the window's
+    phase and the answers' latency."""
     background = rng.choice([0.0, 0.0, 0.05, 0.1])
-    told = quota * (1 if shared else regions) * rng.uniform(2, 6)
-    seconds = rng.uniform(4, 10)
-    names = max(20, int(quota * seconds / (regions if shared else 1)))
+    rate = quota * (1 if shared else regions) * rng.uniform(*told)
+    names = max(20, int(quota * rng.uniform(*seconds) / (regions if shared else 1)))
     offset = rng.uniform(0, window)
-    latency = rng.choice([0.1, 0.2, 0.3, 0.5])
+    latency = rng.choice(latencies)
     return Personality(
-        quota, shape, window, shared, regions, stated, background, offset, told, names,
+        quota, shape, window, shared, regions, stated, background, offset, rate, names,
         latency, seed,
     )  # fmt: skip
 
