@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             f"quota matrix: {args.operations} operations per parent, quota {args.quota:g}/s "
             f"where there is one, clients told {args.told:g}/s, {CONCURRENCY} in flight, "
             + (f"{args.latency * 1000:g} ms per answer, " if args.latency else "")
-            + (f"jitter {args.jitter:g}, " if args.latency and args.jitter else "")
+            + (f"jitter {args.jitter:g}, " if args.jitter else "")
             + f"median of {args.rounds} round(s)",
             ["scenario", "client", "drain s", "floor s", "x floor", "requests", "429 share",
              "exact"],

@@ -387,9 +387,9 @@ class KeyPacer:
     accepts: deque[float] = field(default_factory=deque)
     #: the fresh answers themselves, (sent at, throttled): their spacing tells a burst-1 bucket
     fresh_answers: list[tuple[float, bool]] = field(default_factory=list)
-    #: slow start's last doubling was decided at ``decided_at`` on answers to what was sent
-    #: from this time on: answers to requests sent in between that arrive after it are late
-    #: news of the rate before (inf: none; see _late_news)
+    #: slow start's last doubling (no background known) was decided at ``decided_at`` on
+    #: answers to what was sent from this time on: answers to requests sent in between that
+    #: arrive after it are late news of the rate before (inf: none; see _late_news)
     late_from: float = math.inf
     #: ... those answers, the doubling's own first: (sent at, throttled)
     late_answers: list[tuple[float, bool]] = field(default_factory=list)
@@ -544,11 +544,7 @@ class KeyPacer:
                 self._late_news(now, sent_at, throttled, hint)
             # (else its news is already acted on)
         else:
-            self.fresh += 1
-            self.fresh_throttled += throttled
-            self.fresh_answers.append((sent_at, throttled))
-            self.fresh_first_sent = min(self.fresh_first_sent, sent_at)
-            self.fresh_last_sent = max(self.fresh_last_sent, sent_at)
+            self._count(sent_at, throttled)
             self._decide(now, hint)
         if self.peer_gone:
             self.peer_left(now)  # owed since a peer finished while parked or judging a cut
@@ -563,9 +559,10 @@ class KeyPacer:
         more of them refused; or five refused in a row, a burst spent) is over the new one
         too: it is acted on now, judged on them."""
         self.late_answers.append((sent_at, throttled))
-        if not throttled or not self._slow_start or self.noise > 0:
+        if not throttled or not self._slow_start:
             # (judged at a refusal: the answers after the first then run from one refusal to
-            # another, where a share counted up to an accept leans low)
+            # another, where a share counted up to an accept leans low; and not once a stated
+            # limit ended slow start)
             return
         answers = sorted(self.late_answers)
         first = next(i for i, (_, refused) in enumerate(answers) if refused)
@@ -577,16 +574,22 @@ class KeyPacer:
             return
         # Judged on the answers after the first refusal, in send order (it was picked for
         # being one; those before it were the burst the doubling saw).
-        after = answers[first + 1 :]
         self._new_epoch(self.decided_at)
-        self.fresh_answers.extend(after)
-        self.fresh, self.fresh_throttled = len(after), sum(onset) - 1
-        self.fresh_first_sent, self.fresh_last_sent = after[0][0], after[-1][0]
+        for at, refused in answers[first + 1 :]:
+            self._count(at, refused)
         self.stepped_at = -math.inf  # (a wall met before the step, not the step's)
         if spent:
             self._park(now, hint)
         else:
             self._cut(now, self.fresh_throttled / self.fresh)
+
+    def _count(self, sent_at: float, throttled: bool) -> None:
+        """One answer joins the evidence for the next decision."""
+        self.fresh += 1
+        self.fresh_throttled += throttled
+        self.fresh_answers.append((sent_at, throttled))
+        self.fresh_first_sent = min(self.fresh_first_sent, sent_at)
+        self.fresh_last_sent = max(self.fresh_last_sent, sent_at)
 
     def _decide(self, now: float, hint: float | None) -> None:
         n, t = self.fresh, self.fresh_throttled
@@ -1063,8 +1066,11 @@ class KeyPacer:
         span = now - self.sends[0] if len(self.sends) > 1 else _HISTORY
         sent = len(self.sends) / max(span, 0.1)
         grown = min(self.ceiling, probe, max(2 * sent, _MIN_RATE))
-        doubled = clean and self._slow_start and not self.walled and grown > self.rate
-        # (its own answers first: the accepts before a first refusal are the burst it saw)
+        # (No background known: a wall among the late answers is then one to act on. Its own
+        # answers first: the accepts before a first refusal are the burst it saw.)
+        doubled = (
+            clean and self._slow_start and not self.walled and not self.noise and grown > self.rate
+        )
         late = (self.decided_at, list(self.fresh_answers)) if doubled else None
         if grown > self.rate:
             self.rate = grown
