@@ -26,13 +26,15 @@ Two layers, because they answer different questions:
   grew in lockstep do neither (one key is refused like a wall while another is spared, or the
   merged keys accept under 70% of what they did apart: what the trial's answers accepted since
   the merge, 64 per key or more, against what each key was let through per second since its
-  first send, and not once the merged pacer parked, since a spent window accepts nothing for a
-  while, shared or not). Then the keys are split again, each at the rate it had apart, for good:
-  no new trial starts for that project, and requests queued at its pacer queue at their keys'
-  own. Independent pacers on one quota would split it by where they
-  started (their increases are multiplicative, so AIMD's fairness does not hold) and starve one
-  key; the merged pacer serves the keys' waiters in one FIFO, so each key gets the quota in
-  proportion to its backlog. A key whose throttles' ErrorInfo names a regional limit (a region
+  first wall (since its first send, a minute's bucket's start-up burst counted: two regions on
+  one bucket of 15/s with 2 s of burst read 23/s apart, and the merge was undone), and not once
+  the merged pacer parked, since a spent window accepts nothing for a while, shared or not).
+  Then the keys are split again, each at the rate it had apart, for good: no new trial starts
+  for that project, and requests queued at its pacer queue at their keys' own. Independent
+  pacers on one quota would split it by where they started (their increases are
+  multiplicative, so AIMD's fairness does not hold) and starve one key; the merged pacer
+  serves the keys' waiters in one FIFO, so each key gets the quota in proportion to its
+  backlog. A key whose throttles' ErrorInfo names a regional limit (a region
   in ``quota_location``, or a limit name with a region, location or zone) is never merged so:
   synchronized windows (Compute's per-minute windows turn for every region at once) make
   separate regional quotas coincide window after window, and the merge held three such regions
@@ -559,10 +561,11 @@ class RateGovernor:
         self._trial[project] = {}
         self._merged_at[project] = now
         members = [k for k in self._onsets if _project_of(k) == project]
-        # (What each key was let through since its first send, not over the last second:
+        # (What each key was let through since its first wall, not over the last second:
         # walls coincide when a window is spent, and the second before holds the window's
         # budget, up to three times the quota's average: two regions on one window of 117/s,
-        # every 3 s, read 352/s apart, and every merge on it was undone.)
+        # every 3 s, read 352/s apart, and every merge on it was undone. Nor since its first
+        # send: that holds the burst a bucket saved before the run. See lifetime_rate.)
         self._before_merge[project] = {k: self.pacer(k).lifetime_rate(now) for k in members}
         # Every key of the project that met a wall joins, not only the two that coincided.
         for member in members:

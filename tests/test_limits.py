@@ -578,6 +578,57 @@ def test_a_merged_pacers_estimate_is_the_sum_of_what_its_keys_measured() -> None
     assert project.walls == 2
 
 
+def test_a_merged_pacers_estimate_is_never_above_what_its_keys_accepted_together() -> None:
+    """Two regions on one quota of 50/s, bare 429s, never merged until their walls coincided
+    twice: each key's estimate was its share of the quota when it met its own last wall, one
+    while the other was starved (50/s), one while both sent (21/s). Summed, 71/s: the merged
+    pacer went back to 95% of that at once, 1.36x the quota, learned the refusals as background,
+    and drew 16% of 429s. What the keys were let through together over the last second is the
+    shared quota's own measure, and caps the sum."""
+    project = KeyPacer(200.0)
+    east = KeyPacer(200.0, rate=20.0, walls=2, estimate=21.4)
+    west = KeyPacer(200.0, rate=47.5, walls=1, estimate=50.0)
+    feed(east, 9.0, 20.0, 20, 0.0)  # the second before the merge: 20/s and 30/s accepted
+    feed(west, 9.0, 30.0, 30, 0.0)
+    project.absorb(east, 10.0, first=True)
+    assert project.estimate == pytest.approx(21.4)  # one key's: nothing to compare yet
+    project.absorb(west, 10.0, first=False)
+    assert project.estimate == pytest.approx(50.0, rel=0.05)  # not 71.4
+
+
+def test_keys_idle_before_a_merge_keep_the_sum_of_their_estimates() -> None:
+    """The cap is what the keys were let through together lately; keys that sent little in
+    the last second (too few accepts to measure) keep the sum of what they measured."""
+    project = KeyPacer(200.0)
+    east = KeyPacer(200.0, rate=10.0, walls=1, estimate=10.8)
+    west = KeyPacer(200.0, rate=9.0, walls=1, estimate=9.5)
+    feed(east, 9.0, 5.0, 5, 0.0)
+    feed(west, 9.0, 5.0, 5, 0.0)
+    project.absorb(east, 10.0, first=True)
+    project.absorb(west, 10.0, first=False)
+    assert project.estimate == pytest.approx(20.3)
+
+
+def test_what_a_key_was_let_through_apart_leaves_out_its_start_up_burst() -> None:
+    """A merge on trial is undone when the merged keys accept under 70% of what they were let
+    through apart. Counted from each key's first send, that held the burst a minute's bucket
+    saves before the first wall: two regions on one bucket of 15/s with 2 s of burst read
+    23/s apart four seconds in, the merged pacer's honest 15/s looked like separate quotas held
+    back, and the split keys drew 27.5% of 429s (18.3% kept merged). Since the first wall, a
+    key's rate is what it was let through from then on."""
+    pacer = KeyPacer(200.0, rate=100.0)
+    now = feed(pacer, 0.0, 100.0, 30, 0.0)  # the burst: 30 accepted in 0.3 s
+    assert pacer.first_wall is None
+    assert pacer.lifetime_rate(now) == pytest.approx(100.0, rel=0.05)  # (under a second)
+    now = feed(pacer, now, 100.0, 16, 0.75, seed=2)  # the wall: most refused
+    assert pacer.walled and pacer.first_wall is not None
+    walled_at = pacer.first_wall[0]
+    now = feed(pacer, now, 10.0, 30, 0.0)  # then 10/s, every one accepted, for 3 s
+    assert now - walled_at >= 1.0
+    assert pacer.lifetime_rate(now) == pytest.approx(10.0, rel=0.15)
+    assert pacer.accepted_total / (now - 0.0) > 15.0  # what counting from the start reads
+
+
 def test_answers_sent_before_a_merge_do_not_cut_the_shared_pacer() -> None:
     """Seen against a fake with one 100/s quota for two regions, stated in ErrorInfo: both
     keys sent at 100/s in slow start; the first 429s merged them, and answers to one key's

@@ -12,7 +12,9 @@ import random
 import pytest
 
 from benchmarks import sweep
+from bulkcancel._limits import RateGovernor
 from tests.test_pacing_sim import (
+    PROJECT,
     Bucket,
     Open,
     Server,
@@ -205,3 +207,39 @@ def test_answers_that_come_back_together_do_not_send_a_keys_turns_together(
     assert run["exact"]
     assert run["x"] <= 1.1, run
     assert run["share"] <= 0.03, run
+
+
+def test_two_regions_merged_on_one_bucket_resume_at_what_it_lets_through() -> None:
+    """Two regions on one bucket of 50/s (a burst of 5), bare 429s, 300 names each, answers a
+    few milliseconds apart in any order (sigma 0.3: this seed is the one that drew 16% of
+    429s). The keys measured their shares of the quota at different times, one while the other
+    was starved; merged, the pacer went back to the sum (71/s), learned the refusals as a
+    background, and grew through the wall all run. Now 9.8%."""
+    server = Server({"*": Bucket(50.0, 5.0)})
+    result = simulate(server, regions(600, 2), rate=200.0, latency=0.002, jitter=0.3, jitter_seed=3)
+    assert all_ok(result)
+    assert result.seconds <= 1.1 * bucket_floor(600, 200.0, 50.0, 5.0)
+    assert result.share_429 <= 0.10, result.share_429
+
+
+def test_a_merge_on_one_minute_bucket_is_not_undone_for_its_start_up_burst() -> None:
+    """Two regions on one bucket of 15/s that saves 2 s of burst, bare 429s, told 110/s: the
+    trial compared the merged pacer's 15/s with what the keys were let through apart since
+    their first sends, the burst included (23/s), and undid the merge; the keys, apart on one
+    quota again, drew 27.5% of 429s. Counted from each key's first wall, the merge holds
+    (18.3%: the first walls of a minute's bucket shared by keys that cannot know it cost
+    the rest; see the README's known misses)."""
+    governors: list[RateGovernor] = []
+    server = Server({"*": Bucket(15.0, 30.0)})
+    result = simulate(
+        server,
+        regions(420, 2),
+        rate=110.0,
+        latency=0.02,
+        at=(0.0, lambda governor, _: governors.append(governor)),
+    )
+    assert all_ok(result)
+    assert result.seconds <= 1.1 * bucket_floor(420, 110.0, 15.0, 30.0)
+    governor = governors[0]
+    assert governor.pacer(f"{PROJECT}/locations/r0") is governor.pacer(f"{PROJECT}/locations/r1")
+    assert result.share_429 <= 0.2, result.share_429
