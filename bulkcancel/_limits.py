@@ -34,8 +34,8 @@ Two layers, because they answer different questions:
   pacers on one quota would split it by where they started (their increases are
   multiplicative, so AIMD's fairness does not hold) and starve one key; the merged pacer
   serves the keys' waiters in one FIFO, so each key gets the quota in proportion to its
-  backlog. A key whose throttles' ErrorInfo names a regional limit (a region
-  in ``quota_location``, or a limit name with a region, location or zone) is never merged so:
+  backlog. A key whose throttles' ErrorInfo names a regional limit (a region in
+  ``quota_location``, or a limit name with a region, location or zone) is never merged so:
   synchronized windows (Compute's per-minute windows turn for every region at once) make
   separate regional quotas coincide window after window, and the merge held three such regions
   to one region's stated limit without a refusal to undo it by (3.6x the floor).

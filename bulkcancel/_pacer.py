@@ -202,14 +202,13 @@ Keys of one project that share a quota are merged into one pacer (:meth:`KeyPace
 governor in ``_limits`` decides when); its burst is what the keys accepted together (one key's
 share of a window's budget, 150/s of 300/s, was taken for a 123/s limit's spacing), and so is
 the cap on its estimate of the quota (the keys' estimates, each measured at its own wall, summed
-to 1.4x a quota of 50/s). A burst is
-measured at a wall's first throttle after a quiet second, or after a clean decision: with a
-background share of 429s a quiet second never comes, and a stated 40/s then held a key the
-server let through at 190/s to 39/s, a fixed window's budgets spent at that pace. Known limits: the
-first wall costs about ten 429s (slow start opens at half of ``--rate``), a large share of a short
-run at a quota of a few requests per second; a minute's bucket with a stated limit costs one resume
-at the burst's pace (about ten 429s, once per key) before the limit caps it; background and a wall
-together can hide a small overshoot.
+to 1.4x a quota of 50/s). A burst is measured at a wall's first throttle after a quiet second,
+or after a clean decision: with a background share of 429s a quiet second never comes, and a
+stated 40/s then held a key the server let through at 190/s to 39/s, a fixed window's budgets
+spent at that pace. Known limits: the first wall costs about ten 429s (slow start opens at half
+of ``--rate``), a large share of a short run at a quota of a few requests per second; a minute's
+bucket with a stated limit costs one resume at the burst's pace (about ten 429s, once per key)
+before the limit caps it; background and a wall together can hide a small overshoot.
 """
 
 from __future__ import annotations
