@@ -565,8 +565,8 @@ class RateGovernor:
         # walls coincide when a window is spent, and the second before holds the window's
         # budget, up to three times the quota's average: two regions on one window of 117/s,
         # every 3 s, read 352/s apart, and every merge on it was undone. Nor since its first
-        # send: that holds the burst a bucket saved before the run. See lifetime_rate.)
-        self._before_merge[project] = {k: self.pacer(k).lifetime_rate(now) for k in members}
+        # send: that holds the burst a bucket saved before the run. See sustained_rate.)
+        self._before_merge[project] = {k: self.pacer(k).sustained_rate(now) for k in members}
         # Every key of the project that met a wall joins, not only the two that coincided.
         for member in members:
             self._join(member)
@@ -588,7 +588,7 @@ class RateGovernor:
         clearly (:meth:`_spared`: judged on every key with 16 answers since the merge or more,
         not waiting for the others) or the merged keys, refused, accept under 70% of what they
         did apart; confirm it after 128 answers per key otherwise. (What the keys did apart:
-        each one's :meth:`KeyPacer.lifetime_rate` at the merge; what they accept merged: the
+        each one's :meth:`KeyPacer.sustained_rate` at the merge; what they accept merged: the
         trial's own answers since the merge, judged from 64 per key and not once the merged
         pacer parked.)
 

@@ -1127,7 +1127,7 @@ class KeyPacer:
         seen = now - self.born if self.born is not None else 0.0
         return len(self.accepts) / max(min(_HISTORY, seen), 0.1)
 
-    def lifetime_rate(self, now: float) -> float:
+    def sustained_rate(self, now: float) -> float:
         """Requests per second accepted since this pacer's first wall, once that is a second
         old, else since its first send (over the last second, :meth:`accepted_rate`, while the
         pacer is younger than a second): what the key sustains apart, for a merge's trial.
@@ -1163,11 +1163,14 @@ class KeyPacer:
         _trim(self.accepts, now)
         if other.born is not None:
             self.born = other.born if self.born is None else min(self.born, other.born)
-        if len(self.accepts) >= _MIN_SAMPLES:
-            # What the keys accepted together is the shared quota's burst (each key's own, or
-            # this pacer's measured before the other key joined, is a part of it): a window's
-            # budget, spent by two keys at 150/s each, was taken for a 123/s spacing.
-            self.burst = max(self.burst, other.burst, self.accepted_rate(now))
+        # What the keys were let through together over the last second: the shared quota's
+        # own measure (None: too few accepts to tell).
+        together = self.accepted_rate(now) if len(self.accepts) >= _MIN_SAMPLES else None
+        if together is not None:
+            # It is the shared quota's burst (each key's own, or this pacer's measured before
+            # the other key joined, is a part of it): a window's budget, spent by two keys at
+            # 150/s each, was taken for a 123/s spacing.
+            self.burst = max(self.burst, other.burst, together)
         self.limit = min(self.limit, other.limit)
         self.noise = min(self.noise, other.noise)  # per-key verdicts were confounded
         # Not the sum: keys that each ramped up alone have just overrun the quota together.
@@ -1177,13 +1180,12 @@ class KeyPacer:
             # adds nothing: the sum must not stay unknown because one key's part is.)
             known = not first and self.estimate < math.inf
             self.estimate = self.estimate + other.estimate if known else other.estimate
-            if known and len(self.accepts) >= _MIN_SAMPLES:
+            if known and together is not None:
                 # Each key measured its share when it met its own wall, one maybe while the
                 # other was starved: the sum overstates the one quota (21 + 50 for 50/s, and
                 # the merged pacer went back to 95% of that at once, learned its refusals as
-                # background, 16% of 429s). What the keys were let through together over the
-                # last second is the shared quota's own measure.
-                self.estimate = min(self.estimate, self.accepted_rate(now))
+                # background, 16% of 429s).
+                self.estimate = min(self.estimate, together)
             self.walls = max(self.walls, other.walls)
         self.rate = max(_MIN_RATE, min(self.ceiling, rate, self._cap()))
         other.merged_into = self
@@ -1298,7 +1300,8 @@ class KeyPacer:
     def _wall_met(self, now: float) -> None:
         """A cut or a park: if the key last resumed at its burst and that found next to no
         budget, it was not a window that turned but a bucket refilling at the stated rate:
-        from now on the stated limit caps this key."""
+        from now on the stated limit caps this key. The first wall is remembered (see
+        :meth:`sustained_rate`)."""
         if self.burst_from is not None and self.accepted_total - self.burst_from < _WINDOW_BUDGET:
             self.windowed = False
         self.burst_from = None

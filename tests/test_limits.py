@@ -619,13 +619,13 @@ def test_what_a_key_was_let_through_apart_leaves_out_its_start_up_burst() -> Non
     pacer = KeyPacer(200.0, rate=100.0)
     now = feed(pacer, 0.0, 100.0, 30, 0.0)  # the burst: 30 accepted in 0.3 s
     assert pacer.first_wall is None
-    assert pacer.lifetime_rate(now) == pytest.approx(100.0, rel=0.05)  # (under a second)
+    assert pacer.sustained_rate(now) == pytest.approx(100.0, rel=0.05)  # (under a second)
     now = feed(pacer, now, 100.0, 16, 0.75, seed=2)  # the wall: most refused
     assert pacer.walled and pacer.first_wall is not None
     walled_at = pacer.first_wall[0]
     now = feed(pacer, now, 10.0, 30, 0.0)  # then 10/s, every one accepted, for 3 s
     assert now - walled_at >= 1.0
-    assert pacer.lifetime_rate(now) == pytest.approx(10.0, rel=0.15)
+    assert pacer.sustained_rate(now) == pytest.approx(10.0, rel=0.15)
     assert pacer.accepted_total / (now - 0.0) > 15.0  # what counting from the start reads
 
 
