@@ -154,7 +154,10 @@ class RateGovernor:
         self._clock = clock
         self._sleep = sleep
         self._pacers: dict[str, KeyPacer] = {}
-        self._project_keys: dict[str, set[str]] = {}  # project -> keys with a pacer of their own
+        #: project -> keys with a pacer of their own, in the order they got one (a dict, not a
+        #: set: a set of strings iterates in an order the interpreter's hash seed picks, and the
+        #: order finished peers are found in moved the pacing sweeps' figures run to run)
+        self._project_keys: dict[str, dict[str, None]] = {}
         self._route: dict[str, str] = {}  # key -> the key whose pacer paces it (shared quota)
         #: key -> when its own pacer last met a wall (the span of sends that showed it: see
         #: :meth:`_wall_onset`), and whether that ended its slow start
@@ -197,8 +200,8 @@ class RateGovernor:
         """A new pacer: when its project now has more than one, none of them is alone (a
         share that stays put may be another key's traffic on one quota: see KeyPacer.alone)."""
         project = _project_of(key)
-        keys = self._project_keys.setdefault(project, set())
-        keys.add(key)
+        keys = self._project_keys.setdefault(project, {})
+        keys[key] = None
         if len(keys) > 1:
             for other in keys:
                 if other in self._pacers:
