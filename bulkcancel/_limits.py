@@ -20,8 +20,12 @@ Two layers, because they answer different questions:
 * Without ErrorInfo, a shared quota shows as walls that coincide: two keys of one project meet
   walls within a second of each other, twice (the walls that end slow start do not count: all
   keys start together; a slow key's wall, shown by answers to sends 2.5 s apart or more, began
-  anywhere within them, and coincides with any wall found within a second of that span). Then
-  every key of the project that met a wall is merged into the project's pacer, on trial. One
+  anywhere within them, and coincides with any wall found within a second of that span). So
+  does a key starved beside another (:meth:`RateGovernor._starved`: 40% or more of its fresh
+  answers refused, at a quarter of the other key's rate or less, seen again a second later;
+  on one bucket of one token two keys' requests collide, the slow key is refused at any rate
+  and decides once in many seconds, and its walls never coincided twice with the other's).
+  Then every key of the project that met a wall is merged into the project's pacer, on trial. One
   quota refuses all keys alike and accepts as much merged as apart; separate quotas that merely
   grew in lockstep do neither (one key is refused like a wall while another is spared, or the
   merged keys accept under 70% of what they did apart: what the trial's answers accepted since
@@ -90,6 +94,11 @@ _SLOW_SPAN = 4.0  # ... within the last this many seconds of them
 _TRIAL_SAMPLES = 32  # answers per key before a merge on coinciding walls is judged
 _TRIAL_EARLY = 16  # ... but two keys of this many, one refused like a wall, one spared, split it
 _TRIAL_WORSE = 0.7  # a merge that accepts less than this share of what the keys did apart
+_STARVED_SHARE = 0.4  # a key refused this share of its fresh answers (sure: a wall) ...
+_STARVED_SAMPLES = 4  # ... of this many or more,
+_STARVED_GAP = 4.0  # ... at under 1/this of the rate of another key of its project,
+_STARVED_AFTER = 1.0  # ... both past their first walls by this many seconds,
+_STARVED_FOR = 1.0  # ... seen again this many seconds on, or more: starved
 _IDLE = 1.0  # seconds without a send or a waiter: a key whose work is done
 _IDLE_CHECK = 0.25  # seconds between a pacer's looks at its project's other keys
 _HELD = 0.1  # seconds: a waiter held back by a granted turn not yet sent asks again (the
@@ -165,6 +174,8 @@ class RateGovernor:
         self._coincided: dict[str, tuple[int, float]] = {}  # project -> (events, last one)
         self._merged_at: dict[str, float] = {}  # project -> when merged on coinciding walls
         self._before_merge: dict[str, dict[str, float]] = {}  # project -> key -> accepts/s
+        #: project -> when one of its keys was first seen starved beside another, and last
+        self._starved_since: dict[str, tuple[float, float]] = {}
         self._separate: set[str] = set()  # projects whose keys' quotas proved separate
         #: keys whose throttles' ErrorInfo says the quota is the region's own: never merged
         self._regional: set[str] = set()
@@ -441,6 +452,19 @@ class RateGovernor:
                 on_trial = key in self._trial.get(project, {})
                 if on_trial and grant.sent_at >= self._merged_at.get(project, math.inf):
                     self._judge_trial(key, throttled)
+        if (
+            throttled
+            and key is not None
+            and not pacer.alone
+            and pacer.fresh >= _STARVED_SAMPLES
+            and pacer.fresh_throttled >= _STARVED_SHARE * pacer.fresh
+            and pacer.state is PacerState.ACTIVE
+            and pacer.noise == 0
+            and pacer.limit == math.inf
+            and self._route.get(key) is None
+            and key not in self._regional
+        ):
+            self._starved(key, pacer)
         # (A wall met, confirmed or not yet judged: a key starved beside another on one quota
         # has every answer refused and its cuts never confirmed.)
         if (
@@ -459,6 +483,57 @@ class RateGovernor:
             self._wake_hints(pacer)
             if pacer is not grant.pacer:
                 self._wake_hints(grant.pacer)
+
+    def _starved(self, key: str, pacer: KeyPacer) -> None:
+        """``key``'s pacer, beside other keys of its project, has 40% or more of its fresh
+        answers refused (four or more: its rate is no help), with no background known and no
+        limit stated. When another key of the project that met a wall too sends four times
+        as fast or more, both past their first walls by a second, and that is so again a
+        second later or more (not more than four of the slow key's turns apart: a key cut deep
+        on a wall of its own shows it for a moment),
+        the slow key is starved beside the other on one quota: merge the project's keys on
+        trial, as walls that coincide twice do. The trial undoes a merge of separate quotas
+        (the slow key's own, refusing it alone).
+
+        On one bucket of one token two keys' requests collide: the slow key is refused at
+        any rate, its decisions take many seconds, and its walls never coincided twice with
+        the other's. Two regions on one bucket of 10/s, told 50/s: one key sat at 0.5-1.5/s,
+        the other at 5-9/s, until the faster one finished (real, 1.31-2.18x the floor)."""
+        project = _project_of(key)
+        if (
+            project in self._separate
+            or project in self._trial
+            or key == project
+            or not project.startswith("projects/")
+        ):
+            return
+        now = self.now()
+        if pacer.first_wall is None or now - pacer.first_wall[0] < _STARVED_AFTER:
+            return
+        for other in self._project_keys.get(project, ()):
+            peer = self._pacers.get(other)
+            if (
+                other == key
+                or peer is None
+                or peer.first_wall is None
+                or now - peer.first_wall[0] < _STARVED_AFTER
+                or self._route.get(other) is not None
+                or other in self._regional
+                or peer.finished
+                or peer.state is not PacerState.ACTIVE
+                or peer.rate < _STARVED_GAP * pacer.rate
+            ):
+                continue
+            if project in self._merged_at:
+                self._join(key)  # (its project's keys were found to share one quota)
+                return
+            first, last = self._starved_since.get(project, (now, now))
+            if now - last > max(_STARVED_FOR, _STARVED_SAMPLES / pacer.rate):
+                first = now  # (seen before, not since, over four of its turns: a moment)
+            self._starved_since[project] = (first, now)
+            if now - first >= _STARVED_FOR:
+                self._merge_on_trial(project, now)
+            return
 
     def _peers_gone(self, key: str, pacer: KeyPacer) -> None:
         """A key beside others of its project, with a wall met: when one of the others has
@@ -561,6 +636,11 @@ class RateGovernor:
         self._coincided[project] = (events, now)
         if events < _COINCIDENCES:
             return
+        self._merge_on_trial(project, now)
+
+    def _merge_on_trial(self, project: str, now: float) -> None:
+        """Merge every key of ``project`` that met a wall into the project's pacer, on trial
+        (:meth:`_judge_trial`)."""
         self._trial[project] = {}
         self._merged_at[project] = now
         members = [k for k in self._onsets if _project_of(k) == project]

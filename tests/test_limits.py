@@ -689,6 +689,43 @@ def _split_on_trial(governor: RateGovernor, clock: list[float], a: str, b: str) 
     assert governor.pacer(a) is not governor.pacer(b)
 
 
+@pytest.mark.parametrize(
+    ("fast", "noise", "merged"), [(10.0, 0.0, True), (2.0, 0.0, False), (10.0, 0.1, False)]
+)
+def test_a_key_starved_beside_a_far_faster_one_of_its_project_is_merged_with_it_on_trial(
+    fast: float, noise: float, merged: bool
+) -> None:
+    """Two regions on one bucket of one token: their requests collide, and one key is refused
+    at any rate while the other sends at 5-9/s; its decisions take seconds, and the walls of
+    the two never coincided twice. Refused on 40% or more of its fresh answers, at a quarter
+    of the other key's rate or less, for a second, it is merged with it on trial. Not beside a
+    key only twice as fast (its own quota, lower), nor with a background known (refused by
+    chance)."""
+    clock = [0.0]
+    governor = RateGovernor(200.0, clock=lambda: clock[0])
+    a, b = "projects/p/locations/a", "projects/p/locations/b"
+    for key in (a, b):
+        _answers(governor, clock, key, 16, 0.7)  # the walls that end slow start
+    for key, rate in ((a, 1.0), (b, fast)):  # past them: a at 1/s, b at ``fast``
+        pacer = governor.pacer(key)
+        pacer.checking, pacer.walls, pacer.estimate, pacer.rate = None, 1, rate, rate
+        pacer.noise = noise
+        pacer._new_epoch(clock[0])
+    together = []
+    for i in range(14):  # a answered every half second, every other answer refused
+        clock[0] += 0.25
+        if i % 2:
+            _answers(governor, clock, a, 1, 1.0 if i % 4 == 1 else 0.0)
+        _answers(governor, clock, b, 1, 0.0)
+        together.append(governor.pacer(a) is governor.pacer(b))
+    # Starved from the fifth answer on (3 of 5 refused, 2.7 s in), seen again a second later.
+    assert together[-1] is merged
+    assert not any(together[:-1])
+    if merged:
+        assert governor.pacer(a) is governor.pacer("projects/p")
+        assert a in governor._trial["projects/p"]
+
+
 def test_a_trial_splits_two_clearly_different_keys_without_waiting_for_a_slow_third() -> None:
     """Six regions with windows of their own turning together (fixed 3 s windows of 105/s,
     bare 429s) were merged; the merged pacer, refused by the spent regions whatever its rate,

@@ -220,3 +220,44 @@ def test_one_close_spacing_wall_holds_a_key_alone_in_its_project(alone: bool) ->
     assert pacer.spaced == (1 if alone else 2)
     assert refused_between(log, 0.0, 25.0) == 4 * pacer.spaced
     assert accepted_between(log, 5.0, 25.0) >= 0.95 * 10.0 * 20.0
+
+
+@pytest.mark.parametrize("quota", [10.0, 40.0])
+def test_a_probe_past_a_confirmed_quota_refused_at_once_goes_back_on_eight_answers(
+    quota: float,
+) -> None:
+    """A pacer that took over other keys (it reads no spacing: their requests interleave),
+    past a wall at its quota, on a bucket of one token: every probe 5% past the quota is
+    refused every other request. Judged on 16 answers, each cost eight refusals (two regions
+    on one bucket of 10/s, merged: 14% of all requests; 16% here); the step is taken back on
+    8 (9%)."""
+    pacer = KeyPacer(200.0, rate=0.95 * quota)
+    pacer.absorb(KeyPacer(200.0, rate=quota / 2), 0.0, first=False)
+    pacer.cut_at, pacer.walls, pacer.estimate = 0.0, 1, quota  # past a wall at the quota
+    pacer.rate = 0.95 * quota
+    log = Run(pacer, Bucket(quota, 1.0)).until(40.0)
+    refused = refused_between(log, 0.0, 40.0)
+    assert refused <= 0.1 * len(log), (refused, len(log))
+    assert accepted_between(log, 0.0, 40.0) >= 0.85 * quota * 40.0
+
+
+def test_a_probe_refused_at_once_lands_no_lower_than_the_rate_it_stepped_from() -> None:
+    """Eight answers are a rough measure of what the server accepts: the cut lands at what
+    they say, or at 95% of the rate the step left if that is more (a merged pacer of six
+    regions of their own, stepped from 178/s to 196/s, 4 of 8 refused: cut to 124/s where
+    16 answers said 140/s). With a background known the step is judged on 16 as before."""
+    for noise in (0.0, 0.05):
+        pacer = KeyPacer(400.0, rate=178.0)
+        pacer.cut_at, pacer.walls, pacer.estimate = 0.0, 1, 170.0
+        now = 1.0
+        while pacer.rate == 178.0:  # clean answers until a step up
+            now = feed_pattern(pacer, now, 178.0, "A")
+        assert pacer.stepped_from == 178.0
+        pacer.noise = noise
+        # (the first sent before the step's decision: not its news)
+        feed_pattern(pacer, now, pacer.rate, "AAARRAARR")
+        if noise:
+            assert pacer.checking is None  # not yet: 16 answers
+            continue
+        assert pacer.checking is not None  # cut on 8 answers
+        assert pacer.rate == pytest.approx(0.95 * 178.0)
