@@ -489,11 +489,11 @@ class RateGovernor:
         answers refused (four or more: its rate is no help), with no background known and no
         limit stated. When another key of the project that met a wall too sends four times
         as fast or more, both past their first walls by a second, and that is so again a
-        second later or more (not more than four of the slow key's turns apart: a key cut deep
-        on a wall of its own shows it for a moment),
-        the slow key is starved beside the other on one quota: merge the project's keys on
-        trial, as walls that coincide twice do. The trial undoes a merge of separate quotas
-        (the slow key's own, refusing it alone).
+        second later or more (not more than four of the slow key's turns apart: a key cut
+        deep on a wall of its own shows it for a moment), the slow key is starved beside the
+        other on one quota: merge the project's keys on trial, as walls that coincide twice
+        do. The trial undoes a merge of separate quotas (the slow key's own, refusing it
+        alone).
 
         On one bucket of one token two keys' requests collide: the slow key is refused at
         any rate, its decisions take many seconds, and its walls never coincided twice with

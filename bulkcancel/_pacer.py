@@ -640,12 +640,13 @@ class KeyPacer:
         ):
             # The key's own step past a quota it confirmed met a wall at once, 40% of 8
             # answers or more refused with no background known (a 10% background's chance
-            # once in 200): back to the rate the step left, or to what the answers say if
-            # that is more. A bucket of one token refuses every other request however small
-            # the overshoot, and waiting for 16 answers doubled what each probe cost (two
-            # regions merged on one bucket of 10/s probed every five seconds, eight refusals
-            # each). (Not under that rate: a share of 8 is a rough measure, and a cut on it
-            # landed six regions of their own at 124/s where 16 answers said 140/s.)
+            # about once in 75 decisions, at any of the 8th to 15th answers): back to the
+            # rate the step left, or to what the answers say if that is more. A bucket of
+            # one token refuses every other request however small the overshoot, and waiting
+            # for 16 answers doubled what each probe cost (two regions merged on one bucket
+            # of 10/s probed every five seconds, eight refusals each). (Not under that rate:
+            # a share of 8 is a rough measure, and a cut on it landed six regions of their
+            # own at 124/s where 16 answers said 140/s.)
             self._cut(now, share, floor=self.stepped_from)
             return
         if (

@@ -1,8 +1,9 @@
 """Quota walls the first pacer missed, on virtual time: one quota shared by several regions
 (told by ErrorInfo or not), bare 429s from a small-burst token bucket and from one with no burst
-at all (alone and as two regions' separate quotas), and a background share of 429s on a short
-run. Each family runs at several quota sizes and region counts, so what passes
-is the behaviour, not one configuration. The models and the harness are test_pacing_sim's.
+at all (alone, as two regions' separate quotas and as one quota two regions share), and a
+background share of 429s on a short run. Each family runs at several quota sizes and region
+counts, so what passes is the behaviour, not one configuration. The models and the harness are
+test_pacing_sim's.
 """
 
 from __future__ import annotations
