@@ -229,8 +229,8 @@ def test_a_probe_past_a_confirmed_quota_refused_at_once_goes_back_on_eight_answe
     """A pacer that took over other keys (it reads no spacing: their requests interleave),
     past a wall at its quota, on a bucket of one token: every probe 5% past the quota is
     refused every other request. Judged on 16 answers, each cost eight refusals (two regions
-    on one bucket of 10/s, merged: 14% of all requests; 16% here); the step is taken back on
-    8 (9%)."""
+    on one bucket of 10/s, merged: 14% of all requests; 15% here at 10/s, 11% at 40/s); the
+    step is taken back on 8 (9% and 6.5%)."""
     pacer = KeyPacer(200.0, rate=0.95 * quota)
     pacer.absorb(KeyPacer(200.0, rate=quota / 2), 0.0, first=False)
     pacer.cut_at, pacer.walls, pacer.estimate = 0.0, 1, quota  # past a wall at the quota
