@@ -33,6 +33,11 @@ Sets (``python -m benchmarks.sweep SET``):
   10-150/s, told 2-6x it, any shape, one region or two (one quota or one each), bare (60%) or
   stated, answers of 0.1-0.5 s (``far``'s runs hold 10-40 s of quota, where the first round
   trips weigh little).
+* ``uneven``: 120 draws of two or three regions with quotas of their own that differ: the first
+  at 8-120/s, each other one 1.5-8x smaller (never under 2/s), any shape, bare (60%) or
+  stated, told 1.2-4x the largest per region, the same names in every region (10-40 s of the
+  smallest quota): the large regions finish first, the small one runs on alone (new in
+  session 28: the other sets draw separate quotas equal).
 
 ``--background-quota``: background 429s carry the quota's ErrorInfo too (by default they carry
 none, as the fake's ``background-429`` sends them). ``--jitter SIGMA``: every answer's latency
@@ -69,7 +74,7 @@ SHAPES = ("bucket-small", "bucket-minute", "fixed-window")
 IN_FLIGHT = 32  # the simulator's concurrency
 _SEEDS = {
     "slow": 1, "random": 2, "shared-bare": 3, "apart-bare": 4, "far": 11, "many": 12,
-    "far-short": 13,
+    "far-short": 13, "uneven": 14,
 }  # fmt: skip
 SETS = ("short", *_SEEDS)
 
@@ -88,6 +93,7 @@ class Personality:
     names: int  # per region
     latency: float  # seconds per answer
     seed: int
+    quotas: tuple[float, ...] = ()  # per region, when they differ (else ``quota`` for each)
 
 
 @dataclass
@@ -122,11 +128,15 @@ def run(
     personality: Personality, background_quota: bool = False, jitter: float = 0.0
 ) -> dict[str, Any]:
     """One simulated run: the personality, ``x`` (drain over floor), ``share`` (429s by the
-    quota), ``exact`` (every cancel ended OK), ``requests`` and the ``jitter`` it ran with."""
+    quota), ``exact`` (every cancel ended OK), ``requests``, the drain in ``seconds`` and the
+    ``jitter`` it ran with."""
     p = personality
-    quota = Quota(p.quota, shape=QuotaShape(p.shape), window=p.window, shared=p.shared)
-    server = _Server(quota, p, background_quota, random.Random(p.seed))
     locations = [chr(ord("a") + i) for i in range(p.regions)]
+    quota = Quota(
+        p.quota, shape=QuotaShape(p.shape), window=p.window, shared=p.shared,
+        location_rates=dict(zip(locations, p.quotas, strict=False)),
+    )  # fmt: skip
+    server = _Server(quota, p, background_quota, random.Random(p.seed))
     names = [sim.name(i, location) for i in range(p.names) for location in locations]
     result = sim.simulate(
         server,  # type: ignore[arg-type]
@@ -144,6 +154,7 @@ def run(
         "share": refused / max(1, server.requests - server.background),
         "exact": all(answer.ok for answer in result.answers),
         "requests": server.requests,
+        "seconds": result.seconds,
         "jitter": jitter,
     }
 
@@ -180,6 +191,9 @@ def _drawn(name: str) -> Iterable[Personality]:
         return
     if name == "far-short":
         yield from (_far_short(rng, seed) for seed in range(160))
+        return
+    if name == "uneven":
+        yield from (_uneven(rng, seed) for seed in range(120))
         return
     draws = {"shared-bare": 120, "apart-bare": 160, "far": 200}.get(name, 300)
     for seed in range(draws):
@@ -242,6 +256,30 @@ def _far_short(rng: random.Random, seed: int) -> Personality:
     return _project(
         rng, seed, quota, shape, window, shared, regions, stated,
         told=(2, 6), seconds=(4, 10), latencies=[0.1, 0.2, 0.3, 0.5],
+    )  # fmt: skip
+
+
+def _uneven(rng: random.Random, seed: int) -> Personality:
+    """Two or three regions with quotas of their own that differ: the first region's quota
+    at 8-120/s (log-uniform), each other one 1.5-8x smaller (log-uniform, never under 2/s),
+    any shape, bare 429s (60%) or stated, told 1.2-4x the largest quota per region, the same
+    names in every region: 10-40 s of the smallest quota, so the large regions finish first
+    and the small one runs on alone."""
+    quota = math.exp(rng.uniform(math.log(8), math.log(120)))
+    regions = rng.choice([2, 2, 3])
+    ratios = [math.exp(rng.uniform(math.log(1.5), math.log(8))) for _ in range(regions - 1)]
+    quotas = (quota, *(max(2.0, quota / ratio) for ratio in ratios))
+    shape = rng.choice(SHAPES)
+    window = rng.choice([1.0, 2.0, 3.0, 6.0, 10.0])
+    stated = rng.random() < 0.4
+    background = rng.choice([0.0, 0.0, 0.05, 0.1])
+    told = quota * regions * rng.uniform(1.2, 4)
+    names = max(20, int(min(quotas) * rng.uniform(10, 40)))
+    offset = rng.uniform(0, window)
+    latency = rng.choice([0.002, 0.02, 0.05, 0.1])
+    return Personality(
+        quota, shape, window, False, regions, stated, background, offset, told, names,
+        latency, seed, quotas,
     )  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from benchmarks import sweep
         ("far", 200),
         ("many", 80),
         ("far-short", 160),
+        ("uneven", 120),
     ],
 )
 def test_each_set_draws_the_personalities_it_names(name: str, runs: int) -> None:
@@ -31,6 +32,12 @@ def test_each_set_draws_the_personalities_it_names(name: str, runs: int) -> None
         assert all(p.shared and p.regions == 2 and not p.stated for p in drawn)
     if name == "apart-bare":
         assert all(not p.shared and p.regions in (2, 3) and not p.stated for p in drawn)
+    if name == "uneven":
+        assert all(not p.shared and len(p.quotas) == p.regions in (2, 3) for p in drawn)
+        assert all(2.0 <= min(p.quotas) < max(p.quotas) == p.quotas[0] for p in drawn)
+        assert all(p.told >= 1.2 * p.quota * p.regions for p in drawn)
+    else:
+        assert all(not p.quotas for p in drawn)
     if name == "many":
         assert {p.regions for p in drawn} == set(range(4, 9))
         assert {p.shared for p in drawn} == {p.stated for p in drawn} == {False, True}
@@ -55,6 +62,18 @@ def test_a_run_is_measured_against_the_oracle_and_repeats_exactly() -> None:
     assert first["requests"] >= personality.names
     assert first["x"] >= 0.99  # no client beats the oracle (a drain is not asserted here)
     assert 0.0 <= first["share"] < 0.5
+
+
+def test_regions_of_uneven_quotas_are_refused_each_by_its_own() -> None:
+    """The ``uneven`` set's regions have the quotas drawn for them: the floor is the smallest
+    quota's (the same names in every region), so a run is at least that long."""
+    personality = next(p for p in sweep.personalities("uneven") if p.quotas[1] < p.quota / 3)
+    result = sweep.run(personality)
+    assert result["exact"]
+    assert result["x"] >= 0.99
+    floor = result["seconds"] / result["x"]
+    smallest = personality.names / min(personality.quotas)
+    assert 0.9 * smallest <= floor <= 1.1 * smallest  # (the largest quota's is a third of it)
 
 
 def test_background_refusals_carry_the_quota_only_when_asked() -> None:
