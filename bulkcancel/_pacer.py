@@ -95,6 +95,10 @@ How a pacer tells a wall from noise, and what it borrowed:
   refuses every other request past its quota, however small the overshoot, and judged on 16
   answers each probe cost eight refusals (a merged pacer probing one bucket of 10/s every
   five seconds, simulated for 40 s: 15% of its requests refused, 9% now).
+  A doubling in slow start that meets a wall in its first decision accepting no more than
+  about the spotless rate it doubled from (1.2x) says the quota lies between the two, not at
+  what was accepted (a bucket of one token accepts every other request at up to twice its
+  quota): the cut is made and judged as any other, and the climb back starts at 15%.
   We did not take CUBIC's cubic curve: a measured quota is a better target than a fitted one.
 * **Parking.** When nearly everything is refused (90% of at least 8 fresh answers: a spent
   per-minute window, a minute's burst used up; or, when the wall began after a second of at least
@@ -248,6 +252,7 @@ _LEAD_CHANCE = 0.05  # accepts before a decision's first refusal this unlikely: 
 _MEASURED_SHARE = 0.95  # a cut lands a little under what the server accepted
 _LIMIT_SHARE = 0.98  # a quota value from ErrorInfo is used this close
 _PROBE_STEP = 0.05  # additive probe above the measured quota, per clean decision
+_DOUBLED_STEP = 0.15  # ... after a doubling walled at about the spotless rate it left
 _SURE_WALL = 0.4  # a throttle share this high is a wall, never background
 _LANDED_WALL = 0.2  # ... and this high after a landing on a spotless rate (a burst-1 bucket)
 _MAX_NOISE = 0.15  # background shares above this are not discounted ...
@@ -1005,7 +1010,14 @@ class KeyPacer:
         self.checked_on, self.checked_sent = self.fresh, sent
         # (the share refused counted in send order from the first refusal)
         self.checked_onset = sum(onset) / max(len(onset), 1)
-        self.step = _PROBE_STEP
+        # Slow start's doubling from a spotless rate met a wall in its first decision that
+        # accepted about that rate: the quota lies between the two (a bucket of one token
+        # accepts every other request at up to twice its quota), so what was accepted is no
+        # measure of it, and the climb back starts at 15%, not at the 5% that creeps near a
+        # measured quota (two regions on one bucket of one token at 10/s, merged: the merged
+        # pacer doubled from 5.7/s, was cut to 5.4/s and took 9 s at 5-8/s to climb back).
+        doubled = stepped and clean > 0.0 and sent >= 1.8 * clean and accepted <= 1.2 * clean
+        self.step = _DOUBLED_STEP if doubled and self._slow_start else _PROBE_STEP
         self.spacing, self.clean_rate = None, 0.0
         if self._limit_set_aside and self.burst_from is None and not all(onset):
             # A stated limit set aside because the server let a burst through, and now a wall

@@ -726,6 +726,47 @@ def test_a_key_starved_beside_a_far_faster_one_of_its_project_is_merged_with_it_
         assert a in governor._trial["projects/p"]
 
 
+@pytest.mark.parametrize(
+    ("accepted", "noise", "merged"), [(True, 0.0, True), (False, 0.0, False), (True, 0.1, False)]
+)
+def test_a_key_parked_beside_a_key_its_project_keeps_accepting_is_merged_with_it_on_trial(
+    accepted: bool, noise: float, merged: bool
+) -> None:
+    """Two regions on one bucket of one token: one key parked at its first wall, and each of
+    its probes collided with the other key's requests for seconds. A bucket of its own would
+    have given an idle key its token back within a second. Parked a second, a probe refused
+    again while the other key is accepted at a request a second or more: merged on trial. Not while the other key is refused too (a spent window), nor with a background
+    known (a refused probe may be chance)."""
+    clock = [0.0]
+    governor = RateGovernor(200.0, clock=lambda: clock[0])
+    a, b = "projects/p/locations/a", "projects/p/locations/b"
+    _answers(governor, clock, a, 16, 0.7)  # the wall that ends a's slow start
+    clock[0] += 1.5  # (b's walls a second and more later: no wall coincides)
+    parked = governor.pacer(b)
+    parked.noise = noise
+    for _ in range(40):  # refused until it parks
+        if parked.state is PacerState.PARKED:
+            break
+        _answers(governor, clock, b, 1, 1.0)
+    assert parked.state is PacerState.PARKED
+    since = clock[0]
+    together = []
+    for i in range(30):  # a answered every 0.1 s; a probe of b every half second, refused
+        clock[0] += 0.1
+        _answers(governor, clock, a, 1, 0.0 if accepted else 1.0)
+        if i % 5 == 4:
+            probe = Grant(parked, clock[0], probe=True)
+            governor.report(probe, throttled=True, key=b)
+            together.append((clock[0] - since, governor.pacer(a) is governor.pacer(b)))
+    joined = [at for at, one in together if one]
+    if merged:
+        assert 1.0 <= joined[0] < 1.5  # at the first probe refused a second parked or more
+        assert governor.pacer(b) is governor.pacer("projects/p")
+        assert b in governor._trial["projects/p"]
+    else:
+        assert not joined
+
+
 def test_a_trial_splits_two_clearly_different_keys_without_waiting_for_a_slow_third() -> None:
     """Six regions with windows of their own turning together (fixed 3 s windows of 105/s,
     bare 429s) were merged; the merged pacer, refused by the spent regions whatever its rate,
@@ -765,6 +806,37 @@ def test_a_trial_waits_for_more_answers_where_the_keys_differ_as_one_quota_may_b
         _answers(governor, clock, b, 1, 1.0 if i % 2 == 0 else 0.0)
     assert governor._trial["projects/p"] == {a: [16, 1], b: [17, 10]}
     assert governor.pacer(a) is governor.pacer(b)
+
+
+@pytest.mark.parametrize(("other", "split"), [(0.0, True), (0.125, False)])
+def test_a_trial_splits_a_key_refused_steadily_beside_one_hardly_refused(
+    other: float, split: bool
+) -> None:
+    """Two regions with quotas of their own, 61/s and 31/s (small buckets, bare 429s), had
+    walls in step and were merged; the merged pacer sent each about 57/s, so one key was
+    refused a quarter of the time and the other never (34 of 126 and 0 of 124), and the trial
+    confirmed the merge at 128 answers each, waiting for a share of 40%: 19% of 429s. A share
+    three times the other's or more, 3.5 standard errors apart, on 32 answers each or more,
+    splits it. A key refused half as often as the other is no such sign (one quota's timing
+    refuses keys unevenly): that merge is confirmed at 128 answers each, as before. (5 of b's
+    first 16 answers since the merge were refused while it was being merged.)"""
+    clock = [0.0]
+    governor = RateGovernor(200.0, clock=lambda: clock[0])
+    a, b = "projects/p/locations/a", "projects/p/locations/b"
+    _merge_on_coinciding_walls(governor, clock, a, b)
+    together = 0
+    for i in range(128):
+        if governor.pacer(a) is not governor.pacer(b):
+            break
+        together += 1
+        _answers(governor, clock, a, 1, float(i % 4 == 3))  # a refused once in four
+        _answers(governor, clock, b, 1, float(other > 0 and i % 8 == 7))
+    if split:
+        assert 32 <= together < 128  # 25% of a's answers against 5 of b's 100 or so
+        assert "projects/p" in governor._separate
+    else:
+        assert governor.pacer(a) is governor.pacer(b)
+        assert "projects/p" not in governor._trial  # confirmed: one quota
 
 
 def test_keys_split_after_a_trial_stay_apart_at_their_next_walls() -> None:

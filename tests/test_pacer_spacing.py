@@ -261,3 +261,33 @@ def test_a_probe_refused_at_once_lands_no_lower_than_the_rate_it_stepped_from() 
             continue
         assert pacer.checking is not None  # cut on 8 answers
         assert pacer.rate == pytest.approx(0.95 * 178.0)
+
+
+def test_a_doubling_walled_at_about_its_spotless_rate_climbs_back_by_bigger_steps() -> None:
+    """Slow start doubled from a rate it sent at without a refusal, and the doubled rate met
+    a wall that accepted about the old one: the quota lies between the two (a bucket of one
+    token accepts every other request at up to twice its quota, so what it accepted says
+    little). Cut there as any wall, the climb back starts at 15%, not at the 5% that creeps
+    near a measured quota: past 1.3x the old rate in three clean decisions, not six. (Two
+    regions on one bucket of one token at 10/s, merged: the merged pacer doubled from 5.7/s,
+    was cut to 5.4/s, and took nine seconds at 5-8/s to climb back.) A wall met without such
+    a step climbs by 5%, as before."""
+    climbs = []
+    for doubled in (True, False):
+        pacer = KeyPacer(200.0, rate=10.0 if doubled else 20.0)
+        now = 0.0
+        while pacer.rate == 10.0:  # spotless at 10/s, then slow start doubles
+            now = feed_pattern(pacer, now, 10.0, "A")
+        assert pacer.rate == 20.0
+        now = feed_pattern(pacer, now, 20.0, "AR" * 8)  # half accepted: 10/s
+        assert pacer.checking is not None
+        assert pacer.rate == pytest.approx(9.5)
+        rates = [pacer.rate]
+        while len(rates) < 4:  # the cut judged, then three clean decisions
+            now = feed_pattern(pacer, now, pacer.rate, "A")
+            if pacer.rate > rates[-1] * 1.001:
+                rates.append(pacer.rate)
+        assert pacer.walls == 1 and pacer.estimate == pytest.approx(10.0)
+        climbs.append(rates[-1] / 10.0)
+    assert climbs[0] > 1.4  # 10.9, 12.6, 14.4
+    assert climbs[1] < 1.15  # 10.0, 10.5, 11.0
