@@ -735,8 +735,9 @@ def test_a_key_parked_beside_a_key_its_project_keeps_accepting_is_merged_with_it
     """Two regions on one bucket of one token: one key parked at its first wall, and each of
     its probes collided with the other key's requests for seconds. A bucket of its own would
     have given an idle key its token back within a second. Parked a second, a probe refused
-    again while the other key is accepted at a request a second or more: merged on trial. Not while the other key is refused too (a spent window), nor with a background
-    known (a refused probe may be chance)."""
+    again while the other key is accepted at a request a second or more: merged on trial.
+    Not while the other key is refused too (a spent window), nor with a background known (a
+    refused probe may be chance)."""
     clock = [0.0]
     governor = RateGovernor(200.0, clock=lambda: clock[0])
     a, b = "projects/p/locations/a", "projects/p/locations/b"
