@@ -789,8 +789,9 @@ class RateGovernor:
         share is three times the other's or more, 3.5 standard errors apart: a merged pacer of
         two quotas, 61/s and 31/s, sent each key 57/s, one refused on 34 of 126 answers and
         the other on none, and the merge was confirmed (19% of 429s; 7% split). In the pacing
-        sweeps no trial of one shared quota came near that (the shares of 365 such trials,
-        judged at 32, 64 and 96 answers each, never three standard errors apart)."""
+        sweeps no trial of one shared quota came near that (365 checks of such trials, at 32,
+        64 and 96 answers each: none even 2.5 standard errors apart with one share twice the
+        other)."""
         (low, n_low), (high, n_high) = min(judged), max(judged)
         spread = math.sqrt(pooled * (1 - pooled) * (1 / n_low + 1 / n_high))
         z = 2.5 if min(n_low, n_high) >= _TRIAL_SAMPLES else 3.5
