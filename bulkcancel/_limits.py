@@ -486,7 +486,7 @@ class RateGovernor:
             and key not in self._regional
             and self.now() - pacer.parked_at >= _PARKED_BESIDE
         ):
-            self._parked_beside(key, pacer)
+            self._parked_beside(key)
         # (A wall met, confirmed or not yet judged: a key starved beside another on one quota
         # has every answer refused and its cuts never confirmed.)
         if (
@@ -557,7 +557,7 @@ class RateGovernor:
                 self._merge_on_trial(project, now)
             return
 
-    def _parked_beside(self, key: str, pacer: KeyPacer) -> None:
+    def _parked_beside(self, key: str) -> None:
         """``key``'s pacer has been parked for a second or more (no background known, no limit
         stated) and a probe of it was refused again, while another key of its project, past
         a wall of its own and active, is accepted at a request a second or more: the parked
