@@ -82,7 +82,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
@@ -522,29 +522,14 @@ class RateGovernor:
         the other's. Two regions on one bucket of 10/s, told 50/s: one key sat at 0.5-1.5/s,
         the other at 5-9/s, until the faster one finished (real, 1.31-2.18x the floor)."""
         project = _project_of(key)
-        if (
-            project in self._separate
-            or project in self._trial
-            or key == project
-            or not project.startswith("projects/")
-        ):
+        if not self._may_merge(project, key):
             return
         now = self.now()
         if pacer.first_wall is None or now - pacer.first_wall[0] < _STARVED_AFTER:
             return
-        for other in self._project_keys.get(project, ()):
-            peer = self._pacers.get(other)
-            if (
-                other == key
-                or peer is None
-                or peer.first_wall is None
-                or now - peer.first_wall[0] < _STARVED_AFTER
-                or self._route.get(other) is not None
-                or other in self._regional
-                or peer.finished
-                or peer.state is not PacerState.ACTIVE
-                or peer.rate < _STARVED_GAP * pacer.rate
-            ):
+        for peer in self._walled_peers(project, key):
+            walled_at = peer.first_wall[0] if peer.first_wall is not None else now
+            if now - walled_at < _STARVED_AFTER or peer.rate < _STARVED_GAP * pacer.rate:
                 continue
             if project in self._merged_at:
                 self._join(key)  # (its project's keys were found to share one quota)
@@ -574,14 +559,31 @@ class RateGovernor:
         floor, 24% of 429s; merged on trial at the third probe, 1.75 s parked, with the climb
         back after a doubling of KeyPacer._cut: 1.14-1.18x, 14-16%)."""
         project = _project_of(key)
-        if (
-            project in self._separate
-            or project in self._trial
-            or key == project
-            or not project.startswith("projects/")
-        ):
+        if not self._may_merge(project, key):
             return
         now = self.now()
+        for peer in self._walled_peers(project, key):
+            if peer.accepted_rate(now) < _PARKED_PEER:
+                continue
+            if project in self._merged_at:
+                self._join(key)
+                return
+            self._merge_on_trial(project, now)
+            return
+
+    def _may_merge(self, project: str, key: str) -> bool:
+        """``key`` (a region's, of a real project) may yet be merged with its project's other
+        keys on trial: no trial runs for the project, and none found its quotas separate."""
+        return (
+            project not in self._separate
+            and project not in self._trial
+            and key != project
+            and project.startswith("projects/")
+        )
+
+    def _walled_peers(self, project: str, key: str) -> Iterator[KeyPacer]:
+        """The pacers of ``project``'s other keys that are paced on their own, active, not
+        finished, past a wall of their own, and not known to have a regional quota."""
         for other in self._project_keys.get(project, ()):
             peer = self._pacers.get(other)
             if (
@@ -592,14 +594,9 @@ class RateGovernor:
                 or other in self._regional
                 or peer.finished
                 or peer.state is not PacerState.ACTIVE
-                or peer.accepted_rate(now) < _PARKED_PEER
             ):
                 continue
-            if project in self._merged_at:
-                self._join(key)
-                return
-            self._merge_on_trial(project, now)
-            return
+            yield peer
 
     def _peers_gone(self, key: str, pacer: KeyPacer) -> None:
         """A key beside others of its project, with a wall met: when one of the others has
