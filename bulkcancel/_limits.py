@@ -465,28 +465,25 @@ class RateGovernor:
             throttled
             and key is not None
             and not pacer.alone
-            and pacer.fresh >= _STARVED_SAMPLES
-            and pacer.fresh_throttled >= _STARVED_SHARE * pacer.fresh
-            and pacer.state is PacerState.ACTIVE
             and pacer.noise == 0
             and pacer.limit == math.inf
             and self._route.get(key) is None
             and key not in self._regional
         ):
-            self._starved(key, pacer)
-        if (
-            throttled
-            and grant.probe
-            and key is not None
-            and not pacer.alone
-            and pacer.state is PacerState.PARKED
-            and pacer.noise == 0
-            and pacer.limit == math.inf
-            and self._route.get(key) is None
-            and key not in self._regional
-            and self.now() - pacer.parked_at >= _PARKED_BESIDE
-        ):
-            self._parked_beside(key)
+            # Refused beside other keys of its project, paced on its own, no background known
+            # and no limit stated: it may be starved beside another on one quota.
+            if (
+                pacer.state is PacerState.ACTIVE
+                and pacer.fresh >= _STARVED_SAMPLES
+                and pacer.fresh_throttled >= _STARVED_SHARE * pacer.fresh
+            ):
+                self._starved(key, pacer)
+            elif (
+                pacer.state is PacerState.PARKED
+                and grant.probe
+                and self.now() - pacer.parked_at >= _PARKED_BESIDE
+            ):
+                self._parked_beside(key)
         # (A wall met, confirmed or not yet judged: a key starved beside another on one quota
         # has every answer refused and its cuts never confirmed.)
         if (
@@ -527,8 +524,7 @@ class RateGovernor:
         now = self.now()
         if pacer.first_wall is None or now - pacer.first_wall[0] < _STARVED_AFTER:
             return
-        for peer in self._walled_peers(project, key):
-            walled_at = peer.first_wall[0] if peer.first_wall is not None else now
+        for peer, walled_at in self._walled_peers(project, key):
             if now - walled_at < _STARVED_AFTER or peer.rate < _STARVED_GAP * pacer.rate:
                 continue
             if project in self._merged_at:
@@ -562,7 +558,7 @@ class RateGovernor:
         if not self._may_merge(project, key):
             return
         now = self.now()
-        for peer in self._walled_peers(project, key):
+        for peer, _ in self._walled_peers(project, key):
             if peer.accepted_rate(now) < _PARKED_PEER:
                 continue
             if project in self._merged_at:
@@ -581,9 +577,10 @@ class RateGovernor:
             and project.startswith("projects/")
         )
 
-    def _walled_peers(self, project: str, key: str) -> Iterator[KeyPacer]:
+    def _walled_peers(self, project: str, key: str) -> Iterator[tuple[KeyPacer, float]]:
         """The pacers of ``project``'s other keys that are paced on their own, active, not
-        finished, past a wall of their own, and not known to have a regional quota."""
+        finished, past a wall of their own (and when they first met one), and not known to
+        have a regional quota."""
         for other in self._project_keys.get(project, ()):
             peer = self._pacers.get(other)
             if (
@@ -596,7 +593,7 @@ class RateGovernor:
                 or peer.state is not PacerState.ACTIVE
             ):
                 continue
-            yield peer
+            yield peer, peer.first_wall[0]
 
     def _peers_gone(self, key: str, pacer: KeyPacer) -> None:
         """A key beside others of its project, with a wall met: when one of the others has
