@@ -259,9 +259,11 @@ def test_two_regions_on_one_bucket_of_one_token_are_merged_and_probe_it_cheaply(
     slow key is now merged when starved beside the other, and a probe is taken back on 8
     answers. This personality is chaotic: a look at the governor 12 s in (a timer on the loop,
     which changes the order events run in from the start) sends the run elsewhere. Without it
-    1.49x the floor and 23% of 429s before, 1.15x and 20% now; with it 1.50x and 22%, 1.46x and
-    18% now (the walls coincide and merge the keys at 8.6 s, and the merged pacer climbs from
-    the faster key's 3.7/s). Still a fifth of the requests refused: see the README's known
+    1.49x the floor and 23% of 429s in session 26, 1.15x and 20% in session 27; with it 1.50x
+    and 22%, then 1.46x and 18% (the walls coincide and merge the keys at 8.6 s, and the merged
+    pacer climbs from the faster key's 3.7/s). Since session 28 a key parked beside the other
+    merges them too: without the look 1.25x and 1.32x (seeds 1 and 0), 15-16% refused; with
+    it 1.46x and 18% as before. Still a sixth of the requests refused: see the README's known
     misses."""
     merged: list[bool] = []
 
