@@ -132,17 +132,23 @@ How a pacer tells a wall from noise, and what it borrowed:
   no budget back either (a bucket refilling, not a window that turned): the key parks again and
   resumes at what the server accepted since the first park began (the tokens the park let it save,
   over the time they took: its refill rate), a measured quota that ends slow start, not at the
-  burst's pace again. When walls repeat at a steady period (two like gaps between resumes: one gap
-  taken for a period held a key of 1 s windows parked 11 s for a bogus 13 s one), the period is
-  learned and the next probes are aimed at the predicted window boundary: 1% of a period apart from
-  2% before it to 5% past it, then twice as far apart each (a prediction a fifth of a window early,
-  probed 1% apart for a whole period, cost 35 refusals in one park); a turn that an aimed park's
-  first probe found is remembered 5% of a period before that probe (the middle of the park, up to
-  half a window early, was that prediction), so the next aim finds it from just before. With a
+  burst's pace again. Each resume leaves a span of time known to hold a window's boundary (from
+  the last refused probe, or the park, to the accepted one); when a period puts a boundary in every
+  one of the last six spans no wider than a quarter of it, three or more, half of them one window
+  after the one before, and the longest such periods agree within 10% (``_window_period``: until
+  session 29, two like gaps between resumes, which probes a second apart never gave), the period is
+  learned and the next probes are aimed at the predicted window boundary: just past the latest it
+  can be when the spans tell it within 4% of a period, else 1% of a period apart from 2% before it
+  to 5% past it, then twice as far apart each (a prediction a fifth of a window early, probed 1%
+  apart for a whole period, cost 35 refusals in one park); a turn that an aimed park's first probe
+  found is remembered 5% of a period before that probe when the spans cannot place it. With a
   per-minute limit stated, the period is known after one window: its budget (what the key was let
   through from its resume at the boundary to the wall) over the stated rate (2 s windows at 50/s,
   three in a run, were each found up to 0.4 s late by probes 1/20 of the rate apart: 1.25-1.49x the
-  floor; 1.07-1.09x now).
+  floor; 1.07-1.09x now). A key alone in its project that knows the period parks as soon as the
+  last window's budget has come through again since the turn, before any refusal, three windows
+  in four (the fourth runs to its wall, so a budget that grew is seen): windows of 10 a second
+  lost a third of their requests to the wall's refusals and the probes, under a fifth now.
 * **A burst-1 bucket's spacing.** A token bucket that saves no burst is empty after each accept:
   sent to evenly a little over its quota it accepts every other request (every k-th further over),
   so what it accepted at a wall is about half the quota, however close the send rate was; a cut to
@@ -223,6 +229,7 @@ before the limit caps it; background and a wall together can hide a small oversh
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -267,6 +274,13 @@ _WINDOW_BURST = 1.5  # accepted this far above a stated per-minute rate: budgets
 _AIM_EARLY = 0.02  # aimed probes start this share of a window's period before its boundary,
 _AIM_GAP = 0.01  # ... this share apart,
 _AIM_PAST = 0.05  # ... until this share past it; then their gaps double
+_AIM_LATE = 0.005  # ... or this share past the latest a window can turn, when that is known
+_EARLY_PARKS = 3  # windows in a row parked on their budget used, before one runs to its wall
+_TURNS = 6  # spans known to hold a window's boundary, kept to learn its period
+_PERIOD_SPREAD = 0.1  # ... learned when they tell it within this share either way
+_PERIOD_SCAN = 0.995  # ... scanned by steps of this ratio
+_TURN_SHARE = 0.25  # ... from spans no longer than this share of it, three or more
+_SLACK = 1e-9  # seconds: a span's ends are this much wider (a clock's float sums)
 _EPSILON = 1e-6  # seconds: a wait shorter than this is no wait
 _CATCH_UP = 0.02  # seconds of late turns made up at the ceiling (the ceiling's own burst)
 _MAKE_UP = 0.25  # ... and, elsewhere, turns of lateness made up
@@ -388,9 +402,18 @@ class KeyPacer:
     accepted_total: int = 0
     #: when the key first met a wall (a cut or a park), and ``accepted_total`` then
     first_wall: tuple[float, int] | None = None
+    #: where each resume put the window's boundary (the last four)
     resumes: list[float] = field(default_factory=list)
-    #: learned length of a fixed quota window, once walls repeat at two like gaps
+    #: the spans known to hold a window's boundary: (last failed probe or park, resume)
+    turns: list[tuple[float, float]] = field(default_factory=list)
+    #: learned length of a fixed quota window (see _window_period), or the stated one's
     period: float | None = None
+    #: how wide the span is where the last turn of that window may have been (inf: unknown)
+    turn_width: float = math.inf
+    #: windows in a row parked on their budget used, before any refusal (see _window_used)
+    early_parks: int = 0
+    #: a request sent since the last resume was refused
+    refused_since_resume: bool = False
     #: the pacer that took over this one's key (one quota shared by several keys)
     merged_into: KeyPacer | None = None
     #: this pacer absorbed another key's (see absorb)
@@ -536,6 +559,7 @@ class KeyPacer:
                 self.burst = rate if enough else 0.0
                 self.clean_since = False
             self.last_throttle = now
+            self.refused_since_resume |= sent_at >= self.resumed_at
             per_second = quota.per_second if quota is not None else None
             if per_second is not None:
                 first = self.limit == math.inf
@@ -562,6 +586,8 @@ class KeyPacer:
         else:
             self._count(sent_at, throttled)
             self._decide(now, hint)
+            if not throttled and self._window_used(now):
+                self._budget_park(now)
         if self.peer_gone:
             self.peer_left(now)  # owed since a peer finished while parked or judging a cut
 
@@ -1353,6 +1379,7 @@ class KeyPacer:
 
     def _park(self, now: float, hint: float | None) -> None:
         self._wall_met(now)
+        self.early_parks = 0
         # The rate that worked: what was accepted in the second before the wall (for a fixed
         # window that is the full pace; for a spent minute's burst, the refill rate), over the
         # part of that second this pacer saw; a per-minute value from ErrorInfo says it exactly.
@@ -1365,9 +1392,64 @@ class KeyPacer:
             worked = self._accepted_since(self.parked_at, now)
             self.estimate = worked  # a measured quota: slow start is over
             self.walls += 1
+        self._resume_at(worked)
+        # What the key was let through since it resumed at a window's boundary: that window's
+        # budget, where a window it is (a bucket refilling gives next to none back, and the
+        # stated limit caps it from then on: see _wall_met).
+        spent = self.accepted_total - self.resumed_total
+        self.window_budget = spent
+        if (
+            self.period is None
+            and self.resumes
+            and self._limit_set_aside
+            and spent >= _WINDOW_BUDGET
+        ):
+            # A fixed window's length is its budget over the stated per-minute rate (a window
+            # of 2 s at 50/s holds 100): known after one window, where the spans of three
+            # resumes are needed otherwise, and the run may be over by then (probes 0.4 s
+            # apart found each turn up to 0.4 s late: 1.25-1.49x the floor in three windows).
+            self.period = spent / self.limit
+        self._parked(now, hint)
+
+    def _window_used(self, now: float) -> bool:
+        """A key alone in its project, on a fixed window whose period is known, was let
+        through the budget the last window held (eight or more) since it resumed at this
+        window's turn, less than a period ago, none of it refused: the next request would
+        be. Parked at once (:meth:`_budget_park`), it costs no refusal at all; the wall's own
+        (two or three, and more in flight) and the probes' cost windows of 10 a third of
+        their requests in 429s. Every fourth window runs to its wall again, so a budget that
+        grew is seen. (Not beside other keys of its project: their share of one quota moves
+        window to window. Not once a period on: a budget found in the next window is that
+        window's. Not after a refusal since the resume: parks every other window show twice
+        the period, and their budget held a wall in the middle.)"""
+        return (
+            self.state is PacerState.ACTIVE
+            and self.alone
+            and self.period is not None
+            and self.early_parks < _EARLY_PARKS
+            and not self.refused_since_resume
+            and self.window_budget >= _PARK_SAMPLES
+            and bool(self.resumes)
+            and now < self.resumes[-1] + self.period
+            and self.accepted_total - self.resumed_total >= self.window_budget
+        )
+
+    def _budget_park(self, now: float) -> None:
+        """Park on a window's budget used (:meth:`_window_used`), before any refusal: the
+        wall's rate to resume at, the budget as it was, the next turn aimed at."""
+        self.early_parks += 1
+        self._resume_at(max(self.accepted_rate(now), self.rate / 4))
+        self._parked(now, None)
+
+    def _resume_at(self, worked: float) -> None:
+        """The rate the key resumes at: what worked, or the stated per-minute limit."""
         self.resume_rate = max(_MIN_RATE, min(self.ceiling, worked))
         if self.limit < math.inf:
             self.resume_rate = self.limit * _LIMIT_SHARE
+
+    def _parked(self, now: float, hint: float | None) -> None:
+        """Park the key: probes from a quarter of a second on (or after the hint), or aimed at
+        the next turn of a window whose period is known."""
         self.state = PacerState.PARKED
         self.parked_at = now
         self.last_failed_probe = now
@@ -1376,26 +1458,20 @@ class KeyPacer:
         self.probe_gap = min(_PROBE_BASE, self._probe_cap())
         first = self.probe_gap if hint is None else min(max(hint, _PROBE_BASE), self.hint_cap)
         self.probe_at = now + first
-        # What the key was let through since it resumed at a window's boundary: that window's
-        # budget, where a window it is (a bucket refilling gives next to none back, and the
-        # stated limit caps it from then on: see _wall_met).
-        spent = self.accepted_total - self.resumed_total
-        self.window_budget = spent
-        set_aside = self._limit_set_aside
-        if self.period is None and self.resumes and set_aside and spent >= _WINDOW_BUDGET:
-            # A fixed window's length is its budget over the stated per-minute rate (a window
-            # of 2 s at 50/s holds 100): known after one window, where two like gaps between
-            # resumes take three, and the run may be over by then (probes 0.4 s apart found
-            # each turn up to 0.4 s late: 1.25-1.49x the floor in three windows).
-            self.period = spent / self.limit
         self.aimed_at = math.inf
         if self.period is not None and self.resumes:
-            # A fixed window seen before: aim just before its next boundary.
+            # A fixed window seen before: aim just before its next boundary, or just past the
+            # latest it can be when the spans tell it within 4% of a period (probes from 2%
+            # before it, 1% apart, were refused twice a window: windows of 10 lost a sixth
+            # of their requests so).
             boundary = self.resumes[-1] + self.period
             while boundary < now:
                 boundary += self.period
             self.aimed_at = boundary
             self.probe_at = max(now + 0.01, boundary - _AIM_EARLY * self.period)
+            if self.turn_width <= 2 * _AIM_EARLY * self.period:
+                late = self.turn_width / 2 + _AIM_LATE * self.period
+                self.probe_at = max(now + 0.01, boundary + late)
             self.probe_gap = max(0.01, _AIM_GAP * self.period)
 
     def _probe_cap(self) -> float:
@@ -1421,34 +1497,32 @@ class KeyPacer:
             self.probe_at = now + self.probe_gap
 
     def _resume(self, now: float) -> None:
-        # The boundary lies between the last failed probe and now; remember its middle. When
-        # an aimed park's first probe was accepted, it lies anywhere since the park began
-        # (the middle of that was up to half a window early, and the next park's aimed probes
-        # were refused all the way to the real turn): remember a little before now, so the
-        # next aim finds it from just before. (Without a period, the middle, as before.)
+        # A window's boundary lies between the last failed probe (or the park) and now: the
+        # span is kept, and the spans of the last few resumes tell the period, when one
+        # period puts a boundary in every one of them (see _window_period). The boundary
+        # remembered for the next aim is the middle of where, in this span, such windows
+        # turn. Without a period: when an aimed park's first probe was accepted, the turn
+        # lies anywhere since the park began (the middle of that was up to half a window
+        # early, and the next park's aimed probes were refused all the way to the real turn):
+        # remember a little before now; else the middle of the span, or now when probes were
+        # a second apart.
         if self.last_failed_probe <= self.parked_at and self.period is not None:
             boundary = now - _AIM_PAST * self.period
         elif self.probe_gap < 1.0:
             boundary = (self.last_failed_probe + now) / 2
         else:
             boundary = now
-        if self.resumes:
-            gap = boundary - self.resumes[-1]
-            if self.period is not None and abs(gap - self.period) <= 0.25 * self.period:
-                self.period = (self.period + gap) / 2
-            elif self.period is not None and gap > 1.5 * self.period:
-                # A boundary skipped (several periods in one park): keep the period.
-                pass
-            elif (
-                self.period is None
-                and len(self.resumes) >= 2
-                and _close(gap, last := self.resumes[-1] - self.resumes[-2])
-            ):
-                # Two gaps alike: a window that repeats. (One gap is no period: two parks 13 s
-                # apart, taken for one, held a key of 1 s windows parked for 11 s.)
-                self.period = (last + gap) / 2
-            else:
-                self.period = None
+        self.turns.append((self.last_failed_probe, now))
+        del self.turns[:-_TURNS]
+        learned = _window_period(self.turns, self.period)
+        self.period, self.turn_width = None, math.inf
+        if learned is not None:
+            self.period, spread = learned
+            turning = _turning(self.turns, self.period)
+            if turning is not None:
+                # (the next turn, a period on, is as uncertain as the period, and more)
+                boundary = (turning[0] + turning[1]) / 2
+                self.turn_width = turning[1] - turning[0] + 2 * spread
         self.resumes.append(boundary)
         del self.resumes[:-4]
         self.state = PacerState.ACTIVE
@@ -1464,12 +1538,152 @@ class KeyPacer:
             self.burst_from = self.accepted_total
         self.next_free = now
         self.resumed_at, self.resumed_total = now, self.accepted_total
+        self.refused_since_resume = False
         self._new_epoch(now)
 
 
-def _close(a: float, b: float) -> bool:
-    """Two gaps between resumes within 25% of each other: one window period."""
-    return abs(a - b) <= 0.25 * max(a, b)
+def _turning(turns: list[tuple[float, float]], period: float) -> tuple[float, float] | None:
+    """Where, within the last of ``turns`` (spans of time each known to hold a boundary of
+    a fixed window), windows of ``period`` seconds may turn: (earliest, latest); None when no
+    windows of that length turn within every span. (A span as long as the period or longer
+    holds a boundary whatever the phase: it says nothing.)"""
+    start, end = turns[-1]
+    start = max(start, end - period)
+    for low, high in turns[:-1]:
+        if high - low >= period:
+            continue
+        # The span moved by whole periods to lie nearest the last one.
+        shift = round(((start + end) - (low + high)) / 2 / period) * period
+        best: tuple[float, float] | None = None
+        for moved in (shift - period, shift, shift + period):
+            lo, hi = max(start, low + moved - _SLACK), min(end, high + moved + _SLACK)
+            if lo <= hi and (best is None or hi - lo > best[1] - best[0]):
+                best = (lo, hi)
+        if best is None:
+            return None
+        start, end = best
+    return start, end
+
+
+def _window_period(
+    turns: list[tuple[float, float]], known: float | None
+) -> tuple[float, float] | None:
+    """The period of a fixed window whose boundaries lie one in each of ``turns`` (spans of
+    time, oldest first, one per resume), and how far it may be off either way; or None.
+
+    A period ``known`` that still puts a boundary in every span is kept, refined to the
+    middle of the periods within ``_PERIOD_SPREAD`` of it that do so too (spans wider than a
+    quarter of a period, parks whose first aimed probe was accepted, leave it where it was,
+    as uncertain as that share). Else three spans or more tell it: the longest periods that
+    put a boundary in every span (none is longer than the gap between two spans' far ends:
+    each holds a boundary of its own) make a band, and when it is narrow (within
+    ``_PERIOD_SPREAD`` either way) the period is its middle. (Relearned from the longest
+    while a period was known, spans half a window wide fit a longer one too: 1.34 s for
+    windows of 1 s.) A span that misses its turn (a probe refused by a background 429 after
+    it) fits no period: none is learned, nor a known one kept, until it is one of the last
+    six no more. (Left out, one span of parks in windows 1, 2, 4 and 6 made the others
+    twice the period.)
+
+    Parks every other window show twice the period, and nothing in their spans says
+    otherwise (that was so of two like gaps too): the aim skips a turn, and a key that was
+    refused between its resume and its park never parks on a window's budget used (see
+    KeyPacer._window_used).
+
+    Until session 29 a period was two like gaps between resumes: probes a second apart found
+    each turn of 3 s windows up to a second late, the gaps alternated 3.5 s and 2.6 s, and no
+    period was ever learned (nor for 1 s windows whose parks held one boundary or two: gaps
+    of 1.1 s and 1.8 s)."""
+    if known is not None:
+        top, bottom = (1 + _PERIOD_SPREAD) * known, (1 - _PERIOD_SPREAD) * known
+        kept = _period_band(turns, _TURN_SHARE * known, top, bottom, regular=False)
+        if kept is not None:
+            return (kept[0] + kept[1]) / 2, (kept[1] - kept[0]) / 2
+        if len(turns) < 3 or _turning(turns, known) is not None:
+            # (too few narrow spans to refine it, none that denies it: a stated window's,
+            # or one whose parks' first aimed probes were accepted)
+            return known, _PERIOD_SPREAD * known
+    if len(turns) < 3:
+        return None
+    widest = _TURN_SHARE * min(high - low for (low, _), (_, high) in itertools.pairwise(turns))
+    found = _period_band(turns, widest)
+    if found is None:
+        return None
+    low, high = found
+    if high - low > _PERIOD_SPREAD * (low + high):
+        return None
+    return (low + high) / 2, (high - low) / 2
+
+
+def _period_band(
+    turns: list[tuple[float, float]],
+    widest: float,
+    top: float = math.inf,
+    bottom: float = 0.0,
+    *,
+    regular: bool = True,
+) -> tuple[float, float] | None:
+    """The longest periods under ``top`` (and the longest any two spans allow) and over
+    ``bottom`` (and a third of that) that put a boundary in every one of ``turns`` no wider
+    than ``widest`` (three or more: wider ones hold a boundary at many phases): a band,
+    (shortest, longest); None when none does. Scanned down by 0.5% steps, each step's
+    count of windows between the spans gives the band exact (:func:`_exact_band`; a period
+    known is refined without ``regular``). How wide is too wide is set once, from the
+    longest period the spans allow or the one known (set per period scanned, spans a
+    quarter of a window wide were left out at the period and kept at twice it, which was
+    learned)."""
+    longest = min(high - low for (low, _), (_, high) in itertools.pairwise(turns))
+    period = min(longest, top)
+    bottom = max(bottom, period / 3)
+    best: tuple[float, float] | None = None
+    while period > bottom and (best is None or period > best[0]):
+        band = _exact_band(turns, period, widest, regular=regular)
+        if band is not None:
+            low, high = max(band[0], bottom), min(band[1], longest, top)
+            if low <= high and (best is None or high > best[1]):
+                best = (low, high)
+        period *= _PERIOD_SCAN
+    return best
+
+
+def _exact_band(
+    turns: list[tuple[float, float]], period: float, widest: float, *, regular: bool
+) -> tuple[float, float] | None:
+    """With as many windows between the spans as at ``period`` (each span's middle from the
+    last's, in periods, rounded), the periods that put a boundary ``phase - k * period`` in
+    every span, ``k`` its count: for two spans ``i`` and ``j``, ``lo_j - hi_i <= (k_i - k_j)
+    * period`` (the phase eliminated), exact however narrow the spans. Spans wider than
+    ``widest`` or a quarter of ``period`` are left out, and three must be left (spans of
+    0.8 s, parks of 1 s windows found by probes, fit windows of 1.65 s as well as of 1 s;
+    spans of 0.25 s, beside 2 s windows, one of them a park on background 429s that held
+    no turn, fit windows of 0.72 s). ``regular``: two or more of the spans that are left,
+    and half of them or more, must be one window after the one before, as parks of a window
+    spent every window are (three spans of parks 4 and 13 s apart, on background 429s beside
+    1 s windows, fit windows of 4.24 s by chance: a lattice scanned over a range of periods
+    finds one that meets three spans a tenth of a period wide; a period that is their
+    usual gap does not come by chance)."""
+    last = (turns[-1][0] + turns[-1][1]) / 2
+    counted = [
+        (round((last - (low + high) / 2) / period), low, high)
+        for low, high in turns
+        if high - low <= min(widest, _TURN_SHARE * period)
+    ]
+    if len(counted) < 3:
+        return None
+    if regular:
+        steps = [k_a - k_b for (k_a, _, _), (k_b, _, _) in itertools.pairwise(counted)]
+        if 2 * steps.count(1) < len(steps) or steps.count(1) < 2:
+            return None
+    low_p, high_p = 0.0, math.inf
+    for k_i, _, hi_i in counted:
+        for k_j, lo_j, _ in counted:
+            gap = lo_j - hi_i - _SLACK
+            if k_i > k_j:
+                low_p = max(low_p, gap / (k_i - k_j))
+            elif k_i < k_j:
+                high_p = min(high_p, -gap / (k_j - k_i))
+            elif gap > 0:
+                return None  # two spans apart, one boundary
+    return (low_p, high_p) if low_p <= high_p and high_p > 0 else None
 
 
 def _margin(samples: int, noise: float) -> float:
