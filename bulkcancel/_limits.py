@@ -97,6 +97,7 @@ _COINCIDENCES = 2  # ... and this many such events merge the keys into one proje
 _SLOW_WALL = 2.5  # seconds: a wall shown by sends spread wider than this began within them,
 _SLOW_SPAN = 4.0  # ... within the last this many seconds of them
 _TRIAL_SAMPLES = 32  # answers per key before a merge on coinciding walls is judged
+_TRIAL_GONE = 8  # answers of the others since a key's last, with none of it waiting: done
 _TRIAL_EARLY = 16  # ... but two keys of this many, one refused like a wall, one spared, split it
 _SPARED_Z = 3.5  # ... or, on 32 or more each, shares this many standard errors apart
 _SPARED_RATIO = 3.0  # ... and one this many times the other: separate quotas
@@ -191,6 +192,10 @@ class RateGovernor:
         #: project -> key -> [answers, throttled] since a merge on coinciding walls, until the
         #: merge is confirmed or undone
         self._trial: dict[str, dict[str, list[int]]] = {}
+        #: project -> key -> when its last answer on trial came, and the trial's answers then
+        self._trial_seen: dict[str, dict[str, tuple[float, int]]] = {}
+        #: key -> its requests waiting for a turn (in :meth:`acquire_key`)
+        self._queued: dict[str, int] = {}
         self._turns: dict[int, asyncio.Lock] = {}  # per pacer: one waiter at a time, FIFO
         self._naps: set[asyncio.Future[None]] = set()
         self._hint_waits: dict[int, set[asyncio.Future[None]]] = {}
@@ -288,6 +293,14 @@ class RateGovernor:
         grant = self.try_acquire_key(key)
         if grant is not None or self._stopped:
             return grant
+        self._queued[key] = self._queued.get(key, 0) + 1  # (a key with work left: see trials)
+        try:
+            return await self._wait_turn(key, deadline)
+        finally:
+            self._queued[key] -= 1
+
+    async def _wait_turn(self, key: str, deadline: float) -> Grant | None:
+        """:meth:`acquire_key` when the turn is not free at once."""
         pacer = self.pacer(key)
         turn = self._turns.get(id(pacer))
         if turn is None:
@@ -703,6 +716,7 @@ class RateGovernor:
         """Merge every key of ``project`` that met a wall into the project's pacer, on trial
         (:meth:`_judge_trial`)."""
         self._trial[project] = {}
+        self._trial_seen[project] = {}
         self._merged_at[project] = now
         members = [k for k in self._onsets if _project_of(k) == project]
         # (What each key was let through since its first wall, not over the last second:
@@ -731,10 +745,12 @@ class RateGovernor:
         under its own quota). Undo the merge (for good) when the keys' throttle shares differ
         clearly (:meth:`_spared`: judged on every key with 16 answers since the merge or more,
         not waiting for the others) or the merged keys, refused, accept under 70% of what they
-        did apart; confirm it after 128 answers per key otherwise. (What the keys did apart:
-        each one's :meth:`KeyPacer.sustained_rate` at the merge; what they accept merged: the
-        trial's own answers since the merge, judged from 64 per key and not once the merged
-        pacer parked.)
+        did apart; confirm it after 128 answers per key otherwise (the keys still sending:
+        one whose work is done is judged no more, see :meth:`_still_on_trial`; with one key
+        left the trial ends there). (What the keys did apart: each one's
+        :meth:`KeyPacer.sustained_rate` at the merge; what they accept merged: the trial's
+        own answers since the merge, judged from 64 per key and not once the merged pacer
+        parked.)
 
         Until session 23 the shares were judged once every key had 32 answers: six regions
         with windows of their own turning together were merged, the merged pacer (refused by
@@ -745,14 +761,24 @@ class RateGovernor:
         counts = trial.setdefault(key, [0, 0])
         counts[0] += 1
         counts[1] += throttled
-        fewest = min(n for n, _ in trial.values())
-        judged = [(t / n, n) for n, t in trial.values() if n >= _TRIAL_EARLY]
-        if len(trial) < 2 or len(judged) < 2:
+        active = self._still_on_trial(project, key)
+        if len(active) < 2:
+            # The others' work is done: nothing left to judge, and the project's pacer paces
+            # the key left alone. What it measured beside the others may have been a share
+            # of one quota, or their quotas and not this key's: back to slow start from its
+            # rate, as for any key whose peer finished (see KeyPacer.peer_left).
+            del self._trial[project]
+            self._pacers[project].peer_left(self.now())
             return
-        answered = sum(n for n, _ in trial.values())
-        refused = sum(t for _, t in trial.values())
+        fewest = min(trial[k][0] for k in active)
+        judged = [(t / n, n) for n, t in (trial[k] for k in active) if n >= _TRIAL_EARLY]
+        if len(judged) < 2:
+            return
+        answered = sum(trial[k][0] for k in active)
+        refused = sum(trial[k][1] for k in active)
         pooled = max(0.01, refused / answered)
         merged_at = self._merged_at[project]
+        apart = self._before_merge[project]
         if self._spared(judged, pooled):
             self._split(project)
         elif fewest < _TRIAL_SAMPLES:
@@ -762,7 +788,7 @@ class RateGovernor:
             and fewest >= 2 * _TRIAL_SAMPLES
             and self._pacers[project].parked_at < merged_at
             and (answered - refused) / max(self.now() - merged_at, 1.0)
-            < _TRIAL_WORSE * sum(self._before_merge[project].values())
+            < _TRIAL_WORSE * sum(apart.get(k, 0.0) for k in active)
         ):
             # Refused as one, yet accepted far less than the keys did apart: their quotas are
             # separate (one pacer cannot keep each key just under its own). Judged on what the
@@ -772,6 +798,33 @@ class RateGovernor:
             self._split(project)
         elif fewest >= 4 * _TRIAL_SAMPLES:
             del self._trial[project]  # one quota: keep the project's pacer
+
+    def _still_on_trial(self, project: str, key: str) -> list[str]:
+        """The keys of ``project``'s trial still sending (``key`` just answered): a key on
+        trial whose last answer came a second ago or more, none of its requests waiting for a
+        turn, while the others were answered eight times or more since (the merged pacer
+        grants its turns in order of asking: a key with work left would have had some), has
+        finished its work, and is judged no more. Until session 29 the trial waited for its
+        answers: never confirmed nor undone, and the project's pacer never went back to slow
+        start for it, as a key paced apart does when its peer finishes (:meth:`_peers_gone`)."""
+        now = self.now()
+        trial = self._trial[project]
+        answers = sum(n for n, _ in trial.values())
+        seen = self._trial_seen.setdefault(project, {})
+        seen[key] = (now, answers)
+        start = (self._merged_at[project], 0)
+        active = []
+        for member in trial:
+            last, then = seen.get(member, start)
+            gone = (
+                member != key
+                and now - last >= _IDLE
+                and answers - then >= _TRIAL_GONE
+                and not self._queued.get(member)
+            )
+            if not gone:
+                active.append(member)
+        return active
 
     @staticmethod
     def _spared(judged: list[tuple[float, int]], pooled: float) -> bool:

@@ -840,6 +840,52 @@ def test_a_trial_splits_a_key_refused_steadily_beside_one_hardly_refused(
         assert "projects/p" not in governor._trial  # confirmed: one quota
 
 
+@pytest.mark.parametrize("waiting", [False, True], ids=["done", "still-waiting"])
+def test_a_trial_whose_other_key_is_done_ends_with_the_key_left(waiting: bool) -> None:
+    """Keys merged on trial, and one's work done a moment later: the trial waited for its
+    answers for ever, and the project's pacer went on at the rate it measured beside it. A
+    key on trial that has sent nothing for a second, none of its requests waiting, while the
+    other was answered eight times since, is done: the trial ends and the project's pacer,
+    the key left's alone now, goes back to slow start as any key whose peer finished does
+    (undoing the merge instead gave the key left a fresh pacer at its share from before the
+    merge: a key starved at 4/s beside another on one quota of 115/s took 6 s to climb back,
+    1.00x -> 1.40x the floor). A key with a request waiting for its turn is not done,
+    however long it has been quiet."""
+    clock = [0.0]
+    governor = RateGovernor(200.0, clock=lambda: clock[0])
+    a, b = "projects/p/locations/a", "projects/p/locations/b"
+    _merge_on_coinciding_walls(governor, clock, a, b)
+    if waiting:
+        governor._queued[a] = 1  # (as acquire_key counts a request waiting for its turn)
+    clock[0] += 1.0  # a sends nothing more
+    _answers(governor, clock, b, 8, 0.0)
+    assert governor.pacer(a) is governor.pacer(b)
+    if waiting:
+        assert "projects/p" in governor._trial
+        return
+    assert "projects/p" not in governor._trial
+    assert "projects/p" not in governor._separate
+    shared = governor.pacer(b)
+    assert shared.peer_gone or (shared.walls == 0 and shared.estimate == math.inf)
+
+
+def test_a_request_waiting_for_its_turn_is_counted_until_it_has_it() -> None:
+    async def main() -> None:
+        clock = [0.0]
+        governor = RateGovernor(200.0, clock=lambda: clock[0])
+        pacer = governor.pacer(KEY)
+        pacer.next_free = 5.0
+        waiter = asyncio.ensure_future(governor.acquire_key(KEY))
+        await asyncio.sleep(0)
+        assert governor._queued[KEY] == 1
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert governor._queued[KEY] == 0
+
+    run_virtual(main)
+
+
 def test_keys_split_after_a_trial_stay_apart_at_their_next_walls() -> None:
     """A split is for good: each key's next walls are its own. Before, a split key rejoined
     its project's pacer at its next wall, without a trial, and stayed there (three regions
