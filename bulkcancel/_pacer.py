@@ -148,7 +148,7 @@ How a pacer tells a wall from noise, and what it borrowed:
   floor; 1.07-1.09x now). A key alone in its project that knows the period parks as soon as the
   last window's budget has come through again since the turn, before any refusal, three windows
   in four (the fourth runs to its wall, so a budget that grew is seen): windows of 10 a second
-  lost a third of their requests to the wall's refusals and the probes, under a fifth now.
+  lost a third of their requests to the wall's refusals and the probes, a seventh now.
 * **A burst-1 bucket's spacing.** A token bucket that saves no burst is empty after each accept:
   sent to evenly a little over its quota it accepts every other request (every k-th further over),
   so what it accepted at a wall is about half the quota, however close the send rate was; a cut to

@@ -135,7 +135,7 @@ def test_a_window_whose_budget_is_known_is_left_before_its_wall() -> None:
     a third of its requests refused (32% in windows 15-40). Once the period is known the key
     parks when the last window's budget has come through, before a refusal, and aims its
     probe just past the turn; every fourth window runs to its wall, so a budget that grew is
-    seen (under 20%; 27% without the early parks, the aim alone)."""
+    seen (14% of the requests refused; 28% without the early parks, the aim alone)."""
     pacer = KeyPacer(60.0)
     counts = drive(pacer, Window(10, 1.0), 40.0, offset=0.37)
     assert pacer.period == pytest.approx(1.0, rel=0.02)
