@@ -810,7 +810,7 @@ class RateGovernor:
         now = self.now()
         trial = self._trial[project]
         answers = sum(n for n, _ in trial.values())
-        seen = self._trial_seen.setdefault(project, {})
+        seen = self._trial_seen[project]  # (begun with the trial: _merge_on_trial)
         seen[key] = (now, answers)
         start = (self._merged_at[project], 0)
         active = []

@@ -1423,9 +1423,9 @@ class KeyPacer:
         window's. Not after a refusal since the resume: parks every other window show twice
         the period, and their budget held a wall in the middle.)"""
         return (
-            self.state is PacerState.ACTIVE
+            self.period is not None  # (first: on every accepted answer, and seldom known)
+            and self.state is PacerState.ACTIVE
             and self.alone
-            and self.period is not None
             and self.early_parks < _EARLY_PARKS
             and not self.refused_since_resume
             and self.window_budget >= _PARK_SAMPLES
@@ -1604,8 +1604,7 @@ def _window_period(
             return known, _PERIOD_SPREAD * known
     if len(turns) < 3:
         return None
-    widest = _TURN_SHARE * min(high - low for (low, _), (_, high) in itertools.pairwise(turns))
-    found = _period_band(turns, widest)
+    found = _period_band(turns)
     if found is None:
         return None
     low, high = found
@@ -1616,7 +1615,7 @@ def _window_period(
 
 def _period_band(
     turns: list[tuple[float, float]],
-    widest: float,
+    widest: float | None = None,
     top: float = math.inf,
     bottom: float = 0.0,
     *,
@@ -1625,13 +1624,15 @@ def _period_band(
     """The longest periods under ``top`` (and the longest any two spans allow) and over
     ``bottom`` (and a third of that) that put a boundary in every one of ``turns`` no wider
     than ``widest`` (three or more: wider ones hold a boundary at many phases): a band,
-    (shortest, longest); None when none does. Scanned down by 0.5% steps, each step's
-    count of windows between the spans gives the band exact (:func:`_exact_band`; a period
-    known is refined without ``regular``). How wide is too wide is set once, from the
-    longest period the spans allow or the one known (set per period scanned, spans a
+    (shortest, longest); None when none does. Scanned down by 0.5% steps, each step's count
+    of windows between the spans gives the band exact (:func:`_exact_band`; a period known
+    is refined without ``regular``). How wide is too wide is set once: a quarter of the
+    longest period the spans allow, or of the one known (set per period scanned, spans a
     quarter of a window wide were left out at the period and kept at twice it, which was
     learned)."""
     longest = min(high - low for (low, _), (_, high) in itertools.pairwise(turns))
+    if widest is None:
+        widest = _TURN_SHARE * longest
     period = min(longest, top)
     bottom = max(bottom, period / 3)
     best: tuple[float, float] | None = None
