@@ -160,7 +160,8 @@ How a pacer tells a wall from noise, and what it borrowed:
   never the wall that ends slow start, when all keys meet walls at once and the requests of keys
   sharing one quota interleave as regularly; never on a pacer that took over other keys, whose
   requests interleave too: three regions' fixed windows merged on trial, one spent, read so,
-  held them to a third of one region's quota) needs no judging: the key lands on the last rate it
+  held them to a third of one region's quota; never on a key held at its stated limit, which
+  such a bucket would not refuse) needs no judging: the key lands on the last rate it
   sent at without a single refusal, if that lies within the bounds (a burst-1 bucket hides no
   overshoot, so spotless there means under the quota), else at 95% of the low bound, and climbs
   towards the high bound by 15%, doubling per spotless decision, never past the geometric middle;
@@ -648,14 +649,23 @@ class KeyPacer:
         ):
             self._park(now, hint)
             return
-        if n >= _PARK_SAMPLES and share >= _SPACED_SHARE and self.walled and not self.absorbed:
+        if (
+            n >= _PARK_SAMPLES
+            and share >= _SPACED_SHARE
+            and self.walled
+            and not self.absorbed
+            and not self._held_at_limit
+        ):
             # (Not on the wall that ends slow start: every key of a run meets it at once, and
             # keys of one quota interleave their requests as regularly as a spacing. Not for a
             # key alone in its project either: in simulation that read a bucket of one token at
             # 10/s as a spacing at once, but against the fake over loopback, timing blurred it
             # and 429s rose from 11.6% to 15.7% of a 100-name run. Nor on a pacer that took
             # over other keys: their requests interleave, and one key's spent window refusing
-            # its turns among the others' accepts is as regular as a spacing.)
+            # its turns among the others' accepts is as regular as a spacing. Nor on a key
+            # held at its stated limit: a bucket of one token of that limit refuses nothing at
+            # 98% of it, so refusals there are a background's chance run or a budget spent;
+            # read as a spacing, a stated 25/s with 10% of 429s at random landed at 12/s.)
             bounds = self._spacing_bounds()
             if bounds is not None:
                 self._spaced_wall(now, *bounds)

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from bulkcancel._pacer import KeyPacer
+from bulkcancel._pacer import KeyPacer, PacerState
 from tests.test_pacing_sim import Bucket
 
 
@@ -171,6 +171,31 @@ def test_an_irregular_pattern_is_no_spacing(pattern: str) -> None:
     pacer.cut_at = 0.0
     feed_pattern(pacer, 1.0, 40.0, pattern)
     assert pacer.spacing is None
+
+
+def test_a_key_held_at_its_stated_limit_reads_no_spacing() -> None:
+    """At 98% of a stated limit a bucket of one token of that limit refuses nothing: refusals
+    there that alternate with accepts are a background's chance run (or a budget spent), not
+    a spacing, whose landing halved the key (a stated 25/s with 10% of 429s at random,
+    simulated: 1.32x the floor, 1.17x read as a wall at the limit, which parks the key to
+    resume at the limit)."""
+    pacer = KeyPacer(200.0, rate=24.5)
+    pacer.limit = 25.0
+    pacer.cut_at = 0.0  # past the wall that ends slow start
+    feed_pattern(pacer, 1.0, 24.5, "AR" * 8)
+    assert pacer.spacing is None
+    assert pacer.state is PacerState.PARKED  # the first sure wall at the limit: a park
+    resumed = KeyPacer(200.0, rate=24.5)
+    resumed.limit = 25.0
+    resumed.cut_at = 0.0
+    resumed.limit_parked = True  # (parked once already: a wall there is cut, not parked)
+    feed_pattern(resumed, 1.0, 24.5, "AR" * 8)
+    assert resumed.spacing is None
+    assert resumed.checking is not None  # a cut, to be judged as any other
+    unstated = KeyPacer(200.0, rate=24.5)
+    unstated.cut_at = 0.0
+    feed_pattern(unstated, 1.0, 24.5, "AR" * 8)
+    assert unstated.spacing is not None  # (the same answers with no limit stated)
 
 
 def test_a_bigger_bucket_at_twice_its_quota_is_found_out_by_a_small_step() -> None:
