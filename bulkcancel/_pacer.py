@@ -135,7 +135,7 @@ How a pacer tells a wall from noise, and what it borrowed:
   burst's pace again. Each resume leaves a span of time known to hold a window's boundary (from
   the last refused probe, or the park, to the accepted one); when a period puts a boundary in every
   one of the last six spans no wider than a quarter of it, three or more, half of them one window
-  after the one before, and the longest such periods agree within 10% (``_window_period``: until
+  after the one before, and the longest such periods agree within 10% (``window_period``: until
   session 29, two like gaps between resumes, which probes a second apart never gave), the period is
   learned and the next probes are aimed at the predicted window boundary: just past the latest it
   can be when the spans tell it within 4% of a period, else 1% of a period apart from 2% before it
@@ -230,7 +230,6 @@ before the limit caps it; background and a wall together can hide a small oversh
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -238,6 +237,7 @@ from enum import Enum
 from typing import NamedTuple
 
 from bulkcancel._answers import QuotaInfo
+from bulkcancel._windows import turn_span, window_period
 
 _MIN_RATE = 0.5  # requests/s: a key never stalls completely while active
 _START_SHARE = 0.5  # a new key starts at this share of the ceiling (slow start)
@@ -278,10 +278,6 @@ _AIM_PAST = 0.05  # ... until this share past it; then their gaps double
 _AIM_LATE = 0.005  # ... or this share past the latest a window can turn, when that is known
 _EARLY_PARKS = 3  # windows in a row parked on their budget used, before one runs to its wall
 _TURNS = 6  # spans known to hold a window's boundary, kept to learn its period
-_PERIOD_SPREAD = 0.1  # ... learned when they tell it within this share either way
-_PERIOD_SCAN = 0.995  # ... scanned by steps of this ratio
-_TURN_SHARE = 0.25  # ... from spans no longer than this share of it, three or more
-_SLACK = 1e-9  # seconds: a span's ends are this much wider (a clock's float sums)
 _EPSILON = 1e-6  # seconds: a wait shorter than this is no wait
 _CATCH_UP = 0.02  # seconds of late turns made up at the ceiling (the ceiling's own burst)
 _MAKE_UP = 0.25  # ... and, elsewhere, turns of lateness made up
@@ -407,7 +403,7 @@ class KeyPacer:
     resumes: list[float] = field(default_factory=list)
     #: the spans known to hold a window's boundary: (last failed probe or park, resume)
     turns: list[tuple[float, float]] = field(default_factory=list)
-    #: learned length of a fixed quota window (see _window_period), or the stated one's
+    #: learned length of a fixed quota window (see _windows), or the stated one's
     period: float | None = None
     #: how wide the span is where the last turn of that window may have been (inf: unknown)
     turn_width: float = math.inf
@@ -1509,7 +1505,7 @@ class KeyPacer:
     def _resume(self, now: float) -> None:
         # A window's boundary lies between the last failed probe (or the park) and now: the
         # span is kept, and the spans of the last few resumes tell the period, when one
-        # period puts a boundary in every one of them (see _window_period). The boundary
+        # period puts a boundary in every one of them (see _windows). The boundary
         # remembered for the next aim is the middle of where, in this span, such windows
         # turn. Without a period: when an aimed park's first probe was accepted, the turn
         # lies anywhere since the park began (the middle of that was up to half a window
@@ -1524,11 +1520,11 @@ class KeyPacer:
             boundary = now
         self.turns.append((self.last_failed_probe, now))
         del self.turns[:-_TURNS]
-        learned = _window_period(self.turns, self.period)
+        learned = window_period(self.turns, self.period)
         self.period, self.turn_width = None, math.inf
         if learned is not None:
             self.period, spread = learned
-            turning = _turning(self.turns, self.period)
+            turning = turn_span(self.turns, self.period)
             if turning is not None:
                 # (the next turn, a period on, is as uncertain as the period, and more)
                 boundary = (turning[0] + turning[1]) / 2
@@ -1550,151 +1546,6 @@ class KeyPacer:
         self.resumed_at, self.resumed_total = now, self.accepted_total
         self.refused_since_resume = False
         self._new_epoch(now)
-
-
-def _turning(turns: list[tuple[float, float]], period: float) -> tuple[float, float] | None:
-    """Where, within the last of ``turns`` (spans of time each known to hold a boundary of
-    a fixed window), windows of ``period`` seconds may turn: (earliest, latest); None when no
-    windows of that length turn within every span. (A span as long as the period or longer
-    holds a boundary whatever the phase: it says nothing.)"""
-    start, end = turns[-1]
-    start = max(start, end - period)
-    for low, high in turns[:-1]:
-        if high - low >= period:
-            continue
-        # The span moved by whole periods to lie nearest the last one.
-        shift = round(((start + end) - (low + high)) / 2 / period) * period
-        best: tuple[float, float] | None = None
-        for moved in (shift - period, shift, shift + period):
-            lo, hi = max(start, low + moved - _SLACK), min(end, high + moved + _SLACK)
-            if lo <= hi and (best is None or hi - lo > best[1] - best[0]):
-                best = (lo, hi)
-        if best is None:
-            return None
-        start, end = best
-    return start, end
-
-
-def _window_period(
-    turns: list[tuple[float, float]], known: float | None
-) -> tuple[float, float] | None:
-    """The period of a fixed window whose boundaries lie one in each of ``turns`` (spans of
-    time, oldest first, one per resume), and how far it may be off either way; or None.
-
-    A period ``known`` that still puts a boundary in every span is kept, refined to the
-    middle of the periods within ``_PERIOD_SPREAD`` of it that do so too (spans wider than a
-    quarter of a period, parks whose first aimed probe was accepted, leave it where it was,
-    as uncertain as that share). Else three spans or more tell it: the longest periods that
-    put a boundary in every span (none is longer than the gap between two spans' far ends:
-    each holds a boundary of its own) make a band, and when it is narrow (within
-    ``_PERIOD_SPREAD`` either way) the period is its middle. (Relearned from the longest
-    while a period was known, spans half a window wide fit a longer one too: 1.34 s for
-    windows of 1 s.) A span that misses its turn (a probe refused by a background 429 after
-    it) fits no period: none is learned, nor a known one kept, until it is one of the last
-    six no more. (Left out, one span of parks in windows 1, 2, 4 and 6 made the others
-    twice the period.)
-
-    Parks every other window show twice the period, and nothing in their spans says
-    otherwise (that was so of two like gaps too): the aim skips a turn, and a key that was
-    refused between its resume and its park never parks on a window's budget used (see
-    KeyPacer._window_used).
-
-    Until session 29 a period was two like gaps between resumes: probes a second apart found
-    each turn of 3 s windows up to a second late, the gaps alternated 3.5 s and 2.6 s, and no
-    period was ever learned (nor for 1 s windows whose parks held one boundary or two: gaps
-    of 1.1 s and 1.8 s)."""
-    if known is not None:
-        top, bottom = (1 + _PERIOD_SPREAD) * known, (1 - _PERIOD_SPREAD) * known
-        kept = _period_band(turns, _TURN_SHARE * known, top, bottom, regular=False)
-        if kept is not None:
-            return (kept[0] + kept[1]) / 2, (kept[1] - kept[0]) / 2
-        if len(turns) < 3 or _turning(turns, known) is not None:
-            # (too few narrow spans to refine it, none that denies it: a stated window's,
-            # or one whose parks' first aimed probes were accepted)
-            return known, _PERIOD_SPREAD * known
-    if len(turns) < 3:
-        return None
-    found = _period_band(turns)
-    if found is None:
-        return None
-    low, high = found
-    if high - low > _PERIOD_SPREAD * (low + high):
-        return None
-    return (low + high) / 2, (high - low) / 2
-
-
-def _period_band(
-    turns: list[tuple[float, float]],
-    widest: float | None = None,
-    top: float = math.inf,
-    bottom: float = 0.0,
-    *,
-    regular: bool = True,
-) -> tuple[float, float] | None:
-    """The longest periods under ``top`` (and the longest any two spans allow) and over
-    ``bottom`` (and a third of that) that put a boundary in every one of ``turns`` no wider
-    than ``widest`` (three or more: wider ones hold a boundary at many phases): a band,
-    (shortest, longest); None when none does. Scanned down by 0.5% steps, each step's count
-    of windows between the spans gives the band exact (:func:`_exact_band`; a period known
-    is refined without ``regular``). How wide is too wide is set once: a quarter of the
-    longest period the spans allow, or of the one known (set per period scanned, spans a
-    quarter of a window wide were left out at the period and kept at twice it, which was
-    learned)."""
-    longest = min(high - low for (low, _), (_, high) in itertools.pairwise(turns))
-    if widest is None:
-        widest = _TURN_SHARE * longest
-    period = min(longest, top)
-    bottom = max(bottom, period / 3)
-    best: tuple[float, float] | None = None
-    while period > bottom and (best is None or period > best[0]):
-        band = _exact_band(turns, period, widest, regular=regular)
-        if band is not None:
-            low, high = max(band[0], bottom), min(band[1], longest, top)
-            if low <= high and (best is None or high > best[1]):
-                best = (low, high)
-        period *= _PERIOD_SCAN
-    return best
-
-
-def _exact_band(
-    turns: list[tuple[float, float]], period: float, widest: float, *, regular: bool
-) -> tuple[float, float] | None:
-    """With as many windows between the spans as at ``period`` (each span's middle from the
-    last's, in periods, rounded), the periods that put a boundary ``phase - k * period`` in
-    every span, ``k`` its count: for two spans ``i`` and ``j``, ``lo_j - hi_i <= (k_i - k_j)
-    * period`` (the phase eliminated), exact however narrow the spans. Spans wider than
-    ``widest`` or a quarter of ``period`` are left out, and three must be left (spans of
-    0.8 s, parks of 1 s windows found by probes, fit windows of 1.65 s as well as of 1 s;
-    spans of 0.25 s, beside 2 s windows, one of them a park on background 429s that held
-    no turn, fit windows of 0.72 s). ``regular``: two or more of the spans that are left,
-    and half of them or more, must be one window after the one before, as parks of a window
-    spent every window are (three spans of parks 4 and 13 s apart, on background 429s beside
-    1 s windows, fit windows of 4.24 s by chance: a lattice scanned over a range of periods
-    finds one that meets three spans a tenth of a period wide; a period that is their
-    usual gap does not come by chance)."""
-    last = (turns[-1][0] + turns[-1][1]) / 2
-    counted = [
-        (round((last - (low + high) / 2) / period), low, high)
-        for low, high in turns
-        if high - low <= min(widest, _TURN_SHARE * period)
-    ]
-    if len(counted) < 3:
-        return None
-    if regular:
-        steps = [k_a - k_b for (k_a, _, _), (k_b, _, _) in itertools.pairwise(counted)]
-        if 2 * steps.count(1) < len(steps) or steps.count(1) < 2:
-            return None
-    low_p, high_p = 0.0, math.inf
-    for k_i, _, hi_i in counted:
-        for k_j, lo_j, _ in counted:
-            gap = lo_j - hi_i - _SLACK
-            if k_i > k_j:
-                low_p = max(low_p, gap / (k_i - k_j))
-            elif k_i < k_j:
-                high_p = min(high_p, -gap / (k_j - k_i))
-            elif gap > 0:
-                return None  # two spans apart, one boundary
-    return (low_p, high_p) if low_p <= high_p and high_p > 0 else None
 
 
 def _margin(samples: int, noise: float) -> float:

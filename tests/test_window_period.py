@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkcancel._pacer import KeyPacer, _turning, _window_period
+from bulkcancel._pacer import KeyPacer
+from bulkcancel._windows import turn_span, window_period
 from tests.test_pacing_sim import Window
 
 
@@ -26,36 +27,36 @@ def test_spans_a_quarter_of_a_window_wide_or_more_tell_nothing() -> None:
     0.8 s: windows of 1.65 s turn within each of them as well as windows of 1 s do. Learned,
     the longer one aimed every park's probes past a turn (1.41x the floor)."""
     turns = [(0.53, 1.32), (1.8, 2.59), (3.83, 4.62)]
-    assert _turning(turns, 1.0) is not None and _turning(turns, 1.65) is not None
-    assert _window_period(turns, None) is None
+    assert turn_span(turns, 1.0) is not None and turn_span(turns, 1.65) is not None
+    assert window_period(turns, None) is None
 
 
 def test_parks_that_hold_one_turn_or_two_tell_the_window_not_their_gaps() -> None:
     """1 s windows whose parks held one boundary or two: gaps of 1.1 s and 1.8 s."""
     turns = spans(1.0, 0.35, [7, 8, 10, 11, 13, 14], [(0.25, 0.0), (0.03, 0.22)] * 3)
-    learned = _window_period(turns, None)
+    learned = window_period(turns, None)
     assert learned is not None and learned[0] == pytest.approx(1.0, rel=0.05)
 
 
 def test_two_spans_are_no_period_and_wide_ones_tell_none() -> None:
-    assert _window_period(spans(2.0, 0.5, [1, 2], [(0.1, 0.1)] * 2), None) is None
+    assert window_period(spans(2.0, 0.5, [1, 2], [(0.1, 0.1)] * 2), None) is None
     # Probes a second apart on windows of a second: every span holds a boundary at any phase.
-    assert _window_period(spans(1.0, 0.5, [1, 2, 3, 4], [(0.9, 0.1)] * 4), None) is None
+    assert window_period(spans(1.0, 0.5, [1, 2, 3, 4], [(0.9, 0.1)] * 4), None) is None
 
 
 def test_a_known_period_stays_beside_a_wide_span_and_goes_when_the_spans_deny_it() -> None:
     """A park whose first aimed probe was accepted has a span half a window wide: relearned
     from the longest that fits, it read 1.34 s for windows of 1 s; kept, it stays."""
     turns = spans(1.0, 0.35, [3, 4, 5, 6], [(0.01, 0.01)] * 3 + [(0.5, 0.02)])
-    kept = _window_period(turns, 1.0)
+    kept = window_period(turns, 1.0)
     assert kept is not None and kept[0] == pytest.approx(1.0, rel=0.01)
     # Spans 1.5 s apart deny a period of 1 s: it is learned again from them.
     denied = spans(1.5, 0.2, [1, 2, 3, 4], [(0.02, 0.02)] * 4)
-    again = _window_period(denied, 1.0)
+    again = window_period(denied, 1.0)
     assert again is not None and again[0] == pytest.approx(1.5, rel=0.02)
     # A stated window's period, with fewer than three spans, is not disproved yet (and no
     # surer than the spread a learned one may have).
-    assert _window_period(denied[:2], 1.0) == (1.0, 0.1)
+    assert window_period(denied[:2], 1.0) == (1.0, 0.1)
 
 
 def test_a_span_that_misses_its_turn_fits_no_period_until_it_is_old() -> None:
@@ -64,21 +65,21 @@ def test_a_span_that_misses_its_turn_fits_no_period_until_it_is_old() -> None:
     period, the first span the one left out). Six spans later it is forgotten."""
     turns = spans(2.0, 0.1, [1, 2, 3, 4, 5], [(0.05, 0.05)] * 5)
     turns[2] = (turns[2][1] + 0.3, turns[2][1] + 0.4)
-    assert _window_period(turns, None) is None
-    assert _window_period(turns, 2.0) is None
+    assert window_period(turns, None) is None
+    assert window_period(turns, 2.0) is None
     later = spans(2.0, 0.1, [6, 7, 8, 9, 10, 11], [(0.05, 0.05)] * 6)
-    learned = _window_period([*turns, *later][-6:], None)
+    learned = window_period([*turns, *later][-6:], None)
     assert learned is not None and learned[0] == pytest.approx(2.0, rel=0.03)
 
 
 def test_where_the_last_turn_may_lie() -> None:
     turns = spans(2.0, 0.1, [1, 2, 3], [(0.1, 0.3), (0.2, 0.05), (0.3, 0.3)])
-    turning = _turning(turns, 2.0)
+    turning = turn_span(turns, 2.0)
     assert turning is not None
     low, high = turning
     assert low <= 6.1 <= high  # the true boundary of the last span
     assert high - low == pytest.approx(0.15)  # narrowed by the others: 6.1 - 0.1, 6.1 + 0.05
-    assert _turning(turns, 1.6) is None
+    assert turn_span(turns, 1.6) is None
 
 
 @given(
@@ -99,12 +100,12 @@ def test_a_learned_period_is_the_windows_own_when_two_turns_are_one_window_apart
         windows.append(windows[-1] + gap)
     scaled = [(before * period, after * period) for before, after in widths[: len(windows)]]
     turns = spans(period, phase * period, windows, scaled)
-    learned = _window_period(turns, None)
+    learned = window_period(turns, None)
     if learned is not None:
         middle, spread = learned
         assert middle - spread <= period * 1.000001 and period <= (middle + spread) * 1.000001
         assert abs(middle / period - 1) <= 0.11, learned
-    kept = _window_period(turns, period)
+    kept = window_period(turns, period)
     assert kept is not None and abs(kept[0] / period - 1) <= 0.1
 
 
