@@ -352,16 +352,26 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             print(f"fault mix vs the same names fault-free, {client}: {slower:.2f}x")
     out = {"operations": args.operations, "rounds": args.rounds, "quota": args.quota,
            "told": args.told, "window": args.window, "latency": args.latency,
-           "jitter": args.jitter,
+           "jitter": args.jitter, "clients": clients, "only": args.only,
            "results": results}  # fmt: skip
+    print(f"-> {save(result_name(args, clients), out)}")
+    return out
+
+
+def result_name(args: argparse.Namespace, clients: list[str]) -> str:
+    """The results file's name: the personality's, and a partial run's (some clients, some
+    scenarios) its own, so it never overwrites the full matrix's."""
     default = (args.quota, args.told, args.window, args.latency) == (QUOTA, TOLD, WINDOW, 0.0)
     name = "quota" if default else f"quota-q{args.quota:g}-t{args.told:g}-w{args.window:g}"
     if args.latency:
         name += f"-l{args.latency * 1000:g}ms"
         if args.jitter:
             name += f"-j{args.jitter:g}"
-    print(f"-> {save(name, out)}")
-    return out
+    if set(clients) != set(CLIENTS):
+        name += "-" + "-".join(clients)
+    if args.only:
+        name += "-only-" + args.only
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in name)
 
 
 if __name__ == "__main__":

@@ -102,3 +102,36 @@ def test_a_jitter_without_a_latency_or_a_negative_one_is_refused(
         quota.main(["--skip-apicore", *args])
     assert stopped.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_partial_run_saves_under_a_name_of_its_own() -> None:
+    """A run of some clients or some scenarios overwrote the full matrix's results file, so
+    the last full run's per-round figures were lost to a quick re-run of one row."""
+    parse = quota.argparse.ArgumentParser()
+    for flag, default in (
+        ("--quota", quota.QUOTA),
+        ("--told", quota.TOLD),
+        ("--window", quota.WINDOW),
+        ("--latency", 0.0),
+        ("--jitter", 0.0),
+    ):
+        parse.add_argument(flag, type=float, default=default)  # fmt: skip
+    parse.add_argument("--only")
+    full = quota.result_name(parse.parse_args([]), list(quota.CLIENTS))
+    assert full == "quota"
+    ours = quota.result_name(parse.parse_args([]), ["bulkcancel"])
+    one_row = quota.result_name(parse.parse_args(["--only", "one quota, 2/3"]), ["bulkcancel"])
+    slow = quota.result_name(
+        parse.parse_args(["--quota", "10", "--latency", "0.3"]), ["bulkcancel"]
+    )
+    assert ours == "quota-bulkcancel"
+    assert one_row == "quota-bulkcancel-only-one_quota__2_3"
+    assert slow == "quota-q10-t200-w6-l300ms-bulkcancel"
+    names = {
+        full,
+        ours,
+        one_row,
+        slow,
+        quota.result_name(parse.parse_args([]), ["naive 1s cool-down"]),
+    }
+    assert len(names) == 5 and all(" " not in n and "/" not in n for n in names)
