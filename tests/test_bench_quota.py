@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def test_a_jitter_without_a_latency_or_a_negative_one_is_refused(
 def test_a_partial_run_saves_under_a_name_of_its_own() -> None:
     """A run of some clients or some scenarios overwrote the full matrix's results file, so
     the last full run's per-round figures were lost to a quick re-run of one row."""
-    parse = quota.argparse.ArgumentParser()
+    parse = argparse.ArgumentParser()
     for flag, default in (
         ("--quota", quota.QUOTA),
         ("--told", quota.TOLD),
