@@ -723,7 +723,7 @@ def test_a_key_starved_beside_a_far_faster_one_of_its_project_is_merged_with_it_
     assert not any(together[:-1])
     if merged:
         assert governor.pacer(a) is governor.pacer("projects/p")
-        assert a in governor._trial["projects/p"]
+        assert a in governor.sharing._trial["projects/p"]
 
 
 @pytest.mark.parametrize(
@@ -763,7 +763,7 @@ def test_a_key_parked_beside_a_key_its_project_keeps_accepting_is_merged_with_it
     if merged:
         assert 1.0 <= joined[0] < 1.5  # at the first probe refused a second parked or more
         assert governor.pacer(b) is governor.pacer("projects/p")
-        assert b in governor._trial["projects/p"]
+        assert b in governor.sharing._trial["projects/p"]
     else:
         assert not joined
 
@@ -805,7 +805,7 @@ def test_a_trial_waits_for_more_answers_where_the_keys_differ_as_one_quota_may_b
         _answers(governor, clock, a, 1, 1.0 if i == 0 else 0.0)
     for i in range(9):
         _answers(governor, clock, b, 1, 1.0 if i % 2 == 0 else 0.0)
-    assert governor._trial["projects/p"] == {a: [16, 1], b: [17, 10]}
+    assert governor.sharing._trial["projects/p"] == {a: [16, 1], b: [17, 10]}
     assert governor.pacer(a) is governor.pacer(b)
 
 
@@ -834,10 +834,10 @@ def test_a_trial_splits_a_key_refused_steadily_beside_one_hardly_refused(
         _answers(governor, clock, b, 1, float(other > 0 and i % 8 == 7))
     if split:
         assert 32 <= together < 128  # 25% of a's answers against 5 of b's 100 or so
-        assert "projects/p" in governor._separate
+        assert "projects/p" in governor.sharing._separate
     else:
         assert governor.pacer(a) is governor.pacer(b)
-        assert "projects/p" not in governor._trial  # confirmed: one quota
+        assert "projects/p" not in governor.sharing._trial  # confirmed: one quota
 
 
 @pytest.mark.parametrize("waiting", [False, True], ids=["done", "still-waiting"])
@@ -861,10 +861,10 @@ def test_a_trial_whose_other_key_is_done_ends_with_the_key_left(waiting: bool) -
     _answers(governor, clock, b, 8, 0.0)
     assert governor.pacer(a) is governor.pacer(b)
     if waiting:
-        assert "projects/p" in governor._trial
+        assert "projects/p" in governor.sharing._trial
         return
-    assert "projects/p" not in governor._trial
-    assert "projects/p" not in governor._separate
+    assert "projects/p" not in governor.sharing._trial
+    assert "projects/p" not in governor.sharing._separate
     shared = governor.pacer(b)
     assert shared.peer_gone or (shared.walls == 0 and shared.estimate == math.inf)
 
