@@ -172,7 +172,7 @@ def interpret(raw: RawResponse, secrets: Iterable[bytes] = ()) -> Answer:
         code=_str(error.get("status")),
         message=_str(error.get("message")),
     )
-    for detail in error.get("details") or ():
+    for detail in _listed(error.get("details")):
         if not isinstance(detail, dict):
             continue
         kind = str(detail.get("@type", ""))
@@ -185,11 +185,17 @@ def interpret(raw: RawResponse, secrets: Iterable[bytes] = ()) -> Answer:
     if hinted is not None:  # Retry-After wins over RetryInfo when both are present
         answer.retry_delay = hinted
     if answer.reason is None:
-        for legacy in error.get("errors") or ():
+        for legacy in _listed(error.get("errors")):
             if isinstance(legacy, dict) and legacy.get("reason"):
                 answer.reason = _str(legacy.get("reason"))
                 break
     return answer
+
+
+def _listed(value: object) -> list[object]:
+    """A JSON array the envelope should hold, or nothing: a server that sends ``"details": 5``
+    (or an object, or a string) has sent no details, and is no reason to stop the run."""
+    return value if isinstance(value, list) else []
 
 
 def _quota(metadata: object) -> QuotaInfo | None:

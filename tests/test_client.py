@@ -226,6 +226,20 @@ async def test_401_refreshes_once_and_retries(aiohttp_server: AiohttpServer) -> 
     assert tokens.invalidations == 1
 
 
+@pytest.mark.parametrize("odd", [5, True, "details", {"@type": "x"}, None, 1.5])
+def test_an_envelope_whose_details_or_errors_are_not_lists_is_still_read(odd: object) -> None:
+    """``"details": 5`` crashed the run with a TypeError (exit 1, every operation an internal
+    error, those never sent too): a server's odd envelope is read for what it does say."""
+    for field in ("details", "errors"):
+        body = json.dumps(
+            {"error": {"code": 400, "status": "FAILED_PRECONDITION", "message": "odd", field: odd}}
+        ).encode()
+        answer = interpret(RawResponse(400, body, "application/json"))
+        assert answer.kind is AnswerKind.API_ERROR
+        assert (answer.status, answer.code, answer.message) == (400, "FAILED_PRECONDITION", "odd")
+        assert answer.reason is None and answer.quota is None and answer.retry_delay is None
+
+
 def test_interpret_error_envelopes() -> None:
     legacy = json.dumps(
         {"error": {"code": 403, "message": "slow", "errors": [{"reason": "rateLimitExceeded"}]}}

@@ -14,6 +14,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
+from aiohttp import web
+from pytest_aiohttp import AiohttpServer
 
 from bulkcancel import _ui
 from bulkcancel._app import EXIT_HELP, drive, guard
@@ -281,6 +283,41 @@ async def test_wrong_endpoint_path_stops_early_with_exit_5(tmp_path: Path) -> No
     assert report["stopped"] == "wrong_endpoint"
     assert len(server.log) < len(names)  # stopped within a few requests, not one per name
     assert all(op.accepted_cancels == 0 for op in server.operations())
+
+
+async def test_an_odd_error_envelope_is_read_not_a_crash(
+    aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    """A refusal whose ``details`` (or legacy ``errors``) is not a list crashed the whole run
+    (exit 1, every operation an internal error, the unsent ones too); it is read for what it
+    says: FAILED_PRECONDITION on a running operation is unsupported, PERMISSION_DENIED is
+    permission_denied."""
+    odd = {
+        "p": (400, "FAILED_PRECONDITION", {"details": 5}),
+        "d": (403, "PERMISSION_DENIED", {"errors": 7}),
+    }
+
+    async def handler(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name.endswith(":cancel"):
+            status, code, extra = odd[name.rsplit("/", 1)[1][0]]
+            error = {"code": status, "status": code, "message": "odd", **extra}
+            return web.json_response({"error": error}, status=status)
+        return web.json_response({"name": name})  # running
+
+    app = web.Application()
+    app.router.add_route("*", "/v1/{name:.+}", handler)
+    server = await aiohttp_server(app)
+    names = [f"{PARENT}/operations/{kind}-{i}" for kind in ("p", "d") for i in range(3)]
+    report_path = tmp_path / "r.json"
+    result = await run_cli(
+        "cancel", *names, "--anonymous", "--endpoint", str(server.make_url("")).rstrip("/"),
+        "--yes", "--report", str(report_path),
+    )  # fmt: skip
+    assert result.exit_code == 3, result.stderr
+    assert "internal error" not in result.stderr
+    got = outcomes(load_report(report_path))
+    assert got == {n: "unsupported" if "/p-" in n else "permission_denied" for n in names}
 
 
 # -- the engine failing or stopping: the application side ----------------------------------------
