@@ -1,8 +1,9 @@
 """Pure retry decisions and backoff: no I/O, no clock, no global randomness.
 
-AIP-194 says retry UNAVAILABLE; a bulk engine must also ride out front-end 502/504s, connection
-resets and timeouts, and treat throttling (429, or a 403 whose reason is a rate limit) as a signal
-that slows the whole run rather than a per-request failure.
+AIP-194 says retry UNAVAILABLE; a bulk engine must also ride out front-end 502/504s, a 500
+INTERNAL or UNKNOWN, an ABORTED conflict, connection resets and timeouts, and treat throttling
+(429, or a 403 whose reason is a rate limit) as a signal that slows the whole run rather than a
+per-request failure.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from enum import Enum
 THROTTLE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED"})
 
 _TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
-_TRANSIENT_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
+#: Beyond AIP-194's UNAVAILABLE: every call here is safe to repeat (a cancel is idempotent,
+#: the rest are reads), so a 500 INTERNAL or UNKNOWN in Google's envelope is retried as one
+#: without it is (it settled an accepted cancel as ``error`` at its first GET), and so is
+#: ABORTED (a conflict: the next try may pass). DATA_LOSS is not.
+_TRANSIENT_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "UNKNOWN", "ABORTED"})
 
 
 class RetryDecision(Enum):
@@ -41,7 +46,8 @@ def verdict(
     quota (some APIs say "Quota exceeded for quota metric ... per minute" with a 403).
 
     Google JSON errors are judged by their canonical ``status`` string because several codes share
-    an HTTP status (INTERNAL and UNKNOWN are 500 but so is DATA_LOSS); a bare status is used only
+    an HTTP status (INTERNAL and UNKNOWN are 500 and retried, but so is DATA_LOSS, which is not;
+    ABORTED is 409, retried, and so is ALREADY_EXISTS, which is not); a bare status is used only
     when the body is not Google's envelope (a front end's HTML 502, say).
     """
     if http_status == 0:

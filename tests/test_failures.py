@@ -320,6 +320,50 @@ async def test_an_odd_error_envelope_is_read_not_a_crash(
     assert got == {n: "unsupported" if "/p-" in n else "permission_denied" for n in names}
 
 
+async def test_a_500_internal_or_a_409_aborted_in_googles_envelope_is_retried(
+    aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    """A 500 INTERNAL (or UNKNOWN) in Google's envelope was final where the same 500 as plain
+    text was retried: one at the first GET after an accepted cancel settled the operation as
+    ``error`` without a second look. Each call here repeats safely, so they are retried, and
+    an ABORTED cancel too; the outcomes are the server's."""
+    calls: dict[str, int] = {}
+    cancelled: set[str] = set()
+
+    def envelope(status: int, code: str) -> web.Response:
+        body = {"error": {"code": status, "status": code, "message": "try again"}}
+        return web.json_response(body, status=status)
+
+    async def handler(request: web.Request) -> web.Response:
+        path = request.match_info["name"]
+        calls[path] = calls.get(path, 0) + 1
+        name = path.removesuffix(":cancel")
+        first = calls[path] == 1
+        if path.endswith(":cancel"):
+            if first and name.endswith("-0"):
+                return envelope(409, "ABORTED")
+            cancelled.add(name)
+            return web.json_response({})
+        if first:
+            return envelope(500, "UNKNOWN" if name.endswith("-1") else "INTERNAL")
+        if name in cancelled:
+            return web.json_response({"name": name, "done": True, "error": {"code": 1}})
+        return web.json_response({"name": name})
+
+    app = web.Application()
+    app.router.add_route("*", "/v1/{name:.+}", handler)
+    server = await aiohttp_server(app)
+    names = [f"{PARENT}/operations/op-{i}" for i in range(4)]
+    report_path = tmp_path / "r.json"
+    result = await run_cli(
+        "cancel", *names, "--anonymous", "--endpoint", str(server.make_url("")).rstrip("/"),
+        "--yes", "--report", str(report_path),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert outcomes(load_report(report_path)) == dict.fromkeys(names, "cancelled")
+    assert calls[f"{names[0]}:cancel"] == 2  # (the ABORTED one was tried again)
+
+
 # -- the engine failing or stopping: the application side ----------------------------------------
 
 

@@ -17,7 +17,9 @@ from bulkcancel._retry import Backoff, RetryDecision, parse_duration, parse_retr
         (502, None, None, False, RetryDecision.TRANSIENT),  # front end HTML
         (504, None, None, False, RetryDecision.TRANSIENT),
         (504, "DEADLINE_EXCEEDED", None, True, RetryDecision.TRANSIENT),
-        (500, "INTERNAL", None, True, RetryDecision.FINAL),
+        (500, "INTERNAL", None, True, RetryDecision.TRANSIENT),  # (every call here repeats safely)
+        (500, "UNKNOWN", None, True, RetryDecision.TRANSIENT),
+        (500, "DATA_LOSS", None, True, RetryDecision.FINAL),
         (500, None, None, False, RetryDecision.TRANSIENT),
         (429, "RESOURCE_EXHAUSTED", "RATE_LIMIT_EXCEEDED", True, RetryDecision.THROTTLED),
         (429, None, None, False, RetryDecision.THROTTLED),
@@ -30,7 +32,8 @@ from bulkcancel._retry import Backoff, RetryDecision, parse_duration, parse_retr
         (404, "NOT_FOUND", None, True, RetryDecision.FINAL),
         (404, None, None, False, RetryDecision.FINAL),
         (501, "UNIMPLEMENTED", None, True, RetryDecision.FINAL),
-        (409, "ABORTED", None, True, RetryDecision.FINAL),
+        (409, "ABORTED", None, True, RetryDecision.TRANSIENT),
+        (409, "ALREADY_EXISTS", None, True, RetryDecision.FINAL),
     ],
 )
 def test_verdicts(
