@@ -42,7 +42,7 @@ import anyio
 from bulkcancel._answers import Answer, AnswerKind, interpret, scrub_text
 from bulkcancel._limits import Grant, KeyExhaustedError, RateGovernor, Sleep
 from bulkcancel._models import StopReason
-from bulkcancel._names import location_of, quota_key
+from bulkcancel._names import in_our_spelling, location_of, quota_key
 from bulkcancel._retry import Backoff, RetryDecision, verdict
 from bulkcancel._transport import Transport, TransportError
 
@@ -539,11 +539,14 @@ def _stopped(attempts: int, throttled: int) -> Answer:
 
 
 def _check_name(answer: Answer, expected: str) -> Answer:
-    """A GET whose Operation names another operation is not this operation's state."""
+    """A GET whose Operation names another operation is not this operation's state (the same
+    one with its project spelled by number is: see ``in_our_spelling``)."""
     assert answer.body is not None
     named = answer.body.get("name")
     if named is None or named == expected:
         return answer
+    if isinstance(named, str) and in_our_spelling(named, expected) == expected:
+        return answer  # (its project spelled by number where we gave its ID, or the reverse)
     shown = named[:200] if isinstance(named, str) else type(named).__name__
     return Answer(
         AnswerKind.MALFORMED,

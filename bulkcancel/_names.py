@@ -139,6 +139,27 @@ def parent_of(name: str) -> str:
     return head
 
 
+def in_our_spelling(name: str, ours: str) -> str:
+    """``name`` as the server gave it, with its project spelled as in ``ours`` (a name or a
+    parent we sent) when the server spells the one project the other way: its number where we
+    gave its ID, or the other way round. Some APIs answer and list with the project number
+    (``projects/123456789012/...``) whatever the request said; GCP project IDs start with a
+    letter, so an all-digit project segment is always a number, and an ID against a number is
+    the same project named twice. Anything else comes back unchanged (two IDs, or two numbers,
+    that differ are two projects)."""
+    if not (name.startswith("projects/") and ours.startswith("projects/")):
+        return name
+    theirs, _, rest = name[len("projects/") :].partition("/")
+    mine, _, _ = ours[len("projects/") :].partition("/")
+    if not (theirs and mine and rest) or _is_number(theirs) == _is_number(mine):
+        return name
+    return f"projects/{mine}/{rest}"
+
+
+def _is_number(segment: str) -> bool:
+    return segment.isascii() and segment.isdigit()
+
+
 def quota_key(name: str) -> str:
     """Where a request's quota is counted: per project and region, as Google meters it.
 

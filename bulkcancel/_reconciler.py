@@ -46,7 +46,7 @@ import anyio
 from bulkcancel._answers import Answer, AnswerKind
 from bulkcancel._classify import Verdict, classify, is_done, is_not_found, malformed
 from bulkcancel._client import OperationsClient
-from bulkcancel._names import parent_of
+from bulkcancel._names import in_our_spelling, parent_of
 from bulkcancel._reconcile import Costs, FirstLook, Parent, Pending, prefer_list
 
 
@@ -537,7 +537,7 @@ class Reconciler:
             name = operation.get("name") if isinstance(operation, dict) else None
             if not isinstance(name, str):
                 continue
-            pending = members.get(name)
+            pending = members.get(in_our_spelling(name, parent.name))
             if pending is None:
                 sent = self._in_cancel.get(name)
                 if sent is not None:  # taken, its cancel not answered yet: it joins later

@@ -25,6 +25,7 @@ from bulkcancel._names import (
     MAX_NAME_LENGTH,
     InvalidNameError,
     NameRules,
+    in_our_spelling,
     parse_parent,
     shard_of,
 )
@@ -181,6 +182,8 @@ class Resolver:
         seen goes through :meth:`add_listed`. True when the entry was new.
         """
         name = entry.get("name") if isinstance(entry, Mapping) else None
+        if isinstance(name, str):
+            name = in_our_spelling(name, parent)
         if isinstance(name, str) and _directly_under(name.strip(), parent):
             key = name.strip()
         else:
@@ -215,7 +218,9 @@ class Resolver:
         exactly one record, or one counted skip (duplicate, other shard, not selected).
         """
         self._check_ceiling()
-        name = entry.get("name") if isinstance(entry, Mapping) else None
+        listed = entry.get("name") if isinstance(entry, Mapping) else None
+        # (a project listed by its number, where the parent gave its ID: the same operation)
+        name = in_our_spelling(listed, parent) if isinstance(listed, str) else listed
         if not isinstance(entry, Mapping):
             problem = f"listed entry is a JSON {_json_type(entry)}, not an object"
         elif name is None or name == "":
@@ -225,15 +230,17 @@ class Resolver:
         elif not _directly_under(name.strip(), parent):
             problem = f"listed name is not under {parent}/operations/"
         else:
-            self.add_name(name, entry)
+            # (the listed body names it as we do from here on: the target, the journal, the
+            # report all spell the project as the parent did)
+            self.add_name(name, entry if name == listed else {**entry, "name": name})
             return
         self.stats.listed += 1
         key = entry_name(parent, position)
         if not self._in_shard(key) or not self._first_time(key):
             return
         details: dict[str, Any] = {"kind": "listing", "message": problem}
-        if isinstance(name, str):
-            details["listed_name"] = name[:_QUOTE]
+        if isinstance(listed, str):
+            details["listed_name"] = listed[:_QUOTE]
         self._on_result(OperationResult(key, Outcome.ERROR, details))
 
     def add_invalid(self, text: str, reason: str) -> None:

@@ -364,6 +364,61 @@ async def test_a_500_internal_or_a_409_aborted_in_googles_envelope_is_retried(
     assert calls[f"{names[0]}:cancel"] == 2  # (the ABORTED one was tried again)
 
 
+@pytest.mark.parametrize("how", ["names", "parent, reconciled by GET", "parent, by listing"])
+async def test_a_server_that_names_the_project_by_number_is_understood(
+    aiohttp_server: AiohttpServer, tmp_path: Path, how: str
+) -> None:
+    """Some APIs answer and list with the project's number whatever the request said: every
+    operation was an ``error`` ("the server answered for another operation") after its cancel
+    was accepted, and a listed parent cancelled nothing ("not under the parent"). The number
+    and the ID are one project; requests still go only to the names under what was given."""
+    number = "projects/123456789012/locations/l"
+    finishes = {"op-0", "op-1"}  # these complete before the cancel lands
+    cancelled: set[str] = set()
+    paths: list[str] = []
+
+    def operation(op: str) -> dict[str, object]:
+        body: dict[str, object] = {"name": f"{number}/operations/{op}"}
+        if op in finishes:
+            body.update(done=True, response={})
+        elif op in cancelled:
+            body.update(done=True, error={"code": 1, "message": "cancelled"})
+        return body
+
+    async def handler(request: web.Request) -> web.Response:
+        path = request.match_info["path"]
+        paths.append(path)
+        if path.endswith("/operations"):
+            return web.json_response({"operations": [operation(f"op-{i}") for i in range(6)]})
+        op = path.removesuffix(":cancel").rsplit("/", 1)[1]
+        if path.endswith(":cancel"):
+            if op not in finishes:
+                cancelled.add(op)
+            return web.json_response({})
+        return web.json_response(operation(op))
+
+    app = web.Application()
+    app.router.add_route("*", "/v1/{path:.+}", handler)
+    server = await aiohttp_server(app)
+    parent = "projects/my-proj/locations/l"
+    if how != "names":
+        finishes.clear()  # (a listing finds them running)
+    names = [f"{parent}/operations/op-{i}" for i in range(6)]
+    given = names if how == "names" else ["--parent", parent]
+    reconcile = ["--reconcile", "list" if how.endswith("listing") else "get"]
+    report_path = tmp_path / "r.json"
+    result = await run_cli(
+        "cancel", *given, *reconcile, "--anonymous", "--yes", "--report", str(report_path),
+        "--endpoint", str(server.make_url("")).rstrip("/"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    expected = {n: "completed_anyway" if n[-4:] in finishes else "cancelled" for n in names}
+    assert outcomes(load_report(report_path)) == expected
+    assert all(p.startswith(parent) for p in paths), paths  # (sent only under what was given)
+    if how.endswith("listing"):  # settled from the pages, as listed: not one GET needed
+        assert not [p for p in paths if "/operations/" in p and not p.endswith(":cancel")]
+
+
 # -- the engine failing or stopping: the application side ----------------------------------------
 
 

@@ -17,6 +17,7 @@ from bulkcancel._names import (
     MAX_NAME_LENGTH,
     InvalidNameError,
     NameRules,
+    in_our_spelling,
     location_of,
     parent_of,
     parse_parent,
@@ -162,3 +163,28 @@ def test_length_is_checked_before_anything_else() -> None:
 def test_control_and_non_ascii_characters_are_refused(char: str) -> None:
     with pytest.raises(InvalidNameError, match="contains"):
         DEFAULT_RULES.parse(f"projects/p/locations/l/operations/a{char}b")
+
+
+@pytest.mark.parametrize(
+    ("name", "ours", "spelled"),
+    [
+        # The server's number where we gave the ID, and the reverse: the same project.
+        ("projects/123456789012/locations/l/operations/o", "projects/my-proj/locations/l",
+         "projects/my-proj/locations/l/operations/o"),
+        ("projects/my-proj/locations/l/operations/o", "projects/42/locations/l/operations/o",
+         "projects/42/locations/l/operations/o"),
+        # Two IDs, or two numbers, that differ are two projects: left as they are.
+        ("projects/victim/locations/l/operations/o", "projects/my-proj/locations/l",
+         "projects/victim/locations/l/operations/o"),
+        ("projects/7/locations/l/operations/o", "projects/8/locations/l",
+         "projects/7/locations/l/operations/o"),
+        # Digits that are not ASCII are no project number; nor is a bare project.
+        ("projects/\u0661\u0662/locations/l/operations/o", "projects/my-proj/locations/l",
+         "projects/\u0661\u0662/locations/l/operations/o"),
+        ("projects/123", "projects/my-proj/locations/l", "projects/123"),
+        ("operations/o", "projects/my-proj", "operations/o"),
+        ("projects/123/operations/o", "organizations/o/locations/l", "projects/123/operations/o"),
+    ],
+)  # fmt: skip
+def test_a_project_spelled_by_number_is_ours(name: str, ours: str, spelled: str) -> None:
+    assert in_our_spelling(name, ours) == spelled
