@@ -61,6 +61,8 @@ class Scenario:
     missing: int = 0
     #: a share of 429s at random: any client must send accepted / (1 - share) requests
     background: float = 0.0
+    #: more flags for bulkcancel alone (the peers read each operation back with a GET anyway)
+    bulkcancel_args: tuple[str, ...] = ()
 
 
 def scenarios(
@@ -130,6 +132,13 @@ def scenarios(
             "bucket-small, list pages of 50",
             ("--personality", "bucket-small,pages-50", *q),
         ),
+        # Cloud Batch's shape: cancels and reads metered apart (reads at 2.5x), each 429 naming
+        # its own quota; bulkcancel reads every operation back by GET, as the peers do.
+        Scenario(
+            "reads metered apart, read back by GET",
+            ("--personality", "bucket-small,reads-apart", *q),
+            bulkcancel_args=("--reconcile", "get"),
+        ),
         Scenario(
             "pageSize ignored, with the fault mix",
             ("--personality", "fault-mix,pages-ignored", "--location-mode", "us-east1=unsupported"),
@@ -149,7 +158,12 @@ class Cell:
 
 
 def run_client(
-    client: str, url: str, names: Path, work: Path, told: float = TOLD
+    client: str,
+    url: str,
+    names: Path,
+    work: Path,
+    told: float = TOLD,
+    bulkcancel_args: tuple[str, ...] = (),
 ) -> dict[str, str]:
     """Run one client to the end; its outcome per name ({} if it gave none)."""
     outcomes = work / "outcomes.json"
@@ -159,7 +173,7 @@ def run_client(
         command = bulkcancel(
             "cancel", "--names-file", str(names), "--anonymous", "--endpoint", url, "--yes",
             "--quiet", "--rate", f"{told:g}", "--concurrency", str(CONCURRENCY),
-            "--deadline", "60", "--report", str(report),
+            "--deadline", "60", "--report", str(report), *bulkcancel_args,
         )  # fmt: skip
     elif client == "google-api-core":
         command = [sys.executable, "-m", "benchmarks.peer_apicore", url, str(names),
@@ -221,7 +235,7 @@ def measure(
     if jitter:
         extra += ["--latency-jitter", f"{jitter:g}"]
     with fake_server(work, operations, mix=seed, parents=scenario.parents, extra=extra) as fake:
-        got = run_client(client, fake.url, fake.names_file, work, told)
+        got = run_client(client, fake.url, fake.names_file, work, told, scenario.bulkcancel_args)
         stats = fake.stats(ceiling=told)
         expected = fake.expected()
     total = int(stats["requests"])

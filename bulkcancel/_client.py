@@ -247,7 +247,8 @@ class OperationsClient:
         expect_name: str | None = None,
     ) -> Answer:
         governor = self._governor
-        key = quota_key(name)
+        base, read = quota_key(name), kind != "cancel"
+        key = base
         deadline = governor.now() + self._max_call_time
         first_throttle = math.inf
         attempts = throttled = transient = 0
@@ -258,6 +259,7 @@ class OperationsClient:
             if self._refused(kind):
                 return _stopped(attempts, throttled)
             budget_end = min(deadline, first_throttle + governor.throttle_budget)
+            key = governor.key_for(base, read=read)  # (reads may be paced apart: a later try)
             # The key's turn: at once when it is free (no wait, so no scope to enter), or
             # waited for in a scope a stop can end.
             grant = governor.try_acquire_key(key)
@@ -296,6 +298,7 @@ class OperationsClient:
                 hint=answer.retry_delay,
                 quota=answer.quota,
                 key=key,
+                read=read,
             )
             self._watch(kind, url, answer)
             last = answer

@@ -42,7 +42,7 @@ from aiolimiter import AsyncLimiter
 
 from bulkcancel._answers import QuotaInfo
 from bulkcancel._pacer import KeyPacer, PacerState
-from bulkcancel._sharing import QuotaSharing
+from bulkcancel._sharing import READS, QuotaSharing
 
 __all__ = ["Grant", "KeyExhaustedError", "RateGovernor", "Sleep"]
 
@@ -133,6 +133,11 @@ class RateGovernor:
             pacer = self._pacers[key] = self.new_pacer()
             self.sharing.not_alone(key)
         return pacer
+
+    def key_for(self, key: str, *, read: bool) -> str:
+        """The key a request asks its turn of: its quota key, or for a read the key's reads'
+        own once they proved metered apart from its cancels (see :class:`QuotaSharing`)."""
+        return self.sharing.key_for(key, read=read)
 
     def new_pacer(self, *, rate: float = 0.0, alone: bool = True) -> KeyPacer:
         """A key's pacer, at this run's ceiling, budget and hint cap (``rate`` 0: slow start)."""
@@ -353,14 +358,28 @@ class RateGovernor:
         hint: float | None = None,
         quota: QuotaInfo | None = None,
         key: str | None = None,
+        read: bool = False,
     ) -> None:
-        """The answer to a granted request, exactly once per attempt."""
-        if throttled and quota is not None and key is not None:
-            self.sharing.told(key, quota, grant.pacer.current())
+        """The answer to a granted request, exactly once per attempt (``read``: a GET or a list
+        page, not a cancel)."""
+        if (
+            throttled
+            and quota is not None
+            and key is not None
+            and self.sharing.told(key, quota, grant.pacer.current(), read=read)
+        ):
+            quota = None  # (its value is the reads' pacer's, taken there)
         # A grant of a key whose pacer was since absorbed by its project's: the news is about
         # the shared quota, so the project's pacer hears it (a probe only counts where it was
         # granted).
         pacer = grant.pacer.current()
+        if read and key is not None and not key.endswith(READS):
+            apart = self.key_for(key, read=True)
+            if apart != key:
+                # A read granted before its key's reads were paced apart: news of the reads'
+                # quota, not the cancels' (counted there, a read's 429s in flight cut the
+                # cancels too: writes at 60/s and reads at 20/s, 1.35x the floor).
+                key, pacer = apart, self.pacer(apart)
         was_parked = pacer.state is PacerState.PARKED
         onset = max(pacer.cut_at, pacer.parked_at)
         # Never cut nor parked yet: a wall now ends the key's slow start.

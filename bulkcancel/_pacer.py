@@ -1064,6 +1064,13 @@ class KeyPacer:
         self.cut_at = now
         self._new_epoch(now)
 
+    def state_limit(self, per_second: float) -> None:
+        """A per-minute quota value learned elsewhere (a throttle that another pacer received,
+        see :meth:`bulkcancel._sharing.QuotaSharing.told`): the rate is capped at it as if
+        this pacer's own throttle had stated it (``inf``: none known)."""
+        self.limit = per_second
+        self.rate = max(_MIN_RATE, min(self.rate, self._cap()))
+
     def _cap(self) -> float:
         """The stated per-minute limit as a ceiling on the rate (98% of it); none when none
         is stated, or when it is set aside (:attr:`_limit_set_aside`) and the shares decide."""

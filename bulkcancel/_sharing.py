@@ -1,9 +1,12 @@
-"""Which quota keys of a project share one quota, when nothing the server says tells it.
+"""Which quota keys of a project share one quota, and which requests of a key do.
 
 Google meters per project and region by default, so each quota key gets a pacer of its own
 (:class:`bulkcancel._limits.RateGovernor`); a throttle whose ErrorInfo says the quota is
-project-wide moves the key to its project's pacer at once (:meth:`QuotaSharing.told`). The rest is
-learned from how the keys' walls behave:
+project-wide moves the key to its project's pacer at once (:meth:`QuotaSharing.told`), and one
+whose ErrorInfo names a quota of writes or of reads (or two names for a key's cancels and its
+reads) paces the key's reads apart from its cancels from then on (``KEY|reads``,
+:meth:`QuotaSharing._metered_apart`: Cloud Batch meters them apart, Cloud Deploy together). The
+rest is learned from how the keys' walls behave:
 
 * Without ErrorInfo, a shared quota shows as walls that coincide: two keys of one project meet
   walls within a second of each other, twice (the walls that end slow start do not count: all
@@ -61,6 +64,7 @@ learned from how the keys' walls behave:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -70,7 +74,13 @@ from bulkcancel._pacer import KeyPacer, PacerState
 if TYPE_CHECKING:
     from bulkcancel._limits import Grant, RateGovernor
 
-__all__ = ["QuotaSharing"]
+__all__ = ["READS", "QuotaSharing"]
+
+#: The suffix of a key's reads (GET, list) once they are paced apart from its cancels.
+READS = "|reads"
+#: a quota's metric or limit named for one kind of request (``write_requests``,
+#: ``ReadRequestsPerMinutePerProjectPerRegion``): the other kind is metered apart
+_METER = re.compile(r"(read|write)[ _]?requests", re.IGNORECASE)
 
 _COINCIDE = 1.0  # seconds: two keys' wall onsets this close are one event
 _COINCIDENCES = 2  # ... and this many such events merge the keys into one project pacer
@@ -124,18 +134,66 @@ class QuotaSharing:
         self._trial: dict[str, dict[str, list[int]]] = {}
         #: project -> key -> when its last answer on trial came, and the trial's answers then
         self._trial_seen: dict[str, dict[str, tuple[float, int]]] = {}
+        #: key -> for its cancels (False) and its reads (True), the quota ErrorInfo last named
+        #: for them (metric, limit) and the per-second value it stated (see _metered_apart)
+        self._meters: dict[str, dict[bool, tuple[tuple[str | None, str | None], float | None]]]
+        self._meters = {}
+        self._kinds_apart: set[str] = set()  # keys whose reads are paced apart (key + READS)
 
-    def told(self, key: str, quota: QuotaInfo, pacer: KeyPacer) -> None:
+    def told(self, key: str, quota: QuotaInfo, pacer: KeyPacer, *, read: bool) -> bool:
         """A throttle's ErrorInfo says where ``key``'s quota lives: the project's (pace the key
-        with its project's pacer from now on) or the region's own (never merged)."""
+        with its project's pacer from now on) or the region's own (never merged); and which
+        quota it is (see :meth:`_metered_apart`). True when the value it states is not
+        ``pacer``'s to take: the throttle was a read's, and reads are now paced apart."""
         if quota.project_wide:
             self._share_project(key, pacer)
         elif quota.regional:
             self._regional.add(key)
+        return self._metered_apart(key, quota, pacer, read=read)
 
     def paced_by(self, key: str) -> str:
         """The key whose pacer paces ``key``: its own, or its project's."""
         return self._route.get(key, key)
+
+    def key_for(self, key: str, *, read: bool) -> str:
+        """The key a request of ``key`` asks its turn of: ``key`` itself, or for a read (a GET
+        or a list page) ``key + READS`` once its reads and cancels proved metered apart."""
+        return key + READS if read and key in self._kinds_apart else key
+
+    def _metered_apart(self, key: str, quota: QuotaInfo, pacer: KeyPacer, *, read: bool) -> bool:
+        """Cloud Batch meters writes and reads apart (6,000 and 15,000 a minute per region),
+        Cloud Deploy all requests together: when a throttle's quota is named for its own kind
+        (a cancel's ``write_requests`` or ``WriteRequestsPerMinute...``, a read's ``read_requests``:
+        Google's names for such quotas), or the throttles of a key's cancels and of its reads
+        name two quotas (ErrorInfo's ``quota_metric`` or ``quota_limit`` differ), the
+        reads get a pacer of their own from then on, at the rate the key had and each capped
+        at the value its own throttles stated. (One pacer for both: its cancels were refused
+        half the time while its reads all went through, a share that held when the rate moved
+        and was taken for background, 20% of requests refused; or it held near twice the write
+        quota while reads took half its turns, 1.26-1.40x the floor.) The two are never merged
+        again on walls that coincide. Only on what ErrorInfo names: with bare 429s, or one
+        name for both, the key keeps one pacer."""
+        named = (quota.metric, quota.limit)
+        if named == (None, None):
+            return False
+        base = key.removesuffix(READS)
+        meters = self._meters.setdefault(base, {})
+        meters[read] = (named, quota.per_second)
+        other = meters.get(not read)
+        own = _METER.search(" ".join(n for n in named if n is not None))
+        says = own is not None and (own.group(1).lower() == "read") == read
+        if base in self._kinds_apart or not (says or (other is not None and other[0] != named)):
+            return False
+        self._kinds_apart.add(base)
+        self._regional.update((base, base + READS))  # (their walls are their own quotas')
+        reads = self._governor.pacer(base + READS)
+        reads.rate = pacer.rate
+        writes = meters.get(False, (named, None))[1]
+        pacer.state_limit(writes if writes is not None else math.inf)
+        stated = meters.get(True, (named, None))[1]
+        if stated is not None:
+            reads.state_limit(stated)
+        return read
 
     def answered(
         self,
@@ -328,7 +386,7 @@ class QuotaSharing:
     def _share_project(self, key: str, pacer: KeyPacer) -> None:
         """The quota is project-wide (ErrorInfo says so, or the walls coincide): pace this key
         with its project's pacer from now on."""
-        project = _project_of(key)
+        project = _project_of(key) + (READS if key.endswith(READS) else "")
         if not project.startswith("projects/") or self._route.get(key) == project:
             return
         first = project not in self._pacers

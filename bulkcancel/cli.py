@@ -519,6 +519,8 @@ def fake_server(**kw: Any) -> None:
       pages:
         pages-50, pages-100, pages-1000   list pages capped there
         pages-ignored    pageSize ignored: every page has the default size
+      metering (needs --quota):
+        reads-apart      reads (GET, list) on a quota of their own, 2.5x the writes'
     """
     from bulkcancel._demo import run_fake_server
 

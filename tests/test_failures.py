@@ -419,6 +419,28 @@ async def test_a_server_that_names_the_project_by_number_is_understood(
         assert not [p for p in paths if "/operations/" in p and not p.endswith(":cancel")]
 
 
+async def test_reads_metered_apart_are_paced_apart_and_every_outcome_is_exact(
+    tmp_path: Path,
+) -> None:
+    """Cloud Batch's shape (``reads-apart``): cancels on a quota of 20/s, reads on one of 50/s,
+    each 429 naming its own. The reads get a pacer of their own at the first such 429, and
+    the run's outcomes are the server's."""
+    server = FakeOperationsServer()
+    server.personality("bucket-small,reads-apart", rate=20.0)
+    names = populate(server, PARENT, 60)
+    report_path = tmp_path / "r.json"
+    async with server.serve() as url:
+        result = await run_cli(
+            "cancel", *names, "--anonymous", "--endpoint", url, "--yes", "--rate", "200",
+            "--reconcile", "get", "--report", str(report_path),
+        )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = load_report(report_path)
+    assert outcomes(report) == dict.fromkeys(names, "cancelled")
+    assert any(r.status == 429 and r.kind == "cancel" for r in server.log)
+    assert f"{PARENT}|reads" in json.dumps(report)  # (paced apart: its rate is reported)
+
+
 # -- the engine failing or stopping: the application side ----------------------------------------
 
 

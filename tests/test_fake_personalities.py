@@ -88,6 +88,32 @@ def test_regional_quotas_are_separate_and_a_shared_one_is_not() -> None:
     assert meta["quota_limit"] == "ApiRequestsPerMinutePerProject"
 
 
+def test_reads_apart_meter_reads_on_a_quota_of_their_own() -> None:
+    """Cloud Batch's shape: writes (cancels) on one quota, reads (GET, list) on another,
+    READ_SHARE times larger, each named in ErrorInfo; by default one quota counts both."""
+
+    def cancel(m: OperationsModel, op: str = "op-000001") -> tuple[int, dict[str, Any]]:
+        reply = m.handle("POST", f"/v1/{A}/operations/{op}:cancel", {})
+        return reply.status, json.loads(reply.body) if reply.body else {}
+
+    m, _ = model("bucket-small,reads-apart", rate=10)  # writes: burst 1; reads: 25/s, burst 2.5
+    assert cancel(m)[0] == 200
+    status, body = cancel(m)
+    assert status == 429
+    meta = body["error"]["details"][0]["metadata"]
+    assert meta["quota_limit"] == "WriteRequestsPerMinutePerProjectPerRegion"
+    assert meta["quota_limit_value"] == "600"
+    assert statuses(m, 2) == [200, 200]  # the reads' own bucket, untouched by the cancels
+    status, body = get(m)
+    meta = body["error"]["details"][0]["metadata"]
+    assert status == 429 and meta["quota_limit"] == "ReadRequestsPerMinutePerProjectPerRegion"
+    assert meta["quota_limit_value"] == "1500" and meta["quota_metric"].endswith("read_requests")
+    one, _ = model("bucket-small", rate=10)
+    assert cancel(one)[0] == 200 and statuses(one, 1) == [429]  # one quota for both
+    with pytest.raises(ValueError, match="reads-apart needs a quota rate"):
+        OperationsModel().personality("reads-apart")
+
+
 def test_one_region_can_have_its_own_quota() -> None:
     m, clock = model("bucket-small", location_rates={"b": 10})  # a is free, b throttled
     assert statuses(m, 50, A).count(200) == 50

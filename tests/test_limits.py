@@ -11,6 +11,7 @@ import pytest
 from bulkcancel._answers import QuotaInfo
 from bulkcancel._limits import Grant, RateGovernor
 from bulkcancel._pacer import KeyPacer, PacerState, Spacing
+from bulkcancel._sharing import READS
 from tests.test_pacer_spacing import feed_pattern as feed_marks
 from tests.test_pacing_sim import run_virtual
 
@@ -223,6 +224,60 @@ def test_project_wide_quota_routes_keys_to_one_pacer() -> None:
         )
 
     asyncio.run(main())
+
+
+def test_reads_metered_apart_from_cancels_get_a_pacer_of_their_own() -> None:
+    """Throttles of a key's cancels and of its reads that name two quotas (Cloud Batch meters
+    writes and reads apart), or one throttle whose quota is named for its own kind: the reads
+    are paced apart from then on, each pacer capped at the value its own throttles stated;
+    throttles naming one quota for both, or none, keep one pacer."""
+    per_region = "PerMinutePerProjectPerRegion"
+    key = "projects/p/locations/a"
+    clock = [0.0]
+
+    def refused(governor: RateGovernor, quota: QuotaInfo, *, is_read: bool) -> None:
+        clock[0] += 1.0  # (a turn is free a second on, whatever the rate)
+        grant = governor.try_acquire_key(governor.key_for(key, read=is_read))
+        assert grant is not None
+        governor.sent(grant)
+        governor.report(grant, throttled=True, quota=quota, key=key, read=is_read)
+
+    # Two names: told apart at the second.
+    governor = RateGovernor(200.0, clock=lambda: clock[0])
+    refused(governor, QuotaInfo("x/mutations", f"Mutations{per_region}", 1200.0), is_read=False)
+    assert governor.key_for(key, read=True) == key  # one name seen: nothing to tell apart
+    one = governor.pacer(key)
+    assert one.limit == pytest.approx(20.0)
+    refused(governor, QuotaInfo("x/lookups", f"Lookups{per_region}", 3600.0), is_read=True)
+    reads = governor.key_for(key, read=True)
+    assert reads == key + READS and governor.key_for(key, read=False) == key
+    assert governor.pacer(reads) is not one
+    assert governor.pacer(reads).limit == pytest.approx(60.0)  # the read's value is its own
+    assert one.limit == pytest.approx(20.0)  # ...not the cancels' pacer's
+    assert set(governor.rates()) == {key, reads}
+
+    # A quota named for writes, refusing a cancel: the reads are another meter's, at once.
+    for metric, limit in (
+        ("x/write_requests", f"Mutations{per_region}"),
+        (None, f"WriteRequests{per_region}"),
+    ):
+        named = RateGovernor(200.0, clock=lambda: clock[0])
+        refused(named, QuotaInfo(metric, limit, 1200.0), is_read=False)
+        assert named.key_for(key, read=True) == key + READS
+        assert named.pacer(key).limit == pytest.approx(20.0)
+        assert named.pacer(key + READS).limit == math.inf  # (its own, when it is stated)
+
+    # One name for both (Cloud Deploy's api_requests), or bare 429s: one pacer.
+    same = RateGovernor(200.0, clock=lambda: clock[0])
+    both = QuotaInfo("x/api_requests", f"ApiRequests{per_region}")
+    for is_read in (False, True, False):
+        refused(same, both, is_read=is_read)
+        refused(same, QuotaInfo(), is_read=not is_read)
+    assert same.key_for(key, read=True) == key and set(same.rates()) == {key}
+    # A read's quota named for writes is not its own kind: nothing is told by it.
+    odd = RateGovernor(200.0, clock=lambda: clock[0])
+    refused(odd, QuotaInfo("x/write_requests", None), is_read=True)
+    assert odd.key_for(key, read=True) == key
 
 
 def test_a_key_is_alone_until_another_key_of_its_project_is_paced() -> None:

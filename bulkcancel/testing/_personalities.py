@@ -17,6 +17,11 @@ Quota shape (needs a rate: ``--quota R`` requests/s, sustained):
 Quota scope: ``regional-quota`` (default; one quota per ``projects/P/locations/L``) or
 ``shared-quota`` (one per project, shared by all its regions, ``quota_location: global``).
 
+Metering: ``reads-apart`` meters reads (GET, list) on a quota of their own, ``READ_SHARE``
+times the write quota (Cloud Batch: 6,000 writes and 15,000 reads a minute per region), named
+``write_requests`` / ``read_requests`` in ErrorInfo; by default every request counts on one
+quota, as Cloud Deploy's ``api_requests``.
+
 Refusal shape (quota refusals and background 429s): ``429-errorinfo`` (default; ErrorInfo
 ``RATE_LIMIT_EXCEEDED`` with quota metadata ``quota_metric``, ``quota_limit``,
 ``quota_limit_value`` (the sustained rate x 60, per minute as Google states it),
@@ -45,6 +50,7 @@ from typing import Any
 
 __all__ = [
     "PERSONALITY_HELP",
+    "READ_SHARE",
     "Personality",
     "Quota",
     "QuotaShape",
@@ -145,7 +151,13 @@ class Personality(enum.StrEnum):
     PAGES_100 = "pages-100"
     PAGES_1000 = "pages-1000"
     PAGES_IGNORED = "pages-ignored"
+    READS_APART = "reads-apart"
 
+
+#: ``reads-apart``: the read quota, as a multiple of the write quota (Cloud Batch's 15,000/6,000)
+READ_SHARE = 2.5
+#: the suffix of a read quota's key (``reads-apart``)
+_READS = "|reads"
 
 P = Personality
 _GROUPS = (
@@ -153,6 +165,7 @@ _GROUPS = (
     ("quota scope", (P.REGIONAL_QUOTA, P.SHARED_QUOTA)),
     ("refusal", (P.THROTTLE_ERROR_INFO, P.THROTTLE_BARE, P.THROTTLE_RETRY_INFO, P.THROTTLE_403)),
     ("pages", (P.PAGES_50, P.PAGES_100, P.PAGES_1000, P.PAGES_IGNORED)),
+    ("metering", (P.READS_APART,)),
 )
 #: One line per personality, for ``fake-server --help``.
 PERSONALITY_HELP = {
@@ -171,6 +184,7 @@ PERSONALITY_HELP = {
     P.PAGES_100: "list pages capped at 100",
     P.PAGES_1000: "list pages capped at 1000",
     P.PAGES_IGNORED: "pageSize ignored: every page has the default size",
+    P.READS_APART: f"reads (GET, list) on a quota of their own, {READ_SHARE:g}x the writes'",
 }
 
 
@@ -236,6 +250,7 @@ class Quota:
         shared: bool = False,
         burst: float | None = None,
         location_rates: Mapping[str, float] | None = None,
+        reads_apart: bool = False,
     ) -> None:
         if rate is not None and rate <= 0:
             raise ValueError("a quota rate must be positive")
@@ -248,20 +263,27 @@ class Quota:
         self.burst = burst
         #: location id -> rate: a different quota for that region (regional scope only)
         self.location_rates = dict(location_rates or {})
+        #: reads (GET, list) count on a quota of their own, READ_SHARE times the writes'
+        self.reads_apart = reads_apart
         self._keys: dict[str, _KeyState] = {}
 
-    def key_of(self, name: str) -> str:
-        """``projects/P`` when shared, ``projects/P/locations/L`` per region (else the project)."""
+    def key_of(self, name: str, *, read: bool = False) -> str:
+        """``projects/P`` when shared, ``projects/P/locations/L`` per region (else the project);
+        a read's key ends in ``|reads`` when reads are metered apart."""
         parts = name.split("/")
         if not self.shared and len(parts) >= 4 and parts[2] == "locations" and parts[3] != "-":
-            return "/".join(parts[:4])
-        return "/".join(parts[:2])
+            key = "/".join(parts[:4])
+        else:
+            key = "/".join(parts[:2])
+        return key + _READS if read and self.reads_apart else key
 
     def rate_of(self, key: str) -> float | None:
-        location = key.split("/")[3] if key.count("/") >= 3 else None
+        base = key.removesuffix(_READS)
+        location = base.split("/")[3] if base.count("/") >= 3 else None
+        rate = self.rate
         if location is not None and location in self.location_rates:
-            return self.location_rates[location]
-        return self.rate
+            rate = self.location_rates[location]
+        return rate * READ_SHARE if rate is not None and key != base else rate
 
     def _capacity(self, rate: float) -> float:
         if self.burst is not None:
@@ -270,8 +292,8 @@ class Quota:
             return max(1.0, rate / 10)
         return max(1.0, math.floor(rate * self.window))
 
-    def admit(self, name: str, now: float) -> float | None:
-        key = self.key_of(name)
+    def admit(self, name: str, now: float, *, read: bool = False) -> float | None:
+        key = self.key_of(name, read=read)
         state = self._keys.get(key)
         if state is None:
             rate = self.rate_of(key)
@@ -298,16 +320,21 @@ class Quota:
         state.refused += 1
         return (1.0 - state.tokens) / state.rate
 
-    def info(self, name: str) -> dict[str, str]:
-        """ErrorInfo quota metadata for a refusal of ``name``."""
-        key = self.key_of(name)
+    def info(self, name: str, *, read: bool = False) -> dict[str, str]:
+        """ErrorInfo quota metadata for a refusal of ``name`` (a read's, or not)."""
+        key = self.key_of(name, read=read)
         rate = self.rate_of(key) or 0.0
         per = "PerProject" if self.shared else "PerProjectPerRegion"
-        parts = key.split("/")
+        parts = key.removesuffix(_READS).split("/")
+        meter, limit = "api_requests", "ApiRequests"
+        if self.reads_apart:
+            meter, limit = (
+                ("read_requests", "ReadRequests") if read else ("write_requests", "WriteRequests")
+            )
         return {
             "consumer": "/".join(parts[:2]),
-            "quota_metric": "clouddeploy.googleapis.com/api_requests",
-            "quota_limit": f"ApiRequestsPerMinute{per}",
+            "quota_metric": f"clouddeploy.googleapis.com/{meter}",
+            "quota_limit": f"{limit}PerMinute{per}",
             "quota_limit_value": str(round(rate * 60)),
             "quota_location": parts[3] if len(parts) >= 4 else "global",
         }

@@ -235,6 +235,8 @@ class OperationsModel:
         shapes, a ``background_share`` of 429s. Raises ValueError on a bad combination."""
         chosen = parse_personalities(spec)
         shapes = [QuotaShape(p.value) for p in chosen if p.value in set(QuotaShape)]
+        if Personality.READS_APART in chosen and rate is None and not location_rates:
+            raise ValueError("reads-apart needs a quota rate")
         if (rate is not None or location_rates) or shapes:
             if rate is None and not location_rates:
                 raise ValueError(f"{shapes[0]} needs a quota rate")
@@ -244,6 +246,7 @@ class OperationsModel:
                 window=window,
                 shared=Personality.SHARED_QUOTA in chosen,
                 location_rates=location_rates,
+                reads_apart=Personality.READS_APART in chosen,
             )
         for refusal in Refusal:
             if Personality(refusal.value) in chosen:
@@ -416,9 +419,10 @@ class OperationsModel:
         if self.background_429 and self._rng.random() < self.background_429:
             return throttle_reply(self.refusal, quota=None)
         if self.quota_policy is not None:
-            wait = self.quota_policy.admit(name, self.clock())
+            read = kind != "cancel"  # (GET, list and the locations listing are reads)
+            wait = self.quota_policy.admit(name, self.clock(), read=read)
             if wait is not None:
-                info = self.quota_policy.info(name)
+                info = self.quota_policy.info(name, read=read)
                 return throttle_reply(self.refusal, quota=info, retry_after=wait)
         fault = self._take_injection(kind, name)
         if fault is None and self.faults is not None:
