@@ -537,7 +537,8 @@ class Reconciler:
             name = operation.get("name") if isinstance(operation, dict) else None
             if not isinstance(name, str):
                 continue
-            pending = members.get(in_our_spelling(name, parent.name))
+            name = in_our_spelling(name, parent.name)  # (a project listed by its number)
+            pending = members.get(name)
             if pending is None:
                 sent = self._in_cancel.get(name)
                 if sent is not None:  # taken, its cancel not answered yet: it joins later
