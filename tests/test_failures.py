@@ -31,6 +31,7 @@ from bulkcancel._errors import (
 from bulkcancel._models import OperationResult, Outcome, StopReason, Target
 from bulkcancel.testing import FakeOperationsServer, populate
 from tests._e2e import (
+    CliResult,
     closed_port,
     load_report,
     outcomes,
@@ -285,6 +286,23 @@ async def test_wrong_endpoint_path_stops_early_with_exit_5(tmp_path: Path) -> No
     assert all(op.accepted_cancels == 0 for op in server.operations())
 
 
+async def cancel_against(
+    aiohttp_server: AiohttpServer, handler: Any, tmp_path: Path, *args: str
+) -> tuple[CliResult, dict[str, Any]]:
+    """``bulkcancel cancel ARGS`` against a loopback server that answers every path under
+    ``/v1/`` with ``handler`` (the path in ``request.match_info["path"]``): the CLI's result
+    and its report."""
+    app = web.Application()
+    app.router.add_route("*", "/v1/{path:.+}", handler)
+    server = await aiohttp_server(app)
+    report_path = tmp_path / "r.json"
+    result = await run_cli(
+        "cancel", *args, "--anonymous", "--yes", "--report", str(report_path),
+        "--endpoint", str(server.make_url("")).rstrip("/"),
+    )  # fmt: skip
+    return result, load_report(report_path)
+
+
 async def test_an_odd_error_envelope_is_read_not_a_crash(
     aiohttp_server: AiohttpServer, tmp_path: Path
 ) -> None:
@@ -298,25 +316,18 @@ async def test_an_odd_error_envelope_is_read_not_a_crash(
     }
 
     async def handler(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
+        name = request.match_info["path"]
         if name.endswith(":cancel"):
             status, code, extra = odd[name.rsplit("/", 1)[1][0]]
             error = {"code": status, "status": code, "message": "odd", **extra}
             return web.json_response({"error": error}, status=status)
         return web.json_response({"name": name})  # running
 
-    app = web.Application()
-    app.router.add_route("*", "/v1/{name:.+}", handler)
-    server = await aiohttp_server(app)
     names = [f"{PARENT}/operations/{kind}-{i}" for kind in ("p", "d") for i in range(3)]
-    report_path = tmp_path / "r.json"
-    result = await run_cli(
-        "cancel", *names, "--anonymous", "--endpoint", str(server.make_url("")).rstrip("/"),
-        "--yes", "--report", str(report_path),
-    )  # fmt: skip
+    result, report = await cancel_against(aiohttp_server, handler, tmp_path, *names)
     assert result.exit_code == 3, result.stderr
     assert "internal error" not in result.stderr
-    got = outcomes(load_report(report_path))
+    got = outcomes(report)
     assert got == {n: "unsupported" if "/p-" in n else "permission_denied" for n in names}
 
 
@@ -335,7 +346,7 @@ async def test_a_500_internal_or_a_409_aborted_in_googles_envelope_is_retried(
         return web.json_response(body, status=status)
 
     async def handler(request: web.Request) -> web.Response:
-        path = request.match_info["name"]
+        path = request.match_info["path"]
         calls[path] = calls.get(path, 0) + 1
         name = path.removesuffix(":cancel")
         first = calls[path] == 1
@@ -350,17 +361,10 @@ async def test_a_500_internal_or_a_409_aborted_in_googles_envelope_is_retried(
             return web.json_response({"name": name, "done": True, "error": {"code": 1}})
         return web.json_response({"name": name})
 
-    app = web.Application()
-    app.router.add_route("*", "/v1/{name:.+}", handler)
-    server = await aiohttp_server(app)
     names = [f"{PARENT}/operations/op-{i}" for i in range(4)]
-    report_path = tmp_path / "r.json"
-    result = await run_cli(
-        "cancel", *names, "--anonymous", "--endpoint", str(server.make_url("")).rstrip("/"),
-        "--yes", "--report", str(report_path),
-    )  # fmt: skip
+    result, report = await cancel_against(aiohttp_server, handler, tmp_path, *names)
     assert result.exit_code == 0, result.stderr
-    assert outcomes(load_report(report_path)) == dict.fromkeys(names, "cancelled")
+    assert outcomes(report) == dict.fromkeys(names, "cancelled")
     assert calls[f"{names[0]}:cancel"] == 2  # (the ABORTED one was tried again)
 
 
@@ -397,23 +401,16 @@ async def test_a_server_that_names_the_project_by_number_is_understood(
             return web.json_response({})
         return web.json_response(operation(op))
 
-    app = web.Application()
-    app.router.add_route("*", "/v1/{path:.+}", handler)
-    server = await aiohttp_server(app)
     parent = "projects/my-proj/locations/l"
     if how != "names":
         finishes.clear()  # (a listing finds them running)
     names = [f"{parent}/operations/op-{i}" for i in range(6)]
     given = names if how == "names" else ["--parent", parent]
     reconcile = ["--reconcile", "list" if how.endswith("listing") else "get"]
-    report_path = tmp_path / "r.json"
-    result = await run_cli(
-        "cancel", *given, *reconcile, "--anonymous", "--yes", "--report", str(report_path),
-        "--endpoint", str(server.make_url("")).rstrip("/"),
-    )  # fmt: skip
+    result, report = await cancel_against(aiohttp_server, handler, tmp_path, *given, *reconcile)
     assert result.exit_code == 0, result.stderr
     expected = {n: "completed_anyway" if n[-4:] in finishes else "cancelled" for n in names}
-    assert outcomes(load_report(report_path)) == expected
+    assert outcomes(report) == expected
     assert all(p.startswith(parent) for p in paths), paths  # (sent only under what was given)
     if how.endswith("listing"):  # settled from the pages, as listed: not one GET needed
         assert not [p for p in paths if "/operations/" in p and not p.endswith(":cancel")]
