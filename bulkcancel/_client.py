@@ -259,7 +259,8 @@ class OperationsClient:
             if self._refused(kind):
                 return _stopped(attempts, throttled)
             budget_end = min(deadline, first_throttle + governor.throttle_budget)
-            key = governor.key_for(base, read=read)  # (reads may be paced apart: a later try)
+            if read:  # (a key's reads may be paced apart from its cancels: a later try)
+                key = governor.key_for(base, read=True)
             # The key's turn: at once when it is free (no wait, so no scope to enter), or
             # waited for in a scope a stop can end.
             grant = governor.try_acquire_key(key)

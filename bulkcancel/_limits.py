@@ -205,8 +205,7 @@ class RateGovernor:
         if self._stopped:
             return None
         pacer = self.pacer(key)
-        turn = self._turns.get(id(pacer))
-        if (turn is not None and turn.locked()) or self._held(pacer):
+        if self.waiting(pacer) or self._held(pacer):
             return None
         now = self.now()
         wait, probe = pacer.reserve(now)
@@ -362,13 +361,8 @@ class RateGovernor:
     ) -> None:
         """The answer to a granted request, exactly once per attempt (``read``: a GET or a list
         page, not a cancel)."""
-        if (
-            throttled
-            and quota is not None
-            and key is not None
-            and self.sharing.told(key, quota, grant.pacer.current(), read=read)
-        ):
-            quota = None  # (its value is the reads' pacer's, taken there)
+        if throttled and quota is not None and key is not None:
+            self.sharing.told(key, quota, grant.pacer.current(), read=read)
         # A grant of a key whose pacer was since absorbed by its project's: the news is about
         # the shared quota, so the project's pacer hears it (a probe only counts where it was
         # granted).
@@ -376,9 +370,10 @@ class RateGovernor:
         if read and key is not None and not key.endswith(READS):
             apart = self.key_for(key, read=True)
             if apart != key:
-                # A read granted before its key's reads were paced apart: news of the reads'
-                # quota, not the cancels' (counted there, a read's 429s in flight cut the
-                # cancels too: writes at 60/s and reads at 20/s, 1.35x the floor).
+                # A read granted before its key's reads were paced apart (by this answer, or
+                # earlier): news of the reads' quota and its stated value, not the cancels'
+                # (counted there, a read's 429s in flight cut the cancels too: writes at 60/s
+                # and reads at 20/s, 1.35x the floor).
                 key, pacer = apart, self.pacer(apart)
         was_parked = pacer.state is PacerState.PARKED
         onset = max(pacer.cut_at, pacer.parked_at)

@@ -559,12 +559,10 @@ class KeyPacer:
             self.refused_since_resume |= sent_at >= self.resumed_at
             per_second = quota.per_second if quota is not None else None
             if per_second is not None:
-                first = self.limit == math.inf
-                self.limit = per_second
-                # (unless the server just let through far more than that: an average over a
-                # window, not a spacing; the shares decide, and a spent window parks the key)
-                before = self.rate
-                self.rate = max(_MIN_RATE, min(self.rate, self._cap()))
+                first, before = self.limit == math.inf, self.rate
+                # (capped, unless the server just let through far more than that: an average
+                # over a window, not a spacing; the shares decide, and a spent window parks it)
+                self.state_limit(per_second)
                 if first and self.rate < before and self.state is PacerState.ACTIVE:
                     # The first limit stated lowers the rate: answers to what was sent before,
                     # faster, are news acted on (behind a distant server the refusals of slow
@@ -1065,9 +1063,9 @@ class KeyPacer:
         self._new_epoch(now)
 
     def state_limit(self, per_second: float) -> None:
-        """A per-minute quota value learned elsewhere (a throttle that another pacer received,
-        see :meth:`bulkcancel._sharing.QuotaSharing.told`): the rate is capped at it as if
-        this pacer's own throttle had stated it (``inf``: none known)."""
+        """A quota value stated in requests per second (``inf``: none known), by this pacer's
+        own throttle or by one another pacer received (see
+        :meth:`bulkcancel._sharing.QuotaSharing.told`): the rate is capped at it."""
         self.limit = per_second
         self.rate = max(_MIN_RATE, min(self.rate, self._cap()))
 

@@ -140,16 +140,15 @@ class QuotaSharing:
         self._meters = {}
         self._kinds_apart: set[str] = set()  # keys whose reads are paced apart (key + READS)
 
-    def told(self, key: str, quota: QuotaInfo, pacer: KeyPacer, *, read: bool) -> bool:
+    def told(self, key: str, quota: QuotaInfo, pacer: KeyPacer, *, read: bool) -> None:
         """A throttle's ErrorInfo says where ``key``'s quota lives: the project's (pace the key
         with its project's pacer from now on) or the region's own (never merged); and which
-        quota it is (see :meth:`_metered_apart`). True when the value it states is not
-        ``pacer``'s to take: the throttle was a read's, and reads are now paced apart."""
+        quota it is (see :meth:`_metered_apart`)."""
         if quota.project_wide:
             self._share_project(key, pacer)
         elif quota.regional:
             self._regional.add(key)
-        return self._metered_apart(key, quota, pacer, read=read)
+        self._metered_apart(key, quota, pacer, read=read)
 
     def paced_by(self, key: str) -> str:
         """The key whose pacer paces ``key``: its own, or its project's."""
@@ -160,7 +159,7 @@ class QuotaSharing:
         or a list page) ``key + READS`` once its reads and cancels proved metered apart."""
         return key + READS if read and key in self._kinds_apart else key
 
-    def _metered_apart(self, key: str, quota: QuotaInfo, pacer: KeyPacer, *, read: bool) -> bool:
+    def _metered_apart(self, key: str, quota: QuotaInfo, pacer: KeyPacer, *, read: bool) -> None:
         """Cloud Batch meters writes and reads apart (6,000 and 15,000 a minute per region),
         Cloud Deploy all requests together: when a throttle's quota is named for its own kind
         (a cancel's ``write_requests`` or ``WriteRequestsPerMinute...``, a read's ``read_requests``:
@@ -172,18 +171,19 @@ class QuotaSharing:
         and was taken for background, 20% of requests refused; or it held near twice the write
         quota while reads took half its turns, 1.26-1.40x the floor.) The two are never merged
         again on walls that coincide. Only on what ErrorInfo names: with bare 429s, or one
-        name for both, the key keeps one pacer."""
+        name for both, the key keeps one pacer. (A read's own throttle, this one or one in
+        flight, reaches the reads' pacer with its value: see RateGovernor.report.)"""
         named = (quota.metric, quota.limit)
-        if named == (None, None):
-            return False
         base = key.removesuffix(READS)
+        if named == (None, None) or base in self._kinds_apart:
+            return
         meters = self._meters.setdefault(base, {})
         meters[read] = (named, quota.per_second)
         other = meters.get(not read)
         own = _METER.search(" ".join(n for n in named if n is not None))
         says = own is not None and (own.group(1).lower() == "read") == read
-        if base in self._kinds_apart or not (says or (other is not None and other[0] != named)):
-            return False
+        if not (says or (other is not None and other[0] != named)):
+            return
         self._kinds_apart.add(base)
         self._regional.update((base, base + READS))  # (their walls are their own quotas')
         reads = self._governor.pacer(base + READS)
@@ -193,7 +193,6 @@ class QuotaSharing:
         stated = meters.get(True, (named, None))[1]
         if stated is not None:
             reads.state_limit(stated)
-        return read
 
     def answered(
         self,
