@@ -263,7 +263,8 @@ def _have_apicore() -> bool:
         return False
 
 
-def main(argv: list[str] | None = None) -> dict[str, object]:
+def make_parser() -> argparse.ArgumentParser:
+    """The command line of this benchmark."""
     parser = argparse.ArgumentParser(description=__doc__)
     # 300 per parent: a floor of several seconds at the quota, so a run is not all start-up
     parser.add_argument("--operations", type=int, default=300, help="per parent")
@@ -288,6 +289,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument(
         "--background", type=float, default=0.1, help="share of 429s at random, background row"
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    parser = make_parser()
     args = parser.parse_args(argv)
     if args.latency < 0 or args.jitter < 0:
         parser.error("--latency and --jitter cannot be negative")

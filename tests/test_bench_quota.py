@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 from pathlib import Path
 
@@ -108,16 +107,7 @@ def test_a_jitter_without_a_latency_or_a_negative_one_is_refused(
 def test_a_partial_run_saves_under_a_name_of_its_own() -> None:
     """A run of some clients or some scenarios overwrote the full matrix's results file, so
     the last full run's per-round figures were lost to a quick re-run of one row."""
-    parse = argparse.ArgumentParser()
-    for flag, default in (
-        ("--quota", quota.QUOTA),
-        ("--told", quota.TOLD),
-        ("--window", quota.WINDOW),
-        ("--latency", 0.0),
-        ("--jitter", 0.0),
-    ):
-        parse.add_argument(flag, type=float, default=default)  # fmt: skip
-    parse.add_argument("--only")
+    parse = quota.make_parser()
     full = quota.result_name(parse.parse_args([]), list(quota.CLIENTS))
     assert full == "quota"
     ours = quota.result_name(parse.parse_args([]), ["bulkcancel"])
