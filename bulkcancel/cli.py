@@ -129,8 +129,8 @@ Examples:
 \b
 Environment:
   Every option reads BULKCANCEL_<OPTION> (shown beside each option above),
-  e.g. BULKCANCEL_PARENT, BULKCANCEL_LOG_FORMAT, BULKCANCEL_YES=1; a repeatable
-  option takes several values separated by spaces. --token reads
+  e.g. BULKCANCEL_PARENT, BULKCANCEL_LOG_FORMAT, BULKCANCEL_YES=1; a
+  repeatable option takes several values separated by spaces. --token reads
   BULKCANCEL_ACCESS_TOKEN. Without --token/--anonymous, Application Default
   Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, the metadata server).
 
@@ -504,7 +504,7 @@ def fake_server(**kw: Any) -> None:
       quota shape (needs --quota):
         bucket-small     token bucket, burst max(1, R/10)
         bucket-minute    token bucket, burst R*window (a minute's budget at once)
-        fixed-window     R*window requests per aligned window, then 429 until it turns
+        fixed-window     R*window per aligned window, then 429 until it turns
       quota scope:
         regional-quota   one quota per project+region (default)
         shared-quota     one quota per project, shared by its regions
@@ -520,7 +520,7 @@ def fake_server(**kw: Any) -> None:
         pages-50, pages-100, pages-1000   list pages capped there
         pages-ignored    pageSize ignored: every page has the default size
       metering (needs --quota):
-        reads-apart      reads (GET, list) on a quota of their own, 2.5x the writes'
+        reads-apart      GET and list on a quota of their own, 2.5x the writes'
     """
     from bulkcancel._demo import run_fake_server
 
