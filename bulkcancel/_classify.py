@@ -44,9 +44,22 @@ def refused_as_unsupported(answer: Answer) -> bool:
     return answer.code == "FAILED_PRECONDITION" or is_not_found(answer)
 
 
+def unnamed_refusal(answer: Answer) -> bool:
+    """A 400 that names no canonical status (Google JSON without ``status``, or a body that is
+    not Google JSON): FAILED_PRECONDITION, INVALID_ARGUMENT and OUT_OF_RANGE all answer 400,
+    so it may be an operation that already finished. A GET tells: done, it decides as for
+    any refusal; otherwise the refusal stays an ``error`` (never ``unsupported``, which
+    needs the server to say so)."""
+    return (
+        answer.kind in (AnswerKind.API_ERROR, AnswerKind.HTTP_ERROR)
+        and answer.status == 400
+        and answer.code is None
+    )
+
+
 def needs_get(cancel: Answer) -> bool:
     """After this cancel answer, is a GET worth its call?"""
-    return cancel.ok or refused_as_unsupported(cancel)
+    return cancel.ok or refused_as_unsupported(cancel) or unnamed_refusal(cancel)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,10 @@ NOT_FOUND = api(404, "NOT_FOUND")
 DENIED = api(403, "PERMISSION_DENIED", "IAM_PERMISSION_DENIED")
 UNAUTH = api(401, "UNAUTHENTICATED")
 CANCELLED_OP = done(error={"code": 1, "message": "Operation cancelled by user."})
+#: 400s that name no canonical status: FAILED_PRECONDITION (already finished) or another
+BARE_400 = Answer(AnswerKind.API_ERROR, 400, message="Operation has already completed.")
+TEXT_400 = Answer(AnswerKind.HTTP_ERROR, 400, message="Bad Request")
+COMPLETED = Outcome.COMPLETED_ANYWAY
 
 ROWS: list[tuple[str, Answer | None, Answer | None, bool, bool, Outcome]] = [
     # (case, cancel, last GET, accepted, deadline passed, outcome)
@@ -92,6 +96,10 @@ ROWS: list[tuple[str, Answer | None, Answer | None, bool, bool, Outcome]] = [
     ("oversized", Answer(AnswerKind.OVERSIZED, 200), None, False, False, Outcome.ERROR),
     ("malformed", Answer(AnswerKind.MALFORMED, 200), None, False, False, Outcome.ERROR),
     ("INVALID_ARGUMENT", api(400, "INVALID_ARGUMENT"), None, False, False, Outcome.ERROR),
+    ("400 naming no status, then done", BARE_400, done(response={}), False, False, COMPLETED),
+    ("plain-text 400, then done", TEXT_400, CANCELLED_OP, False, False, Outcome.CANCELLED),
+    ("400 naming no status, still running", BARE_400, running(), False, False, Outcome.ERROR),
+    ("400 naming no status, GET 404", BARE_400, NOT_FOUND, False, False, Outcome.ERROR),
     (
         "429 retries spent",
         api(429, "RESOURCE_EXHAUSTED", "RATE_LIMIT_EXCEEDED"),
@@ -159,8 +167,9 @@ def test_failures_keep_the_servers_words() -> None:
 
 def test_which_cancel_answers_need_a_get() -> None:
     assert needs_get(ok())
-    for answer in (UNIMPLEMENTED, HTML_404, PRECONDITION, NOT_FOUND):
+    for answer in (UNIMPLEMENTED, HTML_404, PRECONDITION, NOT_FOUND, BARE_400, TEXT_400):
         assert needs_get(answer)
+    assert not needs_get(Answer(AnswerKind.OVERSIZED, 400))
     for answer in (DENIED, UNAUTH, api(400, "INVALID_ARGUMENT"), Answer(AnswerKind.TRANSPORT)):
         assert not needs_get(answer)
 

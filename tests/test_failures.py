@@ -331,6 +331,35 @@ async def test_an_odd_error_envelope_is_read_not_a_crash(
     assert got == {n: "unsupported" if "/p-" in n else "permission_denied" for n in names}
 
 
+async def test_a_400_that_names_no_status_is_read_back_by_get(
+    aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    """A 400 whose envelope names no canonical status (or whose body is plain text) may be
+    FAILED_PRECONDITION on an operation that already finished: it ended ``error`` with no GET.
+    The GET decides now: done is ``completed_anyway``; running stays ``error`` (nothing said
+    the service cannot cancel), with the refusal kept in the record."""
+
+    async def handler(request: web.Request) -> web.Response:
+        name = request.match_info["path"]
+        leaf = name.split(":")[0].rsplit("/", 1)[1]
+        if name.endswith(":cancel"):
+            if leaf.startswith("t-"):
+                return web.Response(status=400, text="Bad Request")
+            error = {"code": 400, "message": "Operation has already completed."}
+            return web.json_response({"error": error}, status=400)
+        if leaf.startswith("r-"):
+            return web.json_response({"name": name})  # running
+        return web.json_response({"name": name, "done": True, "response": {}})
+
+    names = [f"{PARENT}/operations/{kind}-{i}" for kind in ("d", "t", "r") for i in range(2)]
+    result, report = await cancel_against(aiohttp_server, handler, tmp_path, *names)
+    assert result.exit_code == 3, result.stderr
+    assert outcomes(report) == {n: "error" if "/r-" in n else "completed_anyway" for n in names}
+    records = {r["name"]: r for r in report["operations"]}
+    assert records[f"{PARENT}/operations/r-0"]["cancel_error"]["http_status"] == 400
+    assert records[f"{PARENT}/operations/d-0"]["already_done"] is True
+
+
 async def test_a_500_internal_or_a_409_aborted_in_googles_envelope_is_retried(
     aiohttp_server: AiohttpServer, tmp_path: Path
 ) -> None:
