@@ -121,7 +121,7 @@ class _State:
     signals: list[int] = field(default_factory=list)
     failure: Exception | None = None
     stdout_closed: bool = False
-    #: the number of targets, once resolved (None while listing)
+    #: the number of targets, once resolved and confirmed (None while listing or asking)
     count: int | None = None
 
 
@@ -236,9 +236,12 @@ async def _drive_run(
         progress = Progress(run, writer, state)
         with before_sending:
             ui.start(None, progress)  # the display shows the listing too
-            count = state.count = await run.resolve(*given, max_selected=options.max_operations)
+            count = await run.resolve(*given, max_selected=options.max_operations)
             if run.stop_reason is None:
                 refused = await _confirm(run, count, ui, options)
+            # (Only now: with the total known the display says "cancelling", and its frame
+            # stayed above the question, as if sending had begun.)
+            state.count = count
         if state.signals or before_sending.cancel_called:
             # Interrupted while listing or asking: nothing was sent; report what was found.
             await _report_unsent(run, writer)

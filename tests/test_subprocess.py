@@ -325,6 +325,10 @@ async def test_prompt_shows_count_and_sample_and_no_sends_nothing(tmp_path: Path
     async with server.serve() as url:
         child = spawn(["cancel", *names, "--anonymous", "--endpoint", url])
         await expect_in_thread(child, r"About to cancel 25 operation")
+        # The display's frame above the question says what is true: found, nothing sent yet
+        # (it said "cancelling 0/25", as if sending had begun).
+        assert b"cancelling" not in child.before
+        assert b"25 found" in child.before
         await expect_in_thread(child, r"operations/op-0000\d\d")
         await expect_in_thread(child, r"Proceed\? \[y/N\]")
         child.sendline("n")
