@@ -9,7 +9,11 @@ in-flight slot, then a unit of the run's ``--rate``; send; report the answer to 
 exactly once (throttle or capacity). Retries: throttles are retried at the pacer's pace (a hint
 makes that request wait for it, capped, or until its key accepts again); transient failures
 (503, 502/504, resets, timeouts, a cut body) with full-jitter backoff up to ``Backoff.max_attempts``
-tries; every wait is bounded by ``max_call_time`` from the call's start, and throttle retries by the
+tries, or up to ``Backoff.busy_attempts`` on a busy key (a quarter or more of its calls' first
+tries lately failed so, and it answered another call since this one's first failure: a server
+shedding load with 503s is up, and eight in a row there is chance, not an outage; one operation
+that always fails beside others that pass gets the usual tries);
+every wait is bounded by ``max_call_time`` from the call's start, and throttle retries by the
 governor's ``throttle_budget`` from the call's first throttle (then the call ends as a
 ``THROTTLED`` answer, which classification reports as an error). A stop, or a fatal condition of
 the whole run, wakes every waiting call at once and they return ``STOPPED``.
@@ -54,6 +58,8 @@ _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json
 _AUTH_GIVE_UP = 8  # this many 401s before any success: the credentials are wrong, stop early
 _UNREACHABLE_AFTER = 16  # the run's first attempts all without an HTTP answer: stop early
 _WRONG_ENDPOINT_AFTER = 4  # GET/list answered by non-JSON 404 pages before any Google JSON
+_BUSY_CALLS = 16  # calls' first tries averaged to tell a key that sheds load ...
+_BUSY_SHARE = 0.25  # ... when this share of them failed transiently
 _MIN_SECRET = 4  # shorter "tokens" are not scrubbed (they would mangle every message)
 _NO_SCOPE: AbstractContextManager[None] = nullcontext()
 
@@ -115,6 +121,13 @@ class OperationsClient:
         self._max_call_time = max_call_time
         self.stats = ClientStats()
         self._successes = 0
+        #: quota key -> when it last gave a call an answer that ends it (not a transient
+        #: failure, not a throttle): the server is up for that key
+        self._answered_at: dict[str, float] = {}
+        #: quota key -> the share of its calls' first tries that failed transiently (a moving
+        #: average over about 16: retries are left out, so one call failing again and again
+        #: does not make its key look busy)
+        self._first_failed: dict[str, float] = {}
         self._auth_seen: Mapping[str, str] | None = None
         self._plain_headers: Mapping[str, str] = {"User-Agent": USER_AGENT}
         self._body_headers: Mapping[str, str] = {**_JSON_HEADERS, "User-Agent": USER_AGENT}
@@ -252,6 +265,7 @@ class OperationsClient:
         deadline = governor.now() + self._max_call_time
         first_throttle = math.inf
         attempts = throttled = transient = 0
+        first_failure = math.inf  # when this call's first transient failure came back
         auth_retried = False
         last: Answer | None = None
         last_throttled = False
@@ -322,11 +336,22 @@ class OperationsClient:
                             grant, min(hint, governor.hint_cap, deadline - now)
                         )
                 continue
+            if attempts - throttled == 1:  # (this call's first answer that was no throttle)
+                failed = self._first_failed.get(base, 0.0)
+                failed += ((decision is RetryDecision.TRANSIENT) - failed) / _BUSY_CALLS
+                self._first_failed[base] = failed
             if decision is RetryDecision.TRANSIENT:
                 now = governor.now()
                 transient += 1
+                first_failure = min(first_failure, now)
                 delay = self._backoff.delay(transient - 1, self._rng)
-                if transient >= self._backoff.max_attempts or now + delay >= deadline:
+                tries = self._backoff.max_attempts
+                if (
+                    self._first_failed.get(base, 0.0) >= _BUSY_SHARE
+                    and self._answered_at.get(base, -math.inf) > first_failure
+                ):
+                    tries = self._backoff.busy_attempts  # up and shedding load
+                if transient >= tries or now + delay >= deadline:
                     self._given_up(answer)
                     return answer
                 self.stats.retries += 1
@@ -348,6 +373,7 @@ class OperationsClient:
                 return answer
             if answer.kind is not AnswerKind.TRANSPORT and answer.status < 500:
                 self._successes += 1
+            self._answered_at[base] = governor.now()
             return answer
 
     async def _attempt(

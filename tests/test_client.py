@@ -45,7 +45,7 @@ class Token:
 
 
 def client_for(
-    transport: Any, base: str, *, tokens: Any = None, attempts: int = 3
+    transport: Any, base: str, *, tokens: Any = None, attempts: int = 3, busy: int = 32
 ) -> OperationsClient:
     return OperationsClient(
         transport,
@@ -54,7 +54,7 @@ def client_for(
         tokens=tokens or NoAuth(),
         governor=RateGovernor(10_000),
         concurrency=4,
-        backoff=Backoff(base=0.001, cap=0.005, max_attempts=attempts),
+        backoff=Backoff(base=0.001, cap=0.005, max_attempts=attempts, busy_attempts=busy),
         rng=random.Random(0),
     )
 
@@ -169,6 +169,42 @@ async def test_transient_failures_retry_then_give_up(aiohttp_server: AiohttpServ
     assert gave_up.kind is AnswerKind.HTTP_ERROR
     assert gave_up.status == 502
     assert gave_up.attempts == 3
+
+
+async def test_a_key_shedding_load_is_retried_longer_an_operation_failing_alone_is_not(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """A server that answers many first tries 503 while it answers others is up and busy: a
+    call there that draws more 503s in a row than ``max_attempts`` tries on (it ended
+    ``error`` after eight, one operation in fifteen under 70% of 503s). One operation that
+    always fails beside others that pass gets the usual tries."""
+    tries: dict[str, int] = {}
+    failing = {"unlucky": 6, "poison": 1_000}  # 503s before a success
+
+    async def handler(request: web.Request) -> web.Response:
+        leaf = request.path.split("/")[-1].split(":")[0]
+        tries[leaf] = tries.get(leaf, 0) + 1
+        if tries[leaf] <= failing.get(leaf, 1 if leaf.startswith("busy") else 0):
+            return google_error(503, "UNAVAILABLE")
+        return web.json_response({})
+
+    base = await serve(aiohttp_server, handler)
+    prefix = NAME.rsplit("/", 1)[0]
+    async with AiohttpTransport(concurrency=4) as transport:
+        client = client_for(transport, base, attempts=3, busy=8)
+        busy = [client.cancel(f"{prefix}/busy-{i}") for i in range(16)]
+        *others, unlucky = await asyncio.gather(*busy, client.cancel(f"{prefix}/unlucky"))
+        assert all(answer.ok for answer in others)
+        assert unlucky.ok, unlucky
+        assert unlucky.attempts == 7  # six 503s in a row, past max_attempts (3)
+
+        client = client_for(transport, base, attempts=3, busy=8)
+        fine = [client.cancel(f"{prefix}/fine-{i}") for i in range(16)]
+        *others, poison = await asyncio.gather(*fine, client.cancel(f"{prefix}/poison"))
+        assert all(answer.ok for answer in others)
+        assert not poison.ok
+        assert poison.attempts == 3
+        assert tries["poison"] == 3
 
 
 async def test_timeouts_are_transient(aiohttp_server: AiohttpServer) -> None:
