@@ -87,8 +87,8 @@ class Backoff:
     key's pacer and the run's ceiling like any request, so retrying sooner never sends more.
 
     A server that sheds load with 503s while it answers other calls is up, and busy: there a
-    call tries up to ``busy_attempts`` times (a server answering 70% of requests 503 ended one
-    operation in 15 as ``error`` after eight; the client decides, see ``_client``).
+    call tries up to ``busy_attempts`` times (a server answering 70% of requests 503 ended 1-6
+    operations of 250 per run as ``error`` after eight; the client decides, see ``_client``).
     """
 
     base: float = 0.1

@@ -175,8 +175,8 @@ async def test_a_key_shedding_load_is_retried_longer_an_operation_failing_alone_
     aiohttp_server: AiohttpServer,
 ) -> None:
     """A server that answers many first tries 503 while it answers others is up and busy: a
-    call there that draws more 503s in a row than ``max_attempts`` tries on (it ended
-    ``error`` after eight, one operation in fifteen under 70% of 503s). One operation that
+    call there that draws more 503s in a row than ``max_attempts`` tries on (under 70% of
+    503s, 1-6 operations of 250 per run ended ``error`` after eight). One operation that
     always fails beside others that pass gets the usual tries."""
     tries: dict[str, int] = {}
     failing = {"unlucky": 6, "poison": 1_000}  # 503s before a success
