@@ -139,6 +139,12 @@ def scenarios(
             ("--personality", "bucket-small,reads-apart", *q),
             bulkcancel_args=("--reconcile", "get"),
         ),
+        # ... and with bare 429s: nothing names the two quotas, only who is refused tells.
+        Scenario(
+            "reads metered apart, 429-bare, by GET",
+            ("--personality", "bucket-small,reads-apart,429-bare", *q),
+            bulkcancel_args=("--reconcile", "get"),
+        ),
         Scenario(
             "pageSize ignored, with the fault mix",
             ("--personality", "fault-mix,pages-ignored", "--location-mode", "us-east1=unsupported"),

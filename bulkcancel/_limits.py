@@ -391,7 +391,14 @@ class RateGovernor:
         if grant.probe and pacer is not grant.pacer:
             grant.pacer.probe_out = False
         if key is not None and self.sharing.answered(
-            key, grant, pacer, throttled=throttled, onset=onset, since=since, slow_start=slow_start
+            key,
+            grant,
+            pacer,
+            throttled=throttled,
+            onset=onset,
+            since=since,
+            slow_start=slow_start,
+            read=read,
         ):
             return  # (joined its project's pacer)
         resumed = was_parked and pacer.state is PacerState.ACTIVE

@@ -5,8 +5,9 @@ Google meters per project and region by default, so each quota key gets a pacer 
 project-wide moves the key to its project's pacer at once (:meth:`QuotaSharing.told`), and one
 whose ErrorInfo names a quota of writes or of reads (or two names for a key's cancels and its
 reads) paces the key's reads apart from its cancels from then on (``KEY|reads``,
-:meth:`QuotaSharing._metered_apart`: Cloud Batch meters them apart, Cloud Deploy together). The
-rest is learned from how the keys' walls behave:
+:meth:`QuotaSharing._metered_apart`: Cloud Batch meters them apart, Cloud Deploy together); with
+bare 429s, so do a key's cancels refused while its reads all pass
+(:meth:`QuotaSharing._refused_apart`). The rest is learned from how the keys' walls behave:
 
 * Without ErrorInfo, a shared quota shows as walls that coincide: two keys of one project meet
   walls within a second of each other, twice (the walls that end slow start do not count: all
@@ -65,6 +66,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -99,6 +101,9 @@ _STARVED_AFTER = 1.0  # ... both past their first walls by this many seconds,
 _STARVED_FOR = 1.0  # ... seen again this many seconds on, or more: starved
 _PARKED_BESIDE = 1.0  # seconds parked, a probe refused again, beside a key of its project ...
 _PARKED_PEER = 1.0  # ... accepted at this many requests/s or more: starved beside it
+_KINDS_SEEN = 32  # a key's last answers of each kind (cancels, reads) kept ...
+_KINDS_REFUSED = 0.25  # ... its cancels refused this share of them, not one of its reads:
+_KINDS_OVERLAP = 1.0  # ... both within this many seconds of each other: metered apart
 _IDLE = 1.0  # seconds without a send or a waiter: a key whose work is done
 _IDLE_CHECK = 0.25  # seconds between a pacer's looks at its project's other keys
 
@@ -139,6 +144,9 @@ class QuotaSharing:
         self._meters: dict[str, dict[bool, tuple[tuple[str | None, str | None], float | None]]]
         self._meters = {}
         self._kinds_apart: set[str] = set()  # keys whose reads are paced apart (key + READS)
+        #: key -> its last answers of each kind (True: reads), (when, refused), while it paces
+        #: both kinds with one pacer (see _refused_apart)
+        self._kinds_seen: dict[str, dict[bool, deque[tuple[float, bool]]]] = {}
 
     def told(self, key: str, quota: QuotaInfo, pacer: KeyPacer, *, read: bool) -> None:
         """A throttle's ErrorInfo says where ``key``'s quota lives: the project's (pace the key
@@ -170,9 +178,10 @@ class QuotaSharing:
         half the time while its reads all went through, a share that held when the rate moved
         and was taken for background, 20% of requests refused; or it held near twice the write
         quota while reads took half its turns, 1.26-1.40x the floor.) The two are never merged
-        again on walls that coincide. Only on what ErrorInfo names: with bare 429s, or one
-        name for both, the key keeps one pacer. (A read's own throttle, this one or one in
-        flight, reaches the reads' pacer with its value: see RateGovernor.report.)"""
+        again on walls that coincide. Only on what ErrorInfo names here: one name for both
+        keeps one pacer, and bare 429s are judged by who they refuse (:meth:`_refused_apart`).
+        (A read's own throttle, this one or one in flight, reaches the reads' pacer with its
+        value: see RateGovernor.report.)"""
         named = (quota.metric, quota.limit)
         base = key.removesuffix(READS)
         if named == (None, None) or base in self._kinds_apart:
@@ -184,15 +193,56 @@ class QuotaSharing:
         says = own is not None and (own.group(1).lower() == "read") == read
         if not (says or (other is not None and other[0] != named)):
             return
-        self._kinds_apart.add(base)
         self._regional.update((base, base + READS))  # (their walls are their own quotas')
-        reads = self._governor.pacer(base + READS)
-        reads.rate = pacer.rate
+        reads = self._pace_reads_apart(base, pacer)
         writes = meters.get(False, (named, None))[1]
         pacer.state_limit(writes if writes is not None else math.inf)
         stated = meters.get(True, (named, None))[1]
         if stated is not None:
             reads.state_limit(stated)
+
+    def _pace_reads_apart(self, base: str, pacer: KeyPacer) -> KeyPacer:
+        """From now on ``base``'s reads ask their turns of a pacer of their own (returned),
+        which starts at the rate ``pacer`` (the key's) had."""
+        self._kinds_apart.add(base)
+        self._kinds_seen.pop(base, None)
+        reads = self._governor.pacer(base + READS)
+        reads.rate = pacer.rate
+        return reads
+
+    def _refused_apart(
+        self, key: str, pacer: KeyPacer, *, read: bool, throttled: bool, now: float
+    ) -> None:
+        """With bare 429s nothing names the quotas, but who is refused tells: a key paced as
+        one whose last 32 cancels had a quarter or more refused while not one of its last 32
+        reads was, the two spans overlapping (within a second of each other), meters its reads
+        apart from its cancels (one quota refuses both kinds alike: none of 32 reads refused
+        where a quarter of the cancels are is a chance of one in ten thousand). Its reads get
+        a pacer of their own, as when ErrorInfo names the two quotas (writes at 50/s, reads at
+        125/s, bare 429s, read back by GET: 1.10x the floor and 16.4% of 429s, the one pacer
+        holding the reads to the cancels' pace and its cancels refused at the reads')."""
+        seen = self._kinds_seen.setdefault(key, {})
+        answers = seen.get(read)
+        if answers is None:
+            answers = seen[read] = deque(maxlen=_KINDS_SEEN)
+        answers.append((now, throttled))
+        cancels, reads = seen.get(False), seen.get(True)
+        if (
+            not throttled
+            or read
+            or cancels is None
+            or reads is None
+            or len(cancels) < _KINDS_SEEN
+            or len(reads) < _KINDS_SEEN
+        ):
+            return
+        if any(refused for _, refused in reads):
+            return
+        if sum(refused for _, refused in cancels) < _KINDS_REFUSED * _KINDS_SEEN:
+            return
+        if now - reads[-1][0] > _KINDS_OVERLAP or reads[0][0] < cancels[0][0] - _KINDS_OVERLAP:
+            return  # (the reads must be this key's lately, beside these cancels)
+        self._pace_reads_apart(key, pacer)
 
     def answered(
         self,
@@ -204,11 +254,21 @@ class QuotaSharing:
         onset: float,
         since: float,
         slow_start: bool,
+        read: bool = False,
     ) -> bool:
         """The answer to ``grant`` (``key``'s), told to ``pacer`` (the one pacing the key now);
         ``onset``: when that pacer was last cut or parked before it; ``since``: the first send
-        of the evidence it decided on; ``slow_start``: never cut nor parked before. True when
-        the key joined its project's pacer (the answer is then told no further)."""
+        of the evidence it decided on; ``slow_start``: never cut nor parked before; ``read``: a
+        GET or a list page. True when the key joined its project's pacer (the answer is then
+        told no further)."""
+        if (
+            not key.endswith(READS)
+            and key not in self._kinds_apart
+            and self._route.get(key) is None
+        ):
+            self._refused_apart(
+                key, pacer, read=read, throttled=throttled, now=self._governor.now()
+            )
         if max(pacer.cut_at, pacer.parked_at) > onset and self._route.get(key) is None:
             project = _project_of(key)
             if (

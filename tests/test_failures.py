@@ -467,6 +467,28 @@ async def test_reads_metered_apart_are_paced_apart_and_every_outcome_is_exact(
     assert f"{PARENT}|reads" in json.dumps(report)  # (paced apart: its rate is reported)
 
 
+async def test_reads_metered_apart_with_bare_429s_are_told_apart_by_who_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The same shape with bare 429s (``reads-apart,429-bare``: cancels on 50/s, reads on
+    125/s, nothing named): the cancels refused while the reads all pass gives the reads a
+    pacer of their own, and the outcomes are the server's."""
+    server = FakeOperationsServer()
+    server.personality("bucket-small,reads-apart,429-bare", rate=50.0)
+    names = populate(server, PARENT, 200)
+    report_path = tmp_path / "r.json"
+    async with server.serve() as url:
+        result = await run_cli(
+            "cancel", *names, "--anonymous", "--endpoint", url, "--yes", "--rate", "200",
+            "--reconcile", "get", "--report", str(report_path),
+        )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = load_report(report_path)
+    assert outcomes(report) == dict.fromkeys(names, "cancelled")
+    assert any(r.status == 429 and r.kind == "cancel" for r in server.log)
+    assert f"{PARENT}|reads" in report["rates"]  # (paced apart)
+
+
 # -- the engine failing or stopping: the application side ----------------------------------------
 
 

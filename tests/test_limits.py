@@ -280,6 +280,41 @@ def test_reads_metered_apart_from_cancels_get_a_pacer_of_their_own() -> None:
     assert odd.key_for(key, read=True) == key
 
 
+@pytest.mark.parametrize("reads_refused", [0, 1])
+def test_with_bare_429s_cancels_refused_beside_reads_that_pass_meter_reads_apart(
+    reads_refused: int,
+) -> None:
+    """Nothing names the quotas, but who is refused tells: the key's last 32 cancels a quarter
+    refused while none of its last 32 reads was, within a second of each other. The reads get
+    a pacer of their own then (not before: 31 reads are too few); one read refused among them
+    says one quota refuses both, and the key keeps one pacer."""
+    key = "projects/p/locations/a"
+    clock = [0.0]
+    governor = RateGovernor(200.0, clock=lambda: clock[0])
+
+    def answer(*, is_read: bool, throttled: bool) -> None:
+        clock[0] += 0.01
+        pacer = governor.pacer(governor.key_for(key, read=is_read))
+        grant = Grant(pacer, clock[0])  # (the turn itself is not what is tested)
+        governor.report(grant, throttled=throttled, key=key, read=is_read)
+
+    for i in range(32):  # cancels and reads interleaved: one in four cancels refused
+        answer(is_read=False, throttled=i % 4 == 0)
+        if i < 31:
+            answer(is_read=True, throttled=reads_refused > 0 and i == 7)
+    assert governor.key_for(key, read=True) == key  # 31 reads: too few to tell
+    answer(is_read=True, throttled=False)
+    answer(is_read=False, throttled=False)
+    assert governor.key_for(key, read=True) == key  # told only at a refused cancel
+    answer(is_read=False, throttled=True)
+    if reads_refused:
+        assert governor.key_for(key, read=True) == key and set(governor.rates()) == {key}
+    else:
+        assert governor.key_for(key, read=True) == key + READS
+        assert set(governor.rates()) == {key, key + READS}
+        assert governor.pacer(key + READS).rate == governor.pacer(key).rate
+
+
 def test_a_key_is_alone_until_another_key_of_its_project_is_paced() -> None:
     """Only a key alone in its project may take a high share that holds for background: beside
     another key on one quota a share holds when the other key's rate falls."""
