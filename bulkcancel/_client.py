@@ -10,9 +10,10 @@ exactly once (throttle or capacity). Retries: throttles are retried at the pacer
 makes that request wait for it, capped, or until its key accepts again); transient failures
 (503, 502/504, resets, timeouts, a cut body) with full-jitter backoff up to ``Backoff.max_attempts``
 tries, or up to ``Backoff.busy_attempts`` on a busy key (a quarter or more of its calls' first
-tries lately failed so, and it answered another call since this one's first failure: a server
-shedding load with 503s is up, and eight in a row there is chance, not an outage; one operation
-that always fails beside others that pass gets the usual tries);
+tries lately failed so, or of the other calls' tries since this one's first failure, and it
+answered another call meanwhile: a server shedding load with 503s is up, and eight in a row
+there is chance, not an outage; one operation that always fails beside others that pass gets
+the usual tries);
 every wait is bounded by ``max_call_time`` from the call's start, and throttle retries by the
 governor's ``throttle_budget`` from the call's first throttle (then the call ends as a
 ``THROTTLED`` answer, which classification reports as an error). A stop, or a fatal condition of
@@ -128,6 +129,10 @@ class OperationsClient:
         #: average over about 16: retries are left out, so one call failing again and again
         #: does not make its key look busy)
         self._first_failed: dict[str, float] = {}
+        #: quota key -> [answers, transient failures] of all its calls' tries but throttles
+        #: (counted from a call's first failure on, less its own, when the average above
+        #: misses a key whose retries fail more often than its first tries)
+        self._tried: dict[str, list[int]] = {}
         self._auth_seen: Mapping[str, str] | None = None
         self._plain_headers: Mapping[str, str] = {"User-Agent": USER_AGENT}
         self._body_headers: Mapping[str, str] = {**_JSON_HEADERS, "User-Agent": USER_AGENT}
@@ -266,6 +271,7 @@ class OperationsClient:
         first_throttle = math.inf
         attempts = throttled = transient = 0
         first_failure = math.inf  # when this call's first transient failure came back
+        tried_before = (0, 0)  # the key's tries and failures before that failure
         auth_retried = False
         last: Answer | None = None
         last_throttled = False
@@ -336,20 +342,23 @@ class OperationsClient:
                             grant, min(hint, governor.hint_cap, deadline - now)
                         )
                 continue
+            failing = decision is RetryDecision.TRANSIENT
             if attempts - throttled == 1:  # (this call's first answer that was no throttle)
                 failed = self._first_failed.get(base, 0.0)
-                failed += ((decision is RetryDecision.TRANSIENT) - failed) / _BUSY_CALLS
+                failed += (failing - failed) / _BUSY_CALLS
                 self._first_failed[base] = failed
-            if decision is RetryDecision.TRANSIENT:
+            tried = self._tried.setdefault(base, [0, 0])
+            tried[0] += 1
+            tried[1] += failing
+            if failing:
                 now = governor.now()
                 transient += 1
-                first_failure = min(first_failure, now)
+                if transient == 1:
+                    first_failure = now
+                    tried_before = (tried[0] - 1, tried[1] - 1)
                 delay = self._backoff.delay(transient - 1, self._rng)
                 tries = self._backoff.max_attempts
-                if (
-                    self._first_failed.get(base, 0.0) >= _BUSY_SHARE
-                    and self._answered_at.get(base, -math.inf) > first_failure
-                ):
+                if self._busy(base, first_failure, tried_before, transient):
                     tries = self._backoff.busy_attempts  # up and shedding load
                 if transient >= tries or now + delay >= deadline:
                     self._given_up(answer)
@@ -375,6 +384,20 @@ class OperationsClient:
                 self._successes += 1
             self._answered_at[base] = governor.now()
             return answer
+
+    def _busy(self, base: str, first_failure: float, before: tuple[int, int], own: int) -> bool:
+        """The key is up and shedding load: it gave another call an answer since this call's
+        first failure, and a quarter or more of its calls' first tries fail transiently (a
+        moving average), or of the other calls' tries since that failure, 16 or more (behind
+        a queue that sheds what overflows, retries fail more often than first tries: 15% of
+        first tries, over half of all)."""
+        if self._answered_at.get(base, -math.inf) <= first_failure:
+            return False
+        if self._first_failed.get(base, 0.0) >= _BUSY_SHARE:
+            return True
+        answers, failures = self._tried[base]
+        others = answers - before[0] - own
+        return others >= _BUSY_CALLS and failures - before[1] - own >= _BUSY_SHARE * others
 
     async def _attempt(
         self, kind: str, method: str, url: str, body: bytes | None, grant: Grant

@@ -88,7 +88,8 @@ class Backoff:
 
     A server that sheds load with 503s while it answers other calls is up, and busy: there a
     call tries up to ``busy_attempts`` times (a server answering 70% of requests 503 ended 1-6
-    operations of 250 per run as ``error`` after eight; the client decides, see ``_client``).
+    operations of 250 per run as ``error`` after eight, and a queue that answers 503 to what
+    overflows it 1-4; the client decides, see ``_client``).
     """
 
     base: float = 0.1

@@ -207,6 +207,43 @@ async def test_a_key_shedding_load_is_retried_longer_an_operation_failing_alone_
         assert tries["poison"] == 3
 
 
+async def test_a_key_whose_retries_fail_more_than_its_first_tries_is_busy(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """Behind a queue that sheds what overflows, a call's first try mostly passes while
+    retries, sent into the storm, mostly fail (15% of first tries, over half of all tries):
+    the other calls' tries since this call's first failure say the key is busy too."""
+    tries: dict[str, int] = {}
+    failing = {"unlucky": 5, "flaky-0": 2, "flaky-1": 2, "flaky-2": 2}  # 503s before a success
+    second_try, crowd_done = asyncio.Event(), asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        leaf = request.path.split("/")[-1].split(":")[0]
+        tries[leaf] = tries.get(leaf, 0) + 1
+        if leaf == "unlucky" and tries[leaf] == 2:
+            second_try.set()  # (its first failure is counted: now the crowd)
+            await crowd_done.wait()
+        if tries[leaf] <= failing.get(leaf, 0):
+            return google_error(503, "UNAVAILABLE")
+        return web.json_response({})
+
+    base = await serve(aiohttp_server, handler)
+    prefix = NAME.rsplit("/", 1)[0]
+    async with AiohttpTransport(concurrency=16) as transport:
+        client = client_for(transport, base, attempts=3, busy=8)
+        unlucky = asyncio.ensure_future(client.cancel(f"{prefix}/unlucky"))
+        await second_try.wait()
+        names = [f"flaky-{i}" for i in range(3)] + [f"fine-{i}" for i in range(10)]
+        crowd = await asyncio.gather(*(client.cancel(f"{prefix}/{leaf}") for leaf in names))
+        assert all(answer.ok for answer in crowd)
+        crowd_done.set()
+        answer = await unlucky
+    # (first tries: 4 of 14 failed, under a quarter by the moving average; the crowd's
+    # tries: 6 of 19)
+    assert answer.ok, answer
+    assert answer.attempts == 6  # five 503s in a row, past max_attempts (3)
+
+
 async def test_timeouts_are_transient(aiohttp_server: AiohttpServer) -> None:
     async def slow(request: web.Request) -> web.Response:
         await asyncio.sleep(1.0)
