@@ -452,7 +452,7 @@ class KeyPacer:
     #: the share of recent answers refused (a moving average over about four answers): a key
     #: starved beside another on one quota (see :meth:`peer_left`)
     refused_lately: float = 0.0
-    #: the governor found this key's work done (nothing sent for a second, nobody waiting):
+    #: the governor found this key's work done (nothing sent for four turns, nobody waiting):
     #: its project's other keys were sent back to slow start once for it
     finished: bool = False
     #: when the governor may next look at this key's project for finished keys

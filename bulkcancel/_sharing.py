@@ -41,10 +41,13 @@ bare 429s, so do a key's cancels refused while its reads all pass
   separate regional quotas coincide window after window, and the merge held three such regions
   to one region's stated limit without a refusal to undo it by (3.6x the floor).
 * Keys of one quota that were never merged (their walls did not coincide twice) each measured
-  their share of it; when one of them finishes its work (nothing sent for a second, nobody
-  waiting for its turn), every other key of the project that met a wall goes back to slow start
-  from its rate, once per finished key (:meth:`QuotaSharing._peers_gone`): the survivor of two
-  regions on a 100/s quota crept up from its 40/s share by 5% steps for two seconds. Where the
+  their share of it; when one of them finishes its work (nothing sent for four of its turns, a
+  quarter of a second at least and a second at most, nobody waiting for its turn), every other
+  key of the project that met a wall goes back to slow start from its rate, once per finished
+  key (:meth:`QuotaSharing._peers_gone`): the survivor of two regions on a 100/s quota crept up
+  from its 40/s share by 5% steps for two seconds. (A second of silence was the rule until
+  session 33: three regions on one quota of 40/s, the first done at 1.25 s, left a fifth of
+  the quota unused for two seconds.) Where the
   quotas were separate after all, that costs one more wall's few 429s. A key that was starved
   (most of its recent answers refused, at a rate under its share of the finished key's: on one
   bucket of one token the other key took every token) takes that share at once, where slow
@@ -104,7 +107,8 @@ _PARKED_PEER = 1.0  # ... accepted at this many requests/s or more: starved besi
 _KINDS_SEEN = 32  # a key's last answers of each kind (cancels, reads) kept ...
 _KINDS_REFUSED = 0.25  # ... its cancels refused this share of them, not one of its reads:
 _KINDS_OVERLAP = 1.0  # ... both within this many seconds of each other: metered apart
-_IDLE = 1.0  # seconds without a send or a waiter: a key whose work is done
+_IDLE = 1.0  # seconds without a send or a waiter: a key whose work is done (a trial's) ...
+_IDLE_TURNS = 4.0  # ... or a peer's: this many of its turns, _IDLE_CHECK at least, _IDLE at most
 _IDLE_CHECK = 0.25  # seconds between a pacer's looks at its project's other keys
 
 
@@ -418,7 +422,8 @@ class QuotaSharing:
 
     def _peers_gone(self, key: str, pacer: KeyPacer) -> None:
         """A key beside others of its project, with a wall met: when one of the others has
-        finished its work (nothing sent for a second, nobody waiting for its turn), what the
+        finished its work (nothing sent for four of its turns, a quarter of a second at least
+        and a second at most, nobody waiting for its turn), what the
         project's keys measured while it sent may have been their shares of one quota (two
         regions without ErrorInfo, never merged: the survivor crept up from its share by 5%
         steps for seconds). Every other key of the project goes back to slow start from its
@@ -435,7 +440,8 @@ class QuotaSharing:
             if peer.finished or peer is pacer or peer.state is not PacerState.ACTIVE:
                 continue
             waiting = self._governor.waiting(peer)
-            if waiting or not peer.sends or now - peer.sends[-1] < _IDLE:
+            idle = min(_IDLE, max(_IDLE_CHECK, _IDLE_TURNS / max(peer.rate, 1e-9)))
+            if waiting or not peer.sends or now - peer.sends[-1] < idle:
                 continue
             peer.finished = True
             rest = [other for other in live if not other.finished]

@@ -1016,11 +1016,20 @@ def test_a_request_waiting_at_the_merged_pacer_moves_to_its_keys_own_at_a_split(
     run_virtual(main)
 
 
-def test_a_key_whose_work_is_done_frees_its_project_peers_from_what_they_measured() -> None:
+@pytest.mark.parametrize(
+    ("peer_rate", "not_yet", "by"),
+    [(45.0, 0.2, 0.6), (2.0, 0.9, 1.4)],  # (four of its turns, a quarter of a second at least)
+)
+def test_a_key_whose_work_is_done_frees_its_project_peers_from_what_they_measured(
+    peer_rate: float, not_yet: float, by: float
+) -> None:
     """Two regions of one project on one quota without ErrorInfo, never merged: each pacer
-    measured its share of it. When one region's work is done (nothing sent for a second,
-    nobody waiting), the other goes back to slow start from its rate, once, rather than
-    creeping up from its share by 5% steps (real runs: seconds at 40/s of a 100/s quota)."""
+    measured its share of it. When one region's work is done (nothing sent for four of its
+    turns, a quarter of a second at least and a second at most, nobody waiting), the other
+    goes back to slow start from its rate, once, rather than creeping up from its share by 5%
+    steps (real runs: seconds at 40/s of a 100/s quota). A second of silence was the rule
+    until session 33: three regions on one quota of 40/s, the first done at 1.25 s, left a
+    fifth of the quota unused for two seconds; the sweeps, 225 -> 217 draws over 1.2x."""
 
     async def main() -> None:
         clock = [0.0]
@@ -1036,17 +1045,18 @@ def test_a_key_whose_work_is_done_frees_its_project_peers_from_what_they_measure
         for key in (a, b):
             governor.pacer(key).walls, governor.pacer(key).estimate = 1, 50.0
             governor.pacer(key).rate = 45.0
+        governor.pacer(b).rate = peer_rate
         answer(b)  # b's last request
-        for _ in range(50):  # 0.5 s of a's answers: b is not idle yet
+        while clock[0] < not_yet:  # a's answers: b is not idle yet
             answer(a)
         assert governor.pacer(a).walls == 1 and governor.pacer(a).estimate == 50.0
-        for _ in range(60):  # past a second since b's last send
+        while governor.pacer(a).walls == 1 and clock[0] < by:
             answer(a)
         freed = governor.pacer(a)
         assert freed.walls == 0 and freed.estimate == math.inf  # slow start: it doubles
         assert freed.rate < 60.0  # from about where it was (it grows from there)
         freed.walls, freed.estimate = 1, 90.0  # a wall met again, at the whole quota
-        for _ in range(60):
+        for _ in range(150):
             answer(a)
         assert freed.walls == 1  # once per finished key
 
