@@ -46,15 +46,15 @@ bare 429s, so do a key's cancels refused while its reads all pass
   key of the project that met a wall goes back to slow start from its rate, once per finished
   key (:meth:`QuotaSharing._peers_gone`): the survivor of two regions on a 100/s quota crept up
   from its 40/s share by 5% steps for two seconds. (A second of silence was the rule until
-  session 33: three regions on one quota of 40/s, the first done at 1.25 s, left a fifth of
-  the quota unused for two seconds.) Where the
-  quotas were separate after all, that costs one more wall's few 429s. A key that was starved
-  (most of its recent answers refused, at a rate under its share of the finished key's: on one
-  bucket of one token the other key took every token) takes that share at once, where slow
-  start from its own rate, under a request a second, waited four answers, seconds, per doubling
-  (two regions on one 10/s bucket with bare 429s, real, 8 rounds: median 1.94x -> 1.48x). A
-  key refused no more than its own quota refuses (a region at 5/s beside a free one) is not
-  starved, and jumping it to the free region's rate cost a wall of 429s.
+  session 33: three regions on one quota of 40/s, the first done at 1.25 s, left a fifth of the
+  quota unused for two seconds.) Where the quotas were separate after all, that costs one more
+  wall's few 429s. A key that was starved (most of its recent answers refused, at a rate under
+  its share of the finished key's: on one bucket of one token the other key took every token)
+  takes that share at once, where slow start from its own rate, under a request a second, waited
+  four answers, seconds, per doubling (two regions on one 10/s bucket with bare 429s, real, 8
+  rounds: median 1.94x -> 1.48x). A key refused no more than its own quota refuses (a region at
+  5/s beside a free one) is not starved, and jumping it to the free region's rate cost a wall of
+  429s.
 * A key's pacer is *alone* while no other key of its project has a pacer: only then may it take
   a high throttle share that holds when its rate changes for background (see
   :mod:`bulkcancel._pacer`), since beside another key on one quota a share holds when the other
@@ -422,12 +422,12 @@ class QuotaSharing:
 
     def _peers_gone(self, key: str, pacer: KeyPacer) -> None:
         """A key beside others of its project, with a wall met: when one of the others has
-        finished its work (nothing sent for four of its turns, a quarter of a second at least
-        and a second at most, nobody waiting for its turn), what the
-        project's keys measured while it sent may have been their shares of one quota (two
-        regions without ErrorInfo, never merged: the survivor crept up from its share by 5%
-        steps for seconds). Every other key of the project goes back to slow start from its
-        rate (:meth:`KeyPacer.peer_left`), once per finished key; a key starved beside it (most
+        finished its work (nothing sent for four of its turns, a quarter of a second at
+        least and a second at most, nobody waiting for its turn), what the project's keys
+        measured while it sent may have been their shares of one quota (two regions without
+        ErrorInfo, never merged: the survivor crept up from its share by 5% steps for
+        seconds). Every other key of the project goes back to slow start from its rate
+        (:meth:`KeyPacer.peer_left`), once per finished key; a key starved beside it (most
         of its recent answers refused) takes its share of the finished key's rate at once."""
         now = self._governor.now()
         if now < pacer.peers_checked_at:
