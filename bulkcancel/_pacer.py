@@ -1175,7 +1175,9 @@ class KeyPacer:
         all this key's now, so a wall this key measured beside it is stale. Back to slow start
         from the current rate (doubling per clean decision, never past twice what it sent
         lately) up to the next wall: one wall's few 429s where the quotas were separate after
-        all. Not held by a stated limit, or still in slow start; while parked, or judging a cut
+        all. Not held by a stated limit, or still in slow start (but for a cut made there and
+        judged seconds on, dropped as below: confirmed after the peer left, its rate became the
+        key's quota, 4/s for 45 s in one sweep draw); while parked, or judging a cut
         due within a second, owed until the first answer after (ignored there, a key cut on a
         chance cluster of background 429s beside a peer, and confirmed, crept up by 5% steps for
         seconds after the peer left). A judgement further off (a slow key's 32 answers: 32 s at
@@ -1193,8 +1195,8 @@ class KeyPacer:
             return
         self.peer_gone = False
         starved = freed > self.rate and self.refused_lately >= _SURE_WALL
-        if self.limit < math.inf or (self._slow_start and not starved):
-            return
+        if self.limit < math.inf or (self._slow_start and self.checking is None and not starved):
+            return  # (a cut judged before any wall is confirmed would end slow start stale)
         self.checking = None
         self.walls, self.estimate = 0, math.inf
         self.spacing, self.step, self.before_cuts = None, _PROBE_STEP, None

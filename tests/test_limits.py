@@ -1255,6 +1255,21 @@ def test_a_slow_key_judging_a_cut_takes_a_finished_peers_quota_at_once() -> None
     assert pacer.walls == 0 and pacer.estimate == math.inf  # slow start from here
 
 
+def test_a_cut_judged_before_any_wall_is_dropped_when_a_peer_leaves() -> None:
+    """A cut made in slow start, judged seconds later, is dropped too when a peer finishes:
+    kept, it was confirmed after the peer had gone (the share fell: the quota was the peer's
+    too), and the key crept up by 5% steps from the cut rate (a sweep draw, two regions on
+    one minute's bucket of 57/s with 10% of 429s at random: 4/s for 45 s, 6.05x the floor)."""
+    pacer = KeyPacer(200.0, rate=12.0)  # slow start, no wall met
+    now = feed_pattern(pacer, 0.0, 12.0, [i % 2 == 0 for i in range(16)])  # half refused: a cut
+    assert pacer.checking is not None and pacer.walls == 0 and pacer.rate < 6.0
+    pacer.peer_left(now)
+    assert not pacer.peer_gone and pacer.checking is None  # the judgement dropped
+    feed_pattern(pacer, now, pacer.rate, [i % 16 == 0 for i in range(32)])  # 2 of 32 refused
+    assert pacer.walls == 0 and pacer.estimate == math.inf  # never the cut's rate as a quota
+    assert pacer.rate > 6.0  # slow start from there
+
+
 def test_a_starved_key_takes_a_finished_peers_rate_at_once() -> None:
     """On one bucket of one token, one key of two took every token and the other had every
     answer refused at under a request a second, its cuts never judged (still in slow start).
