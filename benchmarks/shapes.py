@@ -340,8 +340,8 @@ class Server:
         now = time.monotonic()
         if self.t0 is None:
             self.t0 = now
-        parts = request.path.removeprefix("/v1/").split("/")
         kind, name = "", request.path.removeprefix("/v1/")
+        parts = name.split("/")
         if request.method == "POST" and name.endswith(":cancel"):
             kind, name = "cancel", name.removesuffix(":cancel")
         elif request.method == "GET" and len(parts) in (5, 6) and parts[4] == "operations":
