@@ -38,7 +38,11 @@ How a pacer tells a wall from noise, and what it borrowed:
   so recovery takes about the same time at 1 req/s as at 100.
 * **A wall grows with the send rate, noise does not.** A suspected wall cuts the rate to 95% of what
   the server *accepted* (the share accepted times the rate sent, every request sent in the span of
-  the answers' sends counted: answers come back out of order; the quota itself when we were over it;
+  the answers' sends counted: answers come back out of order; stretches of that span when the key's
+  turns went unclaimed, nothing waiting to send, left out: a listing's pages go one a round trip,
+  and a decision holding two pages' answers and the cancels' that followed them at 150/s read
+  21/s sent, and cut a bucket of 30/s behind 0.15 s answers to 7/s, 1.65x the floor for the run,
+  1.05x now; the quota itself when we were over it;
   a wall of fewer than 16 answers, on a key a second old or more, to no less than what the last
   second accepted: 1 of 8 accepted is a rough measure, and a slow key cut too deep waits long for
   its next decision; on a key alone in its project, a wall that began within the decision, after
@@ -244,6 +248,8 @@ from bulkcancel._windows import turn_span, window_period
 _MIN_RATE = 0.5  # requests/s: a key never stalls completely while active
 _START_SHARE = 0.5  # a new key starts at this share of the ceiling (slow start)
 _MIN_SAMPLES = 16  # fresh answers before any wall decision
+_IDLE_GAP = 4.0  # turns unclaimed, nothing waiting: the key was idle, not sending at its rate
+_IDLE_KEPT = 64  # ... the last this many such stretches kept
 _QUICK_SAMPLES = 4  # ... or this many, none throttled, and half a second
 _CLEAN_SAMPLES = 64  # ... and before an increase (or a second of them)
 _CLEAN_TIME = 0.5
@@ -420,6 +426,8 @@ class KeyPacer:
     #: when this pacer first sent a request (None: never)
     born: float | None = None
     sends: deque[float] = field(default_factory=deque)
+    #: stretches (start, end) when turns went unclaimed, nothing waiting to send (see _sent_rate)
+    idle: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=_IDLE_KEPT))
     accepts: deque[float] = field(default_factory=deque)
     #: the fresh answers themselves, (sent at, throttled): their spacing tells a burst-1 bucket
     fresh_answers: list[tuple[float, bool]] = field(default_factory=list)
@@ -481,8 +489,13 @@ class KeyPacer:
             return 0.0, True
         if self.next_free - now > _EPSILON:  # (a float-sized wait would never end)
             return self.next_free - now, False
-        # (An idle key banks nothing: a waiter that did not sleep for its turn is spaced from now.)
+        # (An idle key banks nothing: a waiter that did not sleep for its turn is spaced from now.
+        # Turns that went unclaimed meanwhile, a few or more, were an idle stretch: see
+        # _fresh_rate. A waiter held by the turn before it, or by a slot, comes after a send
+        # that pushed the next turn on, and is never late here.)
         slack = self._late(now) if woken else 0.0
+        if not woken and self.born is not None and now - self.next_free > _IDLE_GAP / self.rate:
+            self.idle.append((self.next_free, now))
         self.next_free = max(self.next_free, now - slack) + 1.0 / self.rate
         return 0.0, False
 
@@ -1292,7 +1305,13 @@ class KeyPacer:
         scatter of what went out: counted alone they said 70/s where 200/s was sent, and a
         cut landed at a third of what the server accepted (a 50/s bucket behind 0.2 s
         answers with jitter, simulated: 1.48x -> 1.08x). (Sends are remembered for a second:
-        the answers' own count is the least.)"""
+        the answers' own count is the least.) The span leaves out the key's idle stretches
+        (turns unclaimed, nothing waiting: see :meth:`reserve`), never more than seven eighths
+        of it: the rate the key sent at is its rate while it had something to send, and what
+        the server accepted is what it accepted then. (A bucket's tokens saved while the key
+        was idle make that read high, and the next decision cuts again; counted, the idle
+        time read what the key sent, not what the server would take: a quarter of it, in the
+        case in the module docstring.)"""
         first, last = self.fresh_first_sent, self.fresh_last_sent
         span = last - first
         if self.fresh < 2 or span <= 0:
@@ -1302,7 +1321,8 @@ class KeyPacer:
             if at < first:
                 break
             sent += at <= last
-        return (max(self.fresh, sent) - 1) / span
+        idle = sum(max(0.0, min(end, last) - max(start, first)) for start, end in self.idle)
+        return (max(self.fresh, sent) - 1) / max(span - idle, span / 8)
 
     def _new_epoch(self, now: float) -> None:
         self.decided_at = now

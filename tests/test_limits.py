@@ -76,6 +76,47 @@ def test_a_cut_counts_every_request_sent_while_its_answers_were_sent() -> None:
     assert pacer.rate == pytest.approx(25.0 * 0.95)
 
 
+def test_a_cut_leaves_out_the_time_the_key_had_nothing_to_send() -> None:
+    """A listing's pages go one at a time, each a round trip (0.15 s) after the one before, on
+    the key whose cancels then go at slow start's 150/s (told 300/s) into a bucket of 30/s:
+    the decision that meets the wall holds two pages' answers and six cancels'. Over the span
+    of their sends the key sent 8 requests in a third of a second, 21/s, and the cut landed at
+    7/s (the run crept back for eight seconds: 1.8x the floor); but between the pages nothing
+    waited for a turn. Left out, the span is the cancels' own, sent at 150/s, of which the
+    server accepted a fifth after its burst: the cut lands at 30/s. Turns taken as they come
+    due (the cancels) leave no idle stretch."""
+    pacer = KeyPacer(300.0)
+
+    def turn(now: float) -> float:
+        wait, _ = pacer.reserve(now)
+        while wait > 0:
+            now += wait
+            wait, _ = pacer.reserve(now, woken=True)
+        pacer.sent(now)
+        return now
+
+    now = 0.0
+    for _ in range(6):  # the listing
+        sent = turn(now)
+        now = sent + 0.15
+        pacer.on_answer(now, throttled=False, sent_at=sent)
+    assert len(pacer.idle) == 5  # (the first page's turn ended no idle stretch)
+    sends = []
+    for _ in range(20):  # the cancels, all sent before the first is answered
+        now = turn(now)
+        sends.append(now)
+    assert len(pacer.idle) == 6  # (the last page's round trip; no cancel's turn)
+    assert sends[-1] - sends[0] == pytest.approx(19 / 150)
+    refused = [False] * 3 + [i % 5 != 0 for i in range(17)]  # the burst, then a fifth
+    for at, throttled in zip(sends, refused, strict=True):
+        pacer.on_answer(at + 0.15, throttled=throttled, sent_at=at)
+        if pacer.checking is not None:
+            break
+    assert pacer.checking is not None
+    assert pacer.checking[2] == pytest.approx(30.0)
+    assert pacer.rate == pytest.approx(30.0 * 0.95)
+
+
 def distant(
     pacer: KeyPacer,
     sends: list[tuple[float, bool]],
