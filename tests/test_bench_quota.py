@@ -36,6 +36,30 @@ def test_a_client_that_exits_without_outcomes_stops_the_run(
             quota.run_client(client, "http://127.0.0.1:1", names, tmp_path)
 
 
+def test_a_listed_row_has_bulkcancel_list_the_parents_and_the_peers_read_the_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The runbook's way, ``--parent``, is what met a cut that counted the listing's round
+    trips as sending; the peers do not list, and read the names as in every other row."""
+    commands: list[list[str]] = []
+
+    def ran(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 1, "", "stop here\n")
+
+    monkeypatch.setattr(subprocess, "run", ran)
+    names = tmp_path / "names.txt"
+    (row,) = [s for s in quota.scenarios(300) if s.listed]
+    for client in quota.CLIENTS:
+        with pytest.raises(RuntimeError, match="stop here"):
+            quota.run_client(client, "http://127.0.0.1:1", names, tmp_path, parents=row.parents)
+    listing, *peers = commands
+    assert "--names-file" not in listing and str(names) not in listing
+    at = listing.index("--parent")
+    assert listing[at : at + 2] == ["--parent", quota.CENTRAL]
+    assert all(str(names) in peer and "--parent" not in peer for peer in peers)
+
+
 def test_the_floor_is_never_under_what_the_requests_in_flight_allow() -> None:
     """With answers that take a while, 32 requests in flight bound every client: a floor of
     requests / --rate alone read 2.46x for a run no client could drain faster (0.3 s answers,
