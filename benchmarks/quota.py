@@ -17,11 +17,14 @@ requests any client must send, the issue's "requests / --rate"; with ``--latency
 than those requests x latency / 32, what 32 requests in flight allow); ``x floor``
 their ratio; ``429 share`` the share of requests refused as throttled; ``exact`` whether every
 outcome was the one the fake scripted (rounds exact / rounds). In the two-region row the drain
-and floor are the free region's only. Nothing is tuned to these results: ``--quota``,
-``--told``, ``--window``, ``--latency`` (the fake waits that long before each answer, as a
-distant server does), ``--jitter`` (that wait varies as over a network, half of it before the
-request reaches the quota: the fake's ``--latency-jitter``) and ``--background`` (the
-background row's share of 429s) run the same matrix against other server personalities.
+and floor are the free region's only. Every client reads the names from a file, but in the
+"parent listed" row bulkcancel lists the parent (``--parent``, the runbook's way) and its
+listing's requests count in the drain and the floor. Nothing is tuned to these results:
+``--quota``, ``--told``, ``--window``, ``--latency`` (the fake waits that long before each
+answer, as a distant server does), ``--jitter`` (that wait varies as over a network, half of
+it before the request reaches the quota: the fake's ``--latency-jitter``) and
+``--background`` (the background row's share of 429s) run the same matrix against other
+server personalities.
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ def scenarios(
         Scenario("429-bare", ("--personality", "bucket-small,429-bare", *q)),
         # The same, the parent listed first: the listing's pages go one a round trip on the
         # key the cancels then use (behind 0.15 s answers, a cut that counted the time between
-        # the pages as sending held a bucket of 30/s to 7/s: 1.65x the floor).
+        # the pages as sending held a bucket of 30/s to 7/s: 1.8x the floor).
         Scenario("429-bare, parent listed", ("--personality", "bucket-small,429-bare", *q),
                  listed=True),
         # Separate regional quotas with nothing in the 429s to say so: walls in step (the

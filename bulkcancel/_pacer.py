@@ -41,8 +41,8 @@ How a pacer tells a wall from noise, and what it borrowed:
   the answers' sends counted: answers come back out of order; stretches of that span when the key's
   turns went unclaimed, nothing waiting to send, left out: a listing's pages go one a round trip,
   and a decision holding two pages' answers and the cancels' that followed them at 150/s read
-  21/s sent, and cut a bucket of 30/s behind 0.15 s answers to 7/s, 1.65x the floor for the run,
-  1.05x now; the quota itself when we were over it;
+  21/s sent, and cut a bucket of 30/s behind 0.15 s answers to 7/s, 1.8x the floor for the run,
+  1.1x now; the quota itself when we were over it;
   a wall of fewer than 16 answers, on a key a second old or more, to no less than what the last
   second accepted: 1 of 8 accepted is a rough measure, and a slow key cut too deep waits long for
   its next decision; on a key alone in its project, a wall that began within the decision, after
@@ -426,7 +426,7 @@ class KeyPacer:
     #: when this pacer first sent a request (None: never)
     born: float | None = None
     sends: deque[float] = field(default_factory=deque)
-    #: stretches (start, end) when turns went unclaimed, nothing waiting to send (see _sent_rate)
+    #: stretches (start, end) when turns went unclaimed, nothing waiting to send (_fresh_rate)
     idle: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=_IDLE_KEPT))
     accepts: deque[float] = field(default_factory=deque)
     #: the fresh answers themselves, (sent at, throttled): their spacing tells a burst-1 bucket
