@@ -152,7 +152,14 @@ How a pacer tells a wall from noise, and what it borrowed:
   floor; 1.07-1.09x now). A key alone in its project that knows the period parks as soon as the
   last window's budget has come through again since the turn, before any refusal, three windows
   in four (the fourth runs to its wall, so a budget that grew is seen): windows of 10 a second
-  lost a third of their requests to the wall's refusals and the probes, a seventh now.
+  lost a third of their requests to the wall's refusals and the probes, a seventh now. A key
+  that has not learned the period, met no quota (still in slow start, none stated) and parks
+  window after window does the same on what it has *sent* since the resume (answers still in
+  flight), and probes a quarter second apart until the turn: behind a distant server every
+  request in flight when the answers showed the wall was refused (3 s windows of 30/s told
+  300/s behind 0.15 s answers: 32-38% of 429s, 20-22% now; sweeps 216 / 43 / 332 -> 219 / 43 /
+  316, behind jitter 0.5 324 / 96 / 430 -> 332 / 97 / 414: fewer 429s, a few short windows a
+  little slower).
 * **A burst-1 bucket's spacing.** A token bucket that saves no burst is empty after each accept:
   sent to evenly a little over its quota it accepts every other request (every k-th further over),
   so what it accepted at a wall is about half the quota, however close the send rate was; a cut to
@@ -405,6 +412,11 @@ class KeyPacer:
     #: accepts counted when the key last resumed at the burst (None: it did not)
     burst_from: int | None = None
     accepted_total: int = 0
+    #: requests this pacer sent in all, and that count at its last resume
+    sent_total: int = 0
+    resumed_sent: int = 0
+    #: parked on a window's budget sent, the period unknown: probes a quarter second apart
+    budget_parked: bool = False
     #: when the key first met a wall (a cut or a park), and ``accepted_total`` then
     first_wall: tuple[float, int] | None = None
     #: where each resume put the window's boundary (the last four)
@@ -489,6 +501,9 @@ class KeyPacer:
             return 0.0, True
         if self.next_free - now > _EPSILON:  # (a float-sized wait would never end)
             return self.next_free - now, False
+        if self._budget_sent():  # (before the turn: the wall is the budget's end)
+            self._budget_park(now)
+            return max(self.probe_at - now, 1e-3), False
         # (An idle key banks nothing: a waiter that did not sleep for its turn is spaced from now.
         # Turns that went unclaimed meanwhile, a few or more, were an idle stretch: see
         # _fresh_rate. A waiter held by the turn before it, or by a slot, comes after a send
@@ -544,6 +559,7 @@ class KeyPacer:
         """A granted request goes on the wire now (after its slot and the run's ceiling)."""
         if self.born is None:
             self.born = now
+        self.sent_total += 1
         self.sends.append(now)
         _trim(self.sends, now)
 
@@ -1474,12 +1490,34 @@ class KeyPacer:
             and self.accepted_total - self.resumed_total >= self.window_budget
         )
 
+    def _budget_sent(self) -> bool:
+        """A key that has met no quota (no wall measured, none stated) but parks window after
+        window, whose period it has not learned, resumed at a turn and has sent (not yet had
+        answered) the budget its last window let through, none of it refused so far: the next
+        request would meet the wall. Behind a distant server every request in flight when the
+        answers show the wall is refused (3 s windows of 30/s told 300/s behind 0.15 s answers:
+        a budget of 90 spent at up to 260/s, then 50-60 refusals a window, 32-38% of all
+        requests). Parked before it (:meth:`_budget_park`), three windows in four as below."""
+        return (
+            self.period is None
+            and self.walls == 0
+            and self.limit == math.inf
+            and self.early_parks < _EARLY_PARKS
+            and not self.refused_since_resume
+            and self.window_budget >= _PARK_SAMPLES
+            and bool(self.resumes)
+            and self.sent_total + self.granted - self.resumed_sent >= self.window_budget
+        )
+
     def _budget_park(self, now: float) -> None:
-        """Park on a window's budget used (:meth:`_window_used`), before any refusal: the
-        wall's rate to resume at, the budget as it was, the next turn aimed at."""
+        """Park on a window's budget used (:meth:`_window_used`) or sent (:meth:`_budget_sent`),
+        before any refusal: the wall's rate to resume at, the budget as it was, the next turn
+        aimed at; without a period, probes a quarter second apart, not doubling to a second
+        (the turn is near: found up to a second late, a 2 s window lost half its time)."""
         self.early_parks += 1
         self._resume_at(max(self.accepted_rate(now), self.rate / 4))
         self._parked(now, None)
+        self.budget_parked = self.period is None
 
     def _resume_at(self, worked: float) -> None:
         """The rate the key resumes at: what worked, or the stated per-minute limit."""
@@ -1491,6 +1529,7 @@ class KeyPacer:
         """Park the key: probes from a quarter of a second on (or after the hint), or aimed at
         the next turn of a window whose period is known."""
         self.state = PacerState.PARKED
+        self.budget_parked = False
         self.parked_at = now
         self.last_failed_probe = now
         self.probe_out = False
@@ -1532,7 +1571,9 @@ class KeyPacer:
             # Aimed probes stay close only around the predicted boundary: a prediction off
             # by a fifth of a window, probed 1% apart until a whole period had passed,
             # cost 35 refusals in one park (two regions of 20/s in 2 s windows: 18-20% 429s).
-            if self.period is None or now > self.aimed_at + _AIM_PAST * self.period:
+            if (self.period is None and not self.budget_parked) or (
+                self.period is not None and now > self.aimed_at + _AIM_PAST * self.period
+            ):
                 self.probe_gap = min(self._probe_cap(), self.probe_gap * 2)
             self.probe_at = now + self.probe_gap
 
@@ -1578,6 +1619,7 @@ class KeyPacer:
             self.burst_from = self.accepted_total
         self.next_free = now
         self.resumed_at, self.resumed_total = now, self.accepted_total
+        self.resumed_sent = self.sent_total
         self.refused_since_resume = False
         self._new_epoch(now)
 

@@ -1198,6 +1198,51 @@ def test_a_window_spent_again_parks_on_two_refusals() -> None:
     assert pacer.state.value == "parked"
 
 
+def test_a_window_budget_sent_again_parks_before_the_wall() -> None:
+    """A fixed window with bare 429s, its period not learned (probes a second apart found its
+    turns too roughly): each window's budget was spent into the wall, and behind 0.15 s answers
+    every request in flight then was refused (3 s windows of 30/s told 300/s: 32-38% of 429s).
+    Once a resumed key has sent the budget its last window let through, it parks before its
+    next request, and probes a quarter second apart (not doubling: the turn is near, and a
+    probe a second late cost a fifth of a 2 s window): 20-22%."""
+    pacer = KeyPacer(100.0, rate=50.0)
+
+    def state(pacer: KeyPacer) -> PacerState:  # (read afresh: each call may change it)
+        return pacer.state
+
+    now = 0.0
+    for i in range(40):  # a window's budget of 16 over a second, then its wall
+        pacer.sent(now)
+        pacer.on_answer(now + 0.01, throttled=i >= 16, sent_at=now)
+        now += 0.07
+        if state(pacer) is PacerState.PARKED:
+            break
+    assert state(pacer) is PacerState.PARKED and pacer.window_budget == 16
+    wait, probe = pacer.reserve(now)
+    now += wait
+    assert pacer.reserve(now) == (0.0, True)
+    pacer.sent(now)
+    pacer.on_answer(now + 0.01, throttled=False, sent_at=now)  # the window turned
+    assert state(pacer) is PacerState.ACTIVE
+    now += 0.01
+    for _ in range(16):  # the budget again, none refused (answers still in flight)
+        wait, _ = pacer.reserve(now)
+        while wait > 0:
+            now += wait
+            wait, _ = pacer.reserve(now, woken=True)
+        pacer.sent(now)
+    assert state(pacer) is PacerState.ACTIVE
+    wait, probe = pacer.reserve(now + 1.0)
+    assert state(pacer) is PacerState.PARKED and not probe
+    parked = now + 1.0
+    assert wait == pytest.approx(0.25)
+    assert pacer.reserve(parked + 0.25) == (0.0, True)
+    pacer.sent(parked + 0.25)
+    pacer.on_answer(parked + 0.26, throttled=True, sent_at=parked + 0.25, probe=True)
+    wait, _ = pacer.reserve(parked + 0.26)
+    assert wait == pytest.approx(0.25)  # (a refused probe does not double the next one's gap)
+
+
 def test_a_small_windows_budget_spent_again_parks_on_two_refusals() -> None:
     """Windows of 20-30 requests (10/s in windows of 2-3 s) were left to the five-refusal
     rule: five refusals a window or more, then probes, 19-25% of a short run's requests. A
