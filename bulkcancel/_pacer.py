@@ -255,7 +255,9 @@ from bulkcancel._windows import turn_span, window_period
 _MIN_RATE = 0.5  # requests/s: a key never stalls completely while active
 _START_SHARE = 0.5  # a new key starts at this share of the ceiling (slow start)
 _MIN_SAMPLES = 16  # fresh answers before any wall decision
-_IDLE_GAP = 4.0  # turns unclaimed, nothing waiting: the key was idle, not sending at its rate
+#: turns without a send, nothing waiting: the key was idle (an idle stretch of its own, see
+#: KeyPacer.reserve; a finished peer, see QuotaSharing._peers_gone)
+IDLE_TURNS = 4.0
 _IDLE_KEPT = 64  # ... the last this many such stretches kept
 _QUICK_SAMPLES = 4  # ... or this many, none throttled, and half a second
 _CLEAN_SAMPLES = 64  # ... and before an increase (or a second of them)
@@ -415,8 +417,6 @@ class KeyPacer:
     #: requests this pacer sent in all, and that count at its last resume
     sent_total: int = 0
     resumed_sent: int = 0
-    #: parked on a window's budget sent, the period unknown: probes a quarter second apart
-    budget_parked: bool = False
     #: when the key first met a wall (a cut or a park), and ``accepted_total`` then
     first_wall: tuple[float, int] | None = None
     #: where each resume put the window's boundary (the last four)
@@ -509,7 +509,7 @@ class KeyPacer:
         # _fresh_rate. A waiter held by the turn before it, or by a slot, comes after a send
         # that pushed the next turn on, and is never late here.)
         slack = self._late(now) if woken else 0.0
-        if not woken and self.born is not None and now - self.next_free > _IDLE_GAP / self.rate:
+        if not woken and self.born is not None and now - self.next_free > IDLE_TURNS / self.rate:
             self.idle.append((self.next_free, now))
         self.next_free = max(self.next_free, now - slack) + 1.0 / self.rate
         return 0.0, False
@@ -1499,12 +1499,12 @@ class KeyPacer:
         a budget of 90 spent at up to 260/s, then 50-60 refusals a window, 32-38% of all
         requests). Parked before it (:meth:`_budget_park`), three windows in four as below."""
         return (
-            self.period is None
+            self.window_budget >= _PARK_SAMPLES  # (first: on every grant, and 0 until a park)
+            and self.period is None
             and self.walls == 0
             and self.limit == math.inf
             and self.early_parks < _EARLY_PARKS
             and not self.refused_since_resume
-            and self.window_budget >= _PARK_SAMPLES
             and bool(self.resumes)
             and self.sent_total + self.granted - self.resumed_sent >= self.window_budget
         )
@@ -1517,7 +1517,6 @@ class KeyPacer:
         self.early_parks += 1
         self._resume_at(max(self.accepted_rate(now), self.rate / 4))
         self._parked(now, None)
-        self.budget_parked = self.period is None
 
     def _resume_at(self, worked: float) -> None:
         """The rate the key resumes at: what worked, or the stated per-minute limit."""
@@ -1529,7 +1528,6 @@ class KeyPacer:
         """Park the key: probes from a quarter of a second on (or after the hint), or aimed at
         the next turn of a window whose period is known."""
         self.state = PacerState.PARKED
-        self.budget_parked = False
         self.parked_at = now
         self.last_failed_probe = now
         self.probe_out = False
@@ -1571,7 +1569,10 @@ class KeyPacer:
             # Aimed probes stay close only around the predicted boundary: a prediction off
             # by a fifth of a window, probed 1% apart until a whole period had passed,
             # cost 35 refusals in one park (two regions of 20/s in 2 s windows: 18-20% 429s).
-            if (self.period is None and not self.budget_parked) or (
+            # (A park on a window's budget, the period unknown, keeps its probes a quarter
+            # second apart: see _budget_park. ``early_parks`` counts such parks since the last
+            # wall's, which zeroes it: non-zero while parked, this park is one.)
+            if (self.period is None and self.early_parks == 0) or (
                 self.period is not None and now > self.aimed_at + _AIM_PAST * self.period
             ):
                 self.probe_gap = min(self._probe_cap(), self.probe_gap * 2)

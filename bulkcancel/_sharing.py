@@ -74,7 +74,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from bulkcancel._answers import QuotaInfo
-from bulkcancel._pacer import KeyPacer, PacerState
+from bulkcancel._pacer import IDLE_TURNS, KeyPacer, PacerState
 
 if TYPE_CHECKING:
     from bulkcancel._limits import Grant, RateGovernor
@@ -108,7 +108,7 @@ _KINDS_SEEN = 32  # a key's last answers of each kind (cancels, reads) kept ...
 _KINDS_REFUSED = 0.25  # ... its cancels refused this share of them, not one of its reads:
 _KINDS_OVERLAP = 1.0  # ... both within this many seconds of each other: metered apart
 _IDLE = 1.0  # seconds without a send or a waiter: a key whose work is done (a trial's) ...
-_IDLE_TURNS = 4.0  # ... or a peer's: this many of its turns, _IDLE_CHECK at least, _IDLE at most
+# ... or a peer's: IDLE_TURNS of its turns, _IDLE_CHECK at least, _IDLE at most
 _IDLE_CHECK = 0.25  # seconds between a pacer's looks at its project's other keys
 
 
@@ -440,7 +440,7 @@ class QuotaSharing:
             if peer.finished or peer is pacer or peer.state is not PacerState.ACTIVE:
                 continue
             waiting = self._governor.waiting(peer)
-            idle = min(_IDLE, max(_IDLE_CHECK, _IDLE_TURNS / max(peer.rate, 1e-9)))
+            idle = min(_IDLE, max(_IDLE_CHECK, IDLE_TURNS / max(peer.rate, 1e-9)))
             if waiting or not peer.sends or now - peer.sends[-1] < idle:
                 continue
             peer.finished = True

@@ -76,6 +76,16 @@ def test_a_cut_counts_every_request_sent_while_its_answers_were_sent() -> None:
     assert pacer.rate == pytest.approx(25.0 * 0.95)
 
 
+def take_turn(pacer: KeyPacer, now: float) -> float:
+    """Ask for a turn at ``now``, sleep until it comes (waking exactly), send: when it went."""
+    wait, _ = pacer.reserve(now)
+    while wait > 0:
+        now += wait
+        wait, _ = pacer.reserve(now, woken=True)
+    pacer.sent(now)
+    return now
+
+
 def test_a_cut_leaves_out_the_time_the_key_had_nothing_to_send() -> None:
     """A listing's pages go one at a time, each a round trip (0.15 s) after the one before, on
     the key whose cancels then go at slow start's 150/s (told 300/s) into a bucket of 30/s:
@@ -86,24 +96,15 @@ def test_a_cut_leaves_out_the_time_the_key_had_nothing_to_send() -> None:
     server accepted a fifth after its burst: the cut lands at 30/s. Turns taken as they come
     due (the cancels) leave no idle stretch."""
     pacer = KeyPacer(300.0)
-
-    def turn(now: float) -> float:
-        wait, _ = pacer.reserve(now)
-        while wait > 0:
-            now += wait
-            wait, _ = pacer.reserve(now, woken=True)
-        pacer.sent(now)
-        return now
-
     now = 0.0
     for _ in range(6):  # the listing
-        sent = turn(now)
+        sent = take_turn(pacer, now)
         now = sent + 0.15
         pacer.on_answer(now, throttled=False, sent_at=sent)
     assert len(pacer.idle) == 5  # (the first page's turn ended no idle stretch)
     sends = []
     for _ in range(20):  # the cancels, all sent before the first is answered
-        now = turn(now)
+        now = take_turn(pacer, now)
         sends.append(now)
     assert len(pacer.idle) == 6  # (the last page's round trip; no cancel's turn)
     assert sends[-1] - sends[0] == pytest.approx(19 / 150)
@@ -1226,11 +1227,7 @@ def test_a_window_budget_sent_again_parks_before_the_wall() -> None:
     assert state(pacer) is PacerState.ACTIVE
     now += 0.01
     for _ in range(16):  # the budget again, none refused (answers still in flight)
-        wait, _ = pacer.reserve(now)
-        while wait > 0:
-            now += wait
-            wait, _ = pacer.reserve(now, woken=True)
-        pacer.sent(now)
+        now = take_turn(pacer, now)
     assert state(pacer) is PacerState.ACTIVE
     wait, probe = pacer.reserve(now + 1.0)
     assert state(pacer) is PacerState.PARKED and not probe
