@@ -292,7 +292,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--draws", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1, help="which servers are drawn")
+    parser.add_argument("--quick", action="store_true", help="4 draws")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.draws = 4
     if args.draws < 1:
         parser.error("--draws must be at least 1")
     rng = random.Random(args.seed)

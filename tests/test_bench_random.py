@@ -8,6 +8,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from benchmarks import random_servers as rs
 from bulkcancel.cli import fake_server
 from bulkcancel.testing import OperationsModel
@@ -94,3 +96,10 @@ def test_one_draw_run_for_real_listing_its_parents(tmp_path: Path) -> None:
     assert result["exit_code_wanted"] == 3
     assert rs.verdicts(result, one) == [], result
     assert result["drain"] > 0 and result["floor"] > 0 and result["throttled_share"] == 0
+
+
+def test_no_draws_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        rs.main(["--draws", "0"])
+    assert stopped.value.code == 2
+    assert "--draws must be at least 1" in capsys.readouterr().err
