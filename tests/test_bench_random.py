@@ -27,7 +27,7 @@ def test_a_seed_draws_the_same_servers_and_the_fake_accepts_every_one() -> None:
             one.personalities, rate=one.quota, window=one.window or 60.0
         )  # raises on a combination the fake refuses
         pace = min(one.quota or one.rate, one.rate)
-        if one.operations > 10:  # (cut to fit, never under ten)
+        if one.operations > 10:  # (halved to fit while over ten)
             assert 2 * one.operations * len(one.parents) / pace <= rs.MOST_SECONDS
         if one.source == "parent":
             assert one.missing == 0  # a listing never finds what does not exist
