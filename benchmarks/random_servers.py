@@ -32,14 +32,14 @@ import argparse
 import json
 import random
 import subprocess
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import env, fake_server, save
+from benchmarks._common import bulkcancel, env, fake_server, save
+from bulkcancel._models import SUCCESS_OUTCOMES, Outcome
 
 LOCATIONS = ("us-central1", "us-east1", "europe-west1")
 #: the fake's fault mix: its share of 429s (the rest of its faults are retried, not refused)
@@ -51,7 +51,6 @@ MOST_SECONDS = 20.0
 #: first round trip decides it: a known miss); printed, not held to issue 8's targets
 SHORT = 2.0
 TIMEOUT = 300.0
-GOOD = frozenset({"cancelled", "completed_anyway"})
 
 
 @dataclass(frozen=True)
@@ -192,17 +191,22 @@ def draw(rng: random.Random) -> Draw:
 
 def floor_seconds(one: Draw, stats: dict[str, Any]) -> float:
     """The least time any client could have taken (see the module docstring)."""
-    refused = sum(int(stats["by_status"].get(s, 0)) for s in throttle_statuses(one))
-    accepted = int(stats["requests"]) - refused
+    accepted = int(stats["requests"]) - refused(one, stats)
     floor = accepted / (1.0 - one.noise) / one.rate
     if one.quota is not None:
         floor = max(floor, float(stats.get("quota_oracle_seconds") or 0.0))
     return max(floor, accepted * one.latency / one.concurrency, one.cancel_delay)
 
 
-def throttle_statuses(one: Draw) -> tuple[str, ...]:
-    """The statuses that say "throttled" on this server."""
-    return ("429", "403") if "403-rate-limit" in one.personalities else ("429",)
+def refused(one: Draw, stats: dict[str, Any]) -> int:
+    """Requests the server refused as throttled (429, and 403 where it says so)."""
+    statuses = ("429", "403") if "403-rate-limit" in one.personalities else ("429",)
+    return sum(int(stats["by_status"].get(status, 0)) for status in statuses)
+
+
+def ratio(result: dict[str, Any]) -> float | None:
+    """Drain over floor; None for a floor too short to divide by."""
+    return result["drain"] / result["floor"] if result["floor"] > 0.05 else None
 
 
 def held_to_targets(one: Draw, floor: float) -> bool:
@@ -229,9 +233,10 @@ def measure(one: Draw, work: Path) -> dict[str, Any]:
                      extra=one.fake_args()) as fake:  # fmt: skip
         report = work / "report.json"
         report.unlink(missing_ok=True)
-        command = [sys.executable, "-m", "bulkcancel", "cancel", "--endpoint", fake.url,
-                   "--anonymous", "--yes", "--quiet", "--deadline", "60",
-                   "--report", str(report), *one.cli_args()]  # fmt: skip
+        command = bulkcancel(
+            "cancel", "--endpoint", fake.url, "--anonymous", "--yes", "--quiet",
+            "--deadline", "60", "--report", str(report), *one.cli_args(),
+        )  # fmt: skip
         stdin = None
         if one.source == "file":
             command += ["--names-file", str(fake.names_file)]
@@ -256,20 +261,19 @@ def measure(one: Draw, work: Path) -> dict[str, Any]:
         got = {r["name"]: r["outcome"] for r in json.loads(report.read_text())["operations"]}
     wrong = sorted(n for n in expected.keys() | got.keys() if expected.get(n) != got.get(n))
     total = int(stats["requests"])
-    refused = sum(int(stats["by_status"].get(s, 0)) for s in throttle_statuses(one))
     floor = floor_seconds(one, stats)
     drain = float(stats["span_seconds"])
     return {
         "draw": asdict(one),
         "exit_code": code,
-        "exit_code_wanted": 0 if set(expected.values()) <= GOOD else 3,
+        "exit_code_wanted": 0 if {Outcome(o) for o in expected.values()} <= SUCCESS_OUTCOMES else 3,
         "wrong": len(wrong),
         "wrong_example": [(n, expected.get(n), got.get(n)) for n in wrong[:3]],
         "traceback": "Traceback" in stderr or "internal error" in stderr.lower(),
         "drain": drain,
         "floor": floor,
         "requests": total,
-        "throttled_share": refused / total if total else 0.0,
+        "throttled_share": refused(one, stats) / total if total else 0.0,
     }
 
 
@@ -282,9 +286,8 @@ def verdicts(result: dict[str, Any], one: Draw) -> list[str]:
         bad.append(f"exit {result['exit_code']}, not {result['exit_code_wanted']}")
     if result["traceback"]:
         bad.append("a traceback")
-    ratio = result["drain"] / result["floor"] if result["floor"] > 0.05 else 1.0
-    share = result["throttled_share"]
-    bad += [f"over the {m} target" for m in over_targets(one, result["floor"], ratio, share)]
+    x, share = ratio(result) or 1.0, result["throttled_share"]
+    bad += [f"over the {m} target" for m in over_targets(one, result["floor"], x, share)]
     return bad
 
 
@@ -309,9 +312,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             result = measure(one, Path(tmp))
             bad = verdicts(result, one)
             results.append({**result, "verdicts": bad})
-            ratio = result["drain"] / result["floor"] if result["floor"] > 0.05 else None
+            x = ratio(result)
             print(f"{index:3d}  {result['drain']:7.2f}  {result['floor']:7.2f}  "
-                  f"{f'{ratio:.2f}' if ratio else '-':>7}  {result['throttled_share']:9.1%}  "
+                  f"{f'{x:.2f}' if x else '-':>7}  {result['throttled_share']:9.1%}  "
                   f"{'; '.join(bad) or 'ok':<40}  {one.label()}", flush=True)  # fmt: skip
     held = [r for one, r in zip(draws, results, strict=True) if held_to_targets(one, r["floor"])]
     counts = {
