@@ -92,6 +92,13 @@ def scenarios(
         # measure the probe granularity, not how a client copes with a window.
         Scenario(f"bucket-minute, {window:g} s", ("--personality", "bucket-minute", *w, *q)),
         Scenario(f"fixed-window, {window:g} s", ("--personality", "fixed-window", *w, *q)),
+        # A rolling window: the budget comes back as the requests that spent it age out, so
+        # its turns follow the client's own sends, not an aligned clock.
+        Scenario(f"sliding-window, {window:g} s", ("--personality", "sliding-window", *w, *q)),
+        Scenario(
+            f"sliding-window, {window:g} s, 429-bare",
+            ("--personality", "sliding-window,429-bare", *w, *q),
+        ),
         Scenario(
             "shared-quota, 2 regions", ("--personality", "bucket-small,shared-quota", *q),
             (CENTRAL, EAST),

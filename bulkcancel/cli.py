@@ -423,7 +423,10 @@ def demo(seed: int, quiet: bool) -> None:
     type=float,
     default=60.0,
     show_default=True,
-    help="Seconds per quota window (bucket-minute, fixed-window); scale it down for tests.",
+    help=(
+        "Seconds per quota window (bucket-minute, fixed-window, sliding-window); scale it"
+        " down for tests."
+    ),
 )
 @click.option(
     "--background-share",
@@ -505,6 +508,7 @@ def fake_server(**kw: Any) -> None:
         bucket-small     token bucket, burst max(1, R/10)
         bucket-minute    token bucket, burst R*window (a minute's budget at once)
         fixed-window     R*window per aligned window, then 429 until it turns
+        sliding-window   R*window in any span of window seconds (a rolling log)
       quota scope:
         regional-quota   one quota per project+region (default)
         shared-quota     one quota per project, shared by its regions

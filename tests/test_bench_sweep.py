@@ -22,6 +22,7 @@ from benchmarks import sweep
         ("many", 80),
         ("far-short", 160),
         ("uneven", 120),
+        ("sliding", 300),
     ],
 )
 def test_each_set_draws_the_personalities_it_names(name: str, runs: int) -> None:
@@ -49,6 +50,11 @@ def test_each_set_draws_the_personalities_it_names(name: str, runs: int) -> None
         assert {p.stated for p in drawn} == {p.shared for p in drawn} == {False, True}
     else:
         assert all(p.latency <= 0.1 for p in drawn)
+    if name == "sliding":
+        assert {p.shape for p in drawn} == {"sliding-window"}
+        assert 5 <= min(p.quota for p in drawn) < max(p.quota for p in drawn) <= 300
+    else:
+        assert "sliding-window" not in {p.shape for p in drawn}  # (their counts stay comparable)
     if name == "short":
         assert {p.quota for p in drawn} == {5.0, 10.0, 20.0}
         assert all(p.names == 10 * p.quota and p.told == 50.0 for p in drawn)
@@ -127,3 +133,10 @@ def test_a_negative_jitter_is_refused(capsys: pytest.CaptureFixture[str]) -> Non
         sweep.main(["short", "--jitter", "-0.5"])
     assert stopped.value.code == 2
     assert "--jitter cannot be negative" in capsys.readouterr().err
+
+
+def test_a_sliding_window_is_held_to_a_windows_429_target() -> None:
+    """Issue 8 allows a fixed window 15% of 429s (what is in flight when its budget runs out is
+    refused); a sliding window's budget runs out the same way, and is held to the same."""
+    runs = [{"shape": shape} for shape in (*sweep.SHAPES, "sliding-window")]
+    assert [sweep._target(run) for run in runs] == [0.10, 0.10, 0.15, 0.15]

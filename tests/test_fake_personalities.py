@@ -76,6 +76,23 @@ def test_fixed_window_refuses_until_the_window_turns() -> None:
     assert statuses(m, 21).count(200) == 20
 
 
+def test_sliding_window_gives_the_budget_back_as_its_requests_age_out() -> None:
+    m, clock = model("sliding-window,429-retryinfo", rate=10, window=2)  # 20 in any 2 s
+    clock.now = 0.5
+    assert statuses(m, 10) == [200] * 10
+    clock.now = 1.5
+    assert statuses(m, 11) == [200] * 10 + [429]  # 20 since 0.5
+    status, body = get(m)
+    delays = [d["retryDelay"] for d in body["error"]["details"] if "retryDelay" in d]
+    assert (status, delays) == (429, ["1.000s"])  # until the first ten age out at 2.5, not at 2
+    clock.now = 2.0
+    assert statuses(m, 1) == [429]  # no aligned turn: a fixed window would admit 20 here
+    clock.now = 2.5
+    assert statuses(m, 11) == [200] * 10 + [429]  # the ten of 0.5 aged out, not those of 1.5
+    clock.now = 3.5
+    assert statuses(m, 11) == [200] * 10 + [429]
+
+
 def test_regional_quotas_are_separate_and_a_shared_one_is_not() -> None:
     regional, _ = model("bucket-small,regional-quota", rate=10)  # burst 1
     assert statuses(regional, 1, A) == statuses(regional, 1, B) == [200]
@@ -233,6 +250,15 @@ def test_the_oracle_waits_for_a_fixed_window_to_turn() -> None:
     assert quota.floor_seconds() == pytest.approx(10 / 50)  # the old floor missed the wait
 
 
+def test_the_oracle_waits_for_a_sliding_windows_first_sends_to_age_out() -> None:
+    # 300 in any 6 s: the oracle's first 300 go at 200/s from 1.0, the 301st when the first
+    # ages out, at 7.0 (a window from the oracle's own first send, not an aligned one).
+    quota = _filled("sliding-window", 50, 6, first=1.0, n=310)
+    assert quota.oracle_seconds(200) == pytest.approx(6.0 + 9 / 200)
+    # told no faster than the quota, the budget never runs dry: the even pace is the floor
+    assert quota.oracle_seconds(50) == pytest.approx(309 / 50)
+
+
 def test_the_oracle_sends_at_the_ceiling_while_a_burst_lasts_then_at_the_quota() -> None:
     small = _filled("bucket-small", 10, 60, first=0.0, n=50)  # burst 1: one token a 0.1 s
     assert small.oracle_seconds(100) == pytest.approx(49 / 10)
@@ -241,7 +267,7 @@ def test_the_oracle_sends_at_the_ceiling_while_a_burst_lasts_then_at_the_quota()
 
 
 @given(
-    shape=st.sampled_from(["bucket-small", "bucket-minute", "fixed-window"]),
+    shape=st.sampled_from(["bucket-small", "bucket-minute", "fixed-window", "sliding-window"]),
     rate=st.sampled_from([3.0, 10.0, 50.0]),
     window=st.sampled_from([1.0, 2.0, 6.0]),
     first=st.floats(0.0, 20.0),

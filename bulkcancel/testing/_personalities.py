@@ -44,6 +44,7 @@ import enum
 import json
 import math
 import random
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,6 +140,7 @@ class Personality(enum.StrEnum):
     BUCKET_SMALL = "bucket-small"
     BUCKET_MINUTE = "bucket-minute"
     FIXED_WINDOW = "fixed-window"
+    SLIDING_WINDOW = "sliding-window"
     REGIONAL_QUOTA = "regional-quota"
     SHARED_QUOTA = "shared-quota"
     THROTTLE_ERROR_INFO = "429-errorinfo"
@@ -161,7 +163,7 @@ _READS = "|reads"
 
 P = Personality
 _GROUPS = (
-    ("quota shape", (P.BUCKET_SMALL, P.BUCKET_MINUTE, P.FIXED_WINDOW)),
+    ("quota shape", (P.BUCKET_SMALL, P.BUCKET_MINUTE, P.FIXED_WINDOW, P.SLIDING_WINDOW)),
     ("quota scope", (P.REGIONAL_QUOTA, P.SHARED_QUOTA)),
     ("refusal", (P.THROTTLE_ERROR_INFO, P.THROTTLE_BARE, P.THROTTLE_RETRY_INFO, P.THROTTLE_403)),
     ("pages", (P.PAGES_50, P.PAGES_100, P.PAGES_1000, P.PAGES_IGNORED)),
@@ -172,6 +174,7 @@ PERSONALITY_HELP = {
     P.BUCKET_SMALL: "token bucket, burst max(1, R/10)",
     P.BUCKET_MINUTE: "token bucket, burst R*window (a minute's budget at once)",
     P.FIXED_WINDOW: "R*window requests per aligned window, then 429 until it turns",
+    P.SLIDING_WINDOW: "R*window requests in any span of window seconds (a rolling log)",
     P.REGIONAL_QUOTA: "one quota per project+region (default)",
     P.SHARED_QUOTA: "one quota per project, shared by its regions",
     P.THROTTLE_ERROR_INFO: "429 with ErrorInfo quota metadata (default)",
@@ -215,6 +218,7 @@ class QuotaShape(enum.StrEnum):
     BUCKET_SMALL = "bucket-small"
     BUCKET_MINUTE = "bucket-minute"
     FIXED_WINDOW = "fixed-window"
+    SLIDING_WINDOW = "sliding-window"
 
 
 class Refusal(enum.StrEnum):
@@ -235,6 +239,8 @@ class _KeyState:
     window_used: int = 0
     admitted: int = 0
     refused: int = 0
+    #: sliding-window: when the requests admitted within the last window were
+    log: deque[float] = field(default_factory=deque)
 
 
 class Quota:
@@ -311,6 +317,16 @@ class Quota:
                 return None
             state.refused += 1
             return (index + 1) * self.window - now
+        if self.shape is QuotaShape.SLIDING_WINDOW:
+            log = state.log
+            while log and log[0] <= now - self.window:
+                log.popleft()
+            if len(log) < state.capacity:
+                log.append(now)
+                state.admitted += 1
+                return None
+            state.refused += 1
+            return log[0] + self.window - now
         state.tokens = min(state.capacity, state.tokens + (now - state.stamp) * state.rate)
         state.stamp = now
         if state.tokens >= 1.0:
@@ -379,6 +395,14 @@ class Quota:
                     index, used = index + 1, 0
                     at = index * self.window
                 used += 1
+                times.append(at)
+                at += step
+            return times
+        if self.shape is QuotaShape.SLIDING_WINDOW:
+            spent = int(state.capacity)  # (a whole number: floor(rate * window), at least 1)
+            for _ in range(state.admitted):
+                if len(times) >= spent and times[-spent] + self.window > at:
+                    at = times[-spent] + self.window  # the oldest of the budget ages out
                 times.append(at)
                 at += step
             return times
