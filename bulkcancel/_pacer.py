@@ -135,31 +135,33 @@ How a pacer tells a wall from noise, and what it borrowed:
   resume after a burst that meets a wall in its first decision, within a second of the park, found
   no budget back either (a bucket refilling, not a window that turned): the key parks again and
   resumes at what the server accepted since the first park began (the tokens the park let it save,
-  over the time they took: its refill rate), a measured quota that ends slow start, not at the
-  burst's pace again. Each resume leaves a span of time known to hold a window's boundary (from
-  the last refused probe, or the park, to the accepted one); when a period puts a boundary in every
-  one of the last six spans no wider than a quarter of it, three or more, half of them one window
-  after the one before, and the longest such periods agree within 10% (``window_period``: until
-  session 29, two like gaps between resumes, which probes a second apart never gave), the period is
-  learned and the next probes are aimed at the predicted window boundary: just past the latest it
-  can be when the spans tell it within 4% of a period, else 1% of a period apart from 2% before it
-  to 5% past it, then twice as far apart each (a prediction a fifth of a window early, probed 1%
-  apart for a whole period, cost 35 refusals in one park); a turn that an aimed park's first probe
-  found is remembered 5% of a period before that probe when the spans cannot place it. With a
-  per-minute limit stated, the period is known after one window: its budget (what the key was let
-  through from its resume at the boundary to the wall) over the stated rate (2 s windows at 50/s,
-  three in a run, were each found up to 0.4 s late by probes 1/20 of the rate apart: 1.25-1.49x the
-  floor; 1.07-1.09x now). A key alone in its project that knows the period parks as soon as the
-  last window's budget has come through again since the turn, before any refusal, three windows
-  in four (the fourth runs to its wall, so a budget that grew is seen): windows of 10 a second
-  lost a third of their requests to the wall's refusals and the probes, a seventh now. A key
-  that has not learned the period, met no quota (still in slow start, none stated) and parks
-  window after window does the same on what it has *sent* since the resume (answers still in
-  flight), and probes a quarter second apart until the turn: behind a distant server every
-  request in flight when the answers showed the wall was refused (3 s windows of 30/s told
-  300/s behind 0.15 s answers: 32-38% of 429s, 20-22% now; sweeps 216 / 43 / 332 -> 219 / 43 /
-  316, behind jitter 0.5 324 / 96 / 430 -> 332 / 97 / 414: fewer 429s, a few short windows a
-  little slower).
+  over the time they took: its refill rate), or at what the key was let through since its first
+  wall when that is more and the wall two seconds old (a sliding window gives back what the sends
+  of a window ago spent, after a short park the echo of the park before it: next to nothing), a
+  measured quota that ends slow start, not at the burst's pace again. Each resume leaves a span
+  of time known to hold a window's boundary (from the last refused probe, or the park, to the
+  accepted one); when a period puts a boundary in every one of the last six spans no wider than a
+  quarter of it, three or more, half of them one window after the one before, and the longest
+  such periods agree within 10% (``window_period``: until session 29, two like gaps between
+  resumes, which probes a second apart never gave), the period is learned and the next probes are
+  aimed at the predicted window boundary: just past the latest it can be when the spans tell it
+  within 4% of a period, else 1% of a period apart from 2% before it to 5% past it, then twice as
+  far apart each (a prediction a fifth of a window early, probed 1% apart for a whole period, cost
+  35 refusals in one park); a turn that an aimed park's first probe found is remembered 5% of a
+  period before that probe when the spans cannot place it. With a per-minute limit stated, the
+  period is known after one window: its budget (what the key was let through from its resume at the
+  boundary to the wall) over the stated rate (2 s windows at 50/s, three in a run, were each found
+  up to 0.4 s late by probes 1/20 of the rate apart: 1.25-1.49x the floor; 1.07-1.09x now). A key
+  alone in its project that knows the period parks as soon as the last window's budget has come
+  through again since the turn, before any refusal, three windows in four (the fourth runs to its
+  wall, so a budget that grew is seen): windows of 10 a second lost a third of their requests to the
+  wall's refusals and the probes, a seventh now. A key that has not learned the period, met no quota
+  (still in slow start, none stated) and parks window after window does the same on what it has
+  *sent* since the resume (answers still in flight), and probes a quarter second apart until the
+  turn: behind a distant server every request in flight when the answers showed the wall was
+  refused (3 s windows of 30/s told 300/s behind 0.15 s answers: 32-38% of 429s, 20-22% now;
+  sweeps 216 / 43 / 332 -> 219 / 43 / 316, behind jitter 0.5 324 / 96 / 430 -> 332 / 97 / 414:
+  fewer 429s, a few short windows a little slower).
 * **A burst-1 bucket's spacing.** A token bucket that saves no burst is empty after each accept:
   sent to evenly a little over its quota it accepts every other request (every k-th further over),
   so what it accepted at a wall is about half the quota, however close the send rate was; a cut to
@@ -958,6 +960,18 @@ class KeyPacer:
             and self.burst > 0
         )
 
+    def _budget_back(self, now: float) -> float:
+        """What a key that found no budget back at its resume works at: what came back since
+        the park began (a bucket's refill), or what the key has been let through since its
+        first wall when that is more and the wall two seconds old. A sliding window gives back
+        what the sends of a window ago spent: after a park, next to nothing (the park's own
+        echo), and read as a bucket's refill that cut three regions of 62/s to 10/s together."""
+        since = self._accepted_since(self.parked_at, now)
+        if self.first_wall is None or now - self.first_wall[0] < 2 * _HISTORY:
+            return since
+        at, accepted = self.first_wall
+        return max(since, (self.accepted_total - accepted) / (now - at))
+
     def _accepted_since(self, start: float, now: float) -> float:
         """Requests per second accepted from ``start`` (at most a second ago) to ``now``."""
         _trim(self.accepts, now)
@@ -1056,7 +1070,7 @@ class KeyPacer:
             accepted = min(accepted, self.spacing.measured)
         if self._no_budget_back(now):
             # (The fresh answers' accepts are the tokens the park let a bucket save.)
-            accepted = min(accepted, self._accepted_since(self.parked_at, now))
+            accepted = min(accepted, self._budget_back(now))
         clean = self.clean_rate
         stepped = self.stepped_at == self.decided_at  # (this key's own step met the wall)
         self.landed_clean = (
@@ -1445,7 +1459,7 @@ class KeyPacer:
             # It resumed and met this wall in its first decision: no budget came back (a
             # bucket refilling, not a window that turned). What works is what the server
             # accepted since the last park began, not the burst spent before it.
-            worked = self._accepted_since(self.parked_at, now)
+            worked = self._budget_back(now)
             self.estimate = worked  # a measured quota: slow start is over
             self.walls += 1
         self._resume_at(worked)

@@ -1720,3 +1720,48 @@ def test_a_send_held_back_after_its_turn_spaces_the_next_turn_at_a_stated_limit(
         pacer.granted += 1
         pacer.went(0.04, sent=True, waited=0.04)
         assert pacer.next_free == pytest.approx(expected)
+
+
+def spend_bare(pacer: KeyPacer, start: float, rate: float, count: int) -> float:
+    """``count`` accepted at ``rate``, then bare refusals until the key parks."""
+    now = feed(pacer, start, rate, count, 0.0)
+    while pacer.state is PacerState.ACTIVE:
+        pacer.sent(now)
+        pacer.on_answer(now + 0.01, throttled=True, sent_at=now)
+        now += 1.0 / pacer.rate
+    return now
+
+
+@pytest.mark.parametrize("wall_age", [3.0, 1.5])
+def test_a_resume_that_finds_no_budget_works_at_what_the_key_sustained_since_its_wall(
+    wall_age: float,
+) -> None:
+    """A sliding window (bare 429s) gives back what the sends of a window ago spent: after a
+    short park, the echo of the park before it, next to nothing. Read as a bucket's refill
+    alone, the key's resume rate and its measured quota were that echo (three regions of 62/s
+    cut to 10/s together, 2.1x the floor); what it was let through since its first wall, two
+    seconds old or more, is the better measure, and a bucket's refill the floor of it. A first
+    wall younger than that holds the burst a bucket saved, and is not used."""
+    pacer = KeyPacer(400.0, rate=200.0)
+    now = spend_bare(pacer, 0.0, 200.0, 200)  # the first wall: a window's budget spent
+    assert pacer.state is PacerState.PARKED and pacer.first_wall is not None
+    wall = pacer.first_wall[0]
+    now = max(now, wall + wall_age - 1.1)
+    while pacer.state is PacerState.PARKED:
+        now = probe(pacer, now, accepted=True, quota=None)
+    # 100 let through at 100/s since the resume, then the budget runs out again: parked
+    now = spend_bare(pacer, now, 100.0, 100)
+    assert pacer.state is PacerState.PARKED
+    parked_at = now
+    now = probe(pacer, now, accepted=True, quota=None)  # a probe through: the echo of one
+    assert pacer.state is PacerState.ACTIVE
+    now = spend_bare(pacer, now, pacer.rate, 1)  # one more, then refused: no budget back
+    assert pacer.state is PacerState.PARKED
+    assert now - wall >= 2.0 if wall_age > 2 else now - wall < 2.0
+    echo = 2 / (now - parked_at)  # what came back since the park began
+    sustained = (pacer.accepted_total - 200) / (now - wall)
+    expected = sustained if wall_age > 2 else echo
+    assert pacer.resume_rate == pytest.approx(expected, rel=0.05)
+    assert pacer.estimate == pytest.approx(expected, rel=0.05)
+    if wall_age > 2:
+        assert pacer.resume_rate > 5 * echo
