@@ -38,6 +38,10 @@ Sets (``python -m benchmarks.sweep SET``):
   stated, told 1.2-4x the largest per region, the same names in every region (10-40 s of the
   smallest quota): the large regions finish first, the small one runs on alone (new in
   session 28: the other sets draw separate quotas equal).
+* ``minute``: 60 draws with windows as long as Google's, 30 or 60 s (a window's bucket, a
+  fixed or a sliding window) at 3-30/s, one region or two, bare or stated, 0/5/10% background,
+  told 1.2-8x the quota, 2.5-5 windows of it (new in session 36: the other sets scale windows
+  down to 1-10 s, where a park's probes cost a few refusals, not hundreds).
 * ``sliding``: 300 draws as ``random`` draws them, but every quota a sliding window (a rolling
   log: the window's budget in any span of its length, coming back as the requests that spent it
   age out; new in session 36, a shape no other set draws).
@@ -77,7 +81,7 @@ SHAPES = ("bucket-small", "bucket-minute", "fixed-window")
 IN_FLIGHT = 32  # the simulator's concurrency
 _SEEDS = {
     "slow": 1, "random": 2, "shared-bare": 3, "apart-bare": 4, "far": 11, "many": 12,
-    "far-short": 13, "uneven": 14, "sliding": 15,
+    "far-short": 13, "uneven": 14, "sliding": 15, "minute": 16,
 }  # fmt: skip
 SETS = ("short", *_SEEDS)
 
@@ -198,6 +202,9 @@ def _drawn(name: str) -> Iterable[Personality]:
     if name == "uneven":
         yield from (_uneven(rng, seed) for seed in range(120))
         return
+    if name == "minute":
+        yield from (_minute(rng, seed) for seed in range(60))
+        return
     draws = {"shared-bare": 120, "apart-bare": 160, "far": 200}.get(name, 300)
     for seed in range(draws):
         if name == "slow":
@@ -285,6 +292,28 @@ def _uneven(rng: random.Random, seed: int) -> Personality:
     return Personality(
         quota, shape, window, False, regions, stated, background, offset, told, names,
         latency, seed, quotas,
+    )  # fmt: skip
+
+
+def _minute(rng: random.Random, seed: int) -> Personality:
+    """Windows as long as Google's (30 or 60 s; the other sets scale them to 1-10 s): a
+    window's bucket, a fixed or a sliding window, at 3-30/s (log-uniform, where a park's
+    probes weigh most against a window's budget), one region or two, bare or stated, told
+    1.2-8x the quota, two and a half to five windows of it."""
+    quota = math.exp(rng.uniform(math.log(3), math.log(30)))
+    shape = rng.choice(("bucket-minute", "fixed-window", "sliding-window"))
+    window = rng.choice([30.0, 60.0])
+    regions = rng.choice([1, 1, 2])
+    shared = regions == 2 and rng.random() < 0.3
+    stated = rng.random() < 0.5
+    background = rng.choice([0.0, 0.0, 0.05, 0.1])
+    told = quota * (1 if shared else regions) * rng.uniform(1.2, 8)
+    names = int(quota * window * rng.uniform(2.5, 5) / (regions if shared else 1))
+    offset = rng.uniform(0, window)
+    latency = rng.choice([0.002, 0.02, 0.05, 0.1])
+    return Personality(
+        quota, shape, window, shared, regions, stated, background, offset, told, names,
+        latency, seed,
     )  # fmt: skip
 
 

@@ -23,6 +23,7 @@ from benchmarks import sweep
         ("far-short", 160),
         ("uneven", 120),
         ("sliding", 300),
+        ("minute", 60),
     ],
 )
 def test_each_set_draws_the_personalities_it_names(name: str, runs: int) -> None:
@@ -53,6 +54,11 @@ def test_each_set_draws_the_personalities_it_names(name: str, runs: int) -> None
     if name == "sliding":
         assert {p.shape for p in drawn} == {"sliding-window"}
         assert 5 <= min(p.quota for p in drawn) < max(p.quota for p in drawn) <= 300
+    elif name == "minute":
+        assert {p.window for p in drawn} == {30.0, 60.0}
+        assert {p.shape for p in drawn} == {"bucket-minute", "fixed-window", "sliding-window"}
+        assert all(2.45 <= p.names * (p.regions if p.shared else 1) / p.quota / p.window <= 5
+                   for p in drawn)  # fmt: skip
     else:
         assert "sliding-window" not in {p.shape for p in drawn}  # (their counts stay comparable)
     if name == "short":
