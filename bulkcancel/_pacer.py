@@ -161,7 +161,9 @@ How a pacer tells a wall from noise, and what it borrowed:
   turn: behind a distant server every request in flight when the answers showed the wall was
   refused (3 s windows of 30/s told 300/s behind 0.15 s answers: 32-38% of 429s, 20-22% now;
   sweeps 216 / 43 / 332 -> 219 / 43 / 316, behind jitter 0.5 324 / 96 / 430 -> 332 / 97 / 414:
-  fewer 429s, a few short windows a little slower).
+  fewer 429s, a few short windows a little slower). Its first probe waits half as long as its
+  last park lasted (Google's windows are a minute: probed from the park's start, 60 s windows
+  of 10/s drew 12.9% of a run's requests in refusals, 8.6% so, the drain the same).
 * **A burst-1 bucket's spacing.** A token bucket that saves no burst is empty after each accept:
   sent to evenly a little over its quota it accepts every other request (every k-th further over),
   so what it accepted at a wall is about half the quota, however close the send rate was; a cut to
@@ -290,6 +292,7 @@ _PROBE_BASE = 0.25  # seconds to the first probe of a parked key
 _PROBE_CAP = 1.0  # probes of a parked key are at most this far apart
 _PROBE_SPEND = 20.0  # ... and, with a quota known, 1/20 of it apart at most: 5% of the quota
 _PROBE_MIN = 0.1  # ... but never closer than this
+_PARK_AHEAD = 0.5  # a park on a budget used waits this share of the last park before probing
 _WINDOW_BURST = 1.5  # accepted this far above a stated per-minute rate: budgets, not spacing
 _AIM_EARLY = 0.02  # aimed probes start this share of a window's period before its boundary,
 _AIM_GAP = 0.01  # ... this share apart,
@@ -392,6 +395,7 @@ class KeyPacer:
     cut_at: float = -math.inf
     # parking
     parked_at: float = 0.0
+    parked_for: float = 0.0  # how long the last park lasted, to its resume
     probe_at: float = 0.0
     probe_gap: float = _PROBE_BASE
     probe_out: bool = False
@@ -1526,11 +1530,16 @@ class KeyPacer:
     def _budget_park(self, now: float) -> None:
         """Park on a window's budget used (:meth:`_window_used`) or sent (:meth:`_budget_sent`),
         before any refusal: the wall's rate to resume at, the budget as it was, the next turn
-        aimed at; without a period, probes a quarter second apart, not doubling to a second
-        (the turn is near: found up to a second late, a 2 s window lost half its time)."""
+        aimed at; without a period, the first probe after half as long as the last park lasted
+        (the turn is about that far off: probing from the start, 60 s windows of 10/s drew
+        some 200 refusals each, 12.9% of a run's requests, 8.6% now), then probes a quarter
+        second apart, not doubling to a second (the turn is near: found up to a second late, a
+        2 s window lost half its time)."""
         self.early_parks += 1
         self._resume_at(max(self.accepted_rate(now), self.rate / 4))
         self._parked(now, None)
+        if self.period is None:
+            self.probe_at = max(self.probe_at, now + _PARK_AHEAD * self.parked_for)
 
     def _resume_at(self, worked: float) -> None:
         """The rate the key resumes at: what worked, or the stated per-minute limit."""
@@ -1633,6 +1642,7 @@ class KeyPacer:
             self.rate = max(self.rate, min(self.ceiling, self.burst))
             self.burst_from = self.accepted_total
         self.next_free = now
+        self.parked_for = now - self.parked_at
         self.resumed_at, self.resumed_total = now, self.accepted_total
         self.resumed_sent = self.sent_total
         self.refused_since_resume = False

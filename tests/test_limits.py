@@ -1240,6 +1240,34 @@ def test_a_window_budget_sent_again_parks_before_the_wall() -> None:
     assert wait == pytest.approx(0.25)  # (a refused probe does not double the next one's gap)
 
 
+def test_a_park_on_a_budget_sent_waits_half_the_last_park_before_probing() -> None:
+    """Google's windows are a minute long: a key parked on its budget sent, probing a quarter
+    second apart, drew some 200 refusals a window waiting for the turn (10/s in 60 s windows,
+    bare 429s: 12.9% of a four-minute run's requests). The park before it says how far off the
+    turn is: the first probe goes after half of it (8.6%), the drain the same."""
+    pacer = KeyPacer(100.0, rate=50.0)
+    now = 0.0
+    for i in range(40):  # a window's budget of 16, then its wall
+        pacer.sent(now)
+        pacer.on_answer(now + 0.01, throttled=i >= 16, sent_at=now)
+        now += 0.07
+        if pacer.state is PacerState.PARKED:
+            break
+    parked = pacer.parked_at
+    while pacer.state is PacerState.PARKED:  # probes refused until the turn, 4 s on
+        now = max(now, pacer.probe_at)
+        turned = now >= parked + 4.0
+        pacer.sent(now)
+        pacer.on_answer(now + 0.01, throttled=not turned, sent_at=now, probe=True)
+        now += 0.01
+    assert pacer.parked_for == pytest.approx(4.0, abs=1.1)  # (probes a second apart by then)
+    for _ in range(16):  # the budget again, none refused (answers still in flight)
+        now = take_turn(pacer, now)
+    wait, probe = pacer.reserve(now + 0.1)
+    assert pacer.state.value == "parked" and not probe  # (read afresh)
+    assert wait == pytest.approx(pacer.parked_for / 2)  # not a quarter second
+
+
 def test_a_small_windows_budget_spent_again_parks_on_two_refusals() -> None:
     """Windows of 20-30 requests (10/s in windows of 2-3 s) were left to the five-refusal
     rule: five refusals a window or more, then probes, 19-25% of a short run's requests. A
