@@ -21,7 +21,9 @@ takes to stop once cancelled. Issue 8's targets (x floor 1.2, 429s 10%, 15% on a
 window) are checked on draws with a quota, no noise and a floor of 2 s or more: a shorter run
 is its first wall and little more (slow start opens at half of ``--rate``: the README's known
 miss "short runs"), and a background's 429s are the server's. Draws are reproducible from
-``--seed``; the timings are not (a real process on a shared machine).
+``--seed``; the timings are not (a real process on a shared machine). The sliding window
+(session 36) is not among the shapes drawn, so a seed draws the servers it drew before; the
+sweep set ``sliding`` and the matrix's two sliding-window rows measure it.
 
     python -m benchmarks.random_servers --draws 40 --seed 1
 """
