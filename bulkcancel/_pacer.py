@@ -292,7 +292,7 @@ _PROBE_BASE = 0.25  # seconds to the first probe of a parked key
 _PROBE_CAP = 1.0  # probes of a parked key are at most this far apart
 _PROBE_SPEND = 20.0  # ... and, with a quota known, 1/20 of it apart at most: 5% of the quota
 _PROBE_MIN = 0.1  # ... but never closer than this
-_PARK_AHEAD = 0.5  # a park on a budget used waits this share of the last park before probing
+_PARK_AHEAD = 0.5  # a park on a budget sent waits this share of the last park before probing
 _WINDOW_BURST = 1.5  # accepted this far above a stated per-minute rate: budgets, not spacing
 _AIM_EARLY = 0.02  # aimed probes start this share of a window's period before its boundary,
 _AIM_GAP = 0.01  # ... this share apart,
@@ -968,8 +968,9 @@ class KeyPacer:
         """What a key that found no budget back at its resume works at: what came back since
         the park began (a bucket's refill), or what the key has been let through since its
         first wall when that is more and the wall two seconds old. A sliding window gives back
-        what the sends of a window ago spent: after a park, next to nothing (the park's own
-        echo), and read as a bucket's refill that cut three regions of 62/s to 10/s together."""
+        what the sends of a window ago spent: after a short park, next to nothing (the echo of
+        the park a window before), and read as a bucket's refill that cut three regions of 62/s
+        to 10/s together."""
         since = self._accepted_since(self.parked_at, now)
         if self.first_wall is None or now - self.first_wall[0] < 2 * _HISTORY:
             return since

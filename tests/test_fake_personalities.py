@@ -315,3 +315,13 @@ def test_stats_give_the_oracle_for_a_ceiling() -> None:
     assert admitted == 20  # the rest waits for the window at 2.0
     assert stats["quota_oracle_seconds"] == pytest.approx(19 / 100)
     assert m.stats()["quota_oracle_seconds"] is None
+
+
+def test_a_sliding_windows_oracle_counts_a_fractional_budget_as_admit_does() -> None:
+    quota = Quota(10, shape=QuotaShape.SLIDING_WINDOW, window=1.0, burst=2.5)
+    admitted = [quota.admit(A + "/x", 0.01 * i) is None for i in range(5)]
+    assert admitted == [True, True, True, False, False]  # 0, 1 and 2 in the log are under 2.5
+    for at in (1.0, 1.01, 1.02):
+        assert quota.admit(A + "/x", at + 1e-9) is None
+    (times,) = quota.oracle_schedule(100).values()
+    assert times == pytest.approx([0.0, 0.01, 0.02, 1.0, 1.01, 1.02])

@@ -399,7 +399,7 @@ class Quota:
                 at += step
             return times
         if self.shape is QuotaShape.SLIDING_WINDOW:
-            spent = int(state.capacity)  # (a whole number: floor(rate * window), at least 1)
+            spent = math.ceil(state.capacity)  # (what admit lets into one window)
             for _ in range(state.admitted):
                 if len(times) >= spent and times[-spent] + self.window > at:
                     at = times[-spent] + self.window  # the oldest of the budget ages out
