@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import bulkcancel, env, fake_server, save
+from benchmarks._common import bulkcancel, env, fake_server, save, share_target
 from bulkcancel._models import SUCCESS_OUTCOMES, Outcome
 
 LOCATIONS = ("us-central1", "us-east1", "europe-west1")
@@ -224,7 +224,7 @@ def over_targets(one: Draw, floor: float, ratio: float, share: float) -> list[st
     misses = []
     if ratio > 1.2:
         misses.append("x")
-    if share > (0.15 if one.shape == "fixed-window" else 0.10):
+    if share > share_target(one.shape):
         misses.append("429")
     return misses
 

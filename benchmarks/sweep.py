@@ -73,6 +73,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks._common import share_target
 from bulkcancel._transport import RawResponse
 from bulkcancel.testing._personalities import Quota, QuotaShape
 from tests import test_pacing_sim as sim
@@ -361,9 +362,7 @@ def summary(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _target(run: dict[str, Any]) -> float:
-    # (issue 8 allows a fixed window 15%: a spent window refuses what is in flight; a sliding
-    # window's budget runs out the same way)
-    return 0.15 if run["shape"] in ("fixed-window", "sliding-window") else 0.10
+    return share_target(run["shape"])
 
 
 def moved(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> list[str]:
