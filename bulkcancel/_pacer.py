@@ -972,10 +972,16 @@ class KeyPacer:
         the park a window before), and read as a bucket's refill that cut three regions of 62/s
         to 10/s together."""
         since = self._accepted_since(self.parked_at, now)
-        if self.first_wall is None or now - self.first_wall[0] < 2 * _HISTORY:
-            return since
+        walled = self._since_first_wall(now, 2 * _HISTORY)
+        return since if walled is None else max(since, walled)
+
+    def _since_first_wall(self, now: float, age: float) -> float | None:
+        """Requests per second accepted since this pacer's first wall, once that wall is
+        ``age`` seconds old (else None)."""
+        if self.first_wall is None or now - self.first_wall[0] < age:
+            return None
         at, accepted = self.first_wall
-        return max(since, (self.accepted_total - accepted) / (now - at))
+        return (self.accepted_total - accepted) / (now - at)
 
     def _accepted_since(self, start: float, now: float) -> float:
         """Requests per second accepted from ``start`` (at most a second ago) to ``now``."""
@@ -1273,10 +1279,8 @@ class KeyPacer:
         like separate quotas held back, and the merge was undone: 27.5% of 429s, 18.3% kept)."""
         if self.born is None or not self._seen_a_second(now):
             return self.accepted_rate(now)
-        if self.first_wall is not None and now - self.first_wall[0] >= _HISTORY:
-            since, accepted = self.first_wall
-            return (self.accepted_total - accepted) / (now - since)
-        return self.accepted_total / (now - self.born)
+        walled = self._since_first_wall(now, _HISTORY)
+        return self.accepted_total / (now - self.born) if walled is None else walled
 
     def current(self) -> KeyPacer:
         """The pacer now in charge of this one's key: itself, or the one that absorbed it."""
