@@ -1199,6 +1199,19 @@ def test_a_window_spent_again_parks_on_two_refusals() -> None:
     assert pacer.state.value == "parked"
 
 
+def spend_a_window_of_16(pacer: KeyPacer) -> float:
+    """From 0 s, 0.07 s apart: a window's budget of 16 accepted, then refusals (bare) until
+    the key parks; returns when the next request would go."""
+    now = 0.0
+    for i in range(40):
+        pacer.sent(now)
+        pacer.on_answer(now + 0.01, throttled=i >= 16, sent_at=now)
+        now += 0.07
+        if pacer.state is PacerState.PARKED:
+            break
+    return now
+
+
 def test_a_window_budget_sent_again_parks_before_the_wall() -> None:
     """A fixed window with bare 429s, its period not learned (probes a second apart found its
     turns too roughly): each window's budget was spent into the wall, and behind 0.15 s answers
@@ -1211,13 +1224,7 @@ def test_a_window_budget_sent_again_parks_before_the_wall() -> None:
     def state(pacer: KeyPacer) -> PacerState:  # (read afresh: each call may change it)
         return pacer.state
 
-    now = 0.0
-    for i in range(40):  # a window's budget of 16 over a second, then its wall
-        pacer.sent(now)
-        pacer.on_answer(now + 0.01, throttled=i >= 16, sent_at=now)
-        now += 0.07
-        if state(pacer) is PacerState.PARKED:
-            break
+    now = spend_a_window_of_16(pacer)
     assert state(pacer) is PacerState.PARKED and pacer.window_budget == 16
     wait, probe = pacer.reserve(now)
     now += wait
@@ -1246,13 +1253,7 @@ def test_a_park_on_a_budget_sent_waits_half_the_last_park_before_probing() -> No
     bare 429s: 12.9% of a four-minute run's requests). The park before it says how far off the
     turn is: the first probe goes after half of it (8.6%), the drain the same."""
     pacer = KeyPacer(100.0, rate=50.0)
-    now = 0.0
-    for i in range(40):  # a window's budget of 16, then its wall
-        pacer.sent(now)
-        pacer.on_answer(now + 0.01, throttled=i >= 16, sent_at=now)
-        now += 0.07
-        if pacer.state is PacerState.PARKED:
-            break
+    now = spend_a_window_of_16(pacer)
     parked = pacer.parked_at
     while pacer.state is PacerState.PARKED:  # probes refused until the turn, 4 s on
         now = max(now, pacer.probe_at)
@@ -1446,13 +1447,20 @@ def test_late_waiters_off_the_unbounded_ceiling_make_up_a_quarter_turn() -> None
 PER_MINUTE_50 = QuotaInfo(limit="ApiRequestsPerMinutePerProjectPerRegion", limit_value=3000.0)
 
 
-def spend_a_window(pacer: KeyPacer, start: float, rate: float, count: int) -> float:
-    """``count`` accepted at ``rate``, then refusals stating a 50/s per-minute limit until the
-    key parks; returns the time of the last refusal."""
+def spend_a_window(
+    pacer: KeyPacer,
+    start: float,
+    rate: float,
+    count: int,
+    *,
+    quota: QuotaInfo | None = PER_MINUTE_50,
+) -> float:
+    """``count`` accepted at ``rate``, then refusals stating ``quota`` (a 50/s per-minute
+    limit; None: bare 429s) until the key parks; returns the time of the last refusal."""
     now = feed(pacer, start, rate, count, 0.0)
     while pacer.state is PacerState.ACTIVE:
         pacer.sent(now)
-        pacer.on_answer(now + 0.01, throttled=True, sent_at=now, quota=PER_MINUTE_50)
+        pacer.on_answer(now + 0.01, throttled=True, sent_at=now, quota=quota)
         now += 1.0 / pacer.rate
     return now
 
@@ -1750,16 +1758,6 @@ def test_a_send_held_back_after_its_turn_spaces_the_next_turn_at_a_stated_limit(
         assert pacer.next_free == pytest.approx(expected)
 
 
-def spend_bare(pacer: KeyPacer, start: float, rate: float, count: int) -> float:
-    """``count`` accepted at ``rate``, then bare refusals until the key parks."""
-    now = feed(pacer, start, rate, count, 0.0)
-    while pacer.state is PacerState.ACTIVE:
-        pacer.sent(now)
-        pacer.on_answer(now + 0.01, throttled=True, sent_at=now)
-        now += 1.0 / pacer.rate
-    return now
-
-
 @pytest.mark.parametrize("wall_age", [3.0, 1.5])
 def test_a_resume_that_finds_no_budget_works_at_what_the_key_sustained_since_its_wall(
     wall_age: float,
@@ -1771,19 +1769,21 @@ def test_a_resume_that_finds_no_budget_works_at_what_the_key_sustained_since_its
     seconds old or more, is the better measure, and a bucket's refill the floor of it. A first
     wall younger than that holds the burst a bucket saved, and is not used."""
     pacer = KeyPacer(400.0, rate=200.0)
-    now = spend_bare(pacer, 0.0, 200.0, 200)  # the first wall: a window's budget spent
+    # the first wall: a window's budget spent
+    now = spend_a_window(pacer, 0.0, 200.0, 200, quota=None)
     assert pacer.state is PacerState.PARKED and pacer.first_wall is not None
     wall = pacer.first_wall[0]
     now = max(now, wall + wall_age - 1.1)
     while pacer.state is PacerState.PARKED:
         now = probe(pacer, now, accepted=True, quota=None)
     # 100 let through at 100/s since the resume, then the budget runs out again: parked
-    now = spend_bare(pacer, now, 100.0, 100)
+    now = spend_a_window(pacer, now, 100.0, 100, quota=None)
     assert pacer.state is PacerState.PARKED
     parked_at = now
     now = probe(pacer, now, accepted=True, quota=None)  # a probe through: the echo of one
     assert pacer.state is PacerState.ACTIVE
-    now = spend_bare(pacer, now, pacer.rate, 1)  # one more, then refused: no budget back
+    # one more, then refused: no budget back
+    now = spend_a_window(pacer, now, pacer.rate, 1, quota=None)
     assert pacer.state is PacerState.PARKED
     assert now - wall >= 2.0 if wall_age > 2 else now - wall < 2.0
     echo = 2 / (now - parked_at)  # what came back since the park began
