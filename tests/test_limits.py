@@ -1160,6 +1160,44 @@ def test_a_burst_spent_as_a_decision_begins_parks_on_its_fifth_refusal() -> None
         assert pacer.state.value == "parked"
 
 
+def test_a_burst_spent_at_a_decision_s_end_waits_for_its_fifth_refusal_and_parks() -> None:
+    """A minute's bucket spent at slow start's pace: 13 of a decision's 16 answers accepted,
+    then three refused. Cut on the 16, the key went from 50/s to 38/s (what the whole decision
+    accepted), and nine more were refused before it parked (a bucket of 5/s in 3 s windows,
+    told 50/s, 50 names: 29% of the run's requests refused). A lead of 8 accepts or more
+    before a wall within the decision is a burst spent: the key waits for five refused in a
+    row and parks then, however small the decision's share. An accept before the fifth ends
+    the wait: the decision is made as any other."""
+    for tail, expect in [([True] * 2, PacerState.PARKED), ([False], PacerState.ACTIVE)]:
+        pacer = KeyPacer(50.0, rate=25.0)
+        now = feed_pattern(pacer, 0.0, 25.0, [False] * 4)  # slow start doubles: 50/s
+        assert pacer.rate == 50.0
+        now = feed_pattern(pacer, now, 50.0, [False] * 13 + [True] * 3)
+        assert pacer.rate == 50.0 and pacer.fresh == 16  # three in a row: not yet
+        feed_pattern(pacer, now, 50.0, tail)
+        assert pacer.state is expect
+        if expect is PacerState.ACTIVE:  # the accept ended the wait: a cut
+            assert pacer.checking is not None and pacer.rate < 50.0
+
+
+def test_a_resume_that_finds_no_budget_is_cut_on_its_third_refusal() -> None:
+    """A minute's bucket spent and parked on: its probe is let through (a token saved), and
+    the key resumes at the burst's pace. Three of its first four answers refused say no budget
+    came back (a window that turned gives a budget's worth of accepts): the key is cut to what
+    came back since the park began, not after eight answers (a minute's bucket of 5/s told
+    50/s, 50 names: 24% -> 18% of the run's requests refused)."""
+    pacer = KeyPacer(50.0, rate=25.0)
+    now = feed_pattern(pacer, 0.0, 25.0, [False] * 4)
+    now = feed_pattern(pacer, now, 50.0, [False] * 13 + [True] * 5)
+    assert pacer.state is PacerState.PARKED
+    now = probe(pacer, now, accepted=True, quota=None)
+    assert pacer.state.value == "active" and pacer.rate > 25.0
+    now = feed_pattern(pacer, now, pacer.rate, [True, False, True])
+    assert pacer.checking is None  # two refused: not yet
+    feed_pattern(pacer, now, pacer.rate, [True])
+    assert pacer.checking is not None and pacer.rate < 10.0
+
+
 def spend_windows(pacer: KeyPacer, window: list[bool]) -> list[int]:
     """Three windows, each ``window`` sent at 100/s (True: refused) and then refused until the
     key parks (20 at most), the key resumed by its first probe (:func:`probe`): how many were
