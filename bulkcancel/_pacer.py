@@ -141,7 +141,9 @@ How a pacer tells a wall from noise, and what it borrowed:
   resume after a burst that meets a wall in its first decision, within a second of the park, found
   no budget back either (a bucket refilling, not a window that turned; when an accept came after
   the first refusal, a refill trickling through, this is decided at the third refusal, 60% of the
-  answers or more, not at the eighth answer: 24% -> 18% of that 50-name run's requests refused):
+  answers or more, not at the eighth answer: 24% -> 18% of that 50-name run's requests refused;
+  not on a pacer that took over other keys, where it cut three regions' sliding windows, merged
+  in step, to a fifth of what they allowed together, for 12 s):
   the key parks again (is cut, when one came through) and resumes at what the server accepted
   since the first park began (the tokens the park let it save,
   over the time they took: its refill rate), or at what the key was let through since its first
@@ -699,10 +701,16 @@ class KeyPacer:
             # Its share is small (3 of 16): a cut on it lands near the burst's pace, and the
             # refusals go on until a park. Wait for the fifth refusal, or an accept.
             return
-        if t >= 3 and share >= _EARLY_WALL and not all(onset) and self._no_budget_back(now):
+        if (
+            t >= 3
+            and share >= _EARLY_WALL
+            and not all(onset)
+            and not self.absorbed
+            and self._no_budget_back(now)
+        ):
             # A resume that found no budget, a bucket's refill trickling through: cut to that
             # refill now (see _cut), not on the eighth answer. (All refused since the first:
-            # the five-refusal park above takes it.)
+            # the five-refusal park above takes it. Not on a merged pacer: see the docstring.)
             self._cut(now, share)
             return
         if (

@@ -1167,7 +1167,14 @@ def test_a_burst_spent_at_a_decision_s_end_waits_for_its_fifth_refusal_and_parks
     told 50/s, 50 names: 29% of the run's requests refused). A lead of 8 accepts or more
     before a wall within the decision is a burst spent: the key waits for five refused in a
     row and parks then, however small the decision's share. An accept before the fifth ends
-    the wait: the decision is made as any other."""
+    the wait: the decision is made as any other. Not on a pacer that took over other keys'
+    (one key's lull among the others' accepts reads so: a merged pacer of eight regions' buckets
+    parked every half second): it decides on the 16 as before."""
+    merged = KeyPacer(50.0, rate=25.0)
+    merged.absorbed = True
+    now = feed_pattern(merged, 0.0, 25.0, [False] * 4)
+    feed_pattern(merged, now, 50.0, [False] * 13 + [True] * 3)
+    assert merged.rate < 50.0 and merged.checking is not None  # cut on the 16
     for tail, expect in [([True] * 2, PacerState.PARKED), ([False], PacerState.ACTIVE)]:
         pacer = KeyPacer(50.0, rate=25.0)
         now = feed_pattern(pacer, 0.0, 25.0, [False] * 4)  # slow start doubles: 50/s
@@ -1185,17 +1192,24 @@ def test_a_resume_that_finds_no_budget_is_cut_on_its_third_refusal() -> None:
     the key resumes at the burst's pace. Three of its first four answers refused say no budget
     came back (a window that turned gives a budget's worth of accepts): the key is cut to what
     came back since the park began, not after eight answers (a minute's bucket of 5/s told
-    50/s, 50 names: 24% -> 18% of the run's requests refused)."""
-    pacer = KeyPacer(50.0, rate=25.0)
-    now = feed_pattern(pacer, 0.0, 25.0, [False] * 4)
-    now = feed_pattern(pacer, now, 50.0, [False] * 13 + [True] * 5)
-    assert pacer.state is PacerState.PARKED
-    now = probe(pacer, now, accepted=True, quota=None)
-    assert pacer.state.value == "active" and pacer.rate > 25.0
-    now = feed_pattern(pacer, now, pacer.rate, [True, False, True])
-    assert pacer.checking is None  # two refused: not yet
-    feed_pattern(pacer, now, pacer.rate, [True])
-    assert pacer.checking is not None and pacer.rate < 10.0
+    50/s, 50 names: 24% -> 18% of the run's requests refused). Not on a pacer that took over
+    other keys (three regions' sliding windows, separate but in step, merged: cut so to a
+    fifth of what they allowed together, the merged pacer held there for 32 answers, 12 s)."""
+    for merged in (False, True):
+        pacer = KeyPacer(50.0, rate=25.0)
+        now = feed_pattern(pacer, 0.0, 25.0, [False] * 4)
+        now = feed_pattern(pacer, now, 50.0, [False] * 13 + [True] * 5)
+        assert pacer.state is PacerState.PARKED
+        now = probe(pacer, now, accepted=True, quota=None)
+        assert pacer.state.value == "active" and pacer.rate > 25.0
+        pacer.absorbed = merged
+        now = feed_pattern(pacer, now, pacer.rate, [True, False, True])
+        assert pacer.checking is None  # two refused: not yet
+        feed_pattern(pacer, now, pacer.rate, [True])
+        if merged:
+            assert pacer.checking is None and pacer.rate > 25.0  # the eighth answer decides
+        else:
+            assert pacer.checking is not None and pacer.rate < 10.0
 
 
 def spend_windows(pacer: KeyPacer, window: list[bool]) -> list[int]:
