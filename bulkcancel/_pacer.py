@@ -112,11 +112,11 @@ How a pacer tells a wall from noise, and what it borrowed:
   would otherwise be cut to a third of its pace first, ten more refusals; waiting for 8 answers
   when a decision had just begun cost three more; with a background of 15% a chance run of five in
   a decision's first seven answers parked a key that met no wall), 40% of the decision refused, or
-  whatever its share when eight or more of its answers before the first refusal were accepted (a
-  burst spent at the decision's end, 3 of 16 refused, was cut on the 16 to three quarters of slow
-  start's pace, and nine more were refused before the key parked: a minute's bucket of 5/s told
-  50/s, 50 names, 29% of the requests refused, 24% now); with no background known and not on a
-  pacer that took over other keys, such a decision waits for the fifth refusal rather than
+  whatever its share when eight or more of its answers before the first refusal were accepted,
+  on a pacer that took over no other key (a burst spent at the decision's end, 3 of 16 refused,
+  was cut on the 16 to three quarters of slow start's pace, and nine more were refused before the
+  key parked: a minute's bucket of 5/s told 50/s, 50 names, 29% of the requests refused, 24%
+  now); with no background known, such a decision waits for the fifth refusal rather than
   cutting on the first few, and an accept before it ends the wait; or, once the key was let through
   8 or more between a resume (or its start) and the park after it, a window's budget, and three
   quarters of that came through again since its last resume, the last two fresh answers in send
@@ -143,13 +143,13 @@ How a pacer tells a wall from noise, and what it borrowed:
   the first refusal, a refill trickling through, this is decided at the third refusal, 60% of the
   answers or more, not at the eighth answer: 24% -> 18% of that 50-name run's requests refused;
   not on a pacer that took over other keys, where it cut three regions' sliding windows, merged
-  in step, to a fifth of what they allowed together, for 12 s):
-  the key parks again (is cut, when one came through) and resumes at what the server accepted
-  since the first park began (the tokens the park let it save,
-  over the time they took: its refill rate), or at what the key was let through since its first
-  wall when that is more and the wall two seconds old (a sliding window gives back what the sends
-  of a window ago spent, after a short park the echo of the park before it: next to nothing), a
-  measured quota that ends slow start, not at the burst's pace again. Each resume leaves a span
+  in step, to a fifth of what they allowed together, for 12 s): the key parks again and resumes
+  at (or, when one came through, is cut to) what the server accepted since the first park began
+  (the tokens the park let it save, over the time they took: its refill rate), or what the key
+  was let through since its first wall when that is more and the wall two seconds old (a
+  sliding window gives back what the sends of a window ago spent, after a short park the echo of
+  the park before it: next to nothing), a measured quota that ends slow start, not at the
+  burst's pace again. Each resume leaves a span
   of time known to hold a window's boundary (from the last refused probe, or the park, to the
   accepted one); when a period puts a boundary in every one of the last six spans no wider than a
   quarter of it, three or more, half of them one window after the one before, and the longest

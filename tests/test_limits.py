@@ -1167,7 +1167,7 @@ def test_a_burst_spent_at_a_decision_s_end_waits_for_its_fifth_refusal_and_parks
     told 50/s, 50 names: 29% of the run's requests refused). A lead of 8 accepts or more
     before a wall within the decision is a burst spent: the key waits for five refused in a
     row and parks then, however small the decision's share. An accept before the fifth ends
-    the wait: the decision is made as any other. Not on a pacer that took over other keys'
+    the wait: the decision is made as any other. Not on a pacer that took over other keys
     (one key's lull among the others' accepts reads so: a merged pacer of eight regions' buckets
     parked every half second): it decides on the 16 as before."""
     merged = KeyPacer(50.0, rate=25.0)
