@@ -679,7 +679,7 @@ class KeyPacer:
     def _decide(self, now: float, hint: float | None) -> None:
         n, t = self.fresh, self.fresh_throttled
         share = t / n
-        onset = self._since_onset()  # (in send order, from the first refusal on)
+        onset = self._since_onset() if t else []  # (send order, from the first refusal on)
         # A burst spent within the decision: a lead of 8 accepts or more, then only refusals.
         # (Not on a pacer that took over other keys: one key's lull among the others' accepts
         # would read so; the merged pacer of eight regions' buckets parked every half second.)
