@@ -652,7 +652,7 @@ class KeyPacer:
         answers = sorted(self.late_answers)
         first = next(i for i, (_, refused) in enumerate(answers) if refused)
         onset = [refused for _, refused in answers[first:]]
-        spent = len(onset) >= _PARK_RUN and all(onset) and self.burst > 0
+        spent = self._refused_run(onset)
         if not spent and (
             len(onset) < _PARK_SAMPLES or all(onset) or sum(onset) < _SURE_WALL * len(onset)
         ):
@@ -683,15 +683,19 @@ class KeyPacer:
         # A burst spent within the decision: a lead of 8 accepts or more, then only refusals.
         # (Not on a pacer that took over other keys: one key's lull among the others' accepts
         # would read so; the merged pacer of eight regions' buckets parked every half second.)
-        led = bool(onset) and all(onset) and self.burst > 0 and n - len(onset) >= _PARK_SAMPLES
-        led = led and not self.absorbed
+        led = (
+            bool(onset)
+            and all(onset)
+            and self.burst > 0
+            and n - len(onset) >= _PARK_SAMPLES
+            and not self.absorbed
+        )
         if (
             (n >= _PARK_SAMPLES and share >= _PARK_SHARE)
             or (
                 (n >= _PARK_SAMPLES or self.noise == 0)
                 and (share >= _SPACED_SHARE or led)
-                and self.burst > 0
-                and self._refused_since_onset()
+                and self._refused_run(onset)
             )
             or self._window_spent()
         ):
@@ -1027,12 +1031,12 @@ class KeyPacer:
         marks = [throttled for _, throttled in sorted(self.fresh_answers)]
         return marks[marks.index(True) :] if True in marks else []
 
-    def _refused_since_onset(self) -> bool:
-        """In send order, every fresh answer from the first refusal on was refused, and at
-        least ``_PARK_RUN`` were: a wall that refuses nearly everything (a minute's burst just
+    def _refused_run(self, onset: list[bool]) -> bool:
+        """After a burst (the wall began after a second of accepts), every answer in
+        ``onset`` (in send order, from the first refusal on) was refused, and at least
+        ``_PARK_RUN`` were: a wall that refuses nearly everything (a minute's burst just
         spent), met within the decision, whose accepts before it dilute the share."""
-        marks = self._since_onset()
-        return len(marks) >= _PARK_RUN and all(marks)
+        return len(onset) >= _PARK_RUN and all(onset) and self.burst > 0
 
     def _burst_spent_within(self, onset: list[bool], share: float) -> bool:
         """A key alone in its project met a wall within the decision: eight answers or more
