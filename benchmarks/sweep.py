@@ -307,14 +307,9 @@ def _minute(rng: random.Random, seed: int) -> Personality:
     regions = rng.choice([1, 1, 2])
     shared = regions == 2 and rng.random() < 0.3
     stated = rng.random() < 0.5
-    background = rng.choice([0.0, 0.0, 0.05, 0.1])
-    told = quota * (1 if shared else regions) * rng.uniform(1.2, 8)
-    names = int(quota * window * rng.uniform(2.5, 5) / (regions if shared else 1))
-    offset = rng.uniform(0, window)
-    latency = rng.choice([0.002, 0.02, 0.05, 0.1])
-    return Personality(
-        quota, shape, window, shared, regions, stated, background, offset, told, names,
-        latency, seed,
+    return _project(
+        rng, seed, quota, shape, window, shared, regions, stated,
+        told=(1.2, 8), seconds=(2.5 * window, 5 * window), latencies=[0.002, 0.02, 0.05, 0.1],
     )  # fmt: skip
 
 
