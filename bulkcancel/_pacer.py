@@ -163,18 +163,19 @@ How a pacer tells a wall from noise, and what it borrowed:
   period is known after one window: its budget (what the key was let through from its resume at the
   boundary to the wall) over the stated rate (2 s windows at 50/s, three in a run, were each found
   up to 0.4 s late by probes 1/20 of the rate apart: 1.25-1.49x the floor; 1.07-1.09x now). A key
-  alone in its project that knows the period parks as soon as the last window's budget has come
-  through again since the turn, before any refusal, three windows in four (the fourth runs to its
-  wall, so a budget that grew is seen): windows of 10 a second lost a third of their requests to the
-  wall's refusals and the probes, a seventh now. A key that has not learned the period, met no quota
-  (still in slow start, none stated) and parks window after window does the same on what it has
-  *sent* since the resume (answers still in flight), and probes a quarter second apart until the
-  turn: behind a distant server every request in flight when the answers showed the wall was
-  refused (3 s windows of 30/s told 300/s behind 0.15 s answers: 32-38% of 429s, 20-22% now;
-  sweeps 216 / 43 / 332 -> 219 / 43 / 316, behind jitter 0.5 324 / 96 / 430 -> 332 / 97 / 414:
-  fewer 429s, a few short windows a little slower). Its first probe waits half as long as its
-  last park lasted (Google's windows are a minute: probed from the park's start, 60 s windows
-  of 10/s drew 12.9% of a run's requests in refusals, 8.6% so, the drain the same).
+  alone in its project (or a merged pacer, which paces its project's one quota) that knows the
+  period parks as soon as the last window's budget has come through again since the turn, before any
+  refusal, three windows in four (the fourth runs to its wall, so a budget that grew is seen):
+  windows of 10 a second lost a third of their requests to the wall's refusals and the probes, a
+  seventh now. A key that has not learned the period, met no quota (still in slow start, none
+  stated) and parks window after window does the same on what it has *sent* since the resume
+  (answers still in flight), and probes a quarter second apart until the turn: behind a distant
+  server every request in flight when the answers showed the wall was refused (3 s windows of 30/s
+  told 300/s behind 0.15 s answers: 32-38% of 429s, 20-22% now; sweeps 216 / 43 / 332 -> 219 / 43 /
+  316, behind jitter 0.5 324 / 96 / 430 -> 332 / 97 / 414: fewer 429s, a few short windows a little
+  slower). Its first probe waits half as long as its last park lasted (Google's windows are a
+  minute: probed from the park's start, 60 s windows of 10/s drew 12.9% of a run's requests in
+  refusals, 8.6% so, the drain the same).
 * **A burst-1 bucket's spacing.** A token bucket that saves no burst is empty after each accept:
   sent to evenly a little over its quota it accepts every other request (every k-th further over),
   so what it accepted at a wall is about half the quota, however close the send rate was; a cut to
@@ -1528,20 +1529,23 @@ class KeyPacer:
         self._parked(now, hint)
 
     def _window_used(self, now: float) -> bool:
-        """A key alone in its project, on a fixed window whose period is known, was let
-        through the budget the last window held (eight or more) since it resumed at this
-        window's turn, less than a period ago, none of it refused: the next request would
-        be. Parked at once (:meth:`_budget_park`), it costs no refusal at all; the wall's own
-        (two or three, and more in flight) and the probes' cost windows of 10 a third of
-        their requests in 429s. Every fourth window runs to its wall again, so a budget that
-        grew is seen. (Not beside other keys of its project: their share of one quota moves
-        window to window. Not once a period on: a budget found in the next window is that
-        window's. Not after a refusal since the resume: parks every other window show twice
-        the period, and their budget held a wall in the middle.)"""
+        """A key alone in its project, or the pacer that took over its project's keys (one
+        quota), on a fixed window whose period is known, was let through the budget the last
+        window held (eight or more) since it resumed at this window's turn, less than a period
+        ago, none of it refused: the next request would be. Parked at once
+        (:meth:`_budget_park`), it costs no refusal at all; the wall's own (two or three, and
+        more in flight) and the probes' cost windows of 10 a third of their requests in 429s.
+        Every fourth window runs to its wall again, so a budget that grew is seen. (Not on a
+        key paced beside other keys of its project: their share of one quota moves window to
+        window. A merged pacer paces that share itself: two regions on one window of 20 a
+        second, merged on their walls, ran to the wall every window, 15% of requests refused,
+        10% now. Not once a period on: a budget found in the next window is that window's. Not
+        after a refusal since the resume: parks every other window show twice the period, and
+        their budget held a wall in the middle.)"""
         return (
             self.period is not None  # (first: on every accepted answer, and seldom known)
             and self.state is PacerState.ACTIVE
-            and self.alone
+            and (self.alone or self.absorbed)
             and self.early_parks < _EARLY_PARKS
             and not self.refused_since_resume
             and self.window_budget >= _PARK_SAMPLES

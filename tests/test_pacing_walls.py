@@ -8,6 +8,7 @@ test_pacing_sim's.
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -19,6 +20,7 @@ from tests.test_pacing_sim import (
     Bucket,
     Open,
     Server,
+    Window,
     all_ok,
     bucket_floor,
     name,
@@ -285,3 +287,24 @@ def test_two_regions_on_one_bucket_of_one_token_are_merged_and_probe_it_cheaply(
     assert merged == ([True] if look else [])
     assert result.seconds <= 1.47 * bucket_floor(200, 50.0, 10.0, 1.0)
     assert result.share_429 <= 0.2, result.share_429
+
+
+@pytest.mark.parametrize(
+    ("limit", "period", "per_region", "rate"), [(20, 1.0, 360, 100.0), (30, 1.0, 300, 200.0)]
+)
+def test_regions_merged_on_one_fixed_window_park_on_its_budget(
+    limit: int, period: float, per_region: int, rate: float
+) -> None:
+    """Two regions on one fixed window, bare 429s: merged on their walls, the project's pacer
+    learns the period as a key alone does, but ran to the wall every window (two or three
+    refusals of a budget of 20, and more in flight: 15% of requests refused). A merged pacer
+    paces the whole quota, so it parks on the last window's budget as a key alone does, three
+    windows in four: 10-11%."""
+    server = Server({"*": Window(limit, period)})
+    requests = 2 * per_region
+    result = simulate(server, regions(requests, 2), rate=rate)
+    windows = math.ceil(requests / limit)
+    floor = (windows - 1) * period + (requests - (windows - 1) * limit) / rate
+    assert all_ok(result)
+    assert result.seconds <= 1.1 * floor, (result.seconds, floor)
+    assert result.share_429 <= 0.12, result.share_429
