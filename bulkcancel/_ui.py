@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, TextIO
 
@@ -200,10 +200,17 @@ class ProgressView:
         self._snapshot = snapshot
         self._clock = clock
         self._started = clock()
+        #: the run is over: the last frame says "done" (or still "stopping"), and nothing is
+        #: slowing down any more (a 429 in the last seconds kept "(slowing down)" on screen)
+        self.done = False
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         elapsed = self._clock() - self._started
-        yield render_progress(self._snapshot(), elapsed, options.max_width)
+        snap = self._snapshot()
+        if self.done:
+            phase = snap.phase if snap.phase == Phase.STOPPING else Phase.DONE
+            snap = replace(snap, phase=phase, throttling=False)
+        yield render_progress(snap, elapsed, options.max_width)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +244,7 @@ class Ui:
         self._stdout = stdout
         self._clock = clock
         self._live: Live | None = None
+        self._view: ProgressView | None = None
         self._total: int | None = None
         self._settled = 0
         self._totals: dict[str, int] = {}
@@ -273,7 +281,7 @@ class Ui:
             return
         if self._opt.out_format == "jsonl" and self._out.isatty():
             return  # records and the live display would fight over the same screen
-        view = ProgressView(snapshot or self._own_snapshot, clock=self._clock)
+        view = self._view = ProgressView(snapshot or self._own_snapshot, clock=self._clock)
         self._live = Live(
             view,
             console=self._console,
@@ -334,6 +342,8 @@ class Ui:
     def finish(self, writer: ReportWriter, meta: Mapping[str, Any]) -> None:
         """Stop the display; the JSON report or the JSONL summary record on stdout; the final
         table, what the exit code means and how to resume on stderr."""
+        if self._view is not None:
+            self._view.done = True  # (the frame the display leaves on screen)
         self.pause()
         code = meta.get("exit_code")
         if self._opt.out_format == "json":

@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import textwrap
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from bulkcancel._ui import (
     Options,
     Phase,
     ProgressSnapshot,
+    ProgressView,
     Ui,
     print_summary,
     prompt_text,
@@ -114,6 +116,28 @@ def test_progress_while_listing_and_in_a_dry_run() -> None:
     lines = plain(buffer.getvalue())
     whole_words_fit(lines, 80, ["DRY RUN", "100/100 settled", "dry run: no cancel is sent"])
     assert "sent " not in "\n".join(lines).replace("no cancel is sent", "")
+
+
+@pytest.mark.parametrize(
+    ("phase", "shown"), [(Phase.RECONCILING, "done"), (Phase.STOPPING, "stopping")]
+)
+def test_the_last_frame_says_the_run_is_over_and_nothing_slows_down(
+    phase: Phase, shown: str
+) -> None:
+    """The frame the display leaves on screen when the run ends: a 429 in its last seconds kept
+    "(slowing down)" there, under a run that had stopped sending."""
+    snap = replace(BUSY, phase=phase)
+    view = ProgressView(lambda: snap, clock=lambda: 12.0)
+    out, buffer = console(80)
+    out.print(view)
+    assert "(slowing down)" in buffer.getvalue()
+    view.done = True
+    out, buffer = console(80)
+    out.print(view)
+    lines = plain(buffer.getvalue())
+    assert lines[0].startswith(shown), lines[0]
+    text = "\n".join(lines)
+    assert "12 throttled" in text and "slowing down" not in text, text
 
 
 def results() -> list[OperationResult]:
@@ -411,6 +435,7 @@ def test_a_real_terminal_with_stdout_piped(
     text = "\n".join(frames)
     for phrase in ["278/278 settled", "sent 278", "accepted 278", "7 throttled (slowing down)"]:
         assert phrase in text, phrase
+    assert any(segment.startswith("done ") for segment in frames)  # the frame left on screen
     for phrase in ["cancelled 93", "completed_anyway 93", "unsupported 92"]:
         assert phrase in text, phrase
     assert "exit 3: the run finished; some targets ended in another outcome" in " ".join(
