@@ -244,7 +244,6 @@ class Ui:
         self._stdout = stdout
         self._clock = clock
         self._live: Live | None = None
-        self._view: ProgressView | None = None
         self._total: int | None = None
         self._settled = 0
         self._totals: dict[str, int] = {}
@@ -281,7 +280,7 @@ class Ui:
             return
         if self._opt.out_format == "jsonl" and self._out.isatty():
             return  # records and the live display would fight over the same screen
-        view = self._view = ProgressView(snapshot or self._own_snapshot, clock=self._clock)
+        view = ProgressView(snapshot or self._own_snapshot, clock=self._clock)
         self._live = Live(
             view,
             console=self._console,
@@ -342,8 +341,9 @@ class Ui:
     def finish(self, writer: ReportWriter, meta: Mapping[str, Any]) -> None:
         """Stop the display; the JSON report or the JSONL summary record on stdout; the final
         table, what the exit code means and how to resume on stderr."""
-        if self._view is not None:
-            self._view.done = True  # (the frame the display leaves on screen)
+        view = self._live.get_renderable() if self._live is not None else None
+        if isinstance(view, ProgressView):
+            view.done = True  # (the frame the display leaves on screen)
         self.pause()
         code = meta.get("exit_code")
         if self._opt.out_format == "json":
