@@ -162,7 +162,14 @@ How a pacer tells a wall from noise, and what it borrowed:
   period before that probe when the spans cannot place it. With a per-minute limit stated, the
   period is known after one window: its budget (what the key was let through from its resume at the
   boundary to the wall) over the stated rate (2 s windows at 50/s, three in a run, were each found
-  up to 0.4 s late by probes 1/20 of the rate apart: 1.25-1.49x the floor; 1.07-1.09x now). A key
+  up to 0.4 s late by probes 1/20 of the rate apart: 1.25-1.49x the floor; 1.07-1.09x now). A
+  wall met before 97% of the last window's budget came through again since the turn may have
+  spent no window at all (a chance run of background 429s; a sliding window, whose sends of a
+  window ago have not all aged out): one probe goes first, at a park's first gap, and only its
+  refusal aims the rest at the turn (a sliding window of 10 s at 220/s walled at 93% of its
+  budget sat out the 7 s to the predicted turn, 1.65x the floor, 1.03x now; six such draws of the
+  sweeps 1.18-1.65x -> 1.03-1.15x, the sweeps' runs over 1.2x the floor 206 -> 202, behind
+  jitter 0.5 324 -> 317, over the 429 targets 296 -> 297 and 399 -> 400). A key
   alone in its project (or a merged pacer, which paces its project's one quota) that knows the
   period parks as soon as the last window's budget has come through again since the turn, before any
   refusal, three windows in four (the fourth runs to its wall, so a budget that grew is seen):
@@ -310,6 +317,7 @@ _AIM_EARLY = 0.02  # aimed probes start this share of a window's period before i
 _AIM_GAP = 0.01  # ... this share apart,
 _AIM_PAST = 0.05  # ... until this share past it; then their gaps double
 _AIM_LATE = 0.005  # ... or this share past the latest a window can turn, when that is known
+_SHORT_OF_BUDGET = 0.97  # a wall before this share of the last window's budget came through
 _EARLY_PARKS = 3  # windows in a row parked on their budget used, before one runs to its wall
 _TURNS = 6  # spans known to hold a window's boundary, kept to learn its period
 _EPSILON = 1e-6  # seconds: a wait shorter than this is no wait
@@ -414,6 +422,8 @@ class KeyPacer:
     last_failed_probe: float = 0.0
     #: the first sure wall met at a stated limit parked the key (see _cut); later ones cut
     limit_parked: bool = False
+    #: a wall parked the key before the last window's budget came through again
+    short_of_budget: bool = False
     #: the window boundary a park's probes are aimed at (inf: none predicted)
     aimed_at: float = math.inf
     resume_rate: float = _MIN_RATE
@@ -1514,6 +1524,12 @@ class KeyPacer:
         # budget, where a window it is (a bucket refilling gives next to none back, and the
         # stated limit caps it from then on: see _wall_met).
         spent = self.accepted_total - self.resumed_total
+        short = (
+            hint is None
+            and bool(self.resumes)
+            and self.window_budget >= _PARK_SAMPLES
+            and spent < _SHORT_OF_BUDGET * self.window_budget
+        )
         self.window_budget = spent
         if (
             self.period is None
@@ -1526,6 +1542,9 @@ class KeyPacer:
             # resumes are needed otherwise, and the run may be over by then (probes 0.4 s
             # apart found each turn up to 0.4 s late: 1.25-1.49x the floor in three windows).
             self.period = spent / self.limit
+        # A wall short of the last window's budget, where the probes would wait for the next
+        # turn: probe once first (see _parked).
+        self.short_of_budget = short and self.period is not None
         self._parked(now, hint)
 
     def _window_used(self, now: float) -> bool:
@@ -1606,19 +1625,26 @@ class KeyPacer:
         self.probe_at = now + first
         self.aimed_at = math.inf
         if self.period is not None and self.resumes:
-            # A fixed window seen before: aim just before its next boundary, or just past the
-            # latest it can be when the spans tell it within 4% of a period (probes from 2%
-            # before it, 1% apart, were refused about once a window: one key on windows of 10
-            # a second, a test's driver at four phases, 31% of its requests refused -> 26%).
-            boundary = self.resumes[-1] + self.period
-            while boundary < now:
-                boundary += self.period
-            self.aimed_at = boundary
-            self.probe_at = max(now + 0.01, boundary - _AIM_EARLY * self.period)
-            if self.turn_width <= 2 * _AIM_EARLY * self.period:
-                late = self.turn_width / 2 + _AIM_LATE * self.period
-                self.probe_at = max(now + 0.01, boundary + late)
-            self.probe_gap = max(0.01, _AIM_GAP * self.period)
+            self._aim(now)
+            if self.short_of_budget:
+                self.probe_at = min(self.probe_at, now + min(_PROBE_BASE, self._probe_cap()))
+
+    def _aim(self, now: float) -> None:
+        """Aim a park's probes at the next turn of a window whose period is known."""
+        assert self.period is not None
+        # A fixed window seen before: aim just before its next boundary, or just past the
+        # latest it can be when the spans tell it within 4% of a period (probes from 2%
+        # before it, 1% apart, were refused about once a window: one key on windows of 10
+        # a second, a test's driver at four phases, 31% of its requests refused -> 26%).
+        boundary = self.resumes[-1] + self.period
+        while boundary < now:
+            boundary += self.period
+        self.aimed_at = boundary
+        self.probe_at = max(now + 0.01, boundary - _AIM_EARLY * self.period)
+        if self.turn_width <= 2 * _AIM_EARLY * self.period:
+            late = self.turn_width / 2 + _AIM_LATE * self.period
+            self.probe_at = max(now + 0.01, boundary + late)
+        self.probe_gap = max(0.01, _AIM_GAP * self.period)
 
     def _probe_cap(self) -> float:
         """Probes of a parked key are at most a second apart; with a per-minute quota known,
@@ -1635,6 +1661,12 @@ class KeyPacer:
         if probe:
             self.probe_out = False
             self.last_failed_probe = now
+            if self.short_of_budget:
+                # (the first probe of a park short of its window's budget: see _park)
+                self.short_of_budget = False
+                if now < self.aimed_at:
+                    self._aim(now)
+                    return
             # Aimed probes stay close only around the predicted boundary: a prediction off
             # by a fifth of a window, probed 1% apart until a whole period had passed,
             # cost 35 refusals in one park (two regions of 20/s in 2 s windows: 18-20% 429s).
@@ -1692,6 +1724,7 @@ class KeyPacer:
         self.resumed_at, self.resumed_total = now, self.accepted_total
         self.resumed_sent = self.sent_total
         self.refused_since_resume = False
+        self.short_of_budget = False
         self._new_epoch(now)
 
 

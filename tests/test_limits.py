@@ -1563,6 +1563,39 @@ def test_a_burst_resume_that_finds_no_budget_is_not_tried_again() -> None:
     assert pacer.rate == pytest.approx(50.0 * 0.98)
 
 
+def test_a_wall_short_of_the_last_windows_budget_is_probed_at_once() -> None:
+    """A key that knows its window's period parks on a wall and aims its probes at the next
+    turn. A wall met before the last window's budget came through again may have spent no
+    budget (a sliding window's sends of a window ago not yet aged out, a chance run of
+    background 429s): one probe goes first, at the park's first gap, and only its refusal
+    aims the rest at the turn. A sliding window of 10 s at 220/s, background 429s, parked
+    at 93% of its budget, sat out the 7 s to the predicted turn (1.65x the floor; 1.03x)."""
+    pacer = KeyPacer(200.0, rate=150.0)
+    now = spend_a_window(pacer, 0.0, 150.0, 150)  # stated 50/s: far over it, a window
+    now = probe(pacer, now, accepted=True)
+    now = spend_a_window(pacer, now, pacer.rate, 150)  # the same budget again
+    assert pacer.period == pytest.approx(3.0)  # 150 over the stated 50/s
+    assert pacer.probe_at > now + 1.0  # spent whole: aimed at the next turn
+    turn = pacer.aimed_at
+    now = probe(pacer, now, accepted=True)  # (the turn)
+    now = spend_a_window(pacer, now, pacer.rate, 100)  # a wall at two thirds of it
+    assert pacer.state is PacerState.PARKED
+    assert pacer.probe_at <= pacer.parked_at + 0.25  # probed at once
+    now = probe(pacer, now, accepted=False)  # spent after all: back to the aim
+    assert pacer.probe_at >= pacer.aimed_at - 0.02 * 3.0 > now + 1.0
+    assert pacer.aimed_at == pytest.approx(turn + 3.0, abs=0.3)
+    # Where it was not spent, the first probe goes through and the key sends again.
+    again = KeyPacer(200.0, rate=150.0)
+    now = spend_a_window(again, 0.0, 150.0, 150)
+    now = probe(again, now, accepted=True)
+    now = spend_a_window(again, now, again.rate, 150)
+    now = probe(again, now, accepted=True)
+    now = spend_a_window(again, now, again.rate, 100)
+    parked = again.parked_at
+    now = probe(again, now, accepted=True)
+    assert again.state is PacerState.ACTIVE and now - parked <= 0.26
+
+
 def test_probes_with_a_stated_limit_cost_about_a_twentieth_of_it() -> None:
     pacer = KeyPacer(200.0, rate=150.0)
     now = spend_a_window(pacer, 0.0, 150.0, 150)

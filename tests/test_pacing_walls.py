@@ -308,3 +308,29 @@ def test_regions_merged_on_one_fixed_window_park_on_its_budget(
     assert all_ok(result)
     assert result.seconds <= 1.1 * floor, (result.seconds, floor)
     assert result.share_429 <= 0.12, result.share_429
+
+
+@pytest.mark.parametrize(
+    ("drawn", "index"),
+    [
+        ("random", 222),
+        ("random", 89),
+        ("random", 223),
+        ("far", 179),
+        ("sliding", 287),
+        ("sliding", 238),
+    ],
+)
+def test_windows_walled_short_of_their_budget_are_probed_before_the_next_turn(
+    drawn: str, index: int
+) -> None:
+    """Six draws of the sweeps (fixed windows with and without background 429s, from 0.02 to
+    0.15 s away; sliding windows, stated and bare) whose keys, their period known, met a wall
+    before the last window's budget came through again, and aimed every probe at the next
+    turn: a background 429 or a sliding window's sends not yet aged out, not a spent window
+    (1.18-1.65x the floor). One probe goes first now (1.03-1.15x)."""
+    personality = sweep.personalities(drawn)[index]
+    assert personality.seed == index and "window" in personality.shape
+    result = sweep.run(personality)
+    assert result["exact"]
+    assert result["x"] <= 1.2, result
