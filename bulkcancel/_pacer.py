@@ -149,7 +149,8 @@ How a pacer tells a wall from noise, and what it borrowed:
   was let through since its first wall when that is more and the wall two seconds old (a
   sliding window gives back what the sends of a window ago spent, after a short park the echo of
   the park before it: next to nothing), a measured quota that ends slow start, not at the
-  burst's pace again. Each resume leaves a span
+  burst's pace again; with a limit stated, cut to it, as after any burst resume. Each resume
+  leaves a span
   of time known to hold a window's boundary (from the last refused probe, or the park, to the
   accepted one); when a period puts a boundary in every one of the last six spans no wider than a
   quarter of it, three or more, half of them one window after the one before, and the longest
@@ -1100,6 +1101,7 @@ class KeyPacer:
             self.limit_parked = True
             self._park(now, None)
             return
+        set_aside = self._limit_set_aside
         self._wall_met(now)
         sent = self._fresh_rate()
         accepted = sent * (1.0 - share)
@@ -1158,12 +1160,15 @@ class KeyPacer:
         doubled = stepped and clean > 0.0 and sent >= 1.8 * clean and accepted <= 1.2 * clean
         self.step = _DOUBLED_STEP if doubled and self._slow_start else _PROBE_STEP
         self.spacing, self.clean_rate = None, 0.0
-        if self._limit_set_aside and self.burst_from is None and not all(onset):
-            # A stated limit set aside because the server let a burst through, and now a wall
-            # that still accepts some after its first refusal (a spent window refuses all
-            # from there, and parks the key): a bucket refilling at the stated rate. The limit
-            # caps the key from here, and is where it lands (what a few answers after a burst
-            # say it accepts is no measure).
+        if set_aside and not all(onset):
+            # A stated limit set aside because the server let a burst through (until this
+            # wall: one met within 32 accepts of a resume at the burst ends it, see _wall_met),
+            # and now a wall that still accepts some after its first refusal (a spent window
+            # refuses all from there, and parks the key): a bucket refilling at the stated
+            # rate. The limit caps the key from here, and is where it lands (what a few answers
+            # after a burst say it accepts is no measure; nor what a park let it save, over
+            # the park's time: a sliding window of 1 s at 188/s, stated, giving back what its
+            # first sends spent, was cut so to 15/s, 1.40x the floor; 1.08x now).
             self.windowed = False
             accepted = max(accepted, self.limit)
         target = min(accepted * _MEASURED_SHARE, self._cap())

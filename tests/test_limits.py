@@ -1596,6 +1596,22 @@ def test_a_wall_short_of_the_last_windows_budget_is_probed_at_once() -> None:
     assert again.state is PacerState.ACTIVE and now - parked <= 0.26
 
 
+def test_a_burst_resume_walled_as_a_trickle_comes_through_lands_at_the_stated_limit() -> None:
+    """A stated limit set aside (the server let a burst through far over it), and the resume
+    at that burst meets a wall in its first answers, some accepted after the first refusal: a
+    bucket refilling at the stated rate, or a sliding window giving back what its first sends
+    spent. The key is cut to the stated limit, which caps it from then on. It was cut to what
+    the park let it save over the park's time (a sliding window of 1 s at 188/s, stated: to
+    15/s, then eleven seconds climbing back, 1.40x the floor; 1.08x now)."""
+    pacer = KeyPacer(1000.0, rate=150.0)
+    now = spend_a_window(pacer, 0.0, 150.0, 150)  # stated 50/s
+    now = probe(pacer, now, accepted=True)
+    assert pacer.rate > 100.0 and pacer.windowed
+    feed_pattern(pacer, now, pacer.rate, [False, True, False, True, True])
+    assert pacer.state is PacerState.ACTIVE and not pacer.windowed
+    assert pacer.rate == pytest.approx(50.0 * 0.95)
+
+
 def test_probes_with_a_stated_limit_cost_about_a_twentieth_of_it() -> None:
     pacer = KeyPacer(200.0, rate=150.0)
     now = spend_a_window(pacer, 0.0, 150.0, 150)
