@@ -423,7 +423,8 @@ class KeyPacer:
     last_failed_probe: float = 0.0
     #: the first sure wall met at a stated limit parked the key (see _cut); later ones cut
     limit_parked: bool = False
-    #: a wall parked the key before the last window's budget came through again
+    #: a wall parked the key before the last window's budget came through again: the park's
+    #: first probe goes before its aim at the next turn (cleared by that probe's answer)
     short_of_budget: bool = False
     #: the window boundary a park's probes are aimed at (inf: none predicted)
     aimed_at: float = math.inf
@@ -1619,7 +1620,8 @@ class KeyPacer:
 
     def _parked(self, now: float, hint: float | None) -> None:
         """Park the key: probes from a quarter of a second on (or after the hint), or aimed at
-        the next turn of a window whose period is known."""
+        the next turn of a window whose period is known (after one probe at the first gap,
+        when the wall came short of the last window's budget: see :meth:`_park`)."""
         self.state = PacerState.PARKED
         self.parked_at = now
         self.last_failed_probe = now
