@@ -1,9 +1,9 @@
 """Quota walls the first pacer missed, on virtual time: one quota shared by several regions
 (told by ErrorInfo or not), bare 429s from a small-burst token bucket and from one with no burst
-at all (alone, as two regions' separate quotas and as one quota two regions share), and a
-background share of 429s on a short run. Each family runs at several quota sizes and region
-counts, so what passes is the behaviour, not one configuration. The models and the harness are
-test_pacing_sim's.
+at all (alone, as two regions' separate quotas and as one quota two regions share), a
+background share of 429s on a short run, and windows walled short of their last budget (draws
+of the sweeps). Each family runs at several quota sizes and region counts, so what passes is the
+behaviour, not one configuration. The models and the harness are test_pacing_sim's.
 """
 
 from __future__ import annotations
@@ -324,8 +324,8 @@ def test_regions_merged_on_one_fixed_window_park_on_its_budget(
 def test_windows_walled_short_of_their_budget_are_probed_before_the_next_turn(
     drawn: str, index: int
 ) -> None:
-    """Six draws of the sweeps (fixed windows with and without background 429s, from 0.02 to
-    0.15 s away; sliding windows, stated and bare) whose keys, their period known, met a wall
+    """Six draws of the sweeps (fixed windows with and without background 429s, answers of
+    0.02-0.15 s; sliding windows, stated and bare) whose keys, their period known, met a wall
     before the last window's budget came through again, and aimed every probe at the next
     turn: a background 429 or a sliding window's sends not yet aged out, not a spent window
     (1.18-1.65x the floor). One probe goes first now (1.03-1.15x)."""
