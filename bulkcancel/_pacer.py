@@ -112,23 +112,22 @@ How a pacer tells a wall from noise, and what it borrowed:
   would otherwise be cut to a third of its pace first, ten more refusals; waiting for 8 answers
   when a decision had just begun cost three more; with a background of 15% a chance run of five in
   a decision's first seven answers parked a key that met no wall), 40% of the decision refused, or
-  whatever its share when eight or more of its answers before the first refusal were accepted,
-  on a pacer that took over no other key (a burst spent at the decision's end, 3 of 16 refused,
-  was cut on the 16 to three quarters of slow start's pace, and nine more were refused before the
-  key parked: a minute's bucket of 5/s told 50/s, 50 names, 29% of the requests refused, 24%
-  now); with no background known, such a decision waits for the fifth refusal rather than
-  cutting on the first few, and an accept before it ends the wait; or, once the key was let through
-  8 or more between a resume (or its start) and the park after it, a window's budget, and three
-  quarters of that came through again since its last resume, the last two fresh answers in send
-  order refused, three with a background known: the next window spent. Windows of 1-3 s spent at
-  4-10x their pace cost ten refusals each or more, 15-25% of all requests; with the last two rules,
-  runs over the 429 targets 46 -> 29 of 580 random personalities, over 1.2x the floor 49 -> 49;
-  budgets of 8 to 31 were left out until 252 short runs at 5-20/s showed windows of 20-30 paying
-  five refusals each: over the targets 89 -> 83),
-  the key parks: nothing is sent but one probe at a time (after 0.25 s, doubling to 1 s, so a
-  window that turns is found within a second, at one 429 a second while parked; with a per-minute
-  quota stated in ErrorInfo, at most 1/20 of its rate apart, never under 0.1 s: 0.4 s at 50/s,
-  probes costing about 5% of the quota; or after the server's hint, capped at ``hint_cap``).
+  whatever its share when eight or more of its answers before the first refusal were accepted, on a
+  pacer that took over no other key (a burst spent at the decision's end, 3 of 16 refused, was cut
+  on the 16 to three quarters of slow start's pace, and nine more were refused before the key
+  parked: a minute's bucket of 5/s told 50/s, 50 names, 29% of the requests refused, 24% now); with
+  no background known, such a decision waits for the fifth refusal rather than cutting on the first
+  few, and an accept before it ends the wait; or, once the key was let through 8 or more between a
+  resume (or its start) and the park after it, a window's budget, and three quarters of that came
+  through again since its last resume, the last two fresh answers in send order refused, three with
+  a background known: the next window spent. Windows of 1-3 s spent at 4-10x their pace cost ten
+  refusals each or more, 15-25% of all requests; with the last two rules, runs over the 429 targets
+  46 -> 29 of 580 random personalities, over 1.2x the floor 49 -> 49; budgets of 8 to 31 were left
+  out until 252 short runs at 5-20/s showed windows of 20-30 paying five refusals each: over the
+  targets 89 -> 83), the key parks: nothing is sent but one probe at a time (after 0.25 s, doubling
+  to 1 s, so a window that turns is found within a second, at one 429 a second while parked; with a
+  per-minute quota stated in ErrorInfo, at most 1/20 of its rate apart, never under 0.1 s: 0.4 s at
+  50/s, probes costing about 5% of the quota; or after the server's hint, capped at ``hint_cap``).
   Requests granted before a park or a cut and still waiting for a slot go back to the queue. The
   first accepted probe resumes the key at the rate that worked: what was accepted in the second
   before the wall (over the part of it this pacer saw, and never under a quarter of the rate it
@@ -141,49 +140,47 @@ How a pacer tells a wall from noise, and what it borrowed:
   resume after a burst that meets a wall in its first decision, within a second of the park, found
   no budget back either (a bucket refilling, not a window that turned; when an accept came after
   the first refusal, a refill trickling through, this is decided at the third refusal, 60% of the
-  answers or more, not at the eighth answer: 24% -> 18% of that 50-name run's requests refused;
-  not on a pacer that took over other keys, where it cut three regions' sliding windows, merged
-  in step, to a fifth of what they allowed together, for 12 s): the key parks again and resumes
-  at (or, when one came through, is cut to) what the server accepted since the first park began
-  (the tokens the park let it save, over the time they took: its refill rate), or what the key
-  was let through since its first wall when that is more and the wall two seconds old (a
-  sliding window gives back what the sends of a window ago spent, after a short park the echo of
-  the park before it: next to nothing), a measured quota that ends slow start, not at the
-  burst's pace again; with a limit stated, cut to it, as after any burst resume. Each resume
-  leaves a span
-  of time known to hold a window's boundary (from the last refused probe, or the park, to the
-  accepted one); when a period puts a boundary in every one of the last six spans no wider than a
-  quarter of it, three or more, half of them one window after the one before, and the longest
-  such periods agree within 10% (``window_period``: until session 29, two like gaps between
-  resumes, which probes a second apart never gave), the period is learned and the next probes are
-  aimed at the predicted window boundary: just past the latest it can be when the spans tell it
-  within 4% of a period, else 1% of a period apart from 2% before it to 5% past it, then twice as
-  far apart each (a prediction a fifth of a window early, probed 1% apart for a whole period, cost
-  35 refusals in one park); a turn that an aimed park's first probe found is remembered 5% of a
-  period before that probe when the spans cannot place it. With a per-minute limit stated, the
-  period is known after one window: its budget (what the key was let through from its resume at the
-  boundary to the wall) over the stated rate (2 s windows at 50/s, three in a run, were each found
-  up to 0.4 s late by probes 1/20 of the rate apart: 1.25-1.49x the floor; 1.07-1.09x now). A
-  wall met before 97% of the last window's budget came through again since the turn may have
-  spent no window at all (a chance run of background 429s; a sliding window, whose sends of a
-  window ago have not all aged out): one probe goes first, at a park's first gap, and only its
-  refusal aims the rest at the turn (a sliding window of 10 s at 220/s walled at 93% of its
-  budget sat out the 7 s to the predicted turn, 1.65x the floor, 1.03x now; six such draws of the
-  sweeps 1.18-1.65x -> 1.03-1.15x, the sweeps' runs over 1.2x the floor 206 -> 202, behind
-  jitter 0.5 324 -> 317, over the 429 targets 296 -> 297 and 399 -> 400). A key
-  alone in its project (or a merged pacer, which paces its project's one quota) that knows the
-  period parks as soon as the last window's budget has come through again since the turn, before any
-  refusal, three windows in four (the fourth runs to its wall, so a budget that grew is seen):
-  windows of 10 a second lost a third of their requests to the wall's refusals and the probes, a
-  seventh now. A key that has not learned the period, met no quota (still in slow start, none
-  stated) and parks window after window does the same on what it has *sent* since the resume
-  (answers still in flight), and probes a quarter second apart until the turn: behind a distant
-  server every request in flight when the answers showed the wall was refused (3 s windows of 30/s
-  told 300/s behind 0.15 s answers: 32-38% of 429s, 20-22% now; sweeps 216 / 43 / 332 -> 219 / 43 /
-  316, behind jitter 0.5 324 / 96 / 430 -> 332 / 97 / 414: fewer 429s, a few short windows a little
-  slower). Its first probe waits half as long as its last park lasted (Google's windows are a
-  minute: probed from the park's start, 60 s windows of 10/s drew 12.9% of a run's requests in
-  refusals, 8.6% so, the drain the same).
+  answers or more, not at the eighth answer: 24% -> 18% of that 50-name run's requests refused; not
+  on a pacer that took over other keys, where it cut three regions' sliding windows, merged in
+  step, to a fifth of what they allowed together, for 12 s): the key parks again and resumes at
+  (or, when one came through, is cut to) what the server accepted since the first park began (the
+  tokens the park let it save, over the time they took: its refill rate), or what the key was let
+  through since its first wall when that is more and the wall two seconds old (a sliding window
+  gives back what the sends of a window ago spent, after a short park the echo of the park before
+  it: next to nothing), a measured quota that ends slow start, not at the burst's pace again; with
+  a limit stated, cut to it, as after any burst resume. Each resume leaves a span of time known to
+  hold a window's boundary (from the last refused probe, or the park, to the accepted one); when a
+  period puts a boundary in every one of the last six spans no wider than a quarter of it, three or
+  more, half of them one window after the one before, and the longest such periods agree within 10%
+  (``window_period``: until session 29, two like gaps between resumes, which probes a second apart
+  never gave), the period is learned and the next probes are aimed at the predicted window
+  boundary: just past the latest it can be when the spans tell it within 4% of a period, else 1% of
+  a period apart from 2% before it to 5% past it, then twice as far apart each (a prediction a
+  fifth of a window early, probed 1% apart for a whole period, cost 35 refusals in one park); a
+  turn that an aimed park's first probe found is remembered 5% of a period before that probe when
+  the spans cannot place it. With a per-minute limit stated, the period is known after one window:
+  its budget (what the key was let through from its resume at the boundary to the wall) over the
+  stated rate (2 s windows at 50/s, three in a run, were each found up to 0.4 s late by probes 1/20
+  of the rate apart: 1.25-1.49x the floor; 1.07-1.09x now). A wall met before 97% of the last
+  window's budget came through again since the turn may have spent no window at all (a chance run
+  of background 429s; a sliding window, whose sends of a window ago have not all aged out): one
+  probe goes first, at a park's first gap, and only its refusal aims the rest at the turn (a
+  sliding window of 10 s at 220/s walled at 93% of its budget sat out the 7 s to the predicted
+  turn, 1.65x the floor, 1.03x now; six such draws of the sweeps 1.18-1.65x -> 1.03-1.15x, the
+  sweeps' runs over 1.2x the floor 206 -> 202, behind jitter 0.5 324 -> 317, over the 429 targets
+  296 -> 297 and 399 -> 400). A key alone in its project (or a merged pacer, which paces its
+  project's one quota) that knows the period parks as soon as the last window's budget has come
+  through again since the turn, before any refusal, three windows in four (the fourth runs to its
+  wall, so a budget that grew is seen): windows of 10 a second lost a third of their requests to
+  the wall's refusals and the probes, a seventh now. A key that has not learned the period, met no
+  quota (still in slow start, none stated) and parks window after window does the same on what it
+  has *sent* since the resume (answers still in flight), and probes a quarter second apart until
+  the turn: behind a distant server every request in flight when the answers showed the wall was
+  refused (3 s windows of 30/s told 300/s behind 0.15 s answers: 32-38% of 429s, 20-22% now; sweeps
+  216 / 43 / 332 -> 219 / 43 / 316, behind jitter 0.5 324 / 96 / 430 -> 332 / 97 / 414: fewer 429s,
+  a few short windows a little slower). Its first probe waits half as long as its last park lasted
+  (Google's windows are a minute: probed from the park's start, 60 s windows of 10/s drew 12.9% of
+  a run's requests in refusals, 8.6% so, the drain the same).
 * **A burst-1 bucket's spacing.** A token bucket that saves no burst is empty after each accept:
   sent to evenly a little over its quota it accepts every other request (every k-th further over),
   so what it accepted at a wall is about half the quota, however close the send rate was; a cut to
