@@ -608,7 +608,7 @@ class KeyPacer:
             onset = now - self.last_throttle > _HISTORY or self.clean_since
             if onset and self.state is PacerState.ACTIVE:
                 # (a rate measured on a few accepts, at start-up, says nothing of a burst)
-                rate = self.accepted_rate(now)
+                rate = max(self.accepted_rate(now), self._rate_since_resume(now))
                 seen = self._seen_a_second(now)
                 enough = len(self.accepts) >= (_QUICK_SAMPLES if seen else _MIN_SAMPLES)
                 self.burst = rate if enough else 0.0
@@ -1320,6 +1320,19 @@ class KeyPacer:
         _trim(self.accepts, now)
         seen = now - self.born if self.born is not None else 0.0
         return len(self.accepts) / max(min(_HISTORY, seen), 0.1)
+
+    def _rate_since_resume(self, now: float) -> float:
+        """Requests per second accepted since the key resumed, when that was under a second
+        ago and 16 or more were: the server's pace since the park, which the last second's count
+        dilutes with the park's own silence (0 otherwise). A sliding window of 6 s at 20/s, spent
+        at 100/s, gives its budget back at that pace: its first refusal 0.2 s after a resume
+        (the echo of a send 6 s before) read 19/s let through, under 1.5x the stated limit, and
+        held the key at 20/s for the rest of the run (1.24x the floor)."""
+        since = now - self.resumed_at
+        if since >= _HISTORY:
+            return 0.0
+        accepted = sum(1 for at in self.accepts if at >= self.resumed_at)
+        return accepted / max(since, 0.1) if accepted >= _MIN_SAMPLES else 0.0
 
     def sustained_rate(self, now: float) -> float:
         """Requests per second accepted since this pacer's first wall, once that is a second

@@ -1612,6 +1612,32 @@ def test_a_burst_resume_walled_as_a_trickle_comes_through_lands_at_the_stated_li
     assert pacer.rate == pytest.approx(50.0 * 0.95)
 
 
+def test_a_refusal_just_after_a_resume_measures_the_burst_since_the_resume() -> None:
+    """A sliding window, its limit stated and set aside (let through far over it), gives its
+    budget back at the pace it was spent: the resume at that pace outruns the echo by a hair
+    and draws one refusal 0.2 s in, more than a second after the last refused probe. The
+    burst is measured there afresh, and the last second's accepts, most of it parked, said
+    19/s: under 1.5x the stated 20/s, the limit then capped the key for the rest of the run
+    (the 20/s matrix's sliding window, stated: 1.24x the floor in every round). Measured since
+    the resume it is the pace the server let through, and the limit stays set aside."""
+    stated = QuotaInfo(limit="CancelRequestsPerMinute", limit_value=1200.0)
+    pacer = KeyPacer(100.0, rate=100.0)
+    now = spend_a_window(pacer, 0.0, 100.0, 120, quota=stated)  # (returns parked)
+    while pacer.probe_gap < 1.0:
+        now = probe(pacer, now, accepted=False, quota=stated)
+    now = probe(pacer, now, accepted=False, quota=stated)
+    now = probe(pacer, now + 1.0, accepted=True)
+    assert pacer.state is PacerState.ACTIVE and pacer.rate > 90.0
+    now = feed(pacer, now, pacer.rate, 18, 0.0)
+    pacer.sent(now)
+    pacer.on_answer(now + 0.01, throttled=True, sent_at=now, quota=stated)
+    assert pacer.burst > 1.5 * 20.0
+    assert pacer.rate > 90.0  # not capped at 19.6/s
+    # A refusal a second or more after the resume measures over the last second, as before.
+    now = feed(pacer, now + 1.0 / pacer.rate, pacer.rate, 120, 0.0)
+    assert pacer._rate_since_resume(now) == 0.0
+
+
 def test_probes_with_a_stated_limit_cost_about_a_twentieth_of_it() -> None:
     pacer = KeyPacer(200.0, rate=150.0)
     now = spend_a_window(pacer, 0.0, 150.0, 150)
