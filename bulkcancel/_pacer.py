@@ -256,7 +256,10 @@ the cap on its estimate of the quota (the keys' estimates, each measured at its 
 to 1.4x a quota of 50/s). A burst is measured at a wall's first throttle after a quiet second,
 or after a clean decision: with a background share of 429s a quiet second never comes, and a
 stated 40/s then held a key the server let through at 190/s to 39/s, a fixed window's budgets
-spent at that pace. Known limits: the first wall costs about ten 429s (slow start opens at half
+spent at that pace; within a second of a resume, over the time since the resume (counted over
+the last second, the park's silence in it, a sliding window's echo 0.2 s after a resume at
+100/s read 19/s, under 1.5x a stated 20/s, and the limit held the key for the rest of the run:
+1.24x the floor). Known limits: the first wall costs about ten 429s (slow start opens at half
 of ``--rate``), a large share of a short run at a quota of a few requests per second; a minute's
 bucket with a stated limit costs one resume at the burst's pace (about ten 429s, once per key)
 before the limit caps it; background and a wall together can hide a small overshoot.
