@@ -169,18 +169,20 @@ How a pacer tells a wall from noise, and what it borrowed:
   turn, 1.65x the floor, 1.03x now; six such draws of the sweeps 1.18-1.65x -> 1.03-1.15x, the
   sweeps' runs over 1.2x the floor 206 -> 202, behind jitter 0.5 324 -> 317, over the 429 targets
   296 -> 297 and 399 -> 400). A key alone in its project (or a merged pacer, which paces its
-  project's one quota) that knows the period parks as soon as the last window's budget has come
-  through again since the turn, before any refusal, three windows in four (the fourth runs to its
-  wall, so a budget that grew is seen): windows of 10 a second lost a third of their requests to
-  the wall's refusals and the probes, a seventh now. A key that has not learned the period, met no
-  quota (still in slow start, none stated) and parks window after window does the same on what it
-  has *sent* since the resume (answers still in flight), and probes a quarter second apart until
-  the turn: behind a distant server every request in flight when the answers showed the wall was
-  refused (3 s windows of 30/s told 300/s behind 0.15 s answers: 32-38% of 429s, 20-22% now; sweeps
-  216 / 43 / 332 -> 219 / 43 / 316, behind jitter 0.5 324 / 96 / 430 -> 332 / 97 / 414: fewer 429s,
-  a few short windows a little slower). Its first probe waits half as long as its last park lasted
-  (Google's windows are a minute: probed from the park's start, 60 s windows of 10/s drew 12.9% of
-  a run's requests in refusals, 8.6% so, the drain the same).
+  project's one quota) that knows the period parks as soon as it has sent the last window's budget
+  again since the turn (answers still in flight), before any refusal, three windows in four (the
+  fourth runs to its wall, so a budget that grew is seen): windows of 10 a second lost a third of
+  their requests to the wall's refusals and the probes, a seventh now (counted in answers until
+  session 40, behind a distant server the round trip's sends past the budget were refused: 3 s
+  windows of 30 behind 0.1 s answers, 15% of requests, 6% now). A key that has not learned the
+  period, met no quota (still in slow start, none stated) and parks window after window does the
+  same, and probes a quarter second apart until the turn: behind a distant server every request in
+  flight when the answers showed the wall was refused (3 s windows of 30/s told 300/s behind 0.15 s
+  answers: 32-38% of 429s, 20-22% now; sweeps 216 / 43 / 332 -> 219 / 43 / 316, behind jitter 0.5
+  324 / 96 / 430 -> 332 / 97 / 414: fewer 429s, a few short windows a little slower). Its first
+  probe waits half as long as its last park lasted (Google's windows are a minute: probed from the
+  park's start, 60 s windows of 10/s drew 12.9% of a run's requests in refusals, 8.6% so, the drain
+  the same).
 * **A burst-1 bucket's spacing.** A token bucket that saves no burst is empty after each accept:
   sent to evenly a little over its quota it accepts every other request (every k-th further over),
   so what it accepted at a wall is about half the quota, however close the send rate was; a cut to
@@ -531,7 +533,7 @@ class KeyPacer:
             return 0.0, True
         if self.next_free - now > _EPSILON:  # (a float-sized wait would never end)
             return self.next_free - now, False
-        if self._budget_sent():  # (before the turn: the wall is the budget's end)
+        if self._budget_sent() or self._window_used(now):  # (the wall is the budget's end)
             self._budget_park(now)
             return max(self.probe_at - now, 1e-3), False
         # (An idle key banks nothing: a waiter that did not sleep for its turn is spaced from now.
@@ -642,8 +644,6 @@ class KeyPacer:
         else:
             self._count(sent_at, throttled)
             self._decide(now, hint)
-            if not throttled and self._window_used(now):
-                self._budget_park(now)
         if self.peer_gone:
             self.peer_left(now)  # owed since a peer finished while parked or judging a cut
 
@@ -1568,11 +1568,15 @@ class KeyPacer:
 
     def _window_used(self, now: float) -> bool:
         """A key alone in its project, or the pacer that took over its project's keys (one
-        quota), on a fixed window whose period is known, was let through the budget the last
-        window held (eight or more) since it resumed at this window's turn, less than a period
-        ago, none of it refused: the next request would be. Parked at once
+        quota), on a fixed window whose period is known, has sent the budget the last window
+        held (eight or more) since it resumed at this window's turn, less than a period ago,
+        none of it refused so far: the next request would be refused. Parked before it
         (:meth:`_budget_park`), it costs no refusal at all; the wall's own (two or three, and
         more in flight) and the probes' cost windows of 10 a third of their requests in 429s.
+        Counted in sends, not answers: behind a distant server every request sent in the round
+        trip before the budget's last answer was refused (30 a window of 3 s told 50/s, answers
+        of 0.1 s: 15% of requests; 60 a window of 2 s told 200/s, answers of 0.2 s: 34%; 6% and
+        9% now; the sweeps' sliding windows 30 -> 23 runs over the 429 targets).
         Every fourth window runs to its wall again, so a budget that grew is seen. (Not on a
         key paced beside other keys of its project: their share of one quota moves window to
         window. A merged pacer paces that share itself: two regions on one window of 20 a
@@ -1581,7 +1585,7 @@ class KeyPacer:
         after a refusal since the resume: parks every other window show twice the period, and
         their budget held a wall in the middle.)"""
         return (
-            self.period is not None  # (first: on every accepted answer, and seldom known)
+            self.period is not None  # (first: on every grant, and seldom known)
             and self.state is PacerState.ACTIVE
             and (self.alone or self.absorbed)
             and self.early_parks < _EARLY_PARKS
@@ -1589,7 +1593,7 @@ class KeyPacer:
             and self.window_budget >= _PARK_SAMPLES
             and bool(self.resumes)
             and now < self.resumes[-1] + self.period
-            and self.accepted_total - self.resumed_total >= self.window_budget
+            and self.sent_total - self.resumed_sent >= self.window_budget
         )
 
     def _budget_sent(self) -> bool:
@@ -1612,13 +1616,13 @@ class KeyPacer:
         )
 
     def _budget_park(self, now: float) -> None:
-        """Park on a window's budget used (:meth:`_window_used`) or sent (:meth:`_budget_sent`),
-        before any refusal: the wall's rate to resume at, the budget as it was, the next turn
-        aimed at; without a period, the first probe after half as long as the last park lasted
-        (the turn is about that far off: probing from the start, 60 s windows of 10/s drew
-        some 200 refusals each, 12.9% of a run's requests, 8.6% now), then probes a quarter
-        second apart, not doubling to a second (the turn is near: found up to a second late, a
-        2 s window lost half its time)."""
+        """Park on a window's budget sent, its period known (:meth:`_window_used`) or not
+        (:meth:`_budget_sent`), before any refusal: the wall's rate to resume at, the budget as
+        it was, the next turn aimed at; without a period, the first probe after half as long as
+        the last park lasted (the turn is about that far off: probing from the start, 60 s
+        windows of 10/s drew some 200 refusals each, 12.9% of a run's requests, 8.6% now), then
+        probes a quarter second apart, not doubling to a second (the turn is near: found up to
+        a second late, a 2 s window lost half its time)."""
         self.early_parks += 1
         self._resume_at(max(self.accepted_rate(now), self.rate / 4))
         self._parked(now, None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -147,3 +149,54 @@ def test_a_window_whose_budget_is_known_is_left_before_its_wall() -> None:
     assert refused <= 0.2 * accepted, (refused, accepted)
     assert sum(r == 0 for _, r in later) >= 10  # (none without the early parks)
     assert any(r > 0 for _, r in later[:5])  # a window run to its wall again
+
+
+def drive_far(
+    pacer: KeyPacer, window: Window, until: float, offset: float, latency: float
+) -> list[list[int]]:
+    """As :func:`drive`, but each answer comes ``latency`` seconds after its send, and the key
+    sends meanwhile: [sent, refused] per window."""
+    counts: list[list[int]] = []
+    pending: list[tuple[float, float, bool, bool]] = []  # (answered at, sent at, accepted, probe)
+    now = 0.0
+    while now < until:
+        if pending and pending[0][0] <= now:
+            answered, sent_at, accepted, probe = heapq.heappop(pending)
+            pacer.on_answer(answered, throttled=not accepted, sent_at=sent_at, probe=probe)
+            continue
+        wait, probe = pacer.reserve(now)
+        if wait > 0:
+            now = min(now + wait, pending[0][0]) if pending else now + wait
+            continue
+        pacer.sent(now)
+        accepted = window.admit(now + offset)
+        index = int((now + offset) // window.period)
+        counts.extend([0, 0] for _ in range(index + 1 - len(counts)))
+        counts[index][0] += 1
+        counts[index][1] += not accepted
+        heapq.heappush(pending, (now + latency, now, accepted, probe))
+        now += 1e-4
+    return counts
+
+
+@pytest.mark.parametrize(
+    ("budget", "period", "told", "latency", "most"),
+    [(30, 3.0, 50.0, 0.1, 0.10), (60, 2.0, 200.0, 0.2, 0.12)],
+    ids=["30-in-3s-0.1s-answers", "60-in-2s-0.2s-answers"],
+)
+def test_a_windows_budget_is_counted_in_sends_behind_a_distant_server(
+    budget: int, period: float, told: float, latency: float, most: float
+) -> None:
+    """A key that knows the period parks once the last window's budget has gone out, not once
+    it has come back: counted in answers, every request sent in the round trip before the
+    last of the budget was answered was refused (30 a window of 3 s, told 50/s, answers of
+    0.1 s: 15.4% of requests refused in windows 15-40; 60 a window of 2 s, told 200/s, answers
+    of 0.2 s: 33.7%). Counted in sends, 6.2% and 8.5%, every window's budget still used."""
+    pacer = KeyPacer(told)
+    counts = drive_far(pacer, Window(budget, period), 40 * period, 0.37 * period, latency)
+    assert pacer.period == pytest.approx(period, rel=0.05)
+    later = counts[15:40]
+    refused = sum(r for _, r in later)
+    accepted = sum(n - r for n, r in later)
+    assert accepted == 25 * budget
+    assert refused <= most * (accepted + refused), (refused, accepted)
