@@ -111,51 +111,12 @@ def test_a_learned_period_is_the_windows_own_when_two_turns_are_one_window_apart
     assert kept is not None and abs(kept[0] / period - 1) <= 0.1
 
 
-def drive(pacer: KeyPacer, window: Window, until: float, offset: float) -> list[list[int]]:
-    """Send whenever ``pacer`` grants, each answered 2 ms later by ``window`` (its clock
-    ``offset`` ahead), until ``until``: [sent, refused] per window."""
-    counts: list[list[int]] = []
-    now = 0.0
-    while now < until:
-        wait, probe = pacer.reserve(now)
-        if wait > 0:
-            now += wait
-            continue
-        pacer.sent(now)
-        accepted = window.admit(now + offset)
-        index = int((now + offset) // window.period)
-        counts.extend([0, 0] for _ in range(index + 1 - len(counts)))
-        counts[index][0] += 1
-        counts[index][1] += not accepted
-        pacer.on_answer(now + 0.002, throttled=not accepted, sent_at=now, probe=probe)
-        now += 1e-4
-    return counts
-
-
-def test_a_window_whose_budget_is_known_is_left_before_its_wall() -> None:
-    """A key alone on windows of 10 a second, told 60/s, no ErrorInfo: each window's budget
-    spent, two or three more refused before the key parked, and a probe or two at the turn,
-    a third of its requests refused (32% in windows 15-40). Once the period is known the key
-    parks when the last window's budget has come through, before a refusal, and aims its
-    probe just past the turn; every fourth window runs to its wall, so a budget that grew is
-    seen (14% of the requests refused; 28% without the early parks, the aim alone)."""
-    pacer = KeyPacer(60.0)
-    counts = drive(pacer, Window(10, 1.0), 40.0, offset=0.37)
-    assert pacer.period == pytest.approx(1.0, rel=0.02)
-    later = counts[15:40]
-    refused = sum(r for _, r in later)
-    accepted = sum(n - r for n, r in later)
-    assert accepted >= 24 * 10  # every window's budget used, or all but one
-    assert refused <= 0.2 * accepted, (refused, accepted)
-    assert sum(r == 0 for _, r in later) >= 10  # (none without the early parks)
-    assert any(r > 0 for _, r in later[:5])  # a window run to its wall again
-
-
-def drive_far(
-    pacer: KeyPacer, window: Window, until: float, offset: float, latency: float
+def drive(
+    pacer: KeyPacer, window: Window, until: float, offset: float, latency: float = 0.002
 ) -> list[list[int]]:
-    """As :func:`drive`, but each answer comes ``latency`` seconds after its send, and the key
-    sends meanwhile: [sent, refused] per window."""
+    """Send whenever ``pacer`` grants, each answered ``latency`` seconds later by ``window`` (its
+    clock ``offset`` ahead), the key sending meanwhile, until ``until``: [sent, refused] per
+    window."""
     counts: list[list[int]] = []
     pending: list[tuple[float, float, bool, bool]] = []  # (answered at, sent at, accepted, probe)
     now = 0.0
@@ -179,6 +140,25 @@ def drive_far(
     return counts
 
 
+def test_a_window_whose_budget_is_known_is_left_before_its_wall() -> None:
+    """A key alone on windows of 10 a second, told 60/s, no ErrorInfo: each window's budget
+    spent, two or three more refused before the key parked, and a probe or two at the turn,
+    a third of its requests refused (32% in windows 15-40). Once the period is known the key
+    parks when the last window's budget has come through, before a refusal, and aims its
+    probe just past the turn; every fourth window runs to its wall, so a budget that grew is
+    seen (14% of the requests refused; 28% without the early parks, the aim alone)."""
+    pacer = KeyPacer(60.0)
+    counts = drive(pacer, Window(10, 1.0), 40.0, offset=0.37)
+    assert pacer.period == pytest.approx(1.0, rel=0.02)
+    later = counts[15:40]
+    refused = sum(r for _, r in later)
+    accepted = sum(n - r for n, r in later)
+    assert accepted >= 24 * 10  # every window's budget used, or all but one
+    assert refused <= 0.2 * accepted, (refused, accepted)
+    assert sum(r == 0 for _, r in later) >= 10  # (none without the early parks)
+    assert any(r > 0 for _, r in later[:5])  # a window run to its wall again
+
+
 @pytest.mark.parametrize(
     ("budget", "period", "told", "latency", "most"),
     [(30, 3.0, 50.0, 0.1, 0.10), (60, 2.0, 200.0, 0.2, 0.12)],
@@ -193,7 +173,7 @@ def test_a_windows_budget_is_counted_in_sends_behind_a_distant_server(
     0.1 s: 15.4% of requests refused in windows 15-40; 60 a window of 2 s, told 200/s, answers
     of 0.2 s: 33.7%). Counted in sends, 6.2% and 8.5%, every window's budget still used."""
     pacer = KeyPacer(told)
-    counts = drive_far(pacer, Window(budget, period), 40 * period, 0.37 * period, latency)
+    counts = drive(pacer, Window(budget, period), 40 * period, 0.37 * period, latency)
     assert pacer.period == pytest.approx(period, rel=0.05)
     later = counts[15:40]
     refused = sum(r for _, r in later)
