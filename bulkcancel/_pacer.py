@@ -1334,8 +1334,9 @@ class KeyPacer:
         since = now - self.resumed_at
         if since >= _HISTORY:
             return 0.0
-        accepted = sum(1 for at in self.accepts if at >= self.resumed_at)
-        return accepted / max(since, 0.1) if accepted >= _MIN_SAMPLES else 0.0
+        rate = self._accepted_since(self.resumed_at, now)
+        # (times the span it was counted over, the count: an integer)
+        return rate if rate * max(since, 0.1) > _MIN_SAMPLES - 0.5 else 0.0
 
     def sustained_rate(self, now: float) -> float:
         """Requests per second accepted since this pacer's first wall, once that is a second
@@ -1649,9 +1650,10 @@ class KeyPacer:
         self.probe_at = now + first
         self.aimed_at = math.inf
         if self.period is not None and self.resumes:
+            first_gap = self.probe_at
             self._aim(now)
-            if self.short_of_budget:
-                self.probe_at = min(self.probe_at, now + min(_PROBE_BASE, self._probe_cap()))
+            if self.short_of_budget:  # (never on a hint: the first gap is the probes' own)
+                self.probe_at = min(self.probe_at, first_gap)
 
     def _aim(self, now: float) -> None:
         """Aim a park's probes at the next turn of a window whose period is known."""
