@@ -279,6 +279,7 @@ from bulkcancel._answers import QuotaInfo
 from bulkcancel._windows import turn_span, window_period
 
 _MIN_RATE = 0.5  # requests/s: a key never stalls completely while active
+_FREED_SHARE = 0.5  # a key whose peer finished starts slow start from this share of its share
 _START_SHARE = 0.5  # a new key starts at this share of the ceiling (slow start)
 _MIN_SAMPLES = 16  # fresh answers before any wall decision
 #: turns without a send, nothing waiting: the key was idle (an idle stretch of its own, see
@@ -1281,8 +1282,9 @@ class KeyPacer:
     def peer_left(self, now: float, freed: float = 0.0) -> None:
         """Another key of this project finished its work: a quota it shared with this key is
         all this key's now, so a wall this key measured beside it is stale. Back to slow start
-        from the current rate (doubling per clean decision, never past twice what it sent
-        lately) up to the next wall: one wall's few 429s where the quotas were separate after
+        from the current rate, or from half its share of the finished key's if that is more
+        (see ``freed``), doubling per clean decision, never past twice what it sent lately, up
+        to the next wall: one wall's few 429s where the quotas were separate after
         all. Not held by a stated limit, or still in slow start (but for a cut made there and
         judged seconds on, dropped as below: confirmed after the peer left, its rate became the
         key's quota, 4/s for 45 s in one sweep draw); while parked, or judging a cut
@@ -1294,7 +1296,16 @@ class KeyPacer:
         ``freed``: this key's share of the finished key's rate. A key starved beside it (most
         of its recent answers refused, at a rate under that share: the other key took what the
         quota gave) starts from there, in slow start or not: doubling from under a request a
-        second waits four answers, seconds, per step."""
+        second waits four answers, seconds, per step. Any other key starts from half that share
+        if it was slower: two regions on one bucket of 50/s, one cut to 2/s at its first walls
+        (the other, over the quota alone, took each token as it came) and every answer accepted
+        there, the other taking the quota; when that one finished, slow start from 2.2/s took 5 s
+        to reach the quota, doubling per four answers and never past twice what it sent in the
+        last second (real, about one round in five: 1.36x the floor). Where the quotas were
+        separate, the jump costs a few 429s more than slow start from its own rate (a region of
+        5/s beside a freed 45/s: 12 refused in the next ten seconds, 10 before); a jump to the
+        whole share cost a wall of them, and a quarter of it left draws of separate quotas
+        that differ worse in the sweeps."""
         # (past 32 answers, a cut still judged waits for 64: a lull's, see _decide)
         due = _CHECK_SAMPLES if self.fresh < _CHECK_SAMPLES else 2 * _CHECK_SAMPLES
         judging = self.checking is not None and due - self.fresh <= self.rate * _HISTORY
@@ -1310,6 +1321,8 @@ class KeyPacer:
         self.spacing, self.step, self.before_cuts = None, _PROBE_STEP, None
         if starved:
             self.rate = min(self.ceiling, freed)
+        else:
+            self.rate = max(self.rate, min(self.ceiling, freed * _FREED_SHARE))
         self._new_epoch(now)
 
     def _seen_a_second(self, now: float) -> bool:

@@ -1440,8 +1440,9 @@ def test_a_starved_key_takes_a_finished_peers_rate_at_once() -> None:
     When the first finishes, the starved key takes its rate at once: slow start from 0.7/s
     waited four answers, seconds, per doubling (real, two regions on one 10/s bucket with bare
     429s: a median 1.94x the floor). A key refused no more than its own quota refuses is not
-    starved: it goes back to slow start from its own rate, as before (a region at 5/s beside a
-    free one, jumped to the free region's rate, paid a wall of 429s)."""
+    starved: it goes back to slow start from half its share of the finished key's rate (a
+    region at 5/s beside a free one, jumped to the free region's whole rate, paid a wall of
+    429s)."""
     starved = KeyPacer(200.0, rate=0.74)
     now = feed_pattern(starved, 0.0, 0.74, [True] * 6)  # (under the 8 a park needs)
     assert starved.refused_lately >= 0.4
@@ -1452,8 +1453,32 @@ def test_a_starved_key_takes_a_finished_peers_rate_at_once() -> None:
     own = KeyPacer(200.0, rate=5.0, walls=1, estimate=5.0)  # at its own quota
     now = feed_pattern(own, 0.0, 5.0, [False, False, True, False, False, False])
     own.peer_left(now, freed=45.0)
-    assert own.rate == pytest.approx(5.0)  # slow start from its own rate
+    assert own.rate == pytest.approx(22.5)  # slow start from half the share
     assert own.walls == 0 and own.estimate == math.inf
+
+    fast = KeyPacer(200.0, rate=30.0, walls=1, estimate=30.0)
+    now = feed_pattern(fast, 0.0, 30.0, [False] * 6)
+    before = fast.rate
+    fast.peer_left(now, freed=45.0)
+    assert fast.rate == before > 22.5  # already faster than that: from its own rate
+
+
+def test_a_key_cut_deep_beside_a_finished_peer_climbs_to_the_quota_within_a_second() -> None:
+    """Two regions on one bucket of 50/s with bare 429s, real: at their first walls one key
+    drew nearly every refusal (the other, alone over the quota, took each token as it came)
+    and was cut to 2/s, where every answer was accepted; the other took the quota. When that
+    one finished, the slow key went back to slow start from 2.2/s, doubling per four answers,
+    never past twice what it sent in the last second: 3.6 s to reach 45/s here, 5 s in the
+    real run (1.36x the floor, about one round in five). Half its share of the finished key's
+    rate is where it starts now."""
+    pacer = KeyPacer(200.0, rate=2.2, walls=1, estimate=2.1)
+    now = feed_pattern(pacer, 0.0, 2.2, [False] * 8)  # every answer accepted at its cut rate
+    pacer.peer_left(now, freed=51.7)
+    assert pacer.rate == pytest.approx(51.7 / 2)
+    start = now
+    while pacer.rate < 45.0 and now - start < 10.0:  # the quota accepts it all now
+        now = feed_pattern(pacer, now, pacer.rate, [False])
+    assert now - start < 1.2
 
 
 def test_a_late_waiter_at_the_ceiling_has_its_lateness_made_up_within_the_catch_up() -> None:
