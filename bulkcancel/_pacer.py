@@ -279,7 +279,9 @@ from bulkcancel._answers import QuotaInfo
 from bulkcancel._windows import turn_span, window_period
 
 _MIN_RATE = 0.5  # requests/s: a key never stalls completely while active
-_FREED_SHARE = 0.5  # a key whose peer finished starts slow start from this share of its share
+#: a key whose peer finished starts slow start from at least this part of its share of the
+#: finished key's rate (see KeyPacer.peer_left)
+_FREED_SHARE = 0.5
 _START_SHARE = 0.5  # a new key starts at this share of the ceiling (slow start)
 _MIN_SAMPLES = 16  # fresh answers before any wall decision
 #: turns without a send, nothing waiting: the key was idle (an idle stretch of its own, see
@@ -1284,13 +1286,13 @@ class KeyPacer:
         all this key's now, so a wall this key measured beside it is stale. Back to slow start
         from the current rate, or from half its share of the finished key's if that is more
         (see ``freed``), doubling per clean decision, never past twice what it sent lately, up
-        to the next wall: one wall's few 429s where the quotas were separate after
-        all. Not held by a stated limit, or still in slow start (but for a cut made there and
-        judged seconds on, dropped as below: confirmed after the peer left, its rate became the
-        key's quota, 4/s for 45 s in one sweep draw); while parked, or judging a cut
-        due within a second, owed until the first answer after (ignored there, a key cut on a
-        chance cluster of background 429s beside a peer, and confirmed, crept up by 5% steps for
-        seconds after the peer left). A judgement further off (a slow key's 32 answers: 32 s at
+        to the next wall: one wall's few 429s where the quotas were separate after all. Not
+        held by a stated limit, or still in slow start (but for a cut made there and judged
+        seconds on, dropped as below: confirmed after the peer left, its rate became the key's
+        quota, 4/s for 45 s in one sweep draw); while parked, or judging a cut due within a
+        second, owed until the first answer after (ignored there, a key cut on a chance cluster
+        of background 429s beside a peer, and confirmed, crept up by 5% steps for seconds after
+        the peer left). A judgement further off (a slow key's 32 answers: 32 s at
         the 1/s a key beside a finished peer was cut to) is dropped for it.
 
         ``freed``: this key's share of the finished key's rate. A key starved beside it (most

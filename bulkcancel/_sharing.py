@@ -43,8 +43,9 @@ bare 429s, so do a key's cancels refused while its reads all pass
 * Keys of one quota that were never merged (their walls did not coincide twice) each measured
   their share of it; when one of them finishes its work (nothing sent for four of its turns, a
   quarter of a second at least and a second at most, nobody waiting for its turn), every other
-  key of the project that met a wall goes back to slow start from its rate, once per finished
-  key (:meth:`QuotaSharing._peers_gone`): the survivor of two regions on a 100/s quota crept up
+  key of the project that met a wall goes back to slow start from its rate (from half its
+  share of the finished key's rate if that is more), once per finished key
+  (:meth:`QuotaSharing._peers_gone`): the survivor of two regions on a 100/s quota crept up
   from its 40/s share by 5% steps for two seconds. (A second of silence was the rule until
   session 33: three regions on one quota of 40/s, the first done at 1.25 s, left a fifth of the
   quota unused for two seconds.) Where the quotas were separate after all, that costs one more
@@ -53,8 +54,10 @@ bare 429s, so do a key's cancels refused while its reads all pass
   takes that share at once, where slow start from its own rate, under a request a second, waited
   four answers, seconds, per doubling (two regions on one 10/s bucket with bare 429s, real, 8
   rounds: median 1.94x -> 1.48x). A key refused no more than its own quota refuses (a region at
-  5/s beside a free one) is not starved, and jumping it to the free region's rate cost a wall of
-  429s.
+  5/s beside a free one) is not starved, and jumping it to the free region's whole rate cost a
+  wall of 429s; it starts from half its share, which costs a few (a key cut deep beside the
+  other, every answer accepted, crept back from 2/s by slow start for 5 s: see
+  :meth:`KeyPacer.peer_left`).
 * A key's pacer is *alone* while no other key of its project has a pacer: only then may it take
   a high throttle share that holds when its rate changes for background (see
   :mod:`bulkcancel._pacer`), since beside another key on one quota a share holds when the other
@@ -426,7 +429,8 @@ class QuotaSharing:
         least and a second at most, nobody waiting for its turn), what the project's keys
         measured while it sent may have been their shares of one quota (two regions without
         ErrorInfo, never merged: the survivor crept up from its share by 5% steps for
-        seconds). Every other key of the project goes back to slow start from its rate
+        seconds). Every other key of the project goes back to slow start from its rate (or
+        half its share of the finished key's, if more)
         (:meth:`KeyPacer.peer_left`), once per finished key; a key starved beside it (most
         of its recent answers refused) takes its share of the finished key's rate at once."""
         now = self._governor.now()
