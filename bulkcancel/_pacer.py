@@ -462,7 +462,7 @@ class KeyPacer:
     period: float | None = None
     #: how wide the span is where the last turn of that window may have been (inf: unknown)
     turn_width: float = math.inf
-    #: windows in a row parked on their budget used, before any refusal (see _window_used)
+    #: windows in a row parked on their budget sent, before any refusal (see _budget_spent)
     early_parks: int = 0
     #: a request sent since the last resume was refused
     refused_since_resume: bool = False
@@ -536,7 +536,7 @@ class KeyPacer:
             return 0.0, True
         if self.next_free - now > _EPSILON:  # (a float-sized wait would never end)
             return self.next_free - now, False
-        if self._budget_sent() or self._window_used(now):  # (the wall is the budget's end)
+        if self._budget_spent(now):  # (before the turn: the wall is the budget's end)
             self._budget_park(now)
             return max(self.probe_at - now, 1e-3), False
         # (An idle key banks nothing: a waiter that did not sleep for its turn is spaced from now.
@@ -1582,63 +1582,59 @@ class KeyPacer:
         self.short_of_budget = short and self.period is not None
         self._parked(now, hint)
 
-    def _window_used(self, now: float) -> bool:
-        """A key alone in its project, or the pacer that took over its project's keys (one
-        quota), on a fixed window whose period is known, has sent the budget the last window
-        held (eight or more) since it resumed at this window's turn, less than a period ago,
-        none of it refused so far: the next request would be refused. Parked before it
-        (:meth:`_budget_park`), it costs no refusal at all; the wall's own (two or three, and
-        more in flight) and the probes' cost windows of 10 a third of their requests in 429s.
-        Counted in sends, not answers: behind a distant server every request sent in the round
-        trip before the budget's last answer was refused (30 a window of 3 s told 50/s, answers
-        of 0.1 s: 15% of requests; 60 a window of 2 s told 200/s, answers of 0.2 s: 34%; 6% and
-        9% now; the sweeps' sliding windows 30 -> 23 runs over the 429 targets).
-        Every fourth window runs to its wall again, so a budget that grew is seen. (Not on a
-        key paced beside other keys of its project: their share of one quota moves window to
-        window. A merged pacer paces that share itself: two regions on one window of 20 a
-        second, merged on their walls, ran to the wall every window, 15% of requests refused,
-        10% now. Not once a period on: a budget found in the next window is that window's. Not
-        after a refusal since the resume: parks every other window show twice the period, and
-        their budget held a wall in the middle.)"""
-        return (
-            self.period is not None  # (first: on every grant, and seldom known)
-            and self.state is PacerState.ACTIVE
-            and (self.alone or self.absorbed)
-            and self.early_parks < _EARLY_PARKS
-            and not self.refused_since_resume
-            and self.window_budget >= _PARK_SAMPLES
-            and bool(self.resumes)
-            and now < self.resumes[-1] + self.period
-            and self.sent_total - self.resumed_sent >= self.window_budget
-        )
+    def _budget_spent(self, now: float) -> bool:
+        """The key has sent, since it resumed at a window's turn, the budget the last window let
+        through (eight or more), none of it refused so far: the next request would meet the
+        wall. Parked before it (:meth:`_budget_park`), it costs no refusal at all; the wall's own
+        (two or three, and more in flight) and the probes' cost windows of 10 a third of their
+        requests in 429s. Counted in sends, not answers: behind a distant server every request
+        in flight when the answers show the wall is refused (3 s windows of 30/s told 300/s
+        behind 0.15 s answers: a budget of 90 spent at up to 260/s, then 50-60 refusals a window,
+        32-38% of all requests; 30 a window of 3 s told 50/s, answers of 0.1 s: 15% of requests,
+        6% now; 60 a window of 2 s told 200/s, answers of 0.2 s: 34%, 9% now; the sweeps' sliding
+        windows 30 -> 23 runs over the 429 targets). Every fourth window runs to its wall again,
+        so a budget that grew is seen. Not after a refusal since the resume: parks every other
+        window show twice the period, and their budget held a wall in the middle. Two kinds of
+        key park so:
 
-    def _budget_sent(self) -> bool:
-        """A key that has met no quota (no wall measured, none stated) but parks window after
-        window, whose period it has not learned, resumed at a turn and has sent (not yet had
-        answered) the budget its last window let through, none of it refused so far: the next
-        request would meet the wall. Behind a distant server every request in flight when the
-        answers show the wall is refused (3 s windows of 30/s told 300/s behind 0.15 s answers:
-        a budget of 90 spent at up to 260/s, then 50-60 refusals a window, 32-38% of all
-        requests). Parked before it (:meth:`_budget_park`), three windows in four as below."""
+        * One whose window's period is known: alone in its project, or the pacer that took over
+          its project's keys (one quota), less than a period after its resume (a budget found
+          in the next window is that window's); its sends only (turns granted and not yet sent
+          are given back at a park: counted, they parked it one short of a budget). Not on a
+          key paced beside other keys of its project: their share of one quota moves window to
+          window. A merged pacer paces that share itself: two regions on one window of 20 a
+          second, merged on their walls, ran to the wall every window, 15% of requests refused,
+          10% now.
+        * One that has not learned the period, has met no quota (no wall measured, none stated)
+          but parks window after window: its sends and the turns granted to it."""
+        if (
+            self.window_budget < _PARK_SAMPLES  # (first: on every grant, and 0 until a park)
+            or self.early_parks >= _EARLY_PARKS
+            or self.refused_since_resume
+            or not self.resumes
+        ):
+            return False
+        sent = self.sent_total - self.resumed_sent
+        if self.period is None:
+            return (
+                self.walls == 0
+                and self.limit == math.inf
+                and sent + self.granted >= self.window_budget
+            )
         return (
-            self.window_budget >= _PARK_SAMPLES  # (first: on every grant, and 0 until a park)
-            and self.period is None
-            and self.walls == 0
-            and self.limit == math.inf
-            and self.early_parks < _EARLY_PARKS
-            and not self.refused_since_resume
-            and bool(self.resumes)
-            and self.sent_total + self.granted - self.resumed_sent >= self.window_budget
+            (self.alone or self.absorbed)
+            and now < self.resumes[-1] + self.period
+            and sent >= self.window_budget
         )
 
     def _budget_park(self, now: float) -> None:
-        """Park on a window's budget sent, its period known (:meth:`_window_used`) or not
-        (:meth:`_budget_sent`), before any refusal: the wall's rate to resume at, the budget as
-        it was, the next turn aimed at; without a period, the first probe after half as long as
-        the last park lasted (the turn is about that far off: probing from the start, 60 s
-        windows of 10/s drew some 200 refusals each, 12.9% of a run's requests, 8.6% now), then
-        probes a quarter second apart, not doubling to a second (the turn is near: found up to
-        a second late, a 2 s window lost half its time)."""
+        """Park on a window's budget sent (:meth:`_budget_spent`), before any refusal: the
+        wall's rate to resume at, the budget as it was, the next turn aimed at; without a
+        period, the first probe after half as long as the last park lasted (the turn is about
+        that far off: probing from the start, 60 s windows of 10/s drew some 200 refusals each,
+        12.9% of a run's requests, 8.6% now), then probes a quarter second apart, not doubling
+        to a second (the turn is near: found up to a second late, a 2 s window lost half its
+        time)."""
         self.early_parks += 1
         self._resume_at(max(self.accepted_rate(now), self.rate / 4))
         self._parked(now, None)

@@ -64,7 +64,7 @@ def window_period(
     Parks every other window show twice the period, and nothing in their spans says
     otherwise (that was so of two like gaps too): the aim skips a turn, and a key that was
     refused between its resume and its park never parks on a window's budget used (see
-    ``KeyPacer._window_used``).
+    ``KeyPacer._budget_spent``).
 
     Until session 29 a period was two like gaps between resumes: probes a second apart found
     each turn of 3 s windows up to a second late, the gaps alternated 3.5 s and 2.6 s, and no
