@@ -1038,9 +1038,12 @@ class KeyPacer:
 
     def _accepted_since(self, start: float, now: float) -> float:
         """Requests per second accepted from ``start`` (at most a second ago) to ``now``."""
+        return self._accepts_since(start, now) / max(now - start, 0.1)
+
+    def _accepts_since(self, start: float, now: float) -> int:
+        """Requests accepted from ``start`` (at most a second ago) to ``now``."""
         _trim(self.accepts, now)
-        count = sum(1 for at in self.accepts if at >= start)
-        return count / max(now - start, 0.1)
+        return sum(1 for at in self.accepts if at >= start)
 
     def _since_onset(self) -> list[bool]:
         """The fresh answers in send order from the first refusal on (True: refused)."""
@@ -1349,9 +1352,8 @@ class KeyPacer:
         since = now - self.resumed_at
         if since >= _HISTORY:
             return 0.0
-        rate = self._accepted_since(self.resumed_at, now)
-        # (times the span it was counted over, the count: an integer)
-        return rate if rate * max(since, 0.1) > _MIN_SAMPLES - 0.5 else 0.0
+        accepted = self._accepts_since(self.resumed_at, now)
+        return accepted / max(since, 0.1) if accepted >= _MIN_SAMPLES else 0.0
 
     def sustained_rate(self, now: float) -> float:
         """Requests per second accepted since this pacer's first wall, once that is a second
