@@ -455,7 +455,7 @@ class QuotaSharing:
     def _share_project(self, key: str, pacer: KeyPacer) -> None:
         """The quota is project-wide (ErrorInfo says so, or the walls coincide): pace this key
         with its project's pacer from now on."""
-        project = _project_of(key) + (READS if key.endswith(READS) else "")
+        project = _project_of(key)
         if not project.startswith("projects/") or self._route.get(key) == project:
             return
         first = project not in self._pacers
@@ -683,4 +683,8 @@ class QuotaSharing:
 
 
 def _project_of(key: str) -> str:
-    return "/".join(key.split("/")[:2])
+    """The group of ``key``'s peers: its project (``projects/P``), or for a key's reads paced
+    apart its project's reads (``projects/P|reads``): a key's reads on a quota of their own
+    are never a peer of its cancels, nor of another region's cancels."""
+    base = key.removesuffix(READS)
+    return "/".join(base.split("/")[:2]) + key[len(base) :]

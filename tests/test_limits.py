@@ -359,13 +359,21 @@ def test_with_bare_429s_cancels_refused_beside_reads_that_pass_meter_reads_apart
 
 def test_a_key_is_alone_until_another_key_of_its_project_is_paced() -> None:
     """Only a key alone in its project may take a high share that holds for background: beside
-    another key on one quota a share holds when the other key's rate falls."""
+    another key on one quota a share holds when the other key's rate falls. A key's reads paced
+    apart are the peers of its project's other reads, never of its cancels."""
     governor = RateGovernor(100.0, clock=lambda: 1.0)
     first = governor.pacer("projects/p/locations/a")
     other_project = governor.pacer("projects/q/locations/a")
     assert first.alone and other_project.alone
     second = governor.pacer("projects/p/locations/b")
     assert not first.alone and not second.alone
+    assert other_project.alone
+    # A key's reads paced apart are on a quota of their own: not its cancels' peer, but
+    # another region's reads are theirs.
+    reads = governor.pacer("projects/q/locations/a" + READS)
+    assert other_project.alone and reads.alone
+    other_reads = governor.pacer("projects/q/locations/b" + READS)
+    assert not reads.alone and not other_reads.alone
     assert other_project.alone
 
 
