@@ -287,7 +287,7 @@ class OperationsClient:
             try:
                 if grant is None:
                     with self._wait_scope(kind):
-                        grant = await governor.acquire_key(key, budget_end)
+                        grant = await governor.acquire_key(base, budget_end, read=read)
             except KeyExhaustedError:
                 if last is not None and not last_throttled:
                     return last

@@ -211,28 +211,34 @@ class RateGovernor:
         wait, probe = pacer.reserve(now)
         return self._grant(pacer, now, probe) if wait <= 0 else None
 
-    async def acquire_key(self, key: str, deadline: float = math.inf) -> Grant | None:
-        """Wait for ``key``'s turn (FIFO among its waiters). None when stopped or when
-        ``deadline`` (clock time) passes first. Raises :class:`KeyExhaustedError` when the key has
-        refused everything for its throttle budget and no probe is due."""
-        grant = self.try_acquire_key(key)
+    async def acquire_key(
+        self, key: str, deadline: float = math.inf, *, read: bool = False
+    ) -> Grant | None:
+        """Wait for ``key``'s turn (FIFO among its waiters), or for a read (``read``) the turn
+        of the key its reads ask (:meth:`key_for`, asked again while it waits: reads paced apart
+        while they waited at the key's pacer leave its queue for their own). None when stopped
+        or when ``deadline`` (clock time) passes first. Raises :class:`KeyExhaustedError` when
+        the key has refused everything for its throttle budget and no probe is due."""
+        asked = self.key_for(key, read=read)
+        grant = self.try_acquire_key(asked)
         if grant is not None or self._stopped:
             return grant
-        self._queued[key] = self._queued.get(key, 0) + 1  # (a key with work left: see trials)
+        self._queued[asked] = self._queued.get(asked, 0) + 1  # (a key with work left: trials)
         try:
-            return await self._wait_turn(key, deadline)
+            return await self._wait_turn(key, deadline, read)
         finally:
-            self._queued[key] -= 1
+            self._queued[asked] -= 1
 
-    async def _wait_turn(self, key: str, deadline: float) -> Grant | None:
+    async def _wait_turn(self, key: str, deadline: float, read: bool) -> Grant | None:
         """:meth:`acquire_key` when the turn is not free at once."""
-        pacer = self.pacer(key)
+        asked = self.key_for(key, read=read)
+        pacer = self.pacer(asked)
         turn = self._turns.get(id(pacer))
         if turn is None:
             turn = self._turns[id(pacer)] = asyncio.Lock()
         async with turn:
             woken = False
-            while self.pacer(key) is pacer:
+            while self.pacer(self.key_for(key, read=read)) is pacer:
                 if self._stopped:
                     return None
                 now = self.now()
@@ -251,7 +257,7 @@ class RateGovernor:
                 if wait <= 0:
                     return self._grant(pacer, now, probe)
                 if pacer.exhausted(now):
-                    raise KeyExhaustedError(key)
+                    raise KeyExhaustedError(asked)
                 if now + wait > deadline:
                     if deadline > now:
                         await self.nap(deadline - now)
@@ -259,8 +265,9 @@ class RateGovernor:
                 await self._turn_nap(pacer, wait)
                 woken = True
         # The key's pacer was absorbed by its project's while this request waited (queue there),
-        # or the project's pacer it queued at was split back into the keys' own (queue there).
-        return await self.acquire_key(key, deadline)
+        # or the project's pacer it queued at was split back into the keys' own, or the key's
+        # reads were paced apart from its cancels (queue there).
+        return await self.acquire_key(key, deadline, read=read)
 
     @staticmethod
     def _held(pacer: KeyPacer) -> bool:

@@ -322,6 +322,50 @@ def test_reads_metered_apart_from_cancels_get_a_pacer_of_their_own() -> None:
     assert odd.key_for(key, read=True) == key
 
 
+def test_reads_waiting_at_the_key_s_pacer_move_to_their_own_once_paced_apart() -> None:
+    """A read waiting for its key's turn when the key's reads are paced apart leaves the key's
+    queue for the reads' pacer at once (before, it kept its place behind the key's cancels,
+    and reads asked seconds before the split took every other turn of the key's after it); a
+    cancel queued behind it keeps its place at the key's, and a read behind that goes to the
+    reads' pacer when its turn to ask comes."""
+    key = "projects/p/locations/a"
+
+    async def main() -> dict[str, tuple[float, bool]]:
+        loop = asyncio.get_running_loop()
+        governor = RateGovernor(200.0)
+        pacer = governor.pacer(key)
+        pacer.rate = 1.0  # (turns a second apart)
+        first = governor.try_acquire_key(key)
+        assert first is not None
+        governor.sent(first)
+        granted: dict[str, tuple[float, bool]] = {}
+
+        async def ask(label: str, *, read: bool) -> None:
+            grant = await governor.acquire_key(key, read=read)
+            assert grant is not None
+            granted[label] = (loop.time(), grant.pacer is pacer)
+            governor.sent(grant)
+
+        tasks = [asyncio.ensure_future(ask("read", read=True))]
+        await asyncio.sleep(0.01)
+        tasks.append(asyncio.ensure_future(ask("cancel", read=False)))
+        tasks.append(asyncio.ensure_future(ask("later read", read=True)))
+        await asyncio.sleep(0.1)
+        assert not granted
+        # A read refused, its ErrorInfo naming a quota of reads: paced apart from now on.
+        governor.report(
+            first, throttled=True, quota=QuotaInfo("x/read_requests"), key=key, read=True
+        )
+        assert governor.key_for(key, read=True) == key + READS
+        await asyncio.gather(*tasks)
+        return granted
+
+    granted = run_virtual(main)
+    assert granted["read"][0] < 0.2 and not granted["read"][1]  # at once, by its own pacer
+    assert granted["cancel"][1]  # the key's turn, in its place
+    assert not granted["later read"][1]
+
+
 @pytest.mark.parametrize("reads_refused", [0, 1])
 def test_with_bare_429s_cancels_refused_beside_reads_that_pass_meter_reads_apart(
     reads_refused: int,
