@@ -117,7 +117,8 @@ class _Server:
     background: int = 0
     log: list[tuple[float, str, bool]] = field(default_factory=list)
 
-    def answer(self, now: float, url: str) -> RawResponse:
+    def answer(self, now: float, url: str, *, read: bool = False) -> RawResponse:
+        """The answer to a cancel (the sweep reads nothing back: ``read`` is never set)."""
         self.requests += 1
         name = url.split("/v1/", 1)[1].removesuffix(":cancel")
         stated = self.personality.stated

@@ -181,12 +181,15 @@ class Server:
     throttled: int = 0
     hinted: dict[str, float] = field(default_factory=dict)  # name -> Retry-After, answered once
     log: list[tuple[float, str, bool]] = field(default_factory=list)
+    reads: Quota | None = None  # reads (GETs) metered apart, on a quota of their own
 
-    def answer(self, now: float, url: str) -> RawResponse:
+    def answer(self, now: float, url: str, *, read: bool = False) -> RawResponse:
         self.requests += 1
         op = url.split("/v1/", 1)[1].removesuffix(":cancel")
         location = op.split("/")[3]
         quota = self.quotas.get(location) or self.quotas["*"]
+        if read and self.reads is not None:
+            quota = self.reads
         if op in self.hinted:
             self.throttled += 1
             self.log.append((now, location, False))
@@ -228,12 +231,15 @@ def simulate(
     stop_cancels_only: bool = False,
     throttle_budget: float = 120.0,
     at: tuple[float, Callable[[RateGovernor, float], None]] | None = None,
+    read_after: float | None = None,
 ) -> Result:
     """Cancel every name through the real client against ``server``, on virtual time, with
     ``workers`` tasks per location (the client's slots bound what is in flight); ``at``: a
     virtual time and what happens to the governor then. ``jitter``: each way of a round trip
     takes ``latency / 2`` times a log-normal factor of that sigma (mean 1, drawn from
-    ``jitter_seed``), so requests may reach the server, and answers the client, out of order."""
+    ``jitter_seed``), so requests may reach the server, and answers the client, out of order.
+    ``read_after``: each operation is read back by GET that many seconds after its cancel
+    returned, as the reconciler does (every read must succeed; ``done_at`` stays the cancels')."""
     spread = random.Random(jitter_seed)
 
     def way() -> float:
@@ -248,7 +254,7 @@ def simulate(
             method: str, url: str, headers: Mapping[str, str], body: bytes | None
         ) -> RawResponse:
             await asyncio.sleep(way())
-            raw = server.answer(loop.time(), url)
+            raw = server.answer(loop.time(), url, read=method == "GET")
             await asyncio.sleep(way())
             return raw
 
@@ -264,10 +270,17 @@ def simulate(
             rng=random.Random(0),
         )
         done_at: dict[str, float] = {}
+        reads: list[asyncio.Task[Answer]] = []
+
+        async def read_back(op: str, delay: float) -> Answer:
+            await asyncio.sleep(delay)
+            return await client.get(op)
 
         async def one(op: str) -> Answer:
             answer = await client.cancel(op)
             done_at[op] = loop.time()
+            if read_after is not None:
+                reads.append(asyncio.ensure_future(read_back(op, read_after)))
             return answer
 
         # Like an engine with a queue per quota key: each location has its own workers, so
@@ -291,6 +304,7 @@ def simulate(
             *(worker(q) for q in queues.values() for _ in range(min(workers, len(q))))
         )
         assert all(a is not None for a in answers)
+        assert all(read.ok for read in await asyncio.gather(*reads))
         if stop_cancels_only:  # reads still go out after a stop of the cancels
             read = await client.get(names[0])
             assert read.kind is not AnswerKind.STOPPED
@@ -817,6 +831,41 @@ def test_two_regions_over_small_bursts_are_not_taken_for_background() -> None:
     assert all_ok(result)
     assert result.seconds <= 1.2 * bucket_floor(700, 97.5, 70, 7), result.seconds
     assert result.share_429 <= 0.10, result.share_429
+
+
+@pytest.mark.parametrize(
+    "apart",
+    [
+        pytest.param(
+            True,
+            id="apart",
+            marks=pytest.mark.xfail(
+                strict=True, reason="known miss: reads metered apart with bare 429s"
+            ),
+        ),
+        pytest.param(False, id="one quota"),
+    ],
+)
+def test_reads_metered_apart_with_bare_429s_leave_the_cancels_their_quota(apart: bool) -> None:
+    """Cloud Batch's shape with bare 429s (nothing names the quotas): cancels on a bucket of
+    50/s, each operation read back by GET two seconds later on a bucket of 125/s of its own.
+    The one pacer meets its wall on cancels alone, the reads come after and are never refused,
+    and its cancels are refused too rarely to tell the two quotas apart (QuotaSharing's
+    _refused_apart): paced as one, the cancels get what the reads leave, 1.40x the cancels'
+    floor (a known miss: see the README; trying the reads apart, as sessions 42 and 43 did,
+    took it to 1.06x but cost one quota 429s). On one bucket of 50/s for both kinds, the run
+    holds."""
+    names = [name(i) for i in range(300)]
+    server = Server({"*": Bucket(50.0, 2.0)}, reads=Bucket(125.0, 2.0) if apart else None)
+    result = simulate(server, names, rate=250.0, read_after=2.0)
+    assert all_ok(result)
+    assert server.requests >= 600
+    if apart:
+        cancels = max(result.done_at.values())
+        assert cancels <= 1.1 * bucket_floor(300, 250.0, 50.0, 2.0), cancels
+    else:
+        assert result.seconds <= 1.1 * bucket_floor(600, 250.0, 50.0, 2.0), result.seconds
+    assert result.share_429 <= 0.06, result.share_429
 
 
 def test_a_throttled_region_does_not_slow_a_free_one() -> None:
