@@ -210,8 +210,8 @@ class QuotaSharing:
 
     def _pace_reads_apart(self, base: str, pacer: KeyPacer) -> KeyPacer:
         """From now on ``base``'s reads ask their turns of a pacer of their own (returned),
-        which starts at the rate ``pacer`` (the key's) had; reads waiting at ``pacer`` queue
-        there at once (before, they kept their places behind the key's cancels: a key at 10/s
+        which starts at the rate ``pacer`` (the key's) had; reads waiting at ``pacer`` move to
+        it at once (before, they kept their places behind the key's cancels: a key at 10/s
         whose reads were paced apart 7 s into its run still granted every other turn of its
         own, 1-3 s later, to reads asked at 3.5-4.3 s)."""
         self._kinds_apart.add(base)
