@@ -225,13 +225,13 @@ class RateGovernor:
             return grant
         self._queued[asked] = self._queued.get(asked, 0) + 1  # (a key with work left: trials)
         try:
-            return await self._wait_turn(key, deadline, read)
+            return await self._wait_turn(key, asked, deadline, read)
         finally:
             self._queued[asked] -= 1
 
-    async def _wait_turn(self, key: str, deadline: float, read: bool) -> Grant | None:
-        """:meth:`acquire_key` when the turn is not free at once."""
-        asked = self.key_for(key, read=read)
+    async def _wait_turn(self, key: str, asked: str, deadline: float, read: bool) -> Grant | None:
+        """:meth:`acquire_key` when the turn is not free at once (``asked``: the key its turn is
+        asked of now, ``key_for(key, read=read)``)."""
         pacer = self.pacer(asked)
         turn = self._turns.get(id(pacer))
         if turn is None:

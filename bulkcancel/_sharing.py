@@ -434,9 +434,9 @@ class QuotaSharing:
         measured while it sent may have been their shares of one quota (two regions without
         ErrorInfo, never merged: the survivor crept up from its share by 5% steps for
         seconds). Every other key of the project goes back to slow start from its rate (or
-        half its share of the finished key's, if more)
-        (:meth:`KeyPacer.peer_left`), once per finished key; a key starved beside it (most
-        of its recent answers refused) takes its share of the finished key's rate at once."""
+        half its share of the finished key's, if more) (:meth:`KeyPacer.peer_left`), once per
+        finished key; a key starved beside it (most of its recent answers refused) takes its
+        share of the finished key's rate at once."""
         now = self._governor.now()
         if now < pacer.peers_checked_at:
             return
