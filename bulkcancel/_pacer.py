@@ -64,9 +64,11 @@ How a pacer tells a wall from noise, and what it borrowed:
   floor 20 -> 11 of 720, the fault mix's worst of 40 draws 1.64x -> 1.39x) nor rose (and stayed
   under 40%), the 429s were background (overload, other limits), every cut since the last increase
   is undone and that share, at most 15%, becomes the key's background, which later decisions
-  discount. In slow start a small share is tested the other way, by doubling instead of cutting:
-  behind a wall the accepted rate stays put and the share jumps, a background share stays the same,
-  and the run loses no time at a cut rate. A background share costs one short test, not a spiral. A
+  discount, but never more than the key's longest recent run of accepts allows (a background is
+  refused at any rate: 300 accepts in a row rule out one of 12.5%; see ``_plausible_noise``). In
+  slow start a small share is tested the other way, by doubling instead of cutting: behind a wall
+  the accepted rate stays put and the share jumps, a background share stays the same, and the run
+  loses no time at a cut rate. A background share costs one short test, not a spiral. A
   test that did not send faster (the key held under its rate by the run's ceiling, which its
   project's other regions share: three regions of 50/s each, told 200/s, each sends at 67/s whatever
   its rate; or by its requests in flight) tells nothing: the share is then cut as a wall, and the
@@ -311,6 +313,9 @@ _SURE_WALL = 0.4  # a throttle share this high is a wall, never background
 _LANDED_WALL = 0.2  # ... and this high after a landing on a spotless rate (a burst-1 bucket)
 _MAX_NOISE = 0.15  # background shares above this are not discounted ...
 _TESTED_NOISE = 0.6  # ... unless the share stayed put when the rate rose by 30% or more
+_RUN_STRETCH = 1024  # answers: the longest run of accepts is kept for this stretch and the last
+_RUN_CHANCE = 0.01  # ... and a background that shows such a run rarer than this is too high
+_NOISE_STEP = 0.005  # ... and is lowered by this until it is not
 _FELL = 0.4  # after a cut, a wall's share falls below this share of the one before
 _FELL_Z = 2.0  # ... and, before a first wall, by this many standard errors (3/16, 1/32: chance)
 _PROBE_BASE = 0.25  # seconds to the first probe of a parked key
@@ -392,6 +397,11 @@ class KeyPacer:
     #: learned: its share measured over many answers, not one test's few
     noise_seen: int = 0
     noise_refused: int = 0
+    #: accepts in a row up to the latest answer; the longest such run of the last stretch of
+    #: answers and of this one; answers so far in this stretch (see _plausible_noise)
+    accept_run: int = 0
+    longest_runs: tuple[int, int] = (0, 0)
+    stretch_answers: int = 0
     #: ``decided_at`` of the decision that suspected a weak wall at a steady rate (the next
     #: decision confirms it or clears it)
     suspected_at: float = -math.inf
@@ -612,6 +622,7 @@ class KeyPacer:
     ) -> None:
         """One attempt's answer: ``throttled`` or capacity. ``sent_at`` is when it was granted."""
         self.refused_lately += 0.25 * (throttled - self.refused_lately)
+        self._count_run(throttled)
         if throttled:
             onset = now - self.last_throttle > _HISTORY or self.clean_since
             if onset and self.state is PacerState.ACTIVE:
@@ -881,7 +892,7 @@ class KeyPacer:
                 # The share neither fell nor rose with the rate: background 429s, not a wall.
                 # (A share that rose means the cut was too small, measured on a ramp: a wall.)
                 # Undo every cut since the last growth: they were all taken on noise.
-                share = min(share, _MAX_NOISE)
+                share = self._plausible_noise(min(share, _MAX_NOISE))
                 self.noise = share if self.noise == 0 else (self.noise + share) / 2
                 self._learn_noise(n, t)
                 self.rate = rate_before
@@ -905,7 +916,9 @@ class KeyPacer:
             wall_share = 1 - (1 - before) * sent_before / max(sent_now, 1e-9)
             if not untested and share < (before + wall_share) / 2:
                 # A faster rate, the same share: background 429s, not a wall.
-                self.noise = min((before + share) / 2, _TESTED_NOISE if self.alone else _MAX_NOISE)
+                self.noise = self._plausible_noise(
+                    min((before + share) / 2, _TESTED_NOISE if self.alone else _MAX_NOISE)
+                )
         over = share - self.noise > _margin(n, self.noise)
         if over and self._chancy and n % _MIN_SAMPLES:
             # With a background known (alone), a share is judged on 16, 32, 48 or 64 answers,
@@ -982,10 +995,36 @@ class KeyPacer:
         self.noise_refused += refused
         if self.noise_seen >= _CLEAN_SAMPLES:
             pooled = self.noise_refused / self.noise_seen
-            self.noise = min(max(_MAX_NOISE, self.noise), pooled)
+            self.noise = self._plausible_noise(min(max(_MAX_NOISE, self.noise), pooled))
         if self.noise_seen > 512:
             self.noise_seen //= 2
             self.noise_refused //= 2
+
+    def _count_run(self, throttled: bool) -> None:
+        """One answer extends the run of accepts in a row, or ends it."""
+        self.accept_run = 0 if throttled else self.accept_run + 1
+        last, this = self.longest_runs
+        self.stretch_answers += 1
+        if self.stretch_answers >= _RUN_STRETCH:
+            last, this, self.stretch_answers = this, 0, 0
+        self.longest_runs = (last, max(this, self.accept_run))
+
+    def _plausible_noise(self, share: float) -> float:
+        """The highest background share, ``share`` at most (in half-point steps), that shows
+        the longest run of accepts of the last two stretches of answers one time in a hundred
+        or more (about ``answers * b * (1 - b) ** run`` such runs come in that many answers at a
+        background ``b``). A background is refused at any rate, so a run of accepts bounds it,
+        where a share that held after a cut does not: a minute's bucket refilling at 4.7/s,
+        400 answers clean while its burst lasted, then a cut that landed over the refill rate,
+        judged 4 of 32 refused; learned as a background of 12.5%, later raised to 15%, the key
+        took a quarter of each decision's answers refused for clean and ran at 17% of 429s
+        (8% now: the background learned is 2%). At a real background of 10%, a run of 90
+        accepts in 2,048 answers comes less than one time in a hundred."""
+        run = max(self.longest_runs)
+        answers = 2 * _RUN_STRETCH
+        while share > _NOISE_STEP and answers * share * (1.0 - share) ** run < _RUN_CHANCE:
+            share -= _NOISE_STEP
+        return share
 
     def _may_hold(self) -> bool:
         """A high share that holds after a cut may be background here: the key is alone in

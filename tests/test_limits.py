@@ -573,6 +573,29 @@ def test_a_background_learned_low_is_measured_again_on_every_clean_decision(seed
     assert 0.11 <= pacer.noise <= 0.15
 
 
+@pytest.mark.parametrize(
+    ("clean", "learned"),
+    [(0, (0.125, 0.125)), (300, (0.005, 0.03))],
+    ids=["no-run-before", "a-burst-clean-before"],
+)
+def test_a_background_learned_is_no_higher_than_the_longest_run_of_accepts_allows(
+    clean: int, learned: tuple[float, float]
+) -> None:
+    """A wall (6 of 16 refused), and after the cut 4 of 32 refused: a share that neither fell
+    far nor rose, taken for a background of 12.5%. After 300 accepts in a row (a minute's
+    burst let through clean) a background of 12.5% is out of the question (such a run comes
+    at that share about once in 10^17 answers): what is learned is no more than a run of 300
+    allows, and the key does not take an eighth of its answers refused for clean from then on."""
+    pacer = KeyPacer(200.0, rate=40.0)
+    pacer.walls, pacer.estimate = 1, 40.0  # (a quota measured before)
+    now = feed(pacer, 0.0, 40.0, clean, 0.0)
+    now = feed_pattern(pacer, now, 40.0, [i % 3 == 0 for i in range(16)])
+    assert pacer.checking is not None  # cut, to be judged
+    feed_pattern(pacer, now, pacer.rate, [i % 8 == 3 for i in range(32)])
+    assert pacer.checking is None
+    assert learned[0] <= pacer.noise <= learned[1]
+
+
 def test_rejects_nonsense_rates() -> None:
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="positive"):
