@@ -397,10 +397,11 @@ class KeyPacer:
     #: learned: its share measured over many answers, not one test's few
     noise_seen: int = 0
     noise_refused: int = 0
-    #: accepts in a row up to the latest answer; the longest such run of the last stretch of
-    #: answers and of this one; answers so far in this stretch (see _plausible_noise)
+    #: accepts in a row up to the latest answer; the longest such run of this stretch of
+    #: answers and of the one before; answers so far in this stretch (see _plausible_noise)
     accept_run: int = 0
-    longest_runs: tuple[int, int] = (0, 0)
+    longest_run: int = 0
+    longest_run_before: int = 0
     stretch_answers: int = 0
     #: ``decided_at`` of the decision that suspected a weak wall at a steady rate (the next
     #: decision confirms it or clears it)
@@ -1003,11 +1004,11 @@ class KeyPacer:
     def _count_run(self, throttled: bool) -> None:
         """One answer extends the run of accepts in a row, or ends it."""
         self.accept_run = 0 if throttled else self.accept_run + 1
-        last, this = self.longest_runs
         self.stretch_answers += 1
         if self.stretch_answers >= _RUN_STRETCH:
-            last, this, self.stretch_answers = this, 0, 0
-        self.longest_runs = (last, max(this, self.accept_run))
+            self.longest_run_before, self.longest_run = self.longest_run, 0
+            self.stretch_answers = 0
+        self.longest_run = max(self.longest_run, self.accept_run)
 
     def _plausible_noise(self, share: float) -> float:
         """The highest background share, ``share`` at most (in half-point steps), that shows
@@ -1020,7 +1021,7 @@ class KeyPacer:
         took a quarter of each decision's answers refused for clean and ran at 17% of 429s
         (8% now: the background learned is 2%). At a real background of 10%, a run of 90
         accepts in 2,048 answers comes less than one time in a hundred."""
-        run = max(self.longest_runs)
+        run = max(self.longest_run, self.longest_run_before)
         answers = 2 * _RUN_STRETCH
         while share > _NOISE_STEP and answers * share * (1.0 - share) ** run < _RUN_CHANCE:
             share -= _NOISE_STEP
