@@ -1019,7 +1019,7 @@ class KeyPacer:
         400 answers clean while its burst lasted, then a cut that landed over the refill rate,
         judged 4 of 32 refused; learned as a background of 12.5%, later raised to 15%, the key
         took a quarter of each decision's answers refused for clean and ran at 17% of 429s
-        (8% now: the background learned is 2%). At a real background of 10%, a run of 90
+        (8% now: the background learned is 2%). At a real background of 10%, a run of 95
         accepts in 2,048 answers comes less than one time in a hundred."""
         run = max(self.longest_run, self.longest_run_before)
         answers = 2 * _RUN_STRETCH

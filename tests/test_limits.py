@@ -584,7 +584,7 @@ def test_a_background_learned_is_no_higher_than_the_longest_run_of_accepts_allow
     """A wall (6 of 16 refused), and after the cut 4 of 32 refused: a share that neither fell
     far nor rose, taken for a background of 12.5%. After 300 accepts in a row (a minute's
     burst let through clean) a background of 12.5% is out of the question (such a run comes
-    at that share about once in 10^17 answers): what is learned is no more than a run of 300
+    at that share about once in 10^18 answers): what is learned is no more than a run of 300
     allows, and the key does not take an eighth of its answers refused for clean from then on."""
     pacer = KeyPacer(200.0, rate=40.0)
     pacer.walls, pacer.estimate = 1, 40.0  # (a quota measured before)
