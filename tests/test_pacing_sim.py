@@ -182,6 +182,7 @@ class Server:
     hinted: dict[str, float] = field(default_factory=dict)  # name -> Retry-After, answered once
     log: list[tuple[float, str, bool]] = field(default_factory=list)
     reads: Quota | None = None  # reads (GETs) metered apart, on a quota of their own
+    refused: frozenset[str] = frozenset()  # names always refused (a limit of their own)
 
     def answer(self, now: float, url: str, *, read: bool = False) -> RawResponse:
         self.requests += 1
@@ -195,6 +196,7 @@ class Server:
             self.log.append((now, location, False))
             return throttle(self.hinted.pop(op))
         admitted = quota.admit(now) and not self.rng.random() < self.noise
+        admitted = admitted and op not in self.refused
         self.log.append((now, location, admitted))
         if admitted:
             return OK
@@ -904,6 +906,46 @@ def test_a_server_answering_only_429_ends_every_call_within_the_budget() -> None
     assert all((a.message or "").startswith("throttled:") for a in result.answers)
     assert result.seconds <= budget + 5.0, result.seconds
     assert server.requests <= 60, server.requests  # parked: sparse probes, not a crawl
+
+
+def test_a_slow_key_that_keeps_accepting_ends_no_call_on_its_throttle_budget() -> None:
+    """The throttle budget (120 s) is for a key that refuses everything: a call refused at a
+    wall, then queued behind the key's backlog for longer than that (a window of 30 a minute,
+    64 calls waiting), is retried when its turn comes, since the key answered others meanwhile
+    (16 of 150 ended as throttled before)."""
+    server = Server({"*": Window(30, 60.0)})
+    result = simulate(server, [name(i) for i in range(150)], rate=5)
+    assert all_ok(result), [a.message for a in result.answers if not a.ok][:3]
+    assert max(a.throttled for a in result.answers) >= 1  # (some were refused, then waited)
+    assert result.seconds <= 1.1 * 4 * 60.0, result.seconds  # (five windows hold 150)
+
+
+def test_a_call_waiting_its_turn_behind_a_long_backlog_is_not_out_of_time() -> None:
+    """The 300 s a call may take is its own time (tries, backoff, hints), not its turns at its
+    key: 400 calls at once at a quota of 1/s wait up to 400 s for theirs (110 of them ended
+    as throttled at 300 s before, 100 never sent)."""
+    server = Server({"*": Bucket(1.0, 1.0)})
+    result = simulate(server, [name(i) for i in range(400)], rate=5, workers=400)
+    assert all_ok(result), [a.message for a in result.answers if not a.ok][:3]
+    assert result.seconds <= 1.1 * 400, result.seconds
+
+
+@pytest.mark.parametrize("count", [300, 2000])
+def test_an_operation_refused_alone_ends_when_its_key_answers_no_other(count: int) -> None:
+    """While its key answers the others the throttle budget does not run out (nor does the
+    300 s a call may take: 2,000 names take 400 s at 5/s, and waiting for turns is the key's
+    backlog, not the call's own time); 120 s after the key's last answer to another call, it
+    ends as throttled. The rest of the run goes on at the key's pace meanwhile."""
+    names = [name(i) for i in range(count)]
+    server = Server({"*": Bucket(5.0, 1.0)}, refused=frozenset(names[:1]))
+    result = simulate(server, names, rate=50)
+    assert result.answers[0].kind is AnswerKind.THROTTLED
+    assert (result.answers[0].message or "").startswith("throttled: ")
+    assert all(a.ok for a in result.answers[1:])
+    others = max(result.done_at[op] for op in names[1:])
+    assert others <= 1.2 * count / 5.0, others
+    ended = result.done_at[names[0]]
+    assert others + 120.0 <= ended <= others + 125.0, (ended, others)
 
 
 def test_stop_wakes_calls_waiting_out_a_long_pause() -> None:
