@@ -42,6 +42,10 @@ Sets (``python -m benchmarks.sweep SET``):
   fixed or a sliding window) at 3-30/s, one region or two, bare or stated, 0/5/10% background,
   told 1.2-8x the quota, 2.5-5 windows of it (new in session 36: the other sets scale windows
   down to 1-10 s, where a park's probes cost a few refusals, not hundreds).
+* ``low``: 80 draws at 0.6-4/s (36-240 a minute; a key never goes under 0.5/s), any shape
+  (sliding windows too), windows of 30 or 60 s, one region or two, bare or stated, 0/5/10%
+  background, told 1.2-8x the quota, 2.5-5 windows of it (new in session 45: a park's probes
+  against a window's budget of a few dozen, and calls waiting behind a slow key's backlog).
 * ``sliding``: 300 draws as ``random`` draws them, but every quota a sliding window (a rolling
   log: the window's budget in any span of its length, coming back as the requests that spent it
   age out; new in session 36, a shape no other set draws).
@@ -82,7 +86,7 @@ SHAPES = ("bucket-small", "bucket-minute", "fixed-window")
 IN_FLIGHT = 32  # the simulator's concurrency
 _SEEDS = {
     "slow": 1, "random": 2, "shared-bare": 3, "apart-bare": 4, "far": 11, "many": 12,
-    "far-short": 13, "uneven": 14, "sliding": 15, "minute": 16,
+    "far-short": 13, "uneven": 14, "sliding": 15, "minute": 16, "low": 17,
 }  # fmt: skip
 SETS = ("short", *_SEEDS)
 
@@ -207,6 +211,9 @@ def _drawn(name: str) -> Iterable[Personality]:
     if name == "minute":
         yield from (_minute(rng, seed) for seed in range(60))
         return
+    if name == "low":
+        yield from (_low(rng, seed) for seed in range(80))
+        return
     draws = {"shared-bare": 120, "apart-bare": 160, "far": 200}.get(name, 300)
     for seed in range(draws):
         if name == "slow":
@@ -304,6 +311,23 @@ def _minute(rng: random.Random, seed: int) -> Personality:
     1.2-8x the quota, two and a half to five windows of it."""
     quota = math.exp(rng.uniform(math.log(3), math.log(30)))
     shape = rng.choice(("bucket-minute", "fixed-window", "sliding-window"))
+    window = rng.choice([30.0, 60.0])
+    regions = rng.choice([1, 1, 2])
+    shared = regions == 2 and rng.random() < 0.3
+    stated = rng.random() < 0.5
+    return _project(
+        rng, seed, quota, shape, window, shared, regions, stated,
+        told=(1.2, 8), seconds=(2.5 * window, 5 * window), latencies=[0.002, 0.02, 0.05, 0.1],
+    )  # fmt: skip
+
+
+def _low(rng: random.Random, seed: int) -> Personality:
+    """Quotas of a few requests a second, 36-240 a minute (0.6-4/s, log-uniform: a key never
+    goes under 0.5/s), any shape, minute-long windows (30 or 60 s), one region or two, bare or
+    stated, told 1.2-8x the quota, two and a half to five windows of it: a park's probes and a
+    call's wait behind its key's backlog weigh most here (new in session 45)."""
+    quota = math.exp(rng.uniform(math.log(0.6), math.log(4)))
+    shape = rng.choice((*SHAPES, "sliding-window"))
     window = rng.choice([30.0, 60.0])
     regions = rng.choice([1, 1, 2])
     shared = regions == 2 and rng.random() < 0.3
