@@ -16,14 +16,14 @@ there is chance, not an outage; one operation that always fails beside others th
 the usual tries);
 a call's own time (its tries, backoff and hint waits; not its turns at its key, which are the
 key's backlog) is bounded by ``max_call_time``, and throttle retries by the governor's
-``throttle_budget`` in which the call's quota key ended no call, counted from the call's first
-throttle (then the call ends as a ``THROTTLED`` answer, which classification reports as an
-error): a key that refuses everything ends its calls in bounded time, while a slow key that
-keeps answering ends none of those waiting out its backlog (in simulation, a window of 30 a
-minute with 64 calls waiting ended 16 of 150 so when the budget ran from the first throttle
-alone, and 400 calls at once at 1/s ended 110 when turns counted as the call's time). A stop,
-or a fatal condition of the whole run, wakes every waiting call at once and they return
-``STOPPED``.
+``throttle_budget`` in which the call's quota key ended no call of its kind (cancels, or
+reads), counted from the call's first throttle (then the call ends as a ``THROTTLED`` answer,
+which classification reports as an error): a key that refuses everything ends its calls in
+bounded time, while a slow key that keeps answering ends none of those waiting out its backlog
+(in simulation, a window of 30 a minute with 64 calls waiting ended 16 of 150 so when the
+budget ran from the first throttle alone, and 400 calls at once at 1/s ended 110 when turns
+counted as the call's time). A stop, or a fatal condition of the whole run, wakes every waiting
+call at once and they return ``STOPPED``.
 
 Fatal conditions (``fatal`` and a one-line ``fatal_detail``): 401 on the first requests
 (``UNAUTHENTICATED``); no HTTP answer at all to the run's first attempts, or a TLS failure
@@ -131,6 +131,10 @@ class OperationsClient:
         #: quota key -> when it last gave a call an answer that ends it (not a transient
         #: failure, not a throttle): the server is up for that key
         self._answered_at: dict[str, float] = {}
+        #: (quota key, reads) -> when a call of that kind last ended on such an answer: what a
+        #: throttled call's budget counts from (reads may be metered apart from cancels, and a
+        #: key whose writes are refused all day may answer its reads)
+        self._ended_at: dict[tuple[str, bool], float] = {}
         #: quota key -> the share of its calls' first tries that failed transiently (a moving
         #: average over about 16: retries are left out, so one call failing again and again
         #: does not make its key look busy)
@@ -284,7 +288,7 @@ class OperationsClient:
         while True:
             if self._refused(kind):
                 return _stopped(attempts, throttled)
-            budget_end = self._throttle_end(base, first_throttle)
+            budget_end = self._throttle_end(base, read, first_throttle)
             if read:  # (a key's reads may be paced apart from its cancels: a later try)
                 key = governor.key_for(base, read=True)
             # The key's turn: at once when it is free (no wait, so no scope to enter), or
@@ -310,7 +314,7 @@ class OperationsClient:
                     return _stopped(attempts, throttled)
                 if last is not None and not last_throttled:
                     return last
-                if governor.now() < self._throttle_end(base, first_throttle):
+                if governor.now() < self._throttle_end(base, read, first_throttle):
                     continue  # (the key answered others meanwhile: it is slow, not refusing)
                 why = f"{key or 'the quota key'} answered no call for "
                 why += f"{governor.throttle_budget:g}s"
@@ -343,7 +347,7 @@ class OperationsClient:
                 answer.throttled = throttled
                 self.stats.throttled += 1
                 first_throttle = min(first_throttle, now)
-                if now >= min(deadline, self._throttle_end(base, first_throttle)):
+                if now >= min(deadline, self._throttle_end(base, read, first_throttle)):
                     why = f"still refused after {throttled} tries in {now - first_throttle:.0f}s"
                     return self._gave_up(answer, why, attempts, throttled)
                 self.stats.retries += 1
@@ -395,16 +399,16 @@ class OperationsClient:
                 return answer
             if answer.kind is not AnswerKind.TRANSPORT and answer.status < 500:
                 self._successes += 1
-            self._answered_at[base] = governor.now()
+            self._answered_at[base] = self._ended_at[base, read] = governor.now()
             return answer
 
-    def _throttle_end(self, base: str, first_throttle: float) -> float:
+    def _throttle_end(self, base: str, read: bool, first_throttle: float) -> float:
         """When a call first throttled at ``first_throttle`` stops retrying throttles: after
-        the governor's ``throttle_budget`` in which its key ended no call (counted from the
-        later of that throttle and the key's last answer that ended a call). A slow key that
-        keeps answering never ends a call that waits behind its backlog; a key that refuses
-        everything ends them all in bounded time."""
-        since = max(first_throttle, self._answered_at.get(base, -math.inf))
+        the governor's ``throttle_budget`` in which its key ended no call of its kind (reads,
+        or cancels), counted from the later of that throttle and the last such call's end. A
+        slow key that keeps answering never ends a call that waits behind its backlog; a key
+        that refuses everything (or every cancel) ends them all in bounded time."""
+        since = max(first_throttle, self._ended_at.get((base, read), -math.inf))
         return since + self._governor.throttle_budget
 
     def _busy(self, base: str, first_failure: float, before: tuple[int, int], own: int) -> bool:

@@ -948,6 +948,49 @@ def test_an_operation_refused_alone_ends_when_its_key_answers_no_other(count: in
     assert others + 120.0 <= ended <= others + 125.0, (ended, others)
 
 
+def test_cancels_refused_all_along_end_on_budget_while_the_key_answers_reads() -> None:
+    """A key whose writes are refused (a daily quota spent) while its reads pass: the reads'
+    answers do not keep the cancels' throttle budget open (counted from any call's end, the
+    cancels ran until the reads stopped, 340 s)."""
+
+    async def main() -> tuple[list[Answer], float, int]:
+        loop = asyncio.get_running_loop()
+
+        async def handler(
+            method: str, url: str, headers: Mapping[str, str], body: bytes | None
+        ) -> RawResponse:
+            await asyncio.sleep(0.01)
+            return OK if method == "GET" else throttle(None)
+
+        client = OperationsClient(
+            CallableTransport(handler),
+            endpoint="http://sim.invalid",
+            api_version="v1",
+            tokens=NoAuth(),
+            governor=RateGovernor(50.0, throttle_budget=30.0),
+            concurrency=32,
+        )
+        reads = 0
+
+        async def read_all_along() -> None:
+            nonlocal reads
+            while loop.time() < 300.0:
+                assert (await client.get(name(0))).ok
+                reads += 1
+                await asyncio.sleep(1.0)
+
+        reader = asyncio.ensure_future(read_all_along())
+        answers = await asyncio.gather(*(client.cancel(name(i)) for i in range(10)))
+        ended = loop.time()
+        reader.cancel()
+        return list(answers), ended, reads
+
+    answers, ended, reads = run_virtual(main)
+    assert [a.kind for a in answers] == [AnswerKind.THROTTLED] * 10
+    assert ended <= 30.0 + 5.0, ended
+    assert reads >= 1  # (reads were answered meanwhile)
+
+
 def test_stop_wakes_calls_waiting_out_a_long_pause() -> None:
     server = Server({"*": Closed()}, retry_after=3600.0)
     result = simulate(server, [name(i) for i in range(50)], rate=50, stop_at=5.0)
