@@ -316,8 +316,8 @@ class OperationsClient:
                     return last
                 if governor.now() < self._throttle_end(base, read, first_throttle):
                     continue  # (the key answered others meanwhile: it is slow, not refusing)
-                why = f"{key or 'the quota key'} answered no call for "
-                why += f"{governor.throttle_budget:g}s"
+                why = f"{key or 'the quota key'} answered no {'read' if read else 'cancel'} "
+                why += f"for {governor.throttle_budget:g}s"
                 return self._gave_up(last, why, attempts, throttled)
             sent = await self._attempt(kind, method, url, body, grant)
             if sent is None:
