@@ -309,16 +309,7 @@ def _minute(rng: random.Random, seed: int) -> Personality:
     window's bucket, a fixed or a sliding window, at 3-30/s (log-uniform, where a park's
     probes weigh most against a window's budget), one region or two, bare or stated, told
     1.2-8x the quota, two and a half to five windows of it."""
-    quota = math.exp(rng.uniform(math.log(3), math.log(30)))
-    shape = rng.choice(("bucket-minute", "fixed-window", "sliding-window"))
-    window = rng.choice([30.0, 60.0])
-    regions = rng.choice([1, 1, 2])
-    shared = regions == 2 and rng.random() < 0.3
-    stated = rng.random() < 0.5
-    return _project(
-        rng, seed, quota, shape, window, shared, regions, stated,
-        told=(1.2, 8), seconds=(2.5 * window, 5 * window), latencies=[0.002, 0.02, 0.05, 0.1],
-    )  # fmt: skip
+    return _long_windows(rng, seed, (3.0, 30.0), (*SHAPES[1:], "sliding-window"))
 
 
 def _low(rng: random.Random, seed: int) -> Personality:
@@ -326,8 +317,15 @@ def _low(rng: random.Random, seed: int) -> Personality:
     goes under 0.5/s), any shape, minute-long windows (30 or 60 s), one region or two, bare or
     stated, told 1.2-8x the quota, two and a half to five windows of it: a park's probes and a
     call's wait behind its key's backlog weigh most here (new in session 45)."""
-    quota = math.exp(rng.uniform(math.log(0.6), math.log(4)))
-    shape = rng.choice((*SHAPES, "sliding-window"))
+    return _long_windows(rng, seed, (0.6, 4.0), (*SHAPES, "sliding-window"))
+
+
+def _long_windows(
+    rng: random.Random, seed: int, quotas: tuple[float, float], shapes: Sequence[str]
+) -> Personality:
+    """A draw of ``minute`` or ``low``: a quota log-uniform in ``quotas``, one of ``shapes``."""
+    quota = math.exp(rng.uniform(math.log(quotas[0]), math.log(quotas[1])))
+    shape = rng.choice(shapes)
     window = rng.choice([30.0, 60.0])
     regions = rng.choice([1, 1, 2])
     shared = regions == 2 and rng.random() < 0.3

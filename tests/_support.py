@@ -45,6 +45,7 @@ def make_client(
     concurrency: int = 8,
     rate: float = 100_000.0,
     attempts: int = 4,
+    throttle_budget: float = 120.0,
 ) -> OperationsClient:
     """A client on the running loop's clock (virtual under ``run_virtual``)."""
     if transport is None:
@@ -56,7 +57,9 @@ def make_client(
         endpoint="http://mem.invalid",
         api_version="v1",
         tokens=NoAuth(),
-        governor=RateGovernor(rate, clock=clock, sleep=anyio.sleep),
+        governor=RateGovernor(
+            rate, clock=clock, sleep=anyio.sleep, throttle_budget=throttle_budget
+        ),
         concurrency=concurrency,
         backoff=Backoff(base=0.0005, cap=0.002, max_attempts=attempts),
         rng=random.Random(0),

@@ -27,7 +27,7 @@ from bulkcancel._retry import Backoff
 from bulkcancel._transport import CallableTransport, RawResponse
 from bulkcancel.testing._personalities import Quota as FakeQuota
 from bulkcancel.testing._personalities import QuotaShape, jitter_factor
-from tests._support import NoAuth
+from tests._support import NoAuth, make_client
 
 T = TypeVar("T")
 
@@ -962,13 +962,8 @@ def test_cancels_refused_all_along_end_on_budget_while_the_key_answers_reads() -
             await asyncio.sleep(0.01)
             return OK if method == "GET" else throttle(None)
 
-        client = OperationsClient(
-            CallableTransport(handler),
-            endpoint="http://sim.invalid",
-            api_version="v1",
-            tokens=NoAuth(),
-            governor=RateGovernor(50.0, throttle_budget=30.0),
-            concurrency=32,
+        client = make_client(
+            transport=CallableTransport(handler), concurrency=32, rate=50.0, throttle_budget=30.0
         )
         reads = 0
 
