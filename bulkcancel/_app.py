@@ -234,6 +234,8 @@ async def _drive_run(
         await tg.start(_watch_signals, run, ui, state, before_sending)
         refused: int | None = None
         progress = Progress(run, writer, state)
+        if options.progress_every > 0:
+            tg.start_soon(_progress_lines, ui, options.progress_every)
         with before_sending:
             ui.start(None, progress)  # the display shows the listing too
             count = await run.resolve(*given, max_selected=options.max_operations)
@@ -253,6 +255,14 @@ async def _drive_run(
             await _execute(run, count, writer, ui, state, observe, progress)
         tg.cancel_scope.cancel()
     return _exit_code(run, writer, state)
+
+
+async def _progress_lines(ui: _ui.Ui, every: float) -> None:
+    """A progress line every ``every`` seconds where no live display is drawn (see
+    :meth:`_ui.Ui.progress`), until the run's task group ends."""
+    while True:
+        await anyio.sleep(every)
+        ui.progress()
 
 
 async def _watch_signals(

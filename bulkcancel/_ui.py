@@ -193,6 +193,26 @@ def render_progress(snap: ProgressSnapshot, elapsed: float, width: int) -> Group
     return Group(head, *_pack(figures, width), *_pack(outcomes, width))
 
 
+def progress_line(snap: ProgressSnapshot, elapsed: float) -> str:
+    """The live display's figures on one line, for a log (stderr not a terminal)."""
+    parts = [f"{'DRY RUN ' if snap.dry_run else ''}{snap.phase}"]
+    if snap.phase == Phase.LISTING or snap.total is None:
+        parts.append(f"{snap.listed} found")
+    else:
+        parts.append(f"{snap.settled}/{snap.total} settled")
+    if not snap.dry_run:
+        if snap.quiet_for is not None and snap.until_quiet is not None:
+            quiet = min(snap.quiet_for, snap.until_quiet)
+            parts.append(f"quiet for {quiet:.0f}s of {snap.until_quiet:g}s")
+        parts += [f"sent {snap.sent}", f"accepted {snap.accepted}", f"{snap.rate:.0f} req/s"]
+        if snap.throttled or snap.throttling:
+            parts.append(
+                f"{snap.throttled} throttled{' (slowing down)' if snap.throttling else ''}"
+            )
+    parts += [f"{key} {count}" for key, count in snap.totals.items() if count]
+    return f"progress {_clock(elapsed)}: " + ", ".join(parts)
+
+
 class ProgressView:
     """A rich renderable that asks ``snapshot`` for the counters each time it is drawn."""
 
@@ -226,6 +246,9 @@ class Options:
     log_format: str = "text"
     #: ``--format jsonl`` ends with ``{"summary": {...totals, "exit_code": N}}`` (the contract).
     jsonl_summary: bool = True
+    #: seconds between progress lines where no live display is drawn (stderr not a terminal,
+    #: or JSON logs): a job's log shows a long run moving; 0 for none
+    progress_every: float = 30.0
 
 
 class Ui:
@@ -244,6 +267,9 @@ class Ui:
         self._stdout = stdout
         self._clock = clock
         self._live: Live | None = None
+        #: what :meth:`progress` reports from, once :meth:`start` found no live display to draw
+        self._lines: SnapshotFn | None = None
+        self._started: float | None = None
         self._total: int | None = None
         self._settled = 0
         self._totals: dict[str, int] = {}
@@ -270,17 +296,24 @@ class Ui:
         """Show the live display (on a terminal, unless quiet or logging JSON). ``total`` is
         None while listing; calling again with the total keeps the display that is up."""
         self._total = total
+        if self._started is None:
+            self._started = self._clock()
+        source = snapshot or self._own_snapshot
         if self._json_logs:
             if total is not None:
                 event("cancelling", targets=total, dry_run=self._opt.dry_run)
+            self._lines = None if self._opt.quiet else source
             return
         if self._live is not None:
             return
-        if self._opt.quiet or not self._console.is_terminal:
+        if self._opt.quiet:
+            return
+        if not self._console.is_terminal:
+            self._lines = source
             return
         if self._opt.out_format == "jsonl" and self._out.isatty():
             return  # records and the live display would fight over the same screen
-        view = ProgressView(snapshot or self._own_snapshot, clock=self._clock)
+        view = ProgressView(source, clock=self._clock)
         self._live = Live(
             view,
             console=self._console,
@@ -292,11 +325,32 @@ class Ui:
         self._live.start()
 
     def pause(self) -> None:
-        """Take the live display down (its last frame stays), e.g. to ask a question;
-        :meth:`start` brings it back."""
+        """Take the live display down (its last frame stays), and hold the progress lines,
+        e.g. to ask a question; :meth:`start` brings them back."""
+        self._lines = None
         if self._live is not None:
             self._live.stop()
             self._live = None
+
+    def progress(self) -> None:
+        """Where no live display is drawn: one progress line on stderr (JSON logs: a
+        ``progress`` event with the figures as fields). Nothing before :meth:`start`, while
+        paused, when quiet, or beside a live display."""
+        if self._lines is None or self._started is None:
+            return
+        snap, elapsed = self._lines(), self._clock() - self._started
+        if self._json_logs:
+            event(
+                "progress", phase=str(snap.phase), elapsed_seconds=round(elapsed, 1),
+                total=snap.total, listed=snap.listed, settled=snap.settled, sent=snap.sent,
+                accepted=snap.accepted, requests_per_second=round(snap.rate, 1),
+                throttled=snap.throttled, throttling=snap.throttling, dry_run=snap.dry_run,
+                totals={key: count for key, count in snap.totals.items() if count},
+            )  # fmt: skip
+            return
+        self._console.print(
+            progress_line(snap, elapsed), markup=False, highlight=False, soft_wrap=True
+        )
 
     def refresh(self) -> None:
         if self._live is not None:

@@ -204,6 +204,15 @@ def cli() -> None:
 )
 @option("--quiet", "-q", is_flag=True, help="No progress bar or table.")
 @option(
+    "--progress-every",
+    type=click.FloatRange(min=0.0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Without a progress bar (stderr not a terminal, or --log-format json): a progress "
+    "line every SECONDS; 0: none.",
+)
+@option(
     "--impersonate-service-account",
     "impersonate",
     metavar="SA[,SA...]",
@@ -344,6 +353,7 @@ def _build(kw: dict[str, Any]) -> tuple[RunConfig, _ui.Options]:
         shard=selection.shard,
         dry_run=kw["dry_run"],
         log_format=kw["log_format"],
+        progress_every=kw["progress_every"],
     )
     return config, options
 

@@ -60,6 +60,33 @@ async def test_log_format_json_writes_one_cloud_logging_entry_per_line(tmp_path:
     assert len(done.stdout.decode().splitlines()) == 31
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_a_job_log_shows_a_long_run_moving(log_format: str) -> None:
+    """No terminal: a progress line every --progress-every seconds (BULKCANCEL_PROGRESS_EVERY
+    here), in text or as ``progress`` events. The run lasts 2.4 s or more: twelve cancels one
+    at a time behind answers of 0.2 s."""
+    server = FakeOperationsServer()
+    server.latency = 0.2
+    names = populate(server, PARENT, 12)
+    async with server.serve() as url:
+        done = await anyio.run_process(
+            bulkcancel_command(
+                "cancel", *names, "--anonymous", "--endpoint", url, "--yes",
+                "--concurrency", "1", "--log-format", log_format,
+            ),
+            env=process_env(BULKCANCEL_PROGRESS_EVERY="0.5"), check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    err = done.stderr.decode().splitlines()
+    if log_format == "json":
+        lines = [e for e in map(json.loads, err) if e["message"] == "progress"]
+        assert all(e["total"] == 12 and e["settled"] <= 12 for e in lines), lines
+    else:
+        lines = [line for line in err if line.startswith("progress ")]
+        assert all(re.match(r"progress \d:\d\d:\d\d: \w+, \d+/12 settled", x) for x in lines)
+    assert len(lines) >= 2, err
+
+
 async def test_every_option_reads_its_environment_variable(tmp_path: Path) -> None:
     server = FakeOperationsServer()
     populate(server, PARENT, 12)

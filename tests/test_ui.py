@@ -29,6 +29,7 @@ from bulkcancel._ui import (
     ProgressView,
     Ui,
     print_summary,
+    progress_line,
     prompt_text,
     render_progress,
     render_saved,
@@ -237,6 +238,78 @@ def test_json_report_on_stdout_and_json_logs_instead_of_tables(
     assert events[-1]["exit_code"] == 0
     assert events[-1]["totals"]["cancelled"] == 1
     assert events[1]["severity"] == "WARNING"
+
+
+def test_a_log_gets_progress_lines_where_no_live_display_is_drawn() -> None:
+    buffer = io.StringIO()
+    err = Console(width=80, file=buffer, force_terminal=False, highlight=False)
+    clock = iter([100.0, 190.0, 250.0]).__next__
+    ui = Ui(Options(), console=err, stdout=io.StringIO(), clock=clock)
+    ui.progress()  # (nothing before the run starts)
+    snaps = iter([replace(BUSY, phase=Phase.LISTING, total=None, listed=77), BUSY])
+    ui.start(None, lambda: next(snaps))
+    ui.progress()
+    ui.pause()  # (asking a question: no line)
+    ui.progress()
+    ui.start(278, lambda: next(snaps))
+    ui.progress()
+    lines = buffer.getvalue().splitlines()
+    assert lines == [
+        "progress 0:01:30: listing, 77 found, sent 200, accepted 190, 48 req/s, "
+        "12 throttled (slowing down), cancelled 100, completed_anyway 12, unsupported 3, "
+        "not_found 1, permission_denied 1, error 2, invalid 1",
+        "progress 0:02:30: cancelling, 120/278 settled, sent 200, accepted 190, 48 req/s, "
+        "12 throttled (slowing down), cancelled 100, completed_anyway 12, unsupported 3, "
+        "not_found 1, permission_denied 1, error 2, invalid 1",
+    ]
+
+
+def test_no_progress_lines_beside_a_live_display_or_when_quiet() -> None:
+    for options, terminal in ((Options(), True), (Options(quiet=True), False)):
+        buffer = io.StringIO()
+        err = Console(width=80, file=buffer, force_terminal=terminal, highlight=False)
+        ui = Ui(options, console=err, stdout=io.StringIO())
+        ui.start(278, lambda: BUSY)
+        before = buffer.getvalue()
+        ui.progress()
+        ui.pause()
+        assert "progress " not in buffer.getvalue()[len(before) :]
+
+
+def test_progress_line_of_a_dry_run_and_a_drain() -> None:
+    dry = replace(BUSY, dry_run=True, totals={"not_attempted": 5})
+    assert progress_line(dry, 5.0) == (
+        "progress 0:00:05: DRY RUN cancelling, 120/278 settled, not_attempted 5"
+    )
+    drain = replace(BUSY, phase=Phase.WATCHING, quiet_for=42.0, until_quiet=30.0, totals={})
+    assert progress_line(drain, 3725.0) == (
+        "progress 1:02:05: watching, 120/278 settled, quiet for 30s of 30s, sent 200, "
+        "accepted 190, 48 req/s, 12 throttled (slowing down)"
+    )
+
+
+def test_json_logs_get_progress_events(capsys: pytest.CaptureFixture[str]) -> None:
+    log = logging.getLogger(LOGGER)
+    saved = (list(log.handlers), log.level, log.propagate)
+    try:
+        setup_logging("json", logging.INFO)
+        err, buffer = console(80)
+        clock = iter([10.0, 12.5]).__next__
+        ui = Ui(Options(log_format="json"), console=err, stdout=io.StringIO(), clock=clock)
+        ui.start(278, lambda: BUSY)
+        ui.progress()
+    finally:
+        log.handlers[:], log.level, log.propagate = saved
+    assert buffer.getvalue() == ""  # nothing drawn
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [e["message"] for e in events] == ["cancelling", "progress"]
+    progress = events[1]
+    assert progress["severity"] == "INFO"
+    assert progress["elapsed_seconds"] == 2.5
+    assert (progress["phase"], progress["total"], progress["settled"]) == ("cancelling", 278, 120)
+    assert (progress["sent"], progress["accepted"], progress["throttled"]) == (200, 190, 12)
+    assert progress["requests_per_second"] == 48.4 and progress["throttling"] is True
+    assert progress["totals"]["cancelled"] == 100 and "still_running" not in progress["totals"]
 
 
 def test_short_reason_keeps_the_title_of_an_html_body() -> None:
