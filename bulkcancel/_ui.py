@@ -170,47 +170,44 @@ def render_progress(snap: ProgressSnapshot, elapsed: float, width: int) -> Group
     if snap.dry_run:
         figures = [Text("dry run: no cancel is sent")]
     else:
-        figures = [Text(f"sent {snap.sent}"), Text(f"accepted {snap.accepted}")]
+        figures = [Text(text, style=style) for text, style in _figures(snap)]
         if snap.quiet_for is not None and snap.until_quiet is not None:
             cancelled = snap.totals.get("cancelled", 0)
-            quiet = min(snap.quiet_for, snap.until_quiet)
-            figures.insert(
-                0,
-                Text(
-                    f"quiet for {quiet:.0f}s of {snap.until_quiet:g}s, {cancelled} cancelled so far"
-                ),
-            )
-        figures.append(Text(f"{snap.rate:.0f} req/s"))
-        if snap.throttled or snap.throttling:
-            note = f"{snap.throttled} throttled"
-            note += " (slowing down)" if snap.throttling else ""
-            figures.append(Text(note, style="yellow"))
-    outcomes = [
-        Text(f"{key} {count}", style=_STYLE.get(key, ""))
-        for key, count in snap.totals.items()
-        if count
-    ]
+            figures[0].append(f", {cancelled} cancelled so far")
+    outcomes = [Text(text, style=style) for text, style in _outcomes(snap)]
     return Group(head, *_pack(figures, width), *_pack(outcomes, width))
 
 
 def progress_line(snap: ProgressSnapshot, elapsed: float) -> str:
     """The live display's figures on one line, for a log (stderr not a terminal)."""
-    parts = [f"{'DRY RUN ' if snap.dry_run else ''}{snap.phase}"]
+    counts = f"{snap.settled}/{snap.total} settled"
     if snap.phase == Phase.LISTING or snap.total is None:
-        parts.append(f"{snap.listed} found")
-    else:
-        parts.append(f"{snap.settled}/{snap.total} settled")
+        counts = f"{snap.listed} found"
+    parts = [f"{'DRY RUN ' if snap.dry_run else ''}{snap.phase}", counts]
     if not snap.dry_run:
-        if snap.quiet_for is not None and snap.until_quiet is not None:
-            quiet = min(snap.quiet_for, snap.until_quiet)
-            parts.append(f"quiet for {quiet:.0f}s of {snap.until_quiet:g}s")
-        parts += [f"sent {snap.sent}", f"accepted {snap.accepted}", f"{snap.rate:.0f} req/s"]
-        if snap.throttled or snap.throttling:
-            parts.append(
-                f"{snap.throttled} throttled{' (slowing down)' if snap.throttling else ''}"
-            )
-    parts += [f"{key} {count}" for key, count in snap.totals.items() if count]
+        parts += [text for text, _ in _figures(snap)]
+    parts += [text for text, _ in _outcomes(snap)]
     return f"progress {_clock(elapsed)}: " + ", ".join(parts)
+
+
+def _figures(snap: ProgressSnapshot) -> list[tuple[str, str]]:
+    """The request figures (text, style) of a run that sends: a drain's quiet time, sent,
+    accepted, the rate, and the throttling."""
+    figures = [(f"sent {snap.sent}", ""), (f"accepted {snap.accepted}", "")]
+    if snap.quiet_for is not None and snap.until_quiet is not None:
+        quiet = min(snap.quiet_for, snap.until_quiet)
+        figures.insert(0, (f"quiet for {quiet:.0f}s of {snap.until_quiet:g}s", ""))
+    figures.append((f"{snap.rate:.0f} req/s", ""))
+    if snap.throttled or snap.throttling:
+        note = f"{snap.throttled} throttled"
+        note += " (slowing down)" if snap.throttling else ""
+        figures.append((note, "yellow"))
+    return figures
+
+
+def _outcomes(snap: ProgressSnapshot) -> list[tuple[str, str]]:
+    """The outcomes so far (text, style), those with a count."""
+    return [(f"{key} {count}", _STYLE.get(key, "")) for key, count in snap.totals.items() if count]
 
 
 class ProgressView:
@@ -293,8 +290,9 @@ class Ui:
         )
 
     def start(self, total: int | None, snapshot: SnapshotFn | None = None) -> None:
-        """Show the live display (on a terminal, unless quiet or logging JSON). ``total`` is
-        None while listing; calling again with the total keeps the display that is up."""
+        """Show the live display (on a terminal, unless quiet or logging JSON; elsewhere,
+        unless quiet, :meth:`progress` prints lines). ``total`` is None while listing; calling
+        again with the total keeps the display that is up."""
         self._total = total
         if self._started is None:
             self._started = self._clock()
