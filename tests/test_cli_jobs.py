@@ -80,11 +80,11 @@ async def test_a_job_log_shows_a_long_run_moving(log_format: str) -> None:
     err = done.stderr.decode().splitlines()
     if log_format == "json":
         lines = [e for e in map(json.loads, err) if e["message"] == "progress"]
-        assert all(e["total"] == 12 and e["settled"] <= 12 for e in lines), lines
+        sending = [e for e in lines if e["total"] == 12 and 0 <= e["settled"] <= 12]
     else:
         lines = [line for line in err if line.startswith("progress ")]
-        assert all(re.match(r"progress \d:\d\d:\d\d: \w+, \d+/12 settled", x) for x in lines)
-    assert len(lines) >= 2, err
+        sending = [x for x in lines if re.match(r"progress \d:\d\d:\d\d: \w+, \d+/12 settled", x)]
+    assert len(sending) >= 2, err  # (a line while listing, if any, says "found" instead)
 
 
 async def test_every_option_reads_its_environment_variable(tmp_path: Path) -> None:
