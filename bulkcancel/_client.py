@@ -128,12 +128,10 @@ class OperationsClient:
         self._max_call_time = max_call_time
         self.stats = ClientStats()
         self._successes = 0
-        #: quota key -> when it last gave a call an answer that ends it (not a transient
-        #: failure, not a throttle): the server is up for that key
-        self._answered_at: dict[str, float] = {}
-        #: (quota key, reads) -> when a call of that kind last ended on such an answer: what a
-        #: throttled call's budget counts from (reads may be metered apart from cancels, and a
-        #: key whose writes are refused all day may answer its reads)
+        #: (quota key, reads) -> when it last gave a call of that kind an answer that ends it
+        #: (not a transient failure, not a throttle): what a throttled call's budget counts
+        #: from (reads may be metered apart from cancels, and a key whose writes are refused
+        #: all day may answer its reads); either kind says the server is up for that key
         self._ended_at: dict[tuple[str, bool], float] = {}
         #: quota key -> the share of its calls' first tries that failed transiently (a moving
         #: average over about 16: retries are left out, so one call failing again and again
@@ -399,7 +397,7 @@ class OperationsClient:
                 return answer
             if answer.kind is not AnswerKind.TRANSPORT and answer.status < 500:
                 self._successes += 1
-            self._answered_at[base] = self._ended_at[base, read] = governor.now()
+            self._ended_at[base, read] = governor.now()
             return answer
 
     def _throttle_end(self, base: str, read: bool, first_throttle: float) -> float:
@@ -417,7 +415,8 @@ class OperationsClient:
         moving average), or of the other calls' tries since that failure, 16 or more (behind
         a queue that sheds what overflows, retries fail more often than first tries: 15% of
         first tries, over half of all)."""
-        if self._answered_at.get(base, -math.inf) <= first_failure:
+        ended = self._ended_at.get
+        if max(ended((base, False), -math.inf), ended((base, True), -math.inf)) <= first_failure:
             return False
         if self._first_failed.get(base, 0.0) >= _BUSY_SHARE:
             return True
