@@ -263,13 +263,13 @@ stated 40/s then held a key the server let through at 190/s to 39/s, a fixed win
 spent at that pace; within a second of a resume, over the time since the resume (counted over
 the last second, the park's silence in it, a sliding window's echo 0.2 s after a resume at
 100/s read 19/s, under 1.5x a stated 20/s, and the limit held the key for the rest of the run:
-1.24x the floor). A throttle with too few accepts before it to measure one (a wall's later
+1.24x the floor). A throttle with too few accepts before it to measure a burst (a wall's later
 refusal whose start a background 429 hid, one just after a resume, a chance 429 at a few a
-second) leaves the burst as it was, where it had set it to 0 and a window of 60 a minute
-stated at 1/s, with 10% of background, was crept through at the limit (1.25-1.55x the
-floor); a key that resumed at its burst measures it over what it was let through since. Known
-limits: the first wall costs about ten 429s (slow start opens at half
-of ``--rate``), a large share of a short run at a quota of a few requests per second; a minute's
+second) leaves the burst as it was: set to 0, it turned a stated limit into a spacing, and a
+window of 60 a minute stated at 1/s, with 10% of background, was crept through at the limit
+(1.25-1.55x the floor). A key that resumed at its burst measures it over what it was let
+through since. Known limits: the first wall costs about ten 429s (slow start opens at half of
+``--rate``), a large share of a short run at a quota of a few requests per second; a minute's
 bucket with a stated limit costs one resume at the burst's pace (about ten 429s, once per key)
 before the limit caps it; background and a wall together can hide a small overshoot.
 """
@@ -634,15 +634,10 @@ class KeyPacer:
         if throttled:
             onset = now - self.last_throttle > _HISTORY or self.clean_since
             if onset and self.state is PacerState.ACTIVE:
-                # A rate measured on a few accepts says nothing of a burst: at start-up, nor
-                # at a throttle that has few before it for another reason (a wall's later
-                # refusal, its start hidden by a background 429 a moment before; a refusal
-                # just after a resume; a background 429 at 4/s that drew three). Each of
-                # those set the burst to 0, and a stated limit was then taken for a spacing:
-                # a key on a window of 60 a minute crept at 1/s through windows that give
-                # their budget back at each turn (1.25-1.55x the floor, 10% of background).
-                # The burst measured before stands; a key that resumed at its burst has a
-                # bigger sample in what it was let through since.
+                # A rate measured on a few accepts says nothing of a burst (at start-up, or
+                # for a throttle with few before it for another reason: see the module
+                # docstring): the burst measured before stands. A key that resumed at its
+                # burst has a bigger sample in what it was let through since.
                 rate = max(self.accepted_rate(now), self._rate_since_resume(now))
                 seen = self._seen_a_second(now)
                 enough = len(self.accepts) >= (_QUICK_SAMPLES if seen else _MIN_SAMPLES)
