@@ -641,9 +641,10 @@ class KeyPacer:
                 rate = max(self.accepted_rate(now), self._rate_since_resume(now))
                 seen = self._seen_a_second(now)
                 enough = len(self.accepts) >= (_QUICK_SAMPLES if seen else _MIN_SAMPLES)
-                through = self.accepted_total - self.resumed_total
-                if not enough and self.burst_from is not None and through >= _MIN_SAMPLES:
-                    rate, enough = through / max(now - self.resumed_at, _HISTORY), True
+                if not enough and self.burst_from is not None:
+                    through = self.accepted_total - self.burst_from  # (since that resume)
+                    if through >= _MIN_SAMPLES:
+                        rate, enough = through / max(now - self.resumed_at, _HISTORY), True
                 if enough:
                     self.burst = rate
                 self.clean_since = False
