@@ -170,10 +170,7 @@ def render_progress(snap: ProgressSnapshot, elapsed: float, width: int) -> Group
     if snap.dry_run:
         figures = [Text("dry run: no cancel is sent")]
     else:
-        figures = [Text(text, style=style) for text, style in _figures(snap)]
-        if snap.quiet_for is not None and snap.until_quiet is not None:
-            cancelled = snap.totals.get("cancelled", 0)
-            figures[0].append(f", {cancelled} cancelled so far")
+        figures = [Text(text, style=style) for text, style in _figures(snap, so_far=True)]
     outcomes = [Text(text, style=style) for text, style in _outcomes(snap)]
     return Group(head, *_pack(figures, width), *_pack(outcomes, width))
 
@@ -190,13 +187,16 @@ def progress_line(snap: ProgressSnapshot, elapsed: float) -> str:
     return f"progress {_clock(elapsed)}: " + ", ".join(parts)
 
 
-def _figures(snap: ProgressSnapshot) -> list[tuple[str, str]]:
-    """The request figures (text, style) of a run that sends: a drain's quiet time, sent,
-    accepted, the rate, and the throttling."""
+def _figures(snap: ProgressSnapshot, *, so_far: bool = False) -> list[tuple[str, str]]:
+    """The request figures (text, style) of a run that sends: a drain's quiet time (with the
+    cancels so far when ``so_far``: the live display), sent, accepted, the rate, and the
+    throttling."""
     figures = [(f"sent {snap.sent}", ""), (f"accepted {snap.accepted}", "")]
     if snap.quiet_for is not None and snap.until_quiet is not None:
-        quiet = min(snap.quiet_for, snap.until_quiet)
-        figures.insert(0, (f"quiet for {quiet:.0f}s of {snap.until_quiet:g}s", ""))
+        quiet = f"quiet for {min(snap.quiet_for, snap.until_quiet):.0f}s of {snap.until_quiet:g}s"
+        if so_far:
+            quiet += f", {snap.totals.get('cancelled', 0)} cancelled so far"
+        figures.insert(0, (quiet, ""))
     figures.append((f"{snap.rate:.0f} req/s", ""))
     if snap.throttled or snap.throttling:
         note = f"{snap.throttled} throttled"
