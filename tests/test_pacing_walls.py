@@ -58,7 +58,7 @@ def test_one_quota_shared_by_several_regions_told_by_errorinfo(quota: float, cou
         (40.0, 2, 1.2),
         (50.0, 4, 1.2),
         (20.0, 2, 1.2),
-        (100.0, 2, 1.2),  # once the known miss below (1.74x); 1.02x, 9.6% at session 46's
+        (100.0, 2, 1.2),
         # A known miss of the issue's targets: near the run's ceiling the walls coincide for
         # the second time only late; until the merge the two pacers split the quota unevenly
         # and one drains last (110/s: 1.28x the floor, 16.4% of 429s at session 46's code).
