@@ -31,7 +31,8 @@ class RunStatus(Protocol):
     def count(self) -> int | None: ...
 
 
-#: Rate and throttling are measured over this many recent seconds.
+#: Rate and throttling are measured over this many recent seconds (at least: since the last
+#: snapshot this long ago, when snapshots are further apart, as a log's progress lines are).
 _WINDOW = 5.0
 
 
@@ -41,7 +42,8 @@ class Progress:
     Called by rich from its refresh thread: it only reads counters (and keeps a few recent
     samples, under a lock, for the request rate). ``accepted`` counts cancels the server
     accepted (the run's client counts them as they are answered); ``throttling`` means a
-    throttle answer (429) arrived within the last few seconds.
+    throttle answer (429) arrived within the last few seconds (since the snapshot before,
+    when snapshots are further apart: a log's progress lines).
     """
 
     def __init__(
@@ -56,7 +58,8 @@ class Progress:
         self._writer = writer
         self._state = state
         self._clock = clock
-        self._samples: deque[tuple[float, int, int]] = deque()
+        stats = run.client.stats  # (from the start: a log's first line has a rate too)
+        self._samples = deque([(clock(), stats.total, stats.throttled)])
         self._lock = threading.Lock()
 
     def _phase(self) -> _ui.Phase:
@@ -74,12 +77,16 @@ class Progress:
         return _ui.Phase.CANCELLING
 
     def _recent(self) -> tuple[float, bool]:
+        """The request rate and whether a throttle came, since the latest sample at least
+        ``_WINDOW`` old (or the oldest). Keeping that one sample matters where snapshots are
+        far apart: with only the samples of the last five seconds, a progress line every 30 s
+        measured over no time at all, said 0 req/s and never saw a throttle."""
         stats = self._run.client.stats
         now, total, throttled = self._clock(), stats.total, stats.throttled
         with self._lock:
             samples = self._samples
             samples.append((now, total, throttled))
-            while now - samples[0][0] > _WINDOW:
+            while len(samples) > 1 and now - samples[1][0] >= _WINDOW:
                 samples.popleft()
             then, total_then, throttled_then = samples[0]
         rate = (total - total_then) / (now - then) if now - then >= 0.5 else 0.0
