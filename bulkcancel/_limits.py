@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from aiolimiter import AsyncLimiter
 
 from bulkcancel._answers import QuotaInfo
-from bulkcancel._pacer import KeyPacer, PacerState
+from bulkcancel._key_record import PacerState
+from bulkcancel._pacer import KeyPacer
 from bulkcancel._sharing import READS, QuotaSharing
 
 __all__ = ["Grant", "KeyExhaustedError", "RateGovernor", "Sleep"]

@@ -185,46 +185,11 @@ How a pacer tells a wall from noise, and what it borrowed:
   probe waits half as long as its last park lasted (Google's windows are a minute: probed from the
   park's start, 60 s windows of 10/s drew 12.9% of a run's requests in refusals, 8.6% so, the drain
   the same).
-* **A burst-1 bucket's spacing.** A token bucket that saves no burst is empty after each accept:
-  sent to evenly a little over its quota it accepts every other request (every k-th further over),
-  so what it accepted at a wall is about half the quota, however close the send rate was; a cut to
-  95% of that lands at half the quota, and growing back over it halves it again (a sawtooth at
-  ~1.6x the floor, at every quota). Its signature is regular: in send order never two accepts in a
-  row, every accept followed by the same number of refusals, and the gaps bound the quota: an
-  accept ``g`` after the one before says it is at least ``1/g``, a refusal ``g`` after the last
-  accept that it is under ``1/g`` (for any bucket). Such a wall (8 answers suffice, 40% refused;
-  never the wall that ends slow start, when all keys meet walls at once and the requests of keys
-  sharing one quota interleave as regularly; never on a pacer that took over other keys, whose
-  requests interleave too: three regions' fixed windows merged on trial, one spent, read so,
-  held them to a third of one region's quota; never on a key held at its stated limit, which
-  such a bucket would not refuse) needs no judging: the key lands on the last rate it
-  sent at without a single refusal, if that lies within the bounds (a burst-1 bucket hides no
-  overshoot, so spotless there means under the quota), else at 95% of the low bound, and climbs
-  towards the high bound by 15%, doubling per spotless decision, never past the geometric middle;
-  each further spacing wall narrows the range (the key lands on its spotless rate again), until
-  the bounds are within 10%. Then, after a second spacing wall, the key holds at the low bound for
-  256 accepts before probing again (one short wall per 256 accepts); after one only it grows as
-  after any wall (a spacing seen once may be two keys' requests interleaved on one quota, which
-  must not hold a key under its share), unless it is alone in its project: then it holds after
-  the first (the second wall cost four refusals, 12.3% -> 9.1% of a 100-name run at 10/s; real,
-  11.6% -> 8.5%). A refusal while climbing that is no spacing wall ends the bisection at the last
-  spotless rate; a wall that is not a spacing while the key bisects (a bigger bucket, sent to at
-  exactly twice its quota, looks the same once; its burst then hides the climb's overshoot) lands
-  under what the spacing measured; once it holds, a wall is cut as any other (a bucket of a token
-  and a bit hides a hair of overshoot at the held rate: landing at the accepts' spacing halved
-  the key). The walls of a bisection are its own probes and do not set ``cut_at``, which the
-  governor reads for coinciding walls: keys with quotas of their own probe in lockstep. Timing
-  jitter (a few milliseconds on a real network) blurs the signature near the quota: some gaps
-  shrink under the spacing, so the refusals come irregularly, yet the bucket still accepts about
-  60% of what was sent. So a wall met in the first decision after the key's
-  own last step (a growth, or a spacing wall's landing on a spotless rate), at most 25% above a
-  spotless rate and accepting under 80% of it, lands at 95% of the spotless rate, not of what was
-  accepted (nor under what a spacing measured). A drained burst accepts about its quota, close to
-  any spotless rate it hid, so it is cut as any wall; and only the key's own step counts, so a key
-  whose share of one quota shrank because another key grew is cut as any wall too. A landing that
-  leaves a fifth or more refused did not clear the wall (the spotless rate was a small burst's,
-  spent within its decision), and is cut to what was accepted, never judged a background that
-  held.
+* **A burst-1 bucket's spacing** (:mod:`bulkcancel._spacing`). A token bucket that saves no
+  burst accepts every other request sent a little over its quota, so a cut to 95% of what it
+  accepted lands at half the quota; its regular signature bounds the quota from both sides, and
+  the key climbs between the bounds instead of cutting (never on the wall that ends slow start,
+  on a pacer that took over other keys, or on a key held at its stated limit).
 * **Hints and budgets.** RetryInfo / ``Retry-After`` pause the request that received them (the
   client waits ``min(hint, hint_cap)``, or less if its key accepts another request meanwhile) and
   set the first probe of a park. A single hinted 429 among successes never stops the key. A key
@@ -278,41 +243,40 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import NamedTuple
 
 from bulkcancel._answers import QuotaInfo
-from bulkcancel._windows import turn_span, window_period
+from bulkcancel._key_record import (
+    _HISTORY,
+    _MIN_RATE,
+    _MIN_SAMPLES,
+    _PARK_SAMPLES,
+    _PROBE_STEP,
+    _WINDOW_BUDGET,
+    PacerState,
+    _trim,
+)
+from bulkcancel._parking import Parking
+from bulkcancel._spacing import Spacing, spacing_bounds
 
-_MIN_RATE = 0.5  # requests/s: a key never stalls completely while active
 #: a key whose peer finished starts slow start from at least this part of its share of the
 #: finished key's rate (see KeyPacer.peer_left)
 _FREED_SHARE = 0.5
-_START_SHARE = 0.5  # a new key starts at this share of the ceiling (slow start)
-_MIN_SAMPLES = 16  # fresh answers before any wall decision
 #: turns without a send, nothing waiting: the key was idle (an idle stretch of its own, see
 #: KeyPacer.reserve; a finished peer, see QuotaSharing._peers_gone)
 IDLE_TURNS = 4.0
-_IDLE_KEPT = 64  # ... the last this many such stretches kept
-_QUICK_SAMPLES = 4  # ... or this many, none throttled, and half a second
+_QUICK_SAMPLES = 4  # fewer fresh answers than _MIN_SAMPLES: none throttled, and half a second
 _CLEAN_SAMPLES = 64  # ... and before an increase (or a second of them)
 _CLEAN_TIME = 0.5
 _CHECK_SAMPLES = 32  # fresh answers after a cut before judging it
 _SLOW_CHECK = 4.0  # ... or, after a cut on a sure wall, this many seconds and 4 answers
-_PARK_SAMPLES = 8  # fresh answers before parking, when nearly all are refused
-_PARK_SHARE = 0.9
+_PARK_SHARE = 0.9  # this share of _PARK_SAMPLES fresh answers or more refused parks the key
 _PARK_RUN = 5  # ... or this many refused in a row, none accepted since the first refusal
 _SPENT_SHARE = 0.75  # ... or, this share of the last window's budget accepted since a resume,
 _SPENT_RUN = 2  # ... this many refused in a row (one more with a background known)
 _SPENT_MAX = 1.5  # ... and (under 32) not once this many came through: no window's budget
-_WINDOW_BUDGET = 2 * _MIN_SAMPLES  # let through this many, a window's budget beyond doubt (a
-# bucket refilling gives fewer back after a park, a start-up burst may be fewer)
 _EARLY_WALL = 0.6  # ... and a cut on this share of as few answers
 _LEAD_CHANCE = 0.05  # accepts before a decision's first refusal this unlikely: a burst spent
 _MEASURED_SHARE = 0.95  # a cut lands a little under what the server accepted
-_LIMIT_SHARE = 0.98  # a quota value from ErrorInfo is used this close
-_PROBE_STEP = 0.05  # additive probe above the measured quota, per clean decision
 _DOUBLED_STEP = 0.15  # ... after a doubling walled at about the spotless rate it left
 _SURE_WALL = 0.4  # a throttle share this high is a wall, never background
 _LANDED_WALL = 0.2  # ... and this high after a landing on a spotless rate (a burst-1 bucket)
@@ -323,51 +287,15 @@ _RUN_CHANCE = 0.01  # ... and a background that shows such a run rarer than this
 _NOISE_STEP = 0.005  # ... and is lowered by this until it is not
 _FELL = 0.4  # after a cut, a wall's share falls below this share of the one before
 _FELL_Z = 2.0  # ... and, before a first wall, by this many standard errors (3/16, 1/32: chance)
-_PROBE_BASE = 0.25  # seconds to the first probe of a parked key
-_PROBE_CAP = 1.0  # probes of a parked key are at most this far apart
-_PROBE_SPEND = 20.0  # ... and, with a quota known, 1/20 of it apart at most: 5% of the quota
-_PROBE_MIN = 0.1  # ... but never closer than this
-_PARK_AHEAD = 0.5  # a park on a budget sent waits this share of the last park before probing
-_WINDOW_BURST = 1.5  # accepted this far above a stated per-minute rate: budgets, not spacing
-_AIM_EARLY = 0.02  # aimed probes start this share of a window's period before its boundary,
-_AIM_GAP = 0.01  # ... this share apart,
-_AIM_PAST = 0.05  # ... until this share past it; then their gaps double
-_AIM_LATE = 0.005  # ... or this share past the latest a window can turn, when that is known
-_SHORT_OF_BUDGET = 0.97  # a wall before this share of the last window's budget came through
-_EARLY_PARKS = 3  # windows in a row parked on their budget used, before one runs to its wall
-_TURNS = 6  # spans known to hold a window's boundary, kept to learn its period
 _EPSILON = 1e-6  # seconds: a wait shorter than this is no wait
 _CATCH_UP = 0.02  # seconds of late turns made up at the ceiling (the ceiling's own burst)
 _MAKE_UP = 0.25  # ... and, elsewhere, turns of lateness made up
-_HISTORY = 1.0  # seconds of sends and accepts remembered, for measured rates
-_SPACED_ACCEPTS = 3  # accepts, none back to back, that show a burst-1 bucket's spacing
-_SPACED_SHARE = 0.4  # ... with at least this share refused
-_SPACING_DONE = 1.1  # a spacing bound this tight is not bisected further
+_SPACED_SHARE = 0.4  # a burst-1 bucket's spacing is read with at least this share refused
 _SPACING_STEP = 0.15  # the first climb above the low bound, doubling per clean decision
 _SPACING_ACCEPTS = 256  # accepts after which a spacing bound is forgotten (a quota may grow)
 
 
-class Spacing(NamedTuple):
-    """What a burst-1 bucket's spacing said of its quota: it lies in ``[low, high)``."""
-
-    low: float  # a rate sent at without a refusal, or what the accepts' spacing allowed
-    high: float  # the spacing it refused
-    measured: float  # what the accepts' spacing alone allowed (clean rates not counted)
-    since: int  # ``accepted_total`` when learned: forgotten after _SPACING_ACCEPTS more
-
-    @property
-    def bisecting(self) -> bool:
-        """The bounds are still wider than ``_SPACING_DONE``: the key climbs between them."""
-        return self.high > _SPACING_DONE * self.low
-
-
-class PacerState(Enum):
-    ACTIVE = "active"
-    PARKED = "parked"
-
-
-@dataclass(slots=True)
-class KeyPacer:
+class KeyPacer(Parking):
     """The adaptive rate of one quota key. Pure: every method takes ``now``.
 
     Requests are spaced ``1/rate`` apart (GCRA), nothing booked ahead: a waiter asks again when
@@ -380,165 +308,7 @@ class KeyPacer:
     next from its send (:meth:`went`).
     """
 
-    ceiling: float
-    rate: float = 0.0
-    throttle_budget: float = 120.0
-    hint_cap: float = 60.0
-    state: PacerState = PacerState.ACTIVE
-    next_free: float = 0.0
-    #: turns granted and neither sent nor given back (the governor counts them: see went)
-    granted: int = 0
-    #: a waiter was held back by such a turn: wake it when that turn goes
-    held: bool = False
-    # evidence since the last decision
-    decided_at: float = -math.inf
-    fresh: int = 0
-    fresh_throttled: int = 0
-    fresh_first_sent: float = math.inf
-    fresh_last_sent: float = -math.inf
-    #: the learned share of background 429s that does not grow with the rate
-    noise: float = 0.0
-    #: answers, and refusals among them, of the decisions held clean since a background was
-    #: learned: its share measured over many answers, not one test's few
-    noise_seen: int = 0
-    noise_refused: int = 0
-    #: accepts in a row up to the latest answer; the longest such run of this stretch of
-    #: answers and of the one before; answers so far in this stretch (see _plausible_noise)
-    accept_run: int = 0
-    longest_run: int = 0
-    longest_run_before: int = 0
-    stretch_answers: int = 0
-    #: ``decided_at`` of the decision that suspected a weak wall at a steady rate (the next
-    #: decision confirms it or clears it)
-    suspected_at: float = -math.inf
-    #: (share, rate, accepted rate) before a cut that the next decision must confirm
-    checking: tuple[float, float, float] | None = None
-    #: how many fresh answers that share was measured on
-    checked_on: int = 0
-    #: ... the share from the first refusal among them on, and the requests per second
-    #: they were sent at
-    checked_onset: float = 0.0
-    checked_sent: float = 0.0
-    #: that cut landed on a spotless rate (a burst-1 bucket's jittered wall, see _cut), not on
-    #: what the server accepted
-    landed_clean: bool = False
-    #: the throttle share that made slow start double to test it (wall or background?)
-    testing: tuple[float, float] | None = None  # (share, sent per second)
-    #: (rate, estimate, walls) before the first cut since the last growth
-    before_cuts: tuple[float, float, int] | None = None
-    #: what the server accepted per second at the last confirmed wall: the quota, roughly
-    estimate: float = math.inf
-    #: requests per second a per-minute quota value from ErrorInfo allows
-    limit: float = math.inf
-    #: the next additive probe above the measured quota, as a share of the rate
-    step: float = _PROBE_STEP
-    walls: int = 0
-    #: when the rate was last cut: requests granted before it and not yet sent ask again
-    cut_at: float = -math.inf
-    # parking
-    parked_at: float = 0.0
-    parked_for: float = 0.0  # how long the last park lasted, to its resume
-    probe_at: float = 0.0
-    probe_gap: float = _PROBE_BASE
-    probe_out: bool = False
-    last_failed_probe: float = 0.0
-    #: the first sure wall met at a stated limit parked the key (see _cut); later ones cut
-    limit_parked: bool = False
-    #: a wall parked the key before the last window's budget came through again: the park's
-    #: first probe goes before its aim at the next turn (cleared by that probe's answer)
-    short_of_budget: bool = False
-    #: the window boundary a park's probes are aimed at (inf: none predicted)
-    aimed_at: float = math.inf
-    resume_rate: float = _MIN_RATE
-    #: what the server accepted per second when the last wall began (its first throttle
-    #: after a quiet second, or after a clean decision), before any cut it caused; measured
-    #: on 16 accepts or more in the second before it (4 once the key is a second old: a slow
-    #: key's wall after a second of 10 accepts is a spent window's too), or over what a key
-    #: that resumed at its burst was let through since (16 or more); a throttle with fewer
-    #: leaves it as it was (0 until a first measure)
-    burst: float = 0.0
-    last_throttle: float = -math.inf
-    #: the last decision was clean (a growth, or 429s judged background): the next throttle
-    #: may be a wall's first, the accepted rate then its burst (with a background share, a
-    #: second without a throttle never comes)
-    clean_since: bool = False
-    #: False once a resume at the burst found no budget: the key resumes at its limit
-    windowed: bool = True
-    #: accepts counted when the key last resumed at the burst (None: it did not)
-    burst_from: int | None = None
-    accepted_total: int = 0
-    #: requests this pacer sent in all, and that count at its last resume
-    sent_total: int = 0
-    resumed_sent: int = 0
-    #: when the key first met a wall (a cut or a park), and ``accepted_total`` then
-    first_wall: tuple[float, int] | None = None
-    #: where each resume put the window's boundary (the last four)
-    resumes: list[float] = field(default_factory=list)
-    #: the spans known to hold a window's boundary: (last failed probe or park, resume)
-    turns: list[tuple[float, float]] = field(default_factory=list)
-    #: learned length of a fixed quota window (see _windows), or the stated one's
-    period: float | None = None
-    #: how wide the span is where the last turn of that window may have been (inf: unknown)
-    turn_width: float = math.inf
-    #: windows in a row parked on their budget sent, before any refusal (see _budget_spent)
-    early_parks: int = 0
-    #: a request sent since the last resume was refused
-    refused_since_resume: bool = False
-    #: the pacer that took over this one's key (one quota shared by several keys)
-    merged_into: KeyPacer | None = None
-    #: this pacer absorbed another key's (see absorb)
-    absorbed: bool = False
-    #: when this pacer first sent a request (None: never)
-    born: float | None = None
-    sends: deque[float] = field(default_factory=deque)
-    #: stretches (start, end) when turns went unclaimed, nothing waiting to send (_fresh_rate)
-    idle: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=_IDLE_KEPT))
-    accepts: deque[float] = field(default_factory=deque)
-    #: the fresh answers themselves, (sent at, throttled): their spacing tells a burst-1 bucket
-    fresh_answers: list[tuple[float, bool]] = field(default_factory=list)
-    #: slow start's last doubling (no background known) was decided at ``decided_at`` on
-    #: answers to what was sent from this time on: answers to requests sent in between that
-    #: arrive after it are late news of the rate before (inf: none; see _late_news)
-    late_from: float = math.inf
-    #: ... those answers, the doubling's own first: (sent at, throttled)
-    late_answers: list[tuple[float, bool]] = field(default_factory=list)
-    #: what the key sent per second over its last clean decision since the last wall (0: none)
-    clean_rate: float = 0.0
-    #: a burst-1 bucket's quota, bisected (see _spaced_wall)
-    spacing: Spacing | None = None
-    #: spacing walls met: from the second on, a key holds at a close bound
-    spaced: int = 0
-    #: when the last decision put the rate on a new step of its own: a growth, or a spacing
-    #: wall's landing on the last spotless rate (a wall in the next decision is that step's)
-    stepped_at: float = -math.inf
-    #: the rate that step left (a probe past a known quota refused at once goes back there)
-    stepped_from: float = 0.0
-    #: when the key last resumed from a park, and ``accepted_total`` then
-    resumed_at: float = -math.inf
-    resumed_total: int = 0
-    #: what the key was let through from its last resume (or its start) to the park after it:
-    #: a fixed window's budget, where the walls are windows
-    window_budget: int = 0
-    #: no other key of its project is paced apart (the governor says): a share that stays put
-    #: when the rate changes cannot be another key's traffic on a shared quota
-    alone: bool = True
-    #: the share of recent answers refused (a moving average over about four answers): a key
-    #: starved beside another on one quota (see :meth:`peer_left`)
-    refused_lately: float = 0.0
-    #: the governor found this key's work done (nothing sent for four turns, nobody waiting):
-    #: its project's other keys were sent back to slow start once for it
-    finished: bool = False
-    #: when the governor may next look at this key's project for finished keys
-    peers_checked_at: float = -math.inf
-    #: another key of the project finished while this one was parked or judging a cut: its
-    #: return to slow start (:meth:`peer_left`) is owed, and paid once that is over
-    peer_gone: bool = False
-
-    def __post_init__(self) -> None:
-        if self.rate <= 0:
-            # Slow start: half the ceiling, doubling after each clean decision until the first
-            # wall, so a run told more than the quota does not open with a wall of 429s.
-            self.rate = max(_MIN_RATE, self.ceiling * _START_SHARE)
+    __slots__ = ()
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -582,10 +352,6 @@ class KeyPacer:
             return min(_CATCH_UP, _MAKE_UP / self.rate)
         return 0.0
 
-    def exhausted(self, now: float) -> bool:
-        """Parked, refusing everything, for the whole throttle budget: stop retrying here."""
-        return self.state is PacerState.PARKED and now - self.parked_at >= self.throttle_budget
-
     def went(self, now: float, *, sent: bool, waited: float = 0.0) -> None:
         """A turn this pacer granted is over: its request went on the wire now (``sent``), or
         was given back unsent. A request sent after the next turn's time (it waited for an
@@ -601,12 +367,6 @@ class KeyPacer:
             return
         if now > self.next_free or (waited > _EPSILON and self._held_at_limit):
             self.next_free = max(self.next_free, now + 1.0 / self.rate)
-
-    @property
-    def _held_at_limit(self) -> bool:
-        """The key sends at its stated limit's cap (98% of it), not under it."""
-        cap = self._cap()
-        return cap < math.inf and self.rate >= cap * 0.999
 
     def sent(self, now: float) -> None:
         """A granted request goes on the wire now (after its slot and the run's ceiling)."""
@@ -777,7 +537,7 @@ class KeyPacer:
             # held at its stated limit: a bucket of one token of that limit refuses nothing at
             # 98% of it, so refusals there are a background's chance run or a budget spent;
             # read as a spacing, a stated 25/s with 10% of 429s at random landed at 12/s.)
-            bounds = self._spacing_bounds()
+            bounds = spacing_bounds(self.fresh_answers)
             if bounds is not None:
                 self._spaced_wall(now, *bounds)
                 return
@@ -1062,49 +822,6 @@ class KeyPacer:
         wall_share = 1 - (1 - onset) * sent / max(self._fresh_rate(), 1e-9)
         return share >= (onset + wall_share) / 2
 
-    def _no_budget_back(self, now: float) -> bool:
-        """The key resumed from a park and meets a wall in its first decision since, within
-        a second of that park's start, after a burst (the wall began after a second of 16 or
-        more accepts: a window's or a bucket's budget spent)."""
-        return (
-            self.resumed_at == self.decided_at
-            and now - self.parked_at <= _HISTORY
-            and self.burst > 0
-        )
-
-    def _budget_back(self, now: float) -> float:
-        """What a key that found no budget back at its resume works at: what came back since
-        the park began (a bucket's refill), or what the key has been let through since its
-        first wall when that is more and the wall two seconds old. A sliding window gives back
-        what the sends of a window ago spent: after a short park, next to nothing (the echo of
-        the park a window before), and read as a bucket's refill that cut three regions of 62/s
-        to 10/s together."""
-        since = self._accepted_since(self.parked_at, now)
-        walled = self._since_first_wall(now, 2 * _HISTORY)
-        return since if walled is None else max(since, walled)
-
-    def _since_first_wall(self, now: float, age: float) -> float | None:
-        """Requests per second accepted since this pacer's first wall, once that wall is
-        ``age`` seconds old (else None)."""
-        if self.first_wall is None or now - self.first_wall[0] < age:
-            return None
-        at, accepted = self.first_wall
-        return (self.accepted_total - accepted) / (now - at)
-
-    def _accepted_since(self, start: float, now: float) -> float:
-        """Requests per second accepted from ``start`` (at most a second ago) to ``now``."""
-        return self._accepts_since(start, now) / max(now - start, 0.1)
-
-    def _accepts_since(self, start: float, now: float) -> int:
-        """Requests accepted from ``start`` (at most a second ago) to ``now``."""
-        _trim(self.accepts, now)
-        return sum(1 for at in self.accepts if at >= start)
-
-    def _since_onset(self) -> list[bool]:
-        """The fresh answers in send order from the first refusal on (True: refused)."""
-        marks = [throttled for _, throttled in sorted(self.fresh_answers)]
-        return marks[marks.index(True) :] if True in marks else []
-
     def _refused_run(self, onset: list[bool]) -> bool:
         """After a burst (the wall began after a second of accepts), every answer in
         ``onset`` (in send order, from the first refusal on) was refused, and at least
@@ -1202,7 +919,7 @@ class KeyPacer:
         if self.landed_clean:
             # A wall just after a small step up from a rate sent at without a single refusal,
             # accepting far less than that rate: a burst-1 bucket whose refusals timing
-            # jitter made irregular (see _spacing_bounds), not a drained burst (which accepts
+            # jitter made irregular (see spacing_bounds), not a drained burst (which accepts
             # about the quota, close to any clean rate it hid). Land a little under the clean
             # rate, not at half of it.
             accepted = clean
@@ -1237,37 +954,6 @@ class KeyPacer:
         self.rate = max(_MIN_RATE, min(self.rate, target))
         self.cut_at = now
         self._new_epoch(now)
-
-    def state_limit(self, per_second: float) -> None:
-        """A quota value stated in requests per second (``inf``: none known), by this pacer's
-        own throttle or by one another pacer received (see
-        :meth:`bulkcancel._sharing.QuotaSharing.told`): the rate is capped at it."""
-        self.limit = per_second
-        self.rate = max(_MIN_RATE, min(self.rate, self._cap()))
-
-    def _cap(self) -> float:
-        """The stated per-minute limit as a ceiling on the rate (98% of it); none when none
-        is stated, or when it is set aside (:attr:`_limit_set_aside`) and the shares decide."""
-        if self.limit == math.inf or self._limit_set_aside:
-            return math.inf
-        return self.limit * _LIMIT_SHARE
-
-    @property
-    def _limit_set_aside(self) -> bool:
-        """A per-minute limit is stated, and the server let through more than 1.5x it when the
-        last wall began (over at least 16 accepts): it is an average over a window (or a
-        minute's bucket), not a spacing. (False when none is stated.)"""
-        return self.windowed and self.burst > _WINDOW_BURST * self.limit
-
-    @property
-    def walled(self) -> bool:
-        """The key met a wall since it started: a cut or a park, judged or not."""
-        return self.cut_at > -math.inf or bool(self.resumes)
-
-    @property
-    def _slow_start(self) -> bool:
-        """No wall met and no limit known yet: the rate doubles per clean decision."""
-        return self.walls == 0 and self.limit == math.inf and self.estimate == math.inf
 
     def _grow(self, now: float, *, clean: bool) -> None:
         # (clean: within the background share; spotless: not one refusal, all a burst-1
@@ -1385,50 +1071,6 @@ class KeyPacer:
             self.rate = max(self.rate, min(self.ceiling, freed * _FREED_SHARE))
         self._new_epoch(now)
 
-    def _seen_a_second(self, now: float) -> bool:
-        """This pacer has sent for a second or more: its accepts over the last second are a
-        second's worth (a young pacer's count what a burst let through at start-up)."""
-        return self.born is not None and now - self.born >= _HISTORY
-
-    def accepted_rate(self, now: float) -> float:
-        """Requests per second accepted lately: over the last second, or over the time since
-        this pacer's first send when that is shorter (a pacer that just took over a key)."""
-        _trim(self.accepts, now)
-        seen = now - self.born if self.born is not None else 0.0
-        return len(self.accepts) / max(min(_HISTORY, seen), 0.1)
-
-    def _rate_since_resume(self, now: float) -> float:
-        """Requests per second accepted since the key resumed, when that was under a second
-        ago and 16 or more were: the server's pace since the park, which the last second's count
-        dilutes with the park's own silence (0 otherwise). A sliding window of 6 s at 20/s, spent
-        at 100/s, gives its budget back at that pace: its first refusal 0.2 s after a resume
-        (the echo of a send 6 s before) read 19/s let through, under 1.5x the stated limit, and
-        held the key at 20/s for the rest of the run (1.24x the floor)."""
-        since = now - self.resumed_at
-        if since >= _HISTORY:
-            return 0.0
-        accepted = self._accepts_since(self.resumed_at, now)
-        return accepted / max(since, 0.1) if accepted >= _MIN_SAMPLES else 0.0
-
-    def sustained_rate(self, now: float) -> float:
-        """Requests per second accepted since this pacer's first wall, once that is a second
-        old, else since its first send (over the last second, :meth:`accepted_rate`, while the
-        pacer is younger than a second): what the key sustains apart, for a merge's trial.
-        Counted from the first send it held the burst a bucket saves before a run (a minute's
-        bucket of 15/s shared by two regions: 23/s four seconds in, where 15/s merged looked
-        like separate quotas held back, and the merge was undone: 27.5% of 429s, 18.3% kept)."""
-        if self.born is None or not self._seen_a_second(now):
-            return self.accepted_rate(now)
-        walled = self._since_first_wall(now, _HISTORY)
-        return self.accepted_total / (now - self.born) if walled is None else walled
-
-    def current(self) -> KeyPacer:
-        """The pacer now in charge of this one's key: itself, or the one that absorbed it."""
-        pacer = self
-        while pacer.merged_into is not None:
-            pacer = pacer.merged_into
-        return pacer
-
     def absorb(self, other: KeyPacer, now: float, *, first: bool) -> None:
         """Take over the pacing of ``other``'s key (one quota shared by several keys): its
         history and what it learned join this pacer's; the rate is the higher of the two
@@ -1477,75 +1119,7 @@ class KeyPacer:
         # to a fraction of a stated limit, then seconds of growing back).
         self._new_epoch(now)
 
-    def _fresh_rate(self) -> float:
-        """Requests per second the fresh evidence was sent at: every request this key sent
-        in the span of the fresh answers' sends, answered yet or not, over that span. Answers
-        come back out of order over a real network, and the first eight to arrive are a
-        scatter of what went out: counted alone they said 70/s where 200/s was sent, and a
-        cut landed at a third of what the server accepted (a 50/s bucket behind 0.2 s
-        answers with jitter, simulated: 1.48x -> 1.08x). (Sends are remembered for a second:
-        the answers' own count is the least.) The span leaves out the key's idle stretches
-        (turns unclaimed, nothing waiting: see :meth:`reserve`), never more than seven eighths
-        of it: the rate the key sent at is its rate while it had something to send, and what
-        the server accepted is what it accepted then. (A bucket's tokens saved while the key
-        was idle make that read high, and the next decision cuts again; counted, the idle
-        time read what the key sent, not what the server would take: a quarter of it, in the
-        case in the module docstring.)"""
-        first, last = self.fresh_first_sent, self.fresh_last_sent
-        span = last - first
-        if self.fresh < 2 or span <= 0:
-            return self.rate
-        sent = 0
-        for at in reversed(self.sends):  # (in send order: only the span and what came after)
-            if at < first:
-                break
-            sent += at <= last
-        idle = sum(max(0.0, min(end, last) - max(start, first)) for start, end in self.idle)
-        return (max(self.fresh, sent) - 1) / max(span - idle, span / 8)
-
-    def _new_epoch(self, now: float) -> None:
-        self.decided_at = now
-        self.late_from, self.late_answers = math.inf, []
-        self.fresh = self.fresh_throttled = 0
-        self.fresh_answers.clear()
-        self.fresh_first_sent, self.fresh_last_sent = math.inf, -math.inf
-
     # -- a burst-1 bucket ---------------------------------------------------------------------
-
-    def _spacing_bounds(self) -> tuple[float, float] | None:
-        """The quota of a burst-1 bucket sent to faster than it refills, or None.
-
-        Such a bucket holds one token: after an accept it is empty, so the next request is
-        accepted only if it comes at least ``1/quota`` later. Sent to evenly a little over its
-        quota it accepts every other request (every k-th, further over), so its accepted rate
-        is half the send rate, however close the send rate was. Its signature, in send order:
-        never two requests in a row accepted, every accept followed by the same number of
-        refusals (one quota shared with other keys, or a bigger bucket, refuses
-        less regularly), at least three accepts. Then each accept that came ``g`` after the one
-        before says the quota is at least ``1/g``, and each refusal ``g`` after the last accept
-        (any bucket is empty or better after an accept) that it is under ``1/g``:
-        ``(low, high)``.
-        """
-        previous = -math.inf
-        accepts, run, runs = 0, 0, set()
-        shortest, longest = math.inf, 0.0
-        for sent_at, throttled in sorted(self.fresh_answers):
-            if throttled:
-                run += 1
-                if accepts:
-                    longest = max(longest, sent_at - previous)
-                continue
-            if accepts and run == 0:
-                return None  # two in a row accepted: not a burst-1 bucket's spacing
-            if accepts:
-                runs.add(run)
-                shortest = min(shortest, sent_at - previous)
-            previous, accepts, run = sent_at, accepts + 1, 0
-        if accepts < _SPACED_ACCEPTS or len(runs) != 1 or run > max(runs):
-            return None
-        if not 0.0 < longest < shortest:
-            return None
-        return 1.0 / shortest, 1.0 / longest
 
     def _spaced_wall(self, now: float, low: float, high: float) -> None:
         """A burst-1 bucket's spacing: its quota lies in ``[low, high)``. Cutting to 95% of
@@ -1583,244 +1157,6 @@ class KeyPacer:
             self.cut_at = now
         self._new_epoch(now)
 
-    # -- parking -----------------------------------------------------------------------------
-
-    def _wall_met(self, now: float) -> None:
-        """A cut or a park: if the key last resumed at its burst and that found next to no
-        budget, it was not a window that turned but a bucket refilling at the stated rate:
-        from now on the stated limit caps this key. The first wall is remembered (see
-        :meth:`sustained_rate`)."""
-        if self.burst_from is not None and self.accepted_total - self.burst_from < _WINDOW_BUDGET:
-            self.windowed = False
-        self.burst_from = None
-        if self.first_wall is None:
-            self.first_wall = (now, self.accepted_total)
-
-    def _park(self, now: float, hint: float | None) -> None:
-        self._wall_met(now)
-        self.early_parks = 0
-        # The rate that worked: what was accepted in the second before the wall (for a fixed
-        # window that is the full pace; for a spent minute's burst, the refill rate), over the
-        # part of that second this pacer saw; a per-minute value from ErrorInfo says it exactly.
-        # (Never under a quarter of the rate in force: a young pacer has seen few accepts.)
-        worked = max(self.accepted_rate(now), self.rate / 4)
-        if self._no_budget_back(now):
-            # It resumed and met this wall in its first decision: no budget came back (a
-            # bucket refilling, not a window that turned). What works is what the server
-            # accepted since the last park began, not the burst spent before it.
-            worked = self._budget_back(now)
-            self.estimate = worked  # a measured quota: slow start is over
-            self.walls += 1
-        self._resume_at(worked)
-        # What the key was let through since it resumed at a window's boundary: that window's
-        # budget, where a window it is (a bucket refilling gives next to none back, and the
-        # stated limit caps it from then on: see _wall_met).
-        spent = self.accepted_total - self.resumed_total
-        short = (
-            hint is None
-            and bool(self.resumes)
-            and self.window_budget >= _PARK_SAMPLES
-            and spent < _SHORT_OF_BUDGET * self.window_budget
-        )
-        self.window_budget = spent
-        if (
-            self.period is None
-            and self.resumes
-            and self._limit_set_aside
-            and spent >= _WINDOW_BUDGET
-        ):
-            # A fixed window's length is its budget over the stated per-minute rate (a window
-            # of 2 s at 50/s holds 100): known after one window, where the spans of three
-            # resumes are needed otherwise, and the run may be over by then (probes 0.4 s
-            # apart found each turn up to 0.4 s late: 1.25-1.49x the floor in three windows).
-            self.period = spent / self.limit
-        # A wall short of the last window's budget, where the probes would wait for the next
-        # turn: probe once first (see _parked).
-        self.short_of_budget = short and self.period is not None
-        self._parked(now, hint)
-
-    def _budget_spent(self, now: float) -> bool:
-        """The key has sent, since it resumed at a window's turn, the budget the last window let
-        through (eight or more), none of it refused so far: the next request would meet the
-        wall. Parked before it (:meth:`_budget_park`), it costs no refusal at all; the wall's own
-        (two or three, and more in flight) and the probes' cost windows of 10 a third of their
-        requests in 429s. Counted in sends, not answers: behind a distant server every request
-        in flight when the answers show the wall is refused (3 s windows of 30/s told 300/s
-        behind 0.15 s answers: a budget of 90 spent at up to 260/s, then 50-60 refusals a window,
-        32-38% of all requests; 30 a window of 3 s told 50/s, answers of 0.1 s: 15% of requests,
-        6% now; 60 a window of 2 s told 200/s, answers of 0.2 s: 34%, 9% now; the sweeps' sliding
-        windows 30 -> 23 runs over the 429 targets). Every fourth window runs to its wall again,
-        so a budget that grew is seen. Not after a refusal since the resume: parks every other
-        window show twice the period, and their budget held a wall in the middle. Two kinds of
-        key park so:
-
-        * One whose window's period is known: alone in its project, or the pacer that took over
-          its project's keys (one quota), less than a period after its resume (a budget found
-          in the next window is that window's); its sends only (turns granted and not yet sent
-          are given back at a park: counted, they parked it one short of a budget). Not on a
-          key paced beside other keys of its project: their share of one quota moves window to
-          window. A merged pacer paces that share itself: two regions on one window of 20 a
-          second, merged on their walls, ran to the wall every window, 15% of requests refused,
-          10% now.
-        * One that has not learned the period, has met no quota (no wall measured, none stated)
-          but parks window after window: its sends and the turns granted to it."""
-        if (
-            self.window_budget < _PARK_SAMPLES  # (first: on every grant, and 0 until a park)
-            or self.early_parks >= _EARLY_PARKS
-            or self.refused_since_resume
-            or not self.resumes
-        ):
-            return False
-        sent = self.sent_total - self.resumed_sent
-        if self.period is None:
-            return (
-                self.walls == 0
-                and self.limit == math.inf
-                and sent + self.granted >= self.window_budget
-            )
-        return (
-            (self.alone or self.absorbed)
-            and now < self.resumes[-1] + self.period
-            and sent >= self.window_budget
-        )
-
-    def _budget_park(self, now: float) -> None:
-        """Park on a window's budget sent (:meth:`_budget_spent`), before any refusal: the
-        wall's rate to resume at, the budget as it was, the next turn aimed at; without a
-        period, the first probe after half as long as the last park lasted (the turn is about
-        that far off: probing from the start, 60 s windows of 10/s drew some 200 refusals each,
-        12.9% of a run's requests, 8.6% now), then probes a quarter second apart, not doubling
-        to a second (the turn is near: found up to a second late, a 2 s window lost half its
-        time)."""
-        self.early_parks += 1
-        self._resume_at(max(self.accepted_rate(now), self.rate / 4))
-        self._parked(now, None)
-        if self.period is None:
-            self.probe_at = max(self.probe_at, now + _PARK_AHEAD * self.parked_for)
-
-    def _resume_at(self, worked: float) -> None:
-        """The rate the key resumes at: what worked, or the stated per-minute limit."""
-        self.resume_rate = max(_MIN_RATE, min(self.ceiling, worked))
-        if self.limit < math.inf:
-            self.resume_rate = self.limit * _LIMIT_SHARE
-
-    def _parked(self, now: float, hint: float | None) -> None:
-        """Park the key: probes from a quarter of a second on (or after the hint), or aimed at
-        the next turn of a window whose period is known (after one probe at the first gap,
-        when the wall came short of the last window's budget: see :meth:`_park`)."""
-        self.state = PacerState.PARKED
-        self.parked_at = now
-        self.last_failed_probe = now
-        self.probe_out = False
-        self.checking = None
-        self.probe_gap = min(_PROBE_BASE, self._probe_cap())
-        first = self.probe_gap if hint is None else min(max(hint, _PROBE_BASE), self.hint_cap)
-        self.probe_at = now + first
-        self.aimed_at = math.inf
-        if self.period is not None and self.resumes:
-            first_gap = self.probe_at
-            self._aim(now)
-            if self.short_of_budget:  # (never on a hint: the first gap is the probes' own)
-                self.probe_at = min(self.probe_at, first_gap)
-
-    def _aim(self, now: float) -> None:
-        """Aim a park's probes at the next turn of a window whose period is known."""
-        assert self.period is not None
-        # A fixed window seen before: aim just before its next boundary, or just past the
-        # latest it can be when the spans tell it within 4% of a period (probes from 2%
-        # before it, 1% apart, were refused about once a window: one key on windows of 10
-        # a second, a test's driver at four phases, 31% of its requests refused -> 26%).
-        boundary = self.resumes[-1] + self.period
-        while boundary < now:
-            boundary += self.period
-        self.aimed_at = boundary
-        self.probe_at = max(now + 0.01, boundary - _AIM_EARLY * self.period)
-        if self.turn_width <= 2 * _AIM_EARLY * self.period:
-            late = self.turn_width / 2 + _AIM_LATE * self.period
-            self.probe_at = max(now + 0.01, boundary + late)
-        self.probe_gap = max(0.01, _AIM_GAP * self.period)
-
-    def _probe_cap(self) -> float:
-        """Probes of a parked key are at most a second apart; with a per-minute quota known,
-        closer, so the probes of a park cost about 5% of the quota (a turning window is found
-        0.4 s late at most at 50/s, not a second), but never under 0.1 s."""
-        if self.limit == math.inf:
-            return _PROBE_CAP
-        return min(_PROBE_CAP, max(_PROBE_MIN, _PROBE_SPEND / self.limit))
-
-    def _while_parked(self, now: float, *, throttled: bool, sent_at: float, probe: bool) -> None:
-        if not throttled and sent_at >= self.parked_at:
-            self._resume(now)
-            return
-        if probe:
-            self.probe_out = False
-            self.last_failed_probe = now
-            if self.short_of_budget:
-                # (the first probe of a park short of its window's budget: see _park)
-                self.short_of_budget = False
-                if now < self.aimed_at:
-                    self._aim(now)
-                    return
-            # Aimed probes stay close only around the predicted boundary: a prediction off
-            # by a fifth of a window, probed 1% apart until a whole period had passed,
-            # cost 35 refusals in one park (two regions of 20/s in 2 s windows: 18-20% 429s).
-            # (A park on a window's budget, the period unknown, keeps its probes a quarter
-            # second apart: see _budget_park. ``early_parks`` counts such parks since the last
-            # wall's, which zeroes it: non-zero while parked, this park is one.)
-            if (self.period is None and self.early_parks == 0) or (
-                self.period is not None and now > self.aimed_at + _AIM_PAST * self.period
-            ):
-                self.probe_gap = min(self._probe_cap(), self.probe_gap * 2)
-            self.probe_at = now + self.probe_gap
-
-    def _resume(self, now: float) -> None:
-        # A window's boundary lies between the last failed probe (or the park) and now: the
-        # span is kept, and the spans of the last few resumes tell the period, when one
-        # period puts a boundary in every one of them (see _windows). The boundary
-        # remembered for the next aim is the middle of where, in this span, such windows
-        # turn. Without a period: when an aimed park's first probe was accepted, the turn
-        # lies anywhere since the park began (the middle of that was up to half a window
-        # early, and the next park's aimed probes were refused all the way to the real turn):
-        # remember a little before now; else the middle of the span, or now when probes were
-        # a second apart.
-        if self.last_failed_probe <= self.parked_at and self.period is not None:
-            boundary = now - _AIM_PAST * self.period
-        elif self.probe_gap < 1.0:
-            boundary = (self.last_failed_probe + now) / 2
-        else:
-            boundary = now
-        self.turns.append((self.last_failed_probe, now))
-        del self.turns[:-_TURNS]
-        learned = window_period(self.turns, self.period)
-        self.period, self.turn_width = None, math.inf
-        if learned is not None:
-            self.period, spread = learned
-            turning = turn_span(self.turns, self.period)
-            if turning is not None:
-                # (the next turn, a period on, is as uncertain as the period, and more)
-                boundary = (turning[0] + turning[1]) / 2
-                self.turn_width = turning[1] - turning[0] + 2 * spread
-        self.resumes.append(boundary)
-        del self.resumes[:-4]
-        self.state = PacerState.ACTIVE
-        self.probe_out = False
-        self.rate = max(_MIN_RATE, min(self.resume_rate, self.limit * _LIMIT_SHARE))
-        if self._limit_set_aside:
-            # The server let through far more than its stated per-minute rate before the wall:
-            # the rate is an average over a window (or a minute's bucket), not a spacing. A
-            # fixed window that turned has its whole budget back: spend it at the pace that
-            # worked; the next wall parks the key again. (A bucket refilling at the stated
-            # rate refuses that pace at once, and the key learns it: see _wall_met.)
-            self.rate = max(self.rate, min(self.ceiling, self.burst))
-            self.burst_from = self.accepted_total
-        self.next_free = now
-        self.parked_for = now - self.parked_at
-        self.resumed_at, self.resumed_total = now, self.accepted_total
-        self.resumed_sent = self.sent_total
-        self.refused_since_resume = False
-        self.short_of_budget = False
-        self._new_epoch(now)
-
 
 def _margin(samples: int, noise: float) -> float:
     """How far above the background a throttle share must be to suspect a wall: 2.5 standard
@@ -1836,8 +1172,3 @@ def _fell(before: float, before_n: int, after: float, after_n: int) -> bool:
     pooled = (before * before_n + after * after_n) / (before_n + after_n)
     error = math.sqrt(pooled * (1 - pooled) * (1 / before_n + 1 / after_n))
     return error == 0 or (before - after) / error >= _FELL_Z
-
-
-def _trim(times: deque[float], now: float) -> None:
-    while times and times[0] <= now - _HISTORY:
-        times.popleft()

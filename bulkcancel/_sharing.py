@@ -77,7 +77,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from bulkcancel._answers import QuotaInfo
-from bulkcancel._pacer import IDLE_TURNS, KeyPacer, PacerState
+from bulkcancel._key_record import PacerState
+from bulkcancel._pacer import IDLE_TURNS, KeyPacer
 
 if TYPE_CHECKING:
     from bulkcancel._limits import Grant, RateGovernor

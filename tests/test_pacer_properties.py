@@ -9,7 +9,8 @@ import math
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from bulkcancel._pacer import _MIN_RATE, KeyPacer, PacerState
+from bulkcancel._key_record import _MIN_RATE, PacerState
+from bulkcancel._pacer import KeyPacer
 
 # One step: seconds since the step before, a uniform draw for the background share, and how
 # much of the round trip its answer takes (answers overtake each other).

@@ -9,7 +9,8 @@ import random
 
 import pytest
 
-from bulkcancel._pacer import KeyPacer, PacerState
+from bulkcancel._key_record import PacerState
+from bulkcancel._pacer import KeyPacer
 from tests.test_pacing_sim import Bucket
 
 
