@@ -20,6 +20,8 @@ from bulkcancel._spacing import Spacing
 _MIN_RATE = 0.5  # requests/s: a key never stalls completely while active
 _START_SHARE = 0.5  # a new key starts at this share of the ceiling (slow start)
 _MIN_SAMPLES = 16  # fresh answers before any wall decision
+_CLEAN_SAMPLES = 64  # ... and before an increase (or _CLEAN_TIME seconds of them)
+_SURE_WALL = 0.4  # a throttle share this high is a wall, never background
 #: idle stretches of a key kept (see KeyPacer.reserve and _fresh_rate)
 _IDLE_KEPT = 64
 _PARK_SAMPLES = 8  # fresh answers before parking, when nearly all are refused

@@ -245,12 +245,15 @@ import math
 from collections import deque
 
 from bulkcancel._answers import QuotaInfo
+from bulkcancel._background import _MAX_NOISE, Background, _fell, _margin
 from bulkcancel._key_record import (
+    _CLEAN_SAMPLES,
     _HISTORY,
     _MIN_RATE,
     _MIN_SAMPLES,
     _PARK_SAMPLES,
     _PROBE_STEP,
+    _SURE_WALL,
     _WINDOW_BUDGET,
     PacerState,
     _trim,
@@ -265,7 +268,6 @@ _FREED_SHARE = 0.5
 #: KeyPacer.reserve; a finished peer, see QuotaSharing._peers_gone)
 IDLE_TURNS = 4.0
 _QUICK_SAMPLES = 4  # fewer fresh answers than _MIN_SAMPLES: none throttled, and half a second
-_CLEAN_SAMPLES = 64  # ... and before an increase (or a second of them)
 _CLEAN_TIME = 0.5
 _CHECK_SAMPLES = 32  # fresh answers after a cut before judging it
 _SLOW_CHECK = 4.0  # ... or, after a cut on a sure wall, this many seconds and 4 answers
@@ -278,15 +280,9 @@ _EARLY_WALL = 0.6  # ... and a cut on this share of as few answers
 _LEAD_CHANCE = 0.05  # accepts before a decision's first refusal this unlikely: a burst spent
 _MEASURED_SHARE = 0.95  # a cut lands a little under what the server accepted
 _DOUBLED_STEP = 0.15  # ... after a doubling walled at about the spotless rate it left
-_SURE_WALL = 0.4  # a throttle share this high is a wall, never background
 _LANDED_WALL = 0.2  # ... and this high after a landing on a spotless rate (a burst-1 bucket)
-_MAX_NOISE = 0.15  # background shares above this are not discounted ...
-_TESTED_NOISE = 0.6  # ... unless the share stayed put when the rate rose by 30% or more
-_RUN_STRETCH = 1024  # answers: the longest run of accepts is kept for this stretch and the last
-_RUN_CHANCE = 0.01  # ... and a background that shows such a run rarer than this is too high
-_NOISE_STEP = 0.005  # ... and is lowered by this until it is not
+_TESTED_NOISE = 0.6  # ... and from one that held when the rate rose 30%+ (see _MAX_NOISE)
 _FELL = 0.4  # after a cut, a wall's share falls below this share of the one before
-_FELL_Z = 2.0  # ... and, before a first wall, by this many standard errors (3/16, 1/32: chance)
 _EPSILON = 1e-6  # seconds: a wait shorter than this is no wait
 _CATCH_UP = 0.02  # seconds of late turns made up at the ceiling (the ceiling's own burst)
 _MAKE_UP = 0.25  # ... and, elsewhere, turns of lateness made up
@@ -295,7 +291,7 @@ _SPACING_STEP = 0.15  # the first climb above the low bound, doubling per clean 
 _SPACING_ACCEPTS = 256  # accepts after which a spacing bound is forgotten (a quota may grow)
 
 
-class KeyPacer(Parking):
+class KeyPacer(Background, Parking):
     """The adaptive rate of one quota key. Pure: every method takes ``now``.
 
     Requests are spaced ``1/rate`` apart (GCRA), nothing booked ahead: a waiter asks again when
@@ -594,107 +590,9 @@ class KeyPacer(Parking):
             if quiet and now - self.decided_at >= _CLEAN_TIME:
                 self._grow(now, clean=True)
             return
-        if self.checking is not None:
-            before, rate_before, accepted = self.checking
-            if n < _CHECK_SAMPLES:
-                if share < _SURE_WALL and not slow:
-                    return
-                # Still 40% refused after a cut: judged on 16 answers when the share moved (a
-                # wall the cut did not clear); one that stayed put may be a high background
-                # share, which takes 32 answers to judge.
-                if (
-                    self._may_hold()
-                    and abs(share - before) <= _margin(n, before)
-                    and self._nearer_background(share, before)
-                ):
-                    return
-            if (
-                n < 2 * _CHECK_SAMPLES
-                and self.walls == 0
-                and before < _SURE_WALL
-                and not any(throttled for _, throttled in self.fresh_answers[:_CHECK_SAMPLES])
-            ):
-                # Not one refusal in 32 answers since a first cut on a small share: a wall's
-                # overshoot cleared, or a background's lull after its chance cluster (2 of 16
-                # at 8%, then none of 32: one time in fifteen; confirmed, the key sat at half
-                # its pace for seconds). The next 32 tell them apart (none of 64: one time in
-                # two hundred), judged with them; the rate is the cut's meanwhile, right for a
-                # wall.
-                return
-            self.checking = None
-            rose = share - before > _margin(n, before)
-            fell = before - share > _margin(n, before)
-            held = not rose and not fell and share < _PARK_SHARE
-            if (
-                held
-                and self._may_hold()
-                and before >= _SURE_WALL
-                and self._nearer_background(share, before)
-            ):
-                # A high share that stayed put, within its binomial margin, although the rate
-                # was cut: a background share far above the usual, or a wall the cut did not
-                # clear (its accepted rate measured high). Back to the rate before the cuts,
-                # as a test: behind a wall the share jumps there, a background share stays
-                # (see ``testing`` below), where calling it a wall at once spirals the rate
-                # down at every chance 40% (30% of 429s at random cost 50x the floor). Only
-                # for a key alone in its project: beside another key on one quota, a share
-                # stays put when the other key's rate falls as this one's rises. And only for
-                # a cut made on 16 answers or more: a share of 8 is too rough to hold to.
-                self.rate = rate_before
-                if self.before_cuts is not None:
-                    self.rate, self.estimate, self.walls = self.before_cuts
-                    self.before_cuts = None
-                self.testing = (share, self._fresh_rate())
-                self._new_epoch(now)
-                return
-            if (
-                before < _SURE_WALL
-                and share < _SURE_WALL
-                and not rose
-                and (
-                    share >= before * _FELL
-                    or share - self.noise > _margin(n, self.noise) / 2
-                    or (self.walls == 0 and not _fell(before, self.checked_on, share, n))
-                )
-            ):
-                if self.landed_clean and share >= _LANDED_WALL:
-                    # A landing on a spotless rate clears a burst-1 bucket's wall, down to a
-                    # few refusals of timing jitter. A fifth or more refused there says the
-                    # spotless rate was a small burst's, spent within its decision (two
-                    # regions of 69/s each, told 195/s: taken for a background that held, 30%
-                    # of requests refused all run): cut to what the server accepts.
-                    self._cut(now, share)
-                    return
-                # The share neither fell nor rose with the rate: background 429s, not a wall.
-                # (A share that rose means the cut was too small, measured on a ramp: a wall.)
-                # Undo every cut since the last growth: they were all taken on noise.
-                share = self._plausible_noise(min(share, _MAX_NOISE))
-                self.noise = share if self.noise == 0 else (self.noise + share) / 2
-                self._learn_noise(n, t)
-                self.rate = rate_before
-                if self.before_cuts is not None:
-                    self.rate, self.estimate, self.walls = self.before_cuts
-                    self.before_cuts = None
-                self.clean_since = True
-                self._new_epoch(now)
-                return
-            self.walls += 1  # confirmed: a wall, and what it let through is the quota
-            self.estimate = accepted
-        untested = False
-        if self.testing is not None:
-            (before, sent_before), self.testing = self.testing, None
-            sent_now = self._fresh_rate()
-            # The test never sent faster: the key is held under its rate by the run's
-            # ceiling (other keys take their part of --rate) or by its requests in flight,
-            # so a faster rate cannot tell a wall from background here.
-            untested = sent_now < 1.3 * sent_before
-            # Behind a wall the accepted rate stays put, so the share would rise to this:
-            wall_share = 1 - (1 - before) * sent_before / max(sent_now, 1e-9)
-            if not untested and share < (before + wall_share) / 2:
-                # A faster rate, the same share: background 429s, not a wall.
-                self.noise = self._plausible_noise(
-                    min((before + share) / 2, _TESTED_NOISE if self.alone else _MAX_NOISE)
-                )
+        if self.checking is not None and self._judged(now, self.checking, n, t, share, slow):
+            return
+        untested = self._test_ended(share)
         over = share - self.noise > _margin(n, self.noise)
         if over and self._chancy and n % _MIN_SAMPLES:
             # With a background known (alone), a share is judged on 16, 32, 48 or 64 answers,
@@ -723,104 +621,127 @@ class KeyPacer(Parking):
             self._learn_noise(n, t)
             self._grow(now, clean=True)
 
-    @property
-    def _chancy(self) -> bool:
-        """A background share is known on a key alone in its project: a share over the margin
-        may be its chance cluster, judged on whole decisions, and measured again on every clean
-        one. (Beside another key of one quota, a share that rises may be that key's growth: it
-        is judged at every answer, and a share learned beside it is not pooled up.)"""
-        return self.noise > 0 and self.alone
-
-    def _suspect(self, now: float, share: float) -> bool:
-        """A wall at a rate held for a decision or more, on a key with a background known, or,
-        with a share under 40%, at the run's ceiling without a wall met yet or at or under a
-        stated per-minute limit, needs a second decision over the margin: suspect it (a decision
-        that changes nothing) and say True, or say False when it must be cut now. A background's
-        chance clusters cross the margin once in a few dozen decisions (with none learned yet, 2 of
-        16 does: a 5% background's chance one decision in five), and a cut on one, judged against
-        the share that made it (which, picked for being high, falls back after any cut), may be
-        confirmed as a wall and costs seconds of growing back. So for keys beside others of their
-        project too (the fault mix's two regions: simulated at 5-12% of 429s, 40 seeds each, runs
-        over 1.2x the floor went from 52 to 25 of 720), where the cost is one decision's 429s more
-        when a shared quota's wall comes from another key's growth. A wall the key's own step (or
-        resume) ran into is cut at once."""
-        unwalled = self.walls == 0 and self.rate >= self.ceiling and share < _SURE_WALL
-        stated = self.limit < math.inf and self.rate <= self.limit and share < _SURE_WALL
+    def _judged(
+        self,
+        now: float,
+        checking: tuple[float, float, float],
+        n: int,
+        t: int,
+        share: float,
+        slow: bool,
+    ) -> bool:
+        """Judge the cut this decision's answers follow (``checking``): True when the decision
+        ends here (too early to tell; a high share that held, tested at the rate before the
+        cuts; a share that neither fell nor rose, background, the cuts undone; a landing on a
+        spotless rate that did not clear the wall, cut again); False when the cut is confirmed
+        as a wall, what it let through the quota, and the decision goes on."""
+        before, rate_before, accepted = checking
+        if n < _CHECK_SAMPLES:
+            if share < _SURE_WALL and not slow:
+                return True
+            # Still 40% refused after a cut: judged on 16 answers when the share moved (a
+            # wall the cut did not clear); one that stayed put may be a high background
+            # share, which takes 32 answers to judge.
+            if (
+                self._may_hold()
+                and abs(share - before) <= _margin(n, before)
+                and self._nearer_background(share, before)
+            ):
+                return True
         if (
-            not (self.noise > 0 or unwalled or stated)
-            or self.suspected_at == self.decided_at
-            or self.stepped_at >= self.decided_at
-            or self.resumed_at >= self.decided_at
+            n < 2 * _CHECK_SAMPLES
+            and self.walls == 0
+            and before < _SURE_WALL
+            and not any(throttled for _, throttled in self.fresh_answers[:_CHECK_SAMPLES])
         ):
-            return False
-        self._new_epoch(now)
-        self.suspected_at = now
-        return True
-
-    def _learn_noise(self, n: int, refused: int) -> None:
-        """Once a background is learned (``_chancy``), every decision held clean measures it
-        again: the key's background share becomes their pooled share (over 64 answers or more,
-        the last 512 or so weighing most), which raises it to 15% at most (above that only a
-        test of a faster rate does). A share learned on one test's 16 or 32 answers is rough,
-        and one learned low sets a margin a background crosses every few decisions. (Decisions
-        over the margin are left out: a wall among them would raise the background it is
-        judged against.)"""
-        if not self._chancy:
-            return
-        self.noise_seen += n
-        self.noise_refused += refused
-        if self.noise_seen >= _CLEAN_SAMPLES:
-            pooled = self.noise_refused / self.noise_seen
-            self.noise = self._plausible_noise(min(max(_MAX_NOISE, self.noise), pooled))
-        if self.noise_seen > 512:
-            self.noise_seen //= 2
-            self.noise_refused //= 2
-
-    def _count_run(self, throttled: bool) -> None:
-        """One answer extends the run of accepts in a row, or ends it."""
-        self.accept_run = 0 if throttled else self.accept_run + 1
-        self.stretch_answers += 1
-        if self.stretch_answers >= _RUN_STRETCH:
-            self.longest_run_before, self.longest_run = self.longest_run, 0
-            self.stretch_answers = 0
-        self.longest_run = max(self.longest_run, self.accept_run)
-
-    def _plausible_noise(self, share: float) -> float:
-        """The highest background share, ``share`` at most (in half-point steps), that shows
-        the longest run of accepts of the last two stretches of answers one time in a hundred
-        or more (about ``answers * b * (1 - b) ** run`` such runs come in that many answers at a
-        background ``b``). A background is refused at any rate, so a run of accepts bounds it,
-        where a share that held after a cut does not: a minute's bucket refilling at 4.7/s,
-        400 answers clean while its burst lasted, then a cut that landed over the refill rate,
-        judged 4 of 32 refused; learned as a background of 12.5%, later raised to 15%, the key
-        took a quarter of each decision's answers refused for clean and ran at 17% of 429s
-        (8% now: the background learned is 2%). At a real background of 10%, a run of 95
-        accepts in 2,048 answers comes less than one time in a hundred."""
-        run = max(self.longest_run, self.longest_run_before)
-        answers = 2 * _RUN_STRETCH
-        while share > _NOISE_STEP and answers * share * (1.0 - share) ** run < _RUN_CHANCE:
-            share -= _NOISE_STEP
-        return share
-
-    def _may_hold(self) -> bool:
-        """A high share that holds after a cut may be background here: the key is alone in
-        its project, and the share before the cut was measured on 16 answers or more."""
-        return self.alone and self.checked_on >= _MIN_SAMPLES
-
-    def _nearer_background(self, share: float, before: float) -> bool:
-        """The share after a cut may be background's: no higher than before it (a cut is made
-        on a share that came out high, so background's falls back, on average), or, if it rose,
-        nearer what background predicts (the same share) than what a wall does (its accepted
-        rate stays put, so at the cut rate its share falls to ``wall_share``), both counted
-        from the wall's onset. A share that rose when the rate was cut says the one before was
-        diluted: a minute's burst spent within the decision showed 7 of 16 refused, all of the
-        last 8 but one, and at half the rate 20 of 32 (refilling at a fifth of the rate sent),
-        within the binomial margin of 7 in 16, but a wall."""
-        if share <= before:
+            # Not one refusal in 32 answers since a first cut on a small share: a wall's
+            # overshoot cleared, or a background's lull after its chance cluster (2 of 16
+            # at 8%, then none of 32: one time in fifteen; confirmed, the key sat at half
+            # its pace for seconds). The next 32 tell them apart (none of 64: one time in
+            # two hundred), judged with them; the rate is the cut's meanwhile, right for a
+            # wall.
             return True
-        onset, sent = self.checked_onset, self.checked_sent
-        wall_share = 1 - (1 - onset) * sent / max(self._fresh_rate(), 1e-9)
-        return share >= (onset + wall_share) / 2
+        self.checking = None
+        rose = share - before > _margin(n, before)
+        fell = before - share > _margin(n, before)
+        held = not rose and not fell and share < _PARK_SHARE
+        if (
+            held
+            and self._may_hold()
+            and before >= _SURE_WALL
+            and self._nearer_background(share, before)
+        ):
+            # A high share that stayed put, within its binomial margin, although the rate
+            # was cut: a background share far above the usual, or a wall the cut did not
+            # clear (its accepted rate measured high). Back to the rate before the cuts,
+            # as a test: behind a wall the share jumps there, a background share stays
+            # (see :meth:`_test_ended`), where calling it a wall at once spirals the rate
+            # down at every chance 40% (30% of 429s at random cost 50x the floor). Only
+            # for a key alone in its project: beside another key on one quota, a share
+            # stays put when the other key's rate falls as this one's rises. And only for
+            # a cut made on 16 answers or more: a share of 8 is too rough to hold to.
+            self.rate = rate_before
+            if self.before_cuts is not None:
+                self.rate, self.estimate, self.walls = self.before_cuts
+                self.before_cuts = None
+            self.testing = (share, self._fresh_rate())
+            self._new_epoch(now)
+            return True
+        if (
+            before < _SURE_WALL
+            and share < _SURE_WALL
+            and not rose
+            and (
+                share >= before * _FELL
+                or share - self.noise > _margin(n, self.noise) / 2
+                or (self.walls == 0 and not _fell(before, self.checked_on, share, n))
+            )
+        ):
+            if self.landed_clean and share >= _LANDED_WALL:
+                # A landing on a spotless rate clears a burst-1 bucket's wall, down to a
+                # few refusals of timing jitter. A fifth or more refused there says the
+                # spotless rate was a small burst's, spent within its decision (two
+                # regions of 69/s each, told 195/s: taken for a background that held, 30%
+                # of requests refused all run): cut to what the server accepts.
+                self._cut(now, share)
+                return True
+            # The share neither fell nor rose with the rate: background 429s, not a wall.
+            # (A share that rose means the cut was too small, measured on a ramp: a wall.)
+            # Undo every cut since the last growth: they were all taken on noise.
+            share = self._plausible_noise(min(share, _MAX_NOISE))
+            self.noise = share if self.noise == 0 else (self.noise + share) / 2
+            self._learn_noise(n, t)
+            self.rate = rate_before
+            if self.before_cuts is not None:
+                self.rate, self.estimate, self.walls = self.before_cuts
+                self.before_cuts = None
+            self.clean_since = True
+            self._new_epoch(now)
+            return True
+        self.walls += 1  # confirmed: a wall, and what it let through is the quota
+        self.estimate = accepted
+        return False
+
+    def _test_ended(self, share: float) -> bool:
+        """End the test of a faster rate this decision's answers follow (``testing``): a share
+        that did not rise towards a wall's at the faster rate is background, learned. True
+        when the test never sent faster, and so told nothing."""
+        if self.testing is None:
+            return False
+        (before, sent_before), self.testing = self.testing, None
+        sent_now = self._fresh_rate()
+        # The test never sent faster: the key is held under its rate by the run's
+        # ceiling (other keys take their part of --rate) or by its requests in flight,
+        # so a faster rate cannot tell a wall from background here.
+        untested = sent_now < 1.3 * sent_before
+        # Behind a wall the accepted rate stays put, so the share would rise to this:
+        wall_share = 1 - (1 - before) * sent_before / max(sent_now, 1e-9)
+        if not untested and share < (before + wall_share) / 2:
+            # A faster rate, the same share: background 429s, not a wall.
+            self.noise = self._plausible_noise(
+                min((before + share) / 2, _TESTED_NOISE if self.alone else _MAX_NOISE)
+            )
+        return untested
 
     def _refused_run(self, onset: list[bool]) -> bool:
         """After a burst (the wall began after a second of accepts), every answer in
@@ -1156,19 +1077,3 @@ class KeyPacer(Parking):
             # own probe in lockstep, and must not be merged for it.)
             self.cut_at = now
         self._new_epoch(now)
-
-
-def _margin(samples: int, noise: float) -> float:
-    """How far above the background a throttle share must be to suspect a wall: 2.5 standard
-    deviations of a binomial share (never assuming a background below 1%), plus 3 points."""
-    base = max(noise, 0.01)
-    return 0.03 + 2.5 * math.sqrt(base * (1 - base) / samples)
-
-
-def _fell(before: float, before_n: int, after: float, after_n: int) -> bool:
-    """A throttle share fell beyond chance: two binomial shares, the later one at least two
-    standard errors (of their pooled share) under the earlier. (Both counts are positive: a
-    cut is made on 8 answers or more, and judged on 16 or more.)"""
-    pooled = (before * before_n + after * after_n) / (before_n + after_n)
-    error = math.sqrt(pooled * (1 - pooled) * (1 / before_n + 1 / after_n))
-    return error == 0 or (before - after) / error >= _FELL_Z
