@@ -337,12 +337,12 @@ class KeyRecord:
         cut landed at a third of what the server accepted (a 50/s bucket behind 0.2 s
         answers with jitter, simulated: 1.48x -> 1.08x). (Sends are remembered for a second:
         the answers' own count is the least.) The span leaves out the key's idle stretches
-        (turns unclaimed, nothing waiting: see :meth:`reserve`), never more than seven eighths
-        of it: the rate the key sent at is its rate while it had something to send, and what
-        the server accepted is what it accepted then. (A bucket's tokens saved while the key
-        was idle make that read high, and the next decision cuts again; counted, the idle
-        time read what the key sent, not what the server would take: a quarter of it, in the
-        case in the module docstring.)"""
+        (turns unclaimed, nothing waiting: see :meth:`KeyPacer.reserve`), never more than
+        seven eighths of it: the rate the key sent at is its rate while it had something to
+        send, and what the server accepted is what it accepted then. (A bucket's tokens saved
+        while the key was idle make that read high, and the next decision cuts again; counted,
+        the idle time read what the key sent, not what the server would take: a quarter of it,
+        in the case in :mod:`bulkcancel._pacer`'s docstring.)"""
         first, last = self.fresh_first_sent, self.fresh_last_sent
         span = last - first
         if self.fresh < 2 or span <= 0:
