@@ -7,7 +7,8 @@ rate, noise does not": how it is learned), measures it again over every clean de
 it by the longest run of accepts it shows, and says when a share over the margin must wait for
 a second decision, and when a share after a cut may still be background's. :func:`_margin` is
 how far above the background a share must be to suspect a wall; :func:`_fell`, whether a share
-fell beyond chance. Pure: every method takes ``now``.
+fell beyond chance. Pure: no I/O and no clock of its
+own (the time is passed in, ``now``).
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 The ground floor of the pacer (the design is in :mod:`bulkcancel._pacer`'s docstring):
 :class:`KeyRecord` holds every field of a key's pacer, the rates measured from its sends and
 accepts, and the small steps every part of it takes (a new decision's epoch, a wall met, the
-stated limit as a cap). :class:`bulkcancel._parking.Parking` parks and resumes on top of it, and
-:class:`bulkcancel._pacer.KeyPacer` decides. Pure: every method takes ``now``.
+stated limit as a cap). On top of it :class:`bulkcancel._parking.Parking` parks and resumes,
+:class:`bulkcancel._background.Background` learns the background share of 429s, and
+:class:`bulkcancel._pacer.KeyPacer` decides. Pure: no I/O and no clock of its own (the time is
+passed in, ``now``).
 """
 
 from __future__ import annotations

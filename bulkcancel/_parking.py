@@ -5,7 +5,8 @@ minute's burst used up; the rules are in :mod:`bulkcancel._pacer`'s docstring, u
 or that the key has sent a window's budget again, it parks here: one probe at a time, aimed at
 the next turn of a window whose period is known, until one is accepted; the key then resumes
 at the rate that worked. Each resume leaves a span of time known to hold a window's boundary,
-from which :mod:`bulkcancel._windows` learns the period. Pure: every method takes ``now``.
+from which :mod:`bulkcancel._windows` learns the period. Pure: no I/O and no clock of its
+own (the time is passed in, ``now``).
 """
 
 from __future__ import annotations
