@@ -5,10 +5,10 @@ refuses more the faster a key sends. :class:`Background` keeps the share a key l
 :mod:`bulkcancel._pacer`'s docstring, "Shares, not single 429s" and "A wall grows with the send
 rate, noise does not": how it is learned), measures it again over every clean decision, bounds
 it by the longest run of accepts it shows, and says when a share over the margin must wait for
-a second decision, and when a share after a cut may still be background's. :func:`_margin` is
-how far above the background a share must be to suspect a wall; :func:`_fell`, whether a share
-fell beyond chance. Pure: no I/O and no clock of its
-own (the time is passed in, ``now``).
+a second decision, and when a share after a cut may still be background's.
+:func:`noise_margin` is how far above the background a share must be to suspect a wall;
+:func:`fell_beyond_chance`, whether a share fell beyond chance. Pure: no I/O and no clock of
+its own (the time is passed in, ``now``).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from __future__ import annotations
 import math
 
 from bulkcancel._key_record import (
-    _CLEAN_SAMPLES,
-    _MIN_SAMPLES,
-    _SURE_WALL,
+    CLEAN_SAMPLES,
+    MIN_SAMPLES,
+    SURE_WALL,
     KeyRecord,
 )
 
-_MAX_NOISE = 0.15  # the most background learned from a share that held after a cut
+MAX_NOISE = 0.15  # the most background learned from a share that held after a cut
 _RUN_STRETCH = 1024  # answers: the longest run of accepts is kept for this stretch and the last
 _RUN_CHANCE = 0.01  # ... and a background that shows such a run rarer than this is too high
 _NOISE_STEP = 0.005  # ... and is lowered by this until it is not
@@ -56,8 +56,8 @@ class Background(KeyRecord):
         over 1.2x the floor went from 52 to 25 of 720), where the cost is one decision's 429s more
         when a shared quota's wall comes from another key's growth. A wall the key's own step (or
         resume) ran into is cut at once."""
-        unwalled = self.walls == 0 and self.rate >= self.ceiling and share < _SURE_WALL
-        stated = self.limit < math.inf and self.rate <= self.limit and share < _SURE_WALL
+        unwalled = self.walls == 0 and self.rate >= self.ceiling and share < SURE_WALL
+        stated = self.limit < math.inf and self.rate <= self.limit and share < SURE_WALL
         if (
             not (self.noise > 0 or unwalled or stated)
             or self.suspected_at == self.decided_at
@@ -81,9 +81,9 @@ class Background(KeyRecord):
             return
         self.noise_seen += n
         self.noise_refused += refused
-        if self.noise_seen >= _CLEAN_SAMPLES:
+        if self.noise_seen >= CLEAN_SAMPLES:
             pooled = self.noise_refused / self.noise_seen
-            self.noise = self._plausible_noise(min(max(_MAX_NOISE, self.noise), pooled))
+            self.noise = self._plausible_noise(min(max(MAX_NOISE, self.noise), pooled))
         if self.noise_seen > 512:
             self.noise_seen //= 2
             self.noise_refused //= 2
@@ -117,7 +117,7 @@ class Background(KeyRecord):
     def _may_hold(self) -> bool:
         """A high share that holds after a cut may be background here: the key is alone in
         its project, and the share before the cut was measured on 16 answers or more."""
-        return self.alone and self.checked_on >= _MIN_SAMPLES
+        return self.alone and self.checked_on >= MIN_SAMPLES
 
     def _nearer_background(self, share: float, before: float) -> bool:
         """The share after a cut may be background's: no higher than before it (a cut is made
@@ -135,14 +135,14 @@ class Background(KeyRecord):
         return share >= (onset + wall_share) / 2
 
 
-def _margin(samples: int, noise: float) -> float:
+def noise_margin(samples: int, noise: float) -> float:
     """How far above the background a throttle share must be to suspect a wall: 2.5 standard
     deviations of a binomial share (never assuming a background below 1%), plus 3 points."""
     base = max(noise, 0.01)
     return 0.03 + 2.5 * math.sqrt(base * (1 - base) / samples)
 
 
-def _fell(before: float, before_n: int, after: float, after_n: int) -> bool:
+def fell_beyond_chance(before: float, before_n: int, after: float, after_n: int) -> bool:
     """A throttle share fell beyond chance: two binomial shares, the later one at least two
     standard errors (of their pooled share) under the earlier. (Both counts are positive: a
     cut is made on 8 answers or more, and judged on 16 or more.)"""

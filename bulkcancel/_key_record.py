@@ -19,21 +19,21 @@ from typing import Self
 
 from bulkcancel._spacing import Spacing
 
-_MIN_RATE = 0.5  # requests/s: a key never stalls completely while active
+MIN_RATE = 0.5  # requests/s: a key never stalls completely while active
 _START_SHARE = 0.5  # a new key starts at this share of the ceiling (slow start)
-_MIN_SAMPLES = 16  # fresh answers before any wall decision
-_CLEAN_SAMPLES = 64  # ... and before an increase (or _CLEAN_TIME seconds of them)
-_SURE_WALL = 0.4  # a throttle share this high is a wall, never background
+MIN_SAMPLES = 16  # fresh answers before any wall decision
+CLEAN_SAMPLES = 64  # ... and before an increase (or _CLEAN_TIME seconds of them)
+SURE_WALL = 0.4  # a throttle share this high is a wall, never background
 #: idle stretches of a key kept (see KeyPacer.reserve and _fresh_rate)
 _IDLE_KEPT = 64
-_PARK_SAMPLES = 8  # fresh answers before parking, when nearly all are refused
-_WINDOW_BUDGET = 2 * _MIN_SAMPLES  # let through this many, a window's budget beyond doubt (a
+PARK_SAMPLES = 8  # fresh answers before parking, when nearly all are refused
+WINDOW_BUDGET = 2 * MIN_SAMPLES  # let through this many, a window's budget beyond doubt (a
 # bucket refilling gives fewer back after a park, a start-up burst may be fewer)
-_LIMIT_SHARE = 0.98  # a quota value from ErrorInfo is used this close
-_PROBE_STEP = 0.05  # additive probe above the measured quota, per clean decision
-_PROBE_BASE = 0.25  # seconds to the first probe of a parked key
+LIMIT_SHARE = 0.98  # a quota value from ErrorInfo is used this close
+PROBE_STEP = 0.05  # additive probe above the measured quota, per clean decision
+PROBE_BASE = 0.25  # seconds to the first probe of a parked key
 _WINDOW_BURST = 1.5  # accepted this far above a stated per-minute rate: budgets, not spacing
-_HISTORY = 1.0  # seconds of sends and accepts remembered, for measured rates
+HISTORY = 1.0  # seconds of sends and accepts remembered, for measured rates
 
 
 class PacerState(Enum):
@@ -98,7 +98,7 @@ class KeyRecord:
     #: requests per second a per-minute quota value from ErrorInfo allows
     limit: float = math.inf
     #: the next additive probe above the measured quota, as a share of the rate
-    step: float = _PROBE_STEP
+    step: float = PROBE_STEP
     walls: int = 0
     #: when the rate was last cut: requests granted before it and not yet sent ask again
     cut_at: float = -math.inf
@@ -106,7 +106,7 @@ class KeyRecord:
     parked_at: float = 0.0
     parked_for: float = 0.0  # how long the last park lasted, to its resume
     probe_at: float = 0.0
-    probe_gap: float = _PROBE_BASE
+    probe_gap: float = PROBE_BASE
     probe_out: bool = False
     last_failed_probe: float = 0.0
     #: the first sure wall met at a stated limit parked the key (see _cut); later ones cut
@@ -116,7 +116,7 @@ class KeyRecord:
     short_of_budget: bool = False
     #: the window boundary a park's probes are aimed at (inf: none predicted)
     aimed_at: float = math.inf
-    resume_rate: float = _MIN_RATE
+    resume_rate: float = MIN_RATE
     #: what the server accepted per second when the last wall began (its first throttle
     #: after a quiet second, or after a clean decision), before any cut it caused; measured
     #: on 16 accepts or more in the second before it (4 once the key is a second old: a slow
@@ -205,7 +205,7 @@ class KeyRecord:
         if self.rate <= 0:
             # Slow start: half the ceiling, doubling after each clean decision until the first
             # wall, so a run told more than the quota does not open with a wall of 429s.
-            self.rate = max(_MIN_RATE, self.ceiling * _START_SHARE)
+            self.rate = max(MIN_RATE, self.ceiling * _START_SHARE)
 
     @property
     def _held_at_limit(self) -> bool:
@@ -219,7 +219,7 @@ class KeyRecord:
         more accepts: a window's or a bucket's budget spent)."""
         return (
             self.resumed_at == self.decided_at
-            and now - self.parked_at <= _HISTORY
+            and now - self.parked_at <= HISTORY
             and self.burst > 0
         )
 
@@ -231,7 +231,7 @@ class KeyRecord:
         the park a window before), and read as a bucket's refill that cut three regions of 62/s
         to 10/s together."""
         since = self._accepted_since(self.parked_at, now)
-        walled = self._since_first_wall(now, 2 * _HISTORY)
+        walled = self._since_first_wall(now, 2 * HISTORY)
         return since if walled is None else max(since, walled)
 
     def _since_first_wall(self, now: float, age: float) -> float | None:
@@ -248,7 +248,7 @@ class KeyRecord:
 
     def _accepts_since(self, start: float, now: float) -> int:
         """Requests accepted from ``start`` (at most a second ago) to ``now``."""
-        _trim(self.accepts, now)
+        trim_history(self.accepts, now)
         return sum(1 for at in self.accepts if at >= start)
 
     def _since_onset(self) -> list[bool]:
@@ -261,14 +261,14 @@ class KeyRecord:
         own throttle or by one another pacer received (see
         :meth:`bulkcancel._sharing.QuotaSharing.told`): the rate is capped at it."""
         self.limit = per_second
-        self.rate = max(_MIN_RATE, min(self.rate, self._cap()))
+        self.rate = max(MIN_RATE, min(self.rate, self._cap()))
 
     def _cap(self) -> float:
         """The stated per-minute limit as a ceiling on the rate (98% of it); none when none
         is stated, or when it is set aside (:attr:`_limit_set_aside`) and the shares decide."""
         if self.limit == math.inf or self._limit_set_aside:
             return math.inf
-        return self.limit * _LIMIT_SHARE
+        return self.limit * LIMIT_SHARE
 
     @property
     def _limit_set_aside(self) -> bool:
@@ -290,14 +290,14 @@ class KeyRecord:
     def _seen_a_second(self, now: float) -> bool:
         """This pacer has sent for a second or more: its accepts over the last second are a
         second's worth (a young pacer's count what a burst let through at start-up)."""
-        return self.born is not None and now - self.born >= _HISTORY
+        return self.born is not None and now - self.born >= HISTORY
 
     def accepted_rate(self, now: float) -> float:
         """Requests per second accepted lately: over the last second, or over the time since
         this pacer's first send when that is shorter (a pacer that just took over a key)."""
-        _trim(self.accepts, now)
+        trim_history(self.accepts, now)
         seen = now - self.born if self.born is not None else 0.0
-        return len(self.accepts) / max(min(_HISTORY, seen), 0.1)
+        return len(self.accepts) / max(min(HISTORY, seen), 0.1)
 
     def _rate_since_resume(self, now: float) -> float:
         """Requests per second accepted since the key resumed, when that was under a second
@@ -307,10 +307,10 @@ class KeyRecord:
         (the echo of a send 6 s before) read 19/s let through, under 1.5x the stated limit, and
         held the key at 20/s for the rest of the run (1.24x the floor)."""
         since = now - self.resumed_at
-        if since >= _HISTORY:
+        if since >= HISTORY:
             return 0.0
         accepted = self._accepts_since(self.resumed_at, now)
-        return accepted / max(since, 0.1) if accepted >= _MIN_SAMPLES else 0.0
+        return accepted / max(since, 0.1) if accepted >= MIN_SAMPLES else 0.0
 
     def sustained_rate(self, now: float) -> float:
         """Requests per second accepted since this pacer's first wall, once that is a second
@@ -321,7 +321,7 @@ class KeyRecord:
         like separate quotas held back, and the merge was undone: 27.5% of 429s, 18.3% kept)."""
         if self.born is None or not self._seen_a_second(now):
             return self.accepted_rate(now)
-        walled = self._since_first_wall(now, _HISTORY)
+        walled = self._since_first_wall(now, HISTORY)
         return self.accepted_total / (now - self.born) if walled is None else walled
 
     def current(self) -> Self:
@@ -369,13 +369,13 @@ class KeyRecord:
         budget, it was not a window that turned but a bucket refilling at the stated rate:
         from now on the stated limit caps this key. The first wall is remembered (see
         :meth:`sustained_rate`)."""
-        if self.burst_from is not None and self.accepted_total - self.burst_from < _WINDOW_BUDGET:
+        if self.burst_from is not None and self.accepted_total - self.burst_from < WINDOW_BUDGET:
             self.windowed = False
         self.burst_from = None
         if self.first_wall is None:
             self.first_wall = (now, self.accepted_total)
 
 
-def _trim(times: deque[float], now: float) -> None:
-    while times and times[0] <= now - _HISTORY:
+def trim_history(times: deque[float], now: float) -> None:
+    while times and times[0] <= now - HISTORY:
         times.popleft()

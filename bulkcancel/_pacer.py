@@ -245,18 +245,18 @@ import math
 from collections import deque
 
 from bulkcancel._answers import QuotaInfo
-from bulkcancel._background import _MAX_NOISE, Background, _fell, _margin
+from bulkcancel._background import MAX_NOISE, Background, fell_beyond_chance, noise_margin
 from bulkcancel._key_record import (
-    _CLEAN_SAMPLES,
-    _HISTORY,
-    _MIN_RATE,
-    _MIN_SAMPLES,
-    _PARK_SAMPLES,
-    _PROBE_STEP,
-    _SURE_WALL,
-    _WINDOW_BUDGET,
+    CLEAN_SAMPLES,
+    HISTORY,
+    MIN_RATE,
+    MIN_SAMPLES,
+    PARK_SAMPLES,
+    PROBE_STEP,
+    SURE_WALL,
+    WINDOW_BUDGET,
     PacerState,
-    _trim,
+    trim_history,
 )
 from bulkcancel._parking import Parking
 from bulkcancel._spacing import Spacing, spacing_bounds
@@ -267,11 +267,11 @@ _FREED_SHARE = 0.5
 #: turns without a send, nothing waiting: the key was idle (an idle stretch of its own, see
 #: KeyPacer.reserve; a finished peer, see QuotaSharing._peers_gone)
 IDLE_TURNS = 4.0
-_QUICK_SAMPLES = 4  # fewer fresh answers than _MIN_SAMPLES: none throttled, and half a second
+_QUICK_SAMPLES = 4  # fewer fresh answers than MIN_SAMPLES: none throttled, and half a second
 _CLEAN_TIME = 0.5
 _CHECK_SAMPLES = 32  # fresh answers after a cut before judging it
 _SLOW_CHECK = 4.0  # ... or, after a cut on a sure wall, this many seconds and 4 answers
-_PARK_SHARE = 0.9  # this share of _PARK_SAMPLES fresh answers or more refused parks the key
+_PARK_SHARE = 0.9  # this share of PARK_SAMPLES fresh answers or more refused parks the key
 _PARK_RUN = 5  # ... or this many refused in a row, none accepted since the first refusal
 _SPENT_SHARE = 0.75  # ... or, this share of the last window's budget accepted since a resume,
 _SPENT_RUN = 2  # ... this many refused in a row (one more with a background known)
@@ -281,7 +281,7 @@ _LEAD_CHANCE = 0.05  # accepts before a decision's first refusal this unlikely: 
 _MEASURED_SHARE = 0.95  # a cut lands a little under what the server accepted
 _DOUBLED_STEP = 0.15  # ... after a doubling walled at about the spotless rate it left
 _LANDED_WALL = 0.2  # ... and this high after a landing on a spotless rate (a burst-1 bucket)
-_TESTED_NOISE = 0.6  # ... and from one that held when the rate rose 30%+ (see _MAX_NOISE)
+_TESTED_NOISE = 0.6  # ... and from one that held when the rate rose 30%+ (see MAX_NOISE)
 _FELL = 0.4  # after a cut, a wall's share falls below this share of the one before
 _EPSILON = 1e-6  # seconds: a wait shorter than this is no wait
 _CATCH_UP = 0.02  # seconds of late turns made up at the ceiling (the ceiling's own burst)
@@ -370,7 +370,7 @@ class KeyPacer(Background, Parking):
             self.born = now
         self.sent_total += 1
         self.sends.append(now)
-        _trim(self.sends, now)
+        trim_history(self.sends, now)
 
     # -- evidence ----------------------------------------------------------------------------
 
@@ -388,7 +388,7 @@ class KeyPacer(Background, Parking):
         self.refused_lately += 0.25 * (throttled - self.refused_lately)
         self._count_run(throttled)
         if throttled:
-            onset = now - self.last_throttle > _HISTORY or self.clean_since
+            onset = now - self.last_throttle > HISTORY or self.clean_since
             if onset and self.state is PacerState.ACTIVE:
                 # A rate measured on a few accepts says nothing of a burst (at start-up, or
                 # for a throttle with few before it for another reason: see the module
@@ -396,11 +396,11 @@ class KeyPacer(Background, Parking):
                 # burst has a bigger sample in what it was let through since.
                 rate = max(self.accepted_rate(now), self._rate_since_resume(now))
                 seen = self._seen_a_second(now)
-                enough = len(self.accepts) >= (_QUICK_SAMPLES if seen else _MIN_SAMPLES)
+                enough = len(self.accepts) >= (_QUICK_SAMPLES if seen else MIN_SAMPLES)
                 if not enough and self.burst_from is not None:
                     through = self.accepted_total - self.burst_from  # (since that resume)
-                    if through >= _MIN_SAMPLES:
-                        rate, enough = through / max(now - self.resumed_at, _HISTORY), True
+                    if through >= MIN_SAMPLES:
+                        rate, enough = through / max(now - self.resumed_at, HISTORY), True
                 if enough:
                     self.burst = rate
                 self.clean_since = False
@@ -420,7 +420,7 @@ class KeyPacer(Background, Parking):
         else:
             self.accepted_total += 1
             self.accepts.append(now)
-            _trim(self.accepts, now)
+            trim_history(self.accepts, now)
         if self.state is PacerState.PARKED:
             self._while_parked(now, throttled=throttled, sent_at=sent_at, probe=probe)
         elif sent_at < self.decided_at:
@@ -453,7 +453,7 @@ class KeyPacer(Background, Parking):
         onset = [refused for _, refused in answers[first:]]
         spent = self._refused_run(onset)
         if not spent and (
-            len(onset) < _PARK_SAMPLES or all(onset) or sum(onset) < _SURE_WALL * len(onset)
+            len(onset) < PARK_SAMPLES or all(onset) or sum(onset) < SURE_WALL * len(onset)
         ):
             return
         # Judged on the answers after the first refusal, in send order (it was picked for
@@ -486,13 +486,13 @@ class KeyPacer(Background, Parking):
             bool(onset)
             and all(onset)
             and self.burst > 0
-            and n - len(onset) >= _PARK_SAMPLES
+            and n - len(onset) >= PARK_SAMPLES
             and not self.absorbed
         )
         if (
-            (n >= _PARK_SAMPLES and share >= _PARK_SHARE)
+            (n >= PARK_SAMPLES and share >= _PARK_SHARE)
             or (
-                (n >= _PARK_SAMPLES or self.noise == 0)
+                (n >= PARK_SAMPLES or self.noise == 0)
                 and (share >= _SPACED_SHARE or led)
                 and self._refused_run(onset)
             )
@@ -517,7 +517,7 @@ class KeyPacer(Background, Parking):
             self._cut(now, share)
             return
         if (
-            n >= _PARK_SAMPLES
+            n >= PARK_SAMPLES
             and share >= _SPACED_SHARE
             and self.walled
             and not self.absorbed
@@ -538,7 +538,7 @@ class KeyPacer(Background, Parking):
                 self._spaced_wall(now, *bounds)
                 return
         if (
-            n >= _PARK_SAMPLES
+            n >= PARK_SAMPLES
             and share >= _SPACED_SHARE
             and self.checking is None
             and self.noise == 0
@@ -558,7 +558,7 @@ class KeyPacer(Background, Parking):
             self._cut(now, share, floor=self.stepped_from)
             return
         if (
-            n >= _PARK_SAMPLES
+            n >= PARK_SAMPLES
             and share >= _EARLY_WALL
             and self.checking is None
             and not self._chancy
@@ -580,9 +580,9 @@ class KeyPacer(Background, Parking):
             self.checking is not None
             and n >= _QUICK_SAMPLES
             and now - self.decided_at >= _SLOW_CHECK
-            and self.checking[0] >= _SURE_WALL
+            and self.checking[0] >= SURE_WALL
         )
-        if n < _MIN_SAMPLES and not slow:
+        if n < MIN_SAMPLES and not slow:
             # A slow key (after a park, or a small share of a quota) would wait many seconds
             # for 16 answers: a few answers with no throttle at all and some time suffice to
             # grow, so recovery takes about the same time at any rate.
@@ -593,8 +593,8 @@ class KeyPacer(Background, Parking):
         if self.checking is not None and self._judged(now, self.checking, n, t, share, slow):
             return
         untested = self._test_ended(share)
-        over = share - self.noise > _margin(n, self.noise)
-        if over and self._chancy and n % _MIN_SAMPLES:
+        over = share - self.noise > noise_margin(n, self.noise)
+        if over and self._chancy and n % MIN_SAMPLES:
             # With a background known (alone), a share is judged on 16, 32, 48 or 64 answers,
             # not at every answer between: tested 48 times over, a background share crosses its
             # margin twice as often. (With none known, a wall met within a decision is cut at
@@ -604,7 +604,7 @@ class KeyPacer(Background, Parking):
             if (
                 self._slow_start
                 and self.noise == 0
-                and share < _SURE_WALL
+                and share < SURE_WALL
                 and self.rate < self.ceiling
                 and not untested
             ):
@@ -617,7 +617,7 @@ class KeyPacer(Background, Parking):
                 return
             if not self._suspect(now, share):
                 self._cut(now, share)
-        elif n >= _CLEAN_SAMPLES or now - self.decided_at >= _CLEAN_TIME or self._slow_start:
+        elif n >= CLEAN_SAMPLES or now - self.decided_at >= _CLEAN_TIME or self._slow_start:
             self._learn_noise(n, t)
             self._grow(now, clean=True)
 
@@ -637,21 +637,21 @@ class KeyPacer(Background, Parking):
         as a wall, what it let through the quota, and the decision goes on."""
         before, rate_before, accepted = checking
         if n < _CHECK_SAMPLES:
-            if share < _SURE_WALL and not slow:
+            if share < SURE_WALL and not slow:
                 return True
             # Still 40% refused after a cut: judged on 16 answers when the share moved (a
             # wall the cut did not clear); one that stayed put may be a high background
             # share, which takes 32 answers to judge.
             if (
                 self._may_hold()
-                and abs(share - before) <= _margin(n, before)
+                and abs(share - before) <= noise_margin(n, before)
                 and self._nearer_background(share, before)
             ):
                 return True
         if (
             n < 2 * _CHECK_SAMPLES
             and self.walls == 0
-            and before < _SURE_WALL
+            and before < SURE_WALL
             and not any(throttled for _, throttled in self.fresh_answers[:_CHECK_SAMPLES])
         ):
             # Not one refusal in 32 answers since a first cut on a small share: a wall's
@@ -662,13 +662,13 @@ class KeyPacer(Background, Parking):
             # wall.
             return True
         self.checking = None
-        rose = share - before > _margin(n, before)
-        fell = before - share > _margin(n, before)
+        rose = share - before > noise_margin(n, before)
+        fell = before - share > noise_margin(n, before)
         held = not rose and not fell and share < _PARK_SHARE
         if (
             held
             and self._may_hold()
-            and before >= _SURE_WALL
+            and before >= SURE_WALL
             and self._nearer_background(share, before)
         ):
             # A high share that stayed put, within its binomial margin, although the rate
@@ -688,13 +688,13 @@ class KeyPacer(Background, Parking):
             self._new_epoch(now)
             return True
         if (
-            before < _SURE_WALL
-            and share < _SURE_WALL
+            before < SURE_WALL
+            and share < SURE_WALL
             and not rose
             and (
                 share >= before * _FELL
-                or share - self.noise > _margin(n, self.noise) / 2
-                or (self.walls == 0 and not _fell(before, self.checked_on, share, n))
+                or share - self.noise > noise_margin(n, self.noise) / 2
+                or (self.walls == 0 and not fell_beyond_chance(before, self.checked_on, share, n))
             )
         ):
             if self.landed_clean and share >= _LANDED_WALL:
@@ -708,7 +708,7 @@ class KeyPacer(Background, Parking):
             # The share neither fell nor rose with the rate: background 429s, not a wall.
             # (A share that rose means the cut was too small, measured on a ramp: a wall.)
             # Undo every cut since the last growth: they were all taken on noise.
-            share = self._plausible_noise(min(share, _MAX_NOISE))
+            share = self._plausible_noise(min(share, MAX_NOISE))
             self.noise = share if self.noise == 0 else (self.noise + share) / 2
             self._learn_noise(n, t)
             self.rate = rate_before
@@ -739,7 +739,7 @@ class KeyPacer(Background, Parking):
         if not untested and share < (before + wall_share) / 2:
             # A faster rate, the same share: background 429s, not a wall.
             self.noise = self._plausible_noise(
-                min((before + share) / 2, _TESTED_NOISE if self.alone else _MAX_NOISE)
+                min((before + share) / 2, _TESTED_NOISE if self.alone else MAX_NOISE)
             )
         return untested
 
@@ -759,7 +759,7 @@ class KeyPacer(Background, Parking):
         lead = self.fresh - len(onset)
         return (
             self.alone
-            and len(onset) >= _PARK_SAMPLES
+            and len(onset) >= PARK_SAMPLES
             and not all(onset)
             and (1.0 - share) ** lead < _LEAD_CHANCE
         )
@@ -775,12 +775,12 @@ class KeyPacer(Background, Parking):
         (Budgets of 8 to 31 were left to the five-refusal rule until short runs at 5-20/s
         showed windows of 20-30 paying five refusals each, and probes.)"""
         run = _SPENT_RUN + (self.noise > 0)
-        if self.window_budget < _PARK_SAMPLES or self.fresh_throttled < run:
+        if self.window_budget < PARK_SAMPLES or self.fresh_throttled < run:
             return False
         budget, through = self.window_budget, self.accepted_total - self.resumed_total
         if through < _SPENT_SHARE * budget:
             return False
-        if budget < _WINDOW_BUDGET and through > _SPENT_MAX * budget:
+        if budget < WINDOW_BUDGET and through > _SPENT_MAX * budget:
             return False
         last = sorted(self.fresh_answers)[-run:]
         return all(throttled for _, throttled in last)
@@ -795,7 +795,7 @@ class KeyPacer(Background, Parking):
         # 157/s, 12% of a 250-name run's requests refused, 6% cut as any wall).
         held = cap < math.inf and self.rate <= cap * 1.001
         held = held and (self.walls > 0 or self.rate >= cap * _MEASURED_SHARE)
-        if share >= _SURE_WALL and held and not self.limit_parked:
+        if share >= SURE_WALL and held and not self.limit_parked:
             # The first sure wall of a key held at its stated limit: a budget spent, not a
             # pace too high. Park, and resume at the limit.
             self.limit_parked = True
@@ -814,7 +814,7 @@ class KeyPacer(Background, Parking):
             # decision it was twice the quota, the cut landed there, and the next 32 answers
             # at 21/s were half refused: 27% of a 100-name run's requests.
             accepted = min(accepted, sent * (1.0 - sum(onset) / len(onset)))
-        if self.fresh < _MIN_SAMPLES and self._seen_a_second(now):
+        if self.fresh < MIN_SAMPLES and self._seen_a_second(now):
             # A share of a few answers is a rough measure of what the server accepts (1 of 8
             # accepted says 12% +- 12%): what it accepted over the last second is a bigger
             # sample. (Cut too little, the next decision cuts again; cut too deep, a slow key
@@ -858,7 +858,7 @@ class KeyPacer(Background, Parking):
         # measured quota (two regions on one bucket of one token at 10/s, merged: the merged
         # pacer doubled from 5.7/s, was cut to 5.4/s and took 9 s at 5-8/s to climb back).
         doubled = stepped and clean > 0.0 and sent >= 1.8 * clean and accepted <= 1.2 * clean
-        self.step = _DOUBLED_STEP if doubled and self._slow_start else _PROBE_STEP
+        self.step = _DOUBLED_STEP if doubled and self._slow_start else PROBE_STEP
         self.spacing, self.clean_rate = None, 0.0
         if set_aside and not all(onset):
             # A stated limit set aside because the server let a burst through (until this
@@ -872,7 +872,7 @@ class KeyPacer(Background, Parking):
             self.windowed = False
             accepted = max(accepted, self.limit)
         target = min(accepted * _MEASURED_SHARE, self._cap())
-        self.rate = max(_MIN_RATE, min(self.rate, target))
+        self.rate = max(MIN_RATE, min(self.rate, target))
         self.cut_at = now
         self._new_epoch(now)
 
@@ -888,7 +888,7 @@ class KeyPacer(Background, Parking):
             # Forgotten (probing above it again costs a short wall), or refusals that are
             # not a burst-1 bucket's: back to the last spotless rate, grown as at any wall.
             self.rate = min(self.rate, self.spacing.low)
-            self.spacing, self.step = None, _PROBE_STEP
+            self.spacing, self.step = None, PROBE_STEP
             self._new_epoch(now)
             return
         if self.spacing is not None:
@@ -913,7 +913,7 @@ class KeyPacer(Background, Parking):
                 # as after any wall; a lone burst-1 bucket shows its spacing again at once, and
                 # then the key holds. (A key alone in its project holds at once: the second
                 # wall cost four refusals more, 3.5% of a 100-name run at 10/s.)
-                self.spacing, self.step = None, _PROBE_STEP
+                self.spacing, self.step = None, PROBE_STEP
                 probe = self.rate * (1 + self.step)
         elif self._slow_start:
             probe = self.rate * 2  # slow start
@@ -928,10 +928,10 @@ class KeyPacer(Background, Parking):
                 self.step = min(0.5, self.step * 2)
         self.before_cuts = None
         # AWS's cap: never more than twice what the key really sent lately.
-        _trim(self.sends, now)
-        span = now - self.sends[0] if len(self.sends) > 1 else _HISTORY
+        trim_history(self.sends, now)
+        span = now - self.sends[0] if len(self.sends) > 1 else HISTORY
         sent = len(self.sends) / max(span, 0.1)
-        grown = min(self.ceiling, probe, max(2 * sent, _MIN_RATE))
+        grown = min(self.ceiling, probe, max(2 * sent, MIN_RATE))
         # (No background known: a wall among the late answers is then one to act on. Its own
         # answers first: the accepts before a first refusal are the burst it saw.)
         doubled = (
@@ -975,17 +975,17 @@ class KeyPacer(Background, Parking):
         that differ worse in the sweeps."""
         # (past 32 answers, a cut still judged waits for 64: a lull's, see _decide)
         due = _CHECK_SAMPLES if self.fresh < _CHECK_SAMPLES else 2 * _CHECK_SAMPLES
-        judging = self.checking is not None and due - self.fresh <= self.rate * _HISTORY
+        judging = self.checking is not None and due - self.fresh <= self.rate * HISTORY
         if self.state is not PacerState.ACTIVE or judging:
             self.peer_gone = True
             return
         self.peer_gone = False
-        starved = freed > self.rate and self.refused_lately >= _SURE_WALL
+        starved = freed > self.rate and self.refused_lately >= SURE_WALL
         if self.limit < math.inf or (self._slow_start and self.checking is None and not starved):
             return  # (a cut judged before any wall is confirmed would end slow start stale)
         self.checking = None
         self.walls, self.estimate = 0, math.inf
-        self.spacing, self.step, self.before_cuts = None, _PROBE_STEP, None
+        self.spacing, self.step, self.before_cuts = None, PROBE_STEP, None
         if starved:
             self.rate = min(self.ceiling, freed)
         else:
@@ -1003,13 +1003,13 @@ class KeyPacer(Background, Parking):
         history (accepts, sends), not toward the next decision."""
         self.sends = deque(sorted([*self.sends, *other.sends]))
         self.accepts = deque(sorted([*self.accepts, *other.accepts]))
-        _trim(self.sends, now)
-        _trim(self.accepts, now)
+        trim_history(self.sends, now)
+        trim_history(self.accepts, now)
         if other.born is not None:
             self.born = other.born if self.born is None else min(self.born, other.born)
         # What the keys were let through together over the last second: the shared quota's
         # own measure (None: too few accepts to tell).
-        together = self.accepted_rate(now) if len(self.accepts) >= _MIN_SAMPLES else None
+        together = self.accepted_rate(now) if len(self.accepts) >= MIN_SAMPLES else None
         if together is not None:
             # It is the shared quota's burst (each key's own, or this pacer's measured before
             # the other key joined, is a part of it): a window's budget, spent by two keys at
@@ -1031,7 +1031,7 @@ class KeyPacer(Background, Parking):
                 # background, 16% of 429s).
                 self.estimate = min(self.estimate, together)
             self.walls = max(self.walls, other.walls)
-        self.rate = max(_MIN_RATE, min(self.ceiling, rate, self._cap()))
+        self.rate = max(MIN_RATE, min(self.ceiling, rate, self._cap()))
         other.merged_into = self
         self.absorbed = True
         self.spacing, self.clean_rate = None, 0.0  # (one key's spacing: not the quota's)
@@ -1066,7 +1066,7 @@ class KeyPacer(Background, Parking):
         self.estimate = low
         self.checking = self.testing = self.before_cuts = None
         self.step = _SPACING_STEP
-        rate = max(_MIN_RATE, min(self.rate, landing, self._cap()))
+        rate = max(MIN_RATE, min(self.rate, landing, self._cap()))
         # The next turn too keeps the new spacing from the last grant: one at the old spacing
         # would be refused, and a refusal in the next decision delays it by 16 answers.
         self.next_free += 1.0 / rate - 1.0 / self.rate

@@ -14,11 +14,11 @@ from __future__ import annotations
 import math
 
 from bulkcancel._key_record import (
-    _LIMIT_SHARE,
-    _MIN_RATE,
-    _PARK_SAMPLES,
-    _PROBE_BASE,
-    _WINDOW_BUDGET,
+    LIMIT_SHARE,
+    MIN_RATE,
+    PARK_SAMPLES,
+    PROBE_BASE,
+    WINDOW_BUDGET,
     KeyRecord,
     PacerState,
 )
@@ -70,7 +70,7 @@ class Parking(KeyRecord):
         short = (
             hint is None
             and bool(self.resumes)
-            and self.window_budget >= _PARK_SAMPLES
+            and self.window_budget >= PARK_SAMPLES
             and spent < _SHORT_OF_BUDGET * self.window_budget
         )
         self.window_budget = spent
@@ -78,7 +78,7 @@ class Parking(KeyRecord):
             self.period is None
             and self.resumes
             and self._limit_set_aside
-            and spent >= _WINDOW_BUDGET
+            and spent >= WINDOW_BUDGET
         ):
             # A fixed window's length is its budget over the stated per-minute rate (a window
             # of 2 s at 50/s holds 100): known after one window, where the spans of three
@@ -116,7 +116,7 @@ class Parking(KeyRecord):
         * One that has not learned the period, has met no quota (no wall measured, none stated)
           but parks window after window: its sends and the turns granted to it."""
         if (
-            self.window_budget < _PARK_SAMPLES  # (first: on every grant, and 0 until a park)
+            self.window_budget < PARK_SAMPLES  # (first: on every grant, and 0 until a park)
             or self.early_parks >= _EARLY_PARKS
             or self.refused_since_resume
             or not self.resumes
@@ -151,9 +151,9 @@ class Parking(KeyRecord):
 
     def _resume_at(self, worked: float) -> None:
         """The rate the key resumes at: what worked, or the stated per-minute limit."""
-        self.resume_rate = max(_MIN_RATE, min(self.ceiling, worked))
+        self.resume_rate = max(MIN_RATE, min(self.ceiling, worked))
         if self.limit < math.inf:
-            self.resume_rate = self.limit * _LIMIT_SHARE
+            self.resume_rate = self.limit * LIMIT_SHARE
 
     def _parked(self, now: float, hint: float | None) -> None:
         """Park the key: probes from a quarter of a second on (or after the hint), or aimed at
@@ -164,8 +164,8 @@ class Parking(KeyRecord):
         self.last_failed_probe = now
         self.probe_out = False
         self.checking = None
-        self.probe_gap = min(_PROBE_BASE, self._probe_cap())
-        first = self.probe_gap if hint is None else min(max(hint, _PROBE_BASE), self.hint_cap)
+        self.probe_gap = min(PROBE_BASE, self._probe_cap())
+        first = self.probe_gap if hint is None else min(max(hint, PROBE_BASE), self.hint_cap)
         self.probe_at = now + first
         self.aimed_at = math.inf
         if self.period is not None and self.resumes:
@@ -255,7 +255,7 @@ class Parking(KeyRecord):
         del self.resumes[:-4]
         self.state = PacerState.ACTIVE
         self.probe_out = False
-        self.rate = max(_MIN_RATE, min(self.resume_rate, self.limit * _LIMIT_SHARE))
+        self.rate = max(MIN_RATE, min(self.resume_rate, self.limit * LIMIT_SHARE))
         if self._limit_set_aside:
             # The server let through far more than its stated per-minute rate before the wall:
             # the rate is an average over a window (or a minute's bucket), not a spacing. A

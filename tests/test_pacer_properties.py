@@ -9,7 +9,7 @@ import math
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from bulkcancel._key_record import _MIN_RATE, PacerState
+from bulkcancel._key_record import MIN_RATE, PacerState
 from bulkcancel._pacer import KeyPacer
 
 # One step: seconds since the step before, a uniform draw for the background share, and how
@@ -26,7 +26,7 @@ _STEPS = st.lists(
 
 
 def _sane(pacer: KeyPacer, ceiling: float) -> None:
-    assert math.isfinite(pacer.rate) and _MIN_RATE <= pacer.rate <= ceiling, pacer.rate
+    assert math.isfinite(pacer.rate) and MIN_RATE <= pacer.rate <= ceiling, pacer.rate
     assert pacer.state in (PacerState.ACTIVE, PacerState.PARKED)
     assert pacer.fresh == len(pacer.fresh_answers)
     assert 0 <= pacer.fresh_throttled <= pacer.fresh
