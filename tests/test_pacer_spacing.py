@@ -11,6 +11,7 @@ import pytest
 
 from bulkcancel._key_record import PacerState
 from bulkcancel._pacer import KeyPacer
+from bulkcancel._spacing import spacing_bounds
 from tests.test_pacing_sim import Bucket
 
 
@@ -104,6 +105,36 @@ def test_the_spacing_bounds_the_quota_from_both_sides() -> None:
     assert pacer.spacing is not None
     assert 9.0 <= pacer.spacing.low <= 10.0 < pacer.spacing.high <= 1.1 * pacer.spacing.low
     assert pacer.rate == pytest.approx(pacer.spacing.low)
+
+
+@pytest.mark.parametrize(
+    ("marks", "bounds"),
+    [
+        # (sent at, refused): accepts 0.2 s apart, a refusal 0.1 s after each
+        ([(0.0, False), (0.1, True), (0.2, False), (0.3, True), (0.4, False)], (5.0, 10.0)),
+        # the same answers as they came back, out of order: read in send order
+        ([(0.4, False), (0.3, True), (0.0, False), (0.2, False), (0.1, True)], (5.0, 10.0)),
+        # two accepts in a row: a bigger bucket
+        ([(0.0, False), (0.1, True), (0.2, False), (0.25, False), (0.3, True), (0.4, False)], None),
+        ([(0.0, False), (0.1, True), (0.2, False), (0.3, True)], None),  # two accepts only
+        # one refusal after the first accept, two after the second: no one spacing
+        ([(0.0, False), (0.1, True), (0.2, False), (0.25, True), (0.3, True), (0.4, False)], None),
+        # a refusal later after an accept than the shortest gap between accepts
+        ([(0.0, False), (0.1, True), (0.15, False), (0.35, True), (0.4, False)], None),
+    ],
+)
+def test_a_decisions_answers_bound_a_burst_1_buckets_quota(
+    marks: list[tuple[float, bool]], bounds: tuple[float, float] | None
+) -> None:
+    """The signature read from the answers alone (send order, whatever order they came in):
+    never two accepts in a row, one number of refusals after each, three accepts or more; the
+    accepts' gaps bound the quota from below, the refusals' from above, and a refusal further
+    from its accept than two accepts are from each other is no spacing."""
+    got = spacing_bounds(marks)
+    if bounds is None:
+        assert got is None
+    else:
+        assert got == pytest.approx(bounds)
 
 
 def test_only_the_first_spacing_wall_is_a_wall_for_the_governor() -> None:
