@@ -131,8 +131,8 @@ class KeyRecord:
     clean_since: bool = False
     #: False once a resume at the burst found no budget: the key resumes at its limit
     windowed: bool = True
-    #: accepts counted when the key last resumed at the burst (None: it did not)
-    burst_from: int | None = None
+    #: the key last resumed at its burst (counted from ``resumed_total``), and met no wall since
+    at_burst: bool = False
     accepted_total: int = 0
     #: requests this pacer sent in all, and that count at its last resume
     sent_total: int = 0
@@ -369,9 +369,9 @@ class KeyRecord:
         budget, it was not a window that turned but a bucket refilling at the stated rate:
         from now on the stated limit caps this key. The first wall is remembered (see
         :meth:`sustained_rate`)."""
-        if self.burst_from is not None and self.accepted_total - self.burst_from < WINDOW_BUDGET:
+        if self.at_burst and self.accepted_total - self.resumed_total < WINDOW_BUDGET:
             self.windowed = False
-        self.burst_from = None
+        self.at_burst = False
         if self.first_wall is None:
             self.first_wall = (now, self.accepted_total)
 

@@ -397,8 +397,8 @@ class KeyPacer(Background, Parking):
                 rate = max(self.accepted_rate(now), self._rate_since_resume(now))
                 seen = self._seen_a_second(now)
                 enough = len(self.accepts) >= (_QUICK_SAMPLES if seen else MIN_SAMPLES)
-                if not enough and self.burst_from is not None:
-                    through = self.accepted_total - self.burst_from  # (since that resume)
+                if not enough and self.at_burst:
+                    through = self.accepted_total - self.resumed_total  # (since that resume)
                     if through >= MIN_SAMPLES:
                         rate, enough = through / max(now - self.resumed_at, HISTORY), True
                 if enough:

@@ -263,7 +263,7 @@ class Parking(KeyRecord):
             # worked; the next wall parks the key again. (A bucket refilling at the stated
             # rate refuses that pace at once, and the key learns it: see _wall_met.)
             self.rate = max(self.rate, min(self.ceiling, self.burst))
-            self.burst_from = self.accepted_total
+            self.at_burst = True
         self.next_free = now
         self.parked_for = now - self.parked_at
         self.resumed_at, self.resumed_total = now, self.accepted_total
