@@ -42,8 +42,9 @@ from aiolimiter import AsyncLimiter
 
 from bulkcancel._answers import QuotaInfo
 from bulkcancel._key_record import PacerState
+from bulkcancel._metering import READS
 from bulkcancel._pacer import KeyPacer
-from bulkcancel._sharing import READS, QuotaSharing
+from bulkcancel._sharing import QuotaSharing
 
 __all__ = ["Grant", "KeyExhaustedError", "RateGovernor", "Sleep"]
 

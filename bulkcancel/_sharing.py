@@ -1,13 +1,12 @@
-"""Which quota keys of a project share one quota, and which requests of a key do.
+"""Which quota keys of a project share one quota.
 
 Google meters per project and region by default, so each quota key gets a pacer of its own
 (:class:`bulkcancel._limits.RateGovernor`); a throttle whose ErrorInfo says the quota is
-project-wide moves the key to its project's pacer at once (:meth:`QuotaSharing.told`), and one
-whose ErrorInfo names a quota of writes or of reads (or two names for a key's cancels and its
-reads) paces the key's reads apart from its cancels from then on (``KEY|reads``,
-:meth:`QuotaSharing._metered_apart`: Cloud Batch meters them apart, Cloud Deploy together); with
-bare 429s, so do a key's cancels refused while its reads all pass
-(:meth:`QuotaSharing._refused_apart`). The rest is learned from how the keys' walls behave:
+project-wide moves the key to its project's pacer at once (:meth:`QuotaSharing.told`). Which
+requests of one key share its quota (its cancels and its reads, together or apart) is
+:mod:`bulkcancel._metering`'s to tell; a key whose reads ErrorInfo showed metered apart is
+never merged, nor are its reads (their walls are their own quotas'). The rest is learned from
+how the keys' walls behave:
 
 * Without ErrorInfo, a shared quota shows as walls that coincide: two keys of one project meet
   walls within a second of each other, twice (the walls that end slow start do not count: all
@@ -71,25 +70,18 @@ bare 429s, so do a key's cancels refused while its reads all pass
 from __future__ import annotations
 
 import math
-import re
-from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from bulkcancel._answers import QuotaInfo
 from bulkcancel._key_record import PacerState
+from bulkcancel._metering import READS, Metering
 from bulkcancel._pacer import IDLE_TURNS, KeyPacer
 
 if TYPE_CHECKING:
     from bulkcancel._limits import Grant, RateGovernor
 
-__all__ = ["READS", "QuotaSharing"]
-
-#: The suffix of a key's reads (GET, list) once they are paced apart from its cancels.
-READS = "|reads"
-#: a quota's metric or limit named for one kind of request (``write_requests``,
-#: ``ReadRequestsPerMinutePerProjectPerRegion``): the other kind is metered apart
-_METER = re.compile(r"(read|write)[ _]?requests", re.IGNORECASE)
+__all__ = ["QuotaSharing"]
 
 _COINCIDE = 1.0  # seconds: two keys' wall onsets this close are one event
 _COINCIDENCES = 2  # ... and this many such events merge the keys into one project pacer
@@ -108,9 +100,6 @@ _STARVED_AFTER = 1.0  # ... both past their first walls by this many seconds,
 _STARVED_FOR = 1.0  # ... seen again this many seconds on, or more: starved
 _PARKED_BESIDE = 1.0  # seconds parked, a probe refused again, beside a key of its project ...
 _PARKED_PEER = 1.0  # ... accepted at this many requests/s or more: starved beside it
-_KINDS_SEEN = 32  # a key's last answers of each kind (cancels, reads) kept ...
-_KINDS_REFUSED = 0.25  # ... its cancels refused this share of them, not one of its reads:
-_KINDS_OVERLAP = 1.0  # ... both within this many seconds of each other: metered apart
 _IDLE = 1.0  # seconds without a send or a waiter: a key whose work is done (a trial's) ...
 # ... or a peer's: IDLE_TURNS of its turns, _IDLE_CHECK at least, _IDLE at most
 _IDLE_CHECK = 0.25  # seconds between a pacer's looks at its project's other keys
@@ -147,24 +136,21 @@ class QuotaSharing:
         self._trial: dict[str, dict[str, list[int]]] = {}
         #: project -> key -> when its last answer on trial came, and the trial's answers then
         self._trial_seen: dict[str, dict[str, tuple[float, int]]] = {}
-        #: key -> for its cancels (False) and its reads (True), the quota ErrorInfo last named
-        #: for them (metric, limit) and the per-second value it stated (see _metered_apart)
-        self._meters: dict[str, dict[bool, tuple[tuple[str | None, str | None], float | None]]]
-        self._meters = {}
-        self._kinds_apart: set[str] = set()  # keys whose reads are paced apart (key + READS)
-        #: key -> its last answers of each kind (True: reads), (when, refused), while it paces
-        #: both kinds with one pacer (see _refused_apart)
-        self._kinds_seen: dict[str, dict[bool, deque[tuple[float, bool]]]] = {}
+        #: its keys' cancels and reads, paced together or apart
+        self._metering = Metering(governor)
 
     def told(self, key: str, quota: QuotaInfo, pacer: KeyPacer, *, read: bool) -> None:
         """A throttle's ErrorInfo says where ``key``'s quota lives: the project's (pace the key
         with its project's pacer from now on) or the region's own (never merged); and which
-        quota it is (see :meth:`_metered_apart`)."""
+        quota it is (see :meth:`Metering.told`: a key whose reads it paces apart is never
+        merged either, nor are its reads)."""
         if quota.project_wide:
             self._share_project(key, pacer)
         elif quota.regional:
             self._regional.add(key)
-        self._metered_apart(key, quota, pacer, read=read)
+        if self._metering.told(key, quota, pacer, read=read):
+            base = key.removesuffix(READS)
+            self._regional.update((base, base + READS))
 
     def paced_by(self, key: str) -> str:
         """The key whose pacer paces ``key``: its own, or its project's."""
@@ -173,88 +159,7 @@ class QuotaSharing:
     def key_for(self, key: str, *, read: bool) -> str:
         """The key a request of ``key`` asks its turn of: ``key`` itself, or for a read (a GET
         or a list page) ``key + READS`` once its reads and cancels proved metered apart."""
-        return key + READS if read and key in self._kinds_apart else key
-
-    def _metered_apart(self, key: str, quota: QuotaInfo, pacer: KeyPacer, *, read: bool) -> None:
-        """Cloud Batch meters writes and reads apart (6,000 and 15,000 a minute per region),
-        Cloud Deploy all requests together: when a throttle's quota is named for its own kind
-        (a cancel's ``write_requests`` or ``WriteRequestsPerMinute...``, a read's ``read_requests``:
-        Google's names for such quotas), or the throttles of a key's cancels and of its reads
-        name two quotas (ErrorInfo's ``quota_metric`` or ``quota_limit`` differ), the
-        reads get a pacer of their own from then on, at the rate the key had and each capped
-        at the value its own throttles stated. (One pacer for both: its cancels were refused
-        half the time while its reads all went through, a share that held when the rate moved
-        and was taken for background, 20% of requests refused; or it held near twice the write
-        quota while reads took half its turns, 1.26-1.40x the floor.) The two are never merged
-        again on walls that coincide. Only on what ErrorInfo names here: one name for both
-        keeps one pacer, and bare 429s are judged by who they refuse (:meth:`_refused_apart`).
-        (A read's own throttle, this one or one in flight, reaches the reads' pacer with its
-        value: see RateGovernor.report.)"""
-        named = (quota.metric, quota.limit)
-        base = key.removesuffix(READS)
-        if named == (None, None) or base in self._kinds_apart:
-            return
-        meters = self._meters.setdefault(base, {})
-        meters[read] = (named, quota.per_second)
-        other = meters.get(not read)
-        own = _METER.search(" ".join(n for n in named if n is not None))
-        says = own is not None and (own.group(1).lower() == "read") == read
-        if not (says or (other is not None and other[0] != named)):
-            return
-        self._regional.update((base, base + READS))  # (their walls are their own quotas')
-        reads = self._pace_reads_apart(base, pacer)
-        writes = meters.get(False, (named, None))[1]
-        pacer.state_limit(writes if writes is not None else math.inf)
-        stated = meters.get(True, (named, None))[1]
-        if stated is not None:
-            reads.state_limit(stated)
-
-    def _pace_reads_apart(self, base: str, pacer: KeyPacer) -> KeyPacer:
-        """From now on ``base``'s reads ask their turns of a pacer of their own (returned),
-        which starts at the rate ``pacer`` (the key's) had; reads waiting at ``pacer`` move to
-        it at once (before, they kept their places behind the key's cancels: a key at 10/s
-        whose reads were paced apart 7 s into its run still granted every other turn of its
-        own, 1-3 s later, to reads asked at 3.5-4.3 s)."""
-        self._kinds_apart.add(base)
-        self._kinds_seen.pop(base, None)
-        reads = self._governor.pacer(base + READS)
-        reads.rate = pacer.rate
-        self._governor.wake_turns(pacer)  # (reads waiting there queue at their own)
-        return reads
-
-    def _refused_apart(
-        self, key: str, pacer: KeyPacer, *, read: bool, throttled: bool, now: float
-    ) -> None:
-        """With bare 429s nothing names the quotas, but who is refused tells: a key paced as
-        one whose last 32 cancels had a quarter or more refused while not one of its last 32
-        reads was, the two spans overlapping (within a second of each other), meters its reads
-        apart from its cancels (one quota refuses both kinds alike: none of 32 reads refused
-        where a quarter of the cancels are is a chance of one in ten thousand). Its reads get
-        a pacer of their own, as when ErrorInfo names the two quotas (writes at 50/s, reads at
-        125/s, bare 429s, read back by GET: 1.10x the floor and 16.4% of 429s, the one pacer
-        holding the reads to the cancels' pace and its cancels refused at the reads')."""
-        seen = self._kinds_seen.setdefault(key, {})
-        answers = seen.get(read)
-        if answers is None:
-            answers = seen[read] = deque(maxlen=_KINDS_SEEN)
-        answers.append((now, throttled))
-        cancels, reads = seen.get(False), seen.get(True)
-        if (
-            not throttled
-            or read
-            or cancels is None
-            or reads is None
-            or len(cancels) < _KINDS_SEEN
-            or len(reads) < _KINDS_SEEN
-        ):
-            return
-        if any(refused for _, refused in reads):
-            return
-        if sum(refused for _, refused in cancels) < _KINDS_REFUSED * _KINDS_SEEN:
-            return
-        if now - reads[-1][0] > _KINDS_OVERLAP or reads[0][0] < cancels[0][0] - _KINDS_OVERLAP:
-            return  # (the reads must be this key's lately, beside these cancels)
-        self._pace_reads_apart(key, pacer)
+        return self._metering.key_for(key, read=read)
 
     def answered(
         self,
@@ -273,14 +178,8 @@ class QuotaSharing:
         of the evidence it decided on; ``slow_start``: never cut nor parked before; ``read``: a
         GET or a list page. True when the key joined its project's pacer (the answer is then
         told no further)."""
-        if (
-            not key.endswith(READS)
-            and key not in self._kinds_apart
-            and self._route.get(key) is None
-        ):
-            self._refused_apart(
-                key, pacer, read=read, throttled=throttled, now=self._governor.now()
-            )
+        if self._route.get(key) is None:
+            self._metering.answered(key, pacer, read=read, throttled=throttled)
         if max(pacer.cut_at, pacer.parked_at) > onset and self._route.get(key) is None:
             project = _project_of(key)
             if (

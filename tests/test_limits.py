@@ -11,8 +11,8 @@ import pytest
 from bulkcancel._answers import QuotaInfo
 from bulkcancel._key_record import PacerState
 from bulkcancel._limits import Grant, RateGovernor
+from bulkcancel._metering import READS
 from bulkcancel._pacer import KeyPacer
-from bulkcancel._sharing import READS
 from bulkcancel._spacing import Spacing
 from tests.test_pacer_spacing import feed_pattern as feed_marks
 from tests.test_pacing_sim import run_virtual

@@ -852,8 +852,8 @@ def test_reads_metered_apart_with_bare_429s_leave_the_cancels_their_quota(apart:
     """Cloud Batch's shape with bare 429s (nothing names the quotas): cancels on a bucket of
     50/s, each operation read back by GET two seconds later on a bucket of 125/s of its own.
     The one pacer meets its wall on cancels alone, the reads come after and are never refused,
-    and its cancels are refused too rarely to tell the two quotas apart (QuotaSharing's
-    _refused_apart): paced as one, the cancels get what the reads leave, 1.40x the cancels'
+    and its cancels are refused too rarely to tell the two quotas apart
+    (Metering.answered): paced as one, the cancels get what the reads leave, 1.40x the cancels'
     floor (a known miss: see the README; trying the reads apart, as sessions 42 and 43 did,
     took it to 1.06x but cost one quota 429s). On one bucket of 50/s for both kinds, the run
     holds."""
