@@ -3,7 +3,7 @@
 Each run drives the real :class:`~bulkcancel._client.OperationsClient` and
 :class:`~bulkcancel._limits.RateGovernor` against the fake's own quota model
 (:class:`bulkcancel.testing.Quota`: its shapes, scopes and oracle), through the virtual-time
-simulator of ``tests/test_pacing_sim.py``: an event loop whose clock jumps to the next timer, so a
+simulator of ``tests/_pacing.py``: an event loop whose clock jumps to the next timer, so a
 run costs milliseconds and is the same every time. The figures are the issue's: drain over the
 quota floor (the fake's oracle at the run's ceiling, split evenly among regions with quotas of
 their own, since ``--rate`` holds all of them together; never under all names / ``--rate``, nor
@@ -80,7 +80,7 @@ from typing import Any
 from benchmarks._common import share_target
 from bulkcancel._transport import RawResponse
 from bulkcancel.testing._personalities import Quota, QuotaShape
-from tests import test_pacing_sim as sim
+from tests import _pacing as sim
 
 SHAPES = ("bucket-small", "bucket-minute", "fixed-window")
 IN_FLIGHT = 32  # the simulator's concurrency

@@ -14,8 +14,7 @@ from bulkcancel._limits import Grant, RateGovernor
 from bulkcancel._metering import READS
 from bulkcancel._pacer import KeyPacer
 from bulkcancel._spacing import Spacing
-from tests.test_pacer_spacing import feed_pattern as feed_marks
-from tests.test_pacing_sim import run_virtual
+from tests._pacing import feed_marks, run_virtual
 
 KEY = "projects/p/locations/l"
 

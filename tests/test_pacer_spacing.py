@@ -12,7 +12,7 @@ import pytest
 from bulkcancel._key_record import PacerState
 from bulkcancel._pacer import KeyPacer
 from bulkcancel._spacing import spacing_bounds
-from tests.test_pacing_sim import Bucket
+from tests._pacing import Bucket, feed_marks
 
 
 class Run:
@@ -152,23 +152,13 @@ def test_only_the_first_spacing_wall_is_a_wall_for_the_governor() -> None:
     assert pacer.cut_at == first  # ... without a wall the governor sees
 
 
-def feed_pattern(pacer: KeyPacer, start: float, rate: float, pattern: str) -> float:
-    """Answers sent ``1/rate`` apart: ``A`` accepted, ``R`` refused, in send order."""
-    now = start
-    for mark in pattern:
-        pacer.sent(now)
-        pacer.on_answer(now + 0.01, throttled=mark == "R", sent_at=now)
-        now += 1.0 / rate
-    return now
-
-
 def test_the_wall_that_ends_slow_start_is_cut_as_any_wall() -> None:
     """Keys of one quota interleave their requests as regularly as a spacing, and all keys
     meet that wall together: it is no spacing. (Reading it so for a key alone in its project
     was tried: better in simulation, worse against the fake over loopback, where timing blurs
     a bucket of one token's spacing: 11.6% -> 15.7% of a 100-name run's requests at 10/s.)"""
     pacer = KeyPacer(200.0, rate=40.0)
-    feed_pattern(pacer, 0.0, 40.0, "AR" * 8)
+    feed_marks(pacer, 0.0, 40.0, "AR" * 8)
     assert pacer.spacing is None
     assert pacer.checking is not None  # a cut, to be judged
     assert pacer.rate == pytest.approx(20.0 * 0.95)
@@ -185,7 +175,7 @@ def test_a_merged_pacers_interleaved_refusals_are_no_spacing() -> None:
     for pacer in (alone, merged):
         pacer.cut_at = 0.0  # past the wall that ends slow start
         pacer.rate = 40.0
-        feed_pattern(pacer, 1.0, 40.0, "ARR" * 6)
+        feed_marks(pacer, 1.0, 40.0, "ARR" * 6)
     assert alone.spacing is not None
     assert merged.spacing is None
 
@@ -201,7 +191,7 @@ def test_a_merged_pacers_interleaved_refusals_are_no_spacing() -> None:
 def test_an_irregular_pattern_is_no_spacing(pattern: str) -> None:
     pacer = KeyPacer(200.0, rate=40.0)
     pacer.cut_at = 0.0
-    feed_pattern(pacer, 1.0, 40.0, pattern)
+    feed_marks(pacer, 1.0, 40.0, pattern)
     assert pacer.spacing is None
 
 
@@ -214,19 +204,19 @@ def test_a_key_held_at_its_stated_limit_reads_no_spacing() -> None:
     pacer = KeyPacer(200.0, rate=24.5)
     pacer.limit = 25.0
     pacer.cut_at = 0.0  # past the wall that ends slow start
-    feed_pattern(pacer, 1.0, 24.5, "AR" * 8)
+    feed_marks(pacer, 1.0, 24.5, "AR" * 8)
     assert pacer.spacing is None
     assert pacer.state is PacerState.PARKED  # the first sure wall at the limit: a park
     resumed = KeyPacer(200.0, rate=24.5)
     resumed.limit = 25.0
     resumed.cut_at = 0.0
     resumed.limit_parked = True  # (parked once already: a wall there is cut, not parked)
-    feed_pattern(resumed, 1.0, 24.5, "AR" * 8)
+    feed_marks(resumed, 1.0, 24.5, "AR" * 8)
     assert resumed.spacing is None
     assert resumed.checking is not None  # a cut, to be judged as any other
     unstated = KeyPacer(200.0, rate=24.5)
     unstated.cut_at = 0.0
-    feed_pattern(unstated, 1.0, 24.5, "AR" * 8)
+    feed_marks(unstated, 1.0, 24.5, "AR" * 8)
     assert unstated.spacing is not None  # (the same answers with no limit stated)
 
 
@@ -308,11 +298,11 @@ def test_a_probe_refused_at_once_lands_no_lower_than_the_rate_it_stepped_from() 
         pacer.cut_at, pacer.walls, pacer.estimate = 0.0, 1, 170.0
         now = 1.0
         while pacer.rate == 178.0:  # clean answers until a step up
-            now = feed_pattern(pacer, now, 178.0, "A")
+            now = feed_marks(pacer, now, 178.0, "A")
         assert pacer.stepped_from == 178.0
         pacer.noise = noise
         # (the first sent before the step's decision: not its news)
-        feed_pattern(pacer, now, pacer.rate, "AAARRAARR")
+        feed_marks(pacer, now, pacer.rate, "AAARRAARR")
         if noise:
             assert pacer.checking is None  # not yet: 16 answers
             continue
@@ -334,14 +324,14 @@ def test_a_doubling_walled_at_about_its_spotless_rate_climbs_back_by_bigger_step
         pacer = KeyPacer(200.0, rate=10.0 if doubled else 20.0)
         now = 0.0
         while pacer.rate == 10.0:  # spotless at 10/s, then slow start doubles
-            now = feed_pattern(pacer, now, 10.0, "A")
+            now = feed_marks(pacer, now, 10.0, "A")
         assert pacer.rate == 20.0
-        now = feed_pattern(pacer, now, 20.0, "AR" * 8)  # half accepted: 10/s
+        now = feed_marks(pacer, now, 20.0, "AR" * 8)  # half accepted: 10/s
         assert pacer.checking is not None
         assert pacer.rate == pytest.approx(9.5)
         rates = [pacer.rate]
         while len(rates) < 4:  # the cut judged, then three clean decisions
-            now = feed_pattern(pacer, now, pacer.rate, "A")
+            now = feed_marks(pacer, now, pacer.rate, "A")
             if pacer.rate > rates[-1] * 1.001:
                 rates.append(pacer.rate)
         assert pacer.walls == 1 and pacer.estimate == pytest.approx(10.0)

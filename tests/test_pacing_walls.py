@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks import sweep
 from bulkcancel._limits import RateGovernor
-from tests.test_pacing_sim import (
+from tests._pacing import (
     PROJECT,
     Bucket,
     Open,

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from bulkcancel._pacer import KeyPacer
 from bulkcancel._windows import turn_span, window_period
-from tests.test_pacing_sim import Window
+from tests._pacing import Window
 
 
 def spans(
