@@ -153,8 +153,9 @@ class KeyRecord:
     refused_since_resume: bool = False
     #: the pacer that took over this one's key (one quota shared by several keys)
     merged_into: Self | None = None
-    #: this pacer absorbed another key's (see absorb)
-    absorbed: bool = False
+    #: keys whose pacers this one absorbed (see absorb); two or more: their requests
+    #: interleave in its answers (see :attr:`interleaved`)
+    absorbed: int = 0
     #: when this pacer first sent a request (None: never)
     born: float | None = None
     sends: deque[float] = field(default_factory=deque)
@@ -276,6 +277,14 @@ class KeyRecord:
         last wall began (over at least 16 accepts): it is an average over a window (or a
         minute's bucket), not a spacing. (False when none is stated.)"""
         return self.windowed and self.burst > _WINDOW_BURST * self.limit
+
+    @property
+    def interleaved(self) -> bool:
+        """This pacer took over two keys or more (a project's one quota): their requests
+        interleave in its answers, and one key's lull or spent window among the others'
+        accepts is no pattern of the quota's. (Over one key, it paces what that key's own
+        pacer paced.)"""
+        return self.absorbed >= 2
 
     @property
     def walled(self) -> bool:

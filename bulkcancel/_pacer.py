@@ -80,8 +80,9 @@ How a pacer tells a wall from noise, and what it borrowed:
   429s at random: confirming every such cut as a wall spiralled the rate down, 12-250x the floor):
   the key goes back to its rate before the cuts as a test (such a share is judged on 16 answers only
   if it moved, or rose nearer a wall's share), and a share that holds there is background, learned
-  up to 60%. Only for a key alone in its project (the governor says): beside another key on one
-  quota a share holds when the other key's rate falls as this one's rises.
+  up to 60%. Only for a key alone in its project (the governor says; or the project's pacer of a
+  quota ErrorInfo calls project-wide, once every key that sent has joined it): beside another
+  key on one quota a share holds when the other key's rate falls as this one's rises.
 * **Growth after AWS's adaptive retry** (CUBIC after a throttle, capped at twice the measured send
   rate): slow start doubles per clean decision (every 16 answers, or 4 and half a second since
   the last decision: at start-up, the first four) until the first wall. Behind a distant server
@@ -115,7 +116,8 @@ How a pacer tells a wall from noise, and what it borrowed:
   when a decision had just begun cost three more; with a background of 15% a chance run of five in
   a decision's first seven answers parked a key that met no wall), 40% of the decision refused, or
   whatever its share when eight or more of its answers before the first refusal were accepted, on a
-  pacer that took over no other key (a burst spent at the decision's end, 3 of 16 refused, was cut
+  pacer that paces one key's requests (its own, or its project's after one key joined it:
+  :attr:`interleaved`) (a burst spent at the decision's end, 3 of 16 refused, was cut
   on the 16 to three quarters of slow start's pace, and nine more were refused before the key
   parked: a minute's bucket of 5/s told 50/s, 50 names, 29% of the requests refused, 24% now); with
   no background known, such a decision waits for the fifth refusal rather than cutting on the first
@@ -143,7 +145,7 @@ How a pacer tells a wall from noise, and what it borrowed:
   no budget back either (a bucket refilling, not a window that turned; when an accept came after
   the first refusal, a refill trickling through, this is decided at the third refusal, 60% of the
   answers or more, not at the eighth answer: 24% -> 18% of that 50-name run's requests refused; not
-  on a pacer that took over other keys, where it cut three regions' sliding windows, merged in
+  on a pacer that took over two keys or more, where it cut three regions' sliding windows, merged in
   step, to a fifth of what they allowed together, for 12 s): the key parks again and resumes at
   (or, when one came through, is cut to) what the server accepted since the first park began (the
   tokens the park let it save, over the time they took: its refill rate), or what the key was let
@@ -189,7 +191,7 @@ How a pacer tells a wall from noise, and what it borrowed:
   burst accepts every other request sent a little over its quota, so a cut to 95% of what it
   accepted lands at half the quota; its regular signature bounds the quota from both sides, and
   the key climbs between the bounds instead of cutting (never on the wall that ends slow start,
-  on a pacer that took over other keys, or on a key held at its stated limit).
+  on a pacer that took over two keys or more, or on a key held at its stated limit).
 * **Hints and budgets.** RetryInfo / ``Retry-After`` pause the request that received them (the
   client waits ``min(hint, hint_cap)``, or less if its key accepts another request meanwhile) and
   set the first probe of a park. A single hinted 429 among successes never stops the key. A key
@@ -480,14 +482,15 @@ class KeyPacer(Background, Parking):
         share = t / n
         onset = self._since_onset() if t else []  # (send order, from the first refusal on)
         # A burst spent within the decision: a lead of 8 accepts or more, then only refusals.
-        # (Not on a pacer that took over other keys: one key's lull among the others' accepts
-        # would read so; the merged pacer of eight regions' buckets parked every half second.)
+        # (Not on a pacer that took over two keys or more: one key's lull among the others'
+        # accepts would read so; the merged pacer of eight regions' buckets parked every half
+        # second. A project's pacer that paces one key's requests is that key's pacer.)
         led = (
             bool(onset)
             and all(onset)
             and self.burst > 0
             and n - len(onset) >= PARK_SAMPLES
-            and not self.absorbed
+            and not self.interleaved
         )
         if (
             (n >= PARK_SAMPLES and share >= _PARK_SHARE)
@@ -508,19 +511,20 @@ class KeyPacer(Background, Parking):
             t >= 3
             and share >= _EARLY_WALL
             and not all(onset)
-            and not self.absorbed
+            and not self.interleaved
             and self._no_budget_back(now)
         ):
             # A resume that found no budget, a bucket's refill trickling through: cut to that
             # refill now (see _cut), not on the eighth answer. (All refused since the first:
-            # the five-refusal park above takes it. Not on a merged pacer: see the docstring.)
+            # the five-refusal park above takes it. Not on a pacer that took over two keys or
+            # more: see the docstring.)
             self._cut(now, share)
             return
         if (
             n >= PARK_SAMPLES
             and share >= _SPACED_SHARE
             and self.walled
-            and not self.absorbed
+            and not self.interleaved
             and not self._held_at_limit
         ):
             # (Not on the wall that ends slow start: every key of a run meets it at once, and
@@ -1033,7 +1037,7 @@ class KeyPacer(Background, Parking):
             self.walls = max(self.walls, other.walls)
         self.rate = max(MIN_RATE, min(self.ceiling, rate, self._cap()))
         other.merged_into = self
-        self.absorbed = True
+        self.absorbed += 1
         self.spacing, self.clean_rate = None, 0.0  # (one key's spacing: not the quota's)
         # The merge is a decision: answers to requests sent before it were sent at the keys'
         # own rates, and a few of one key's would read as the whole quota's acceptance (a cut

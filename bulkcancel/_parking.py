@@ -130,7 +130,7 @@ class Parking(KeyRecord):
                 and sent + self.granted >= self.window_budget
             )
         return (
-            (self.alone or self.absorbed)
+            (self.alone or self.absorbed > 0)
             and now < self.resumes[-1] + self.period
             and sent >= self.window_budget
         )

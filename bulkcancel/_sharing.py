@@ -60,7 +60,10 @@ how the keys' walls behave:
 * A key's pacer is *alone* while no other key of its project has a pacer: only then may it take
   a high throttle share that holds when its rate changes for background (see
   :mod:`bulkcancel._pacer`), since beside another key on one quota a share holds when the other
-  key's rate falls as this one's rises.
+  key's rate falls as this one's rises. The project's pacer of a quota ErrorInfo calls
+  project-wide is alone once every key of the project that has a pacer joined it
+  (:meth:`QuotaSharing._sole`): it then paces all the quota's traffic the run sends (a merge on
+  trial never is: its quotas may yet prove separate).
 * A merge hands the key's pacer over whole: the project's pacer takes its history of sends and
   accepts and what it learned (limit, estimate), requests queued at the key's pacer are woken
   and move to the project's queue, and answers to requests the key's pacer granted inform the
@@ -146,6 +149,7 @@ class QuotaSharing:
         merged either, nor are its reads)."""
         if quota.project_wide:
             self._share_project(key, pacer)
+            self._sole(_project_of(key))
         elif quota.regional:
             self._regional.add(key)
         if self._metering.told(key, quota, pacer, read=read):
@@ -369,6 +373,18 @@ class QuotaSharing:
             self._route[key] = project
             self._governor.wake_turns(pacer)
         self._trial.pop(project, None)  # told: no trial needed
+
+    def _sole(self, project: str) -> None:
+        """ErrorInfo said ``project``'s quota is project-wide: its pacer is alone when no other
+        key of the project is paced on its own (every key that sent has joined it), since it
+        then paces all the quota's traffic this run sends (see KeyPacer.alone)."""
+        shared = self._pacers.get(project)
+        if shared is None:
+            return
+        shared.alone = not any(
+            other != project and other not in self._route and other in self._pacers
+            for other in self._project_keys.get(project, ())
+        )
 
     def _wall_onset(self, key: str, since: float, now: float, *, slow_start: bool) -> None:
         """``key``'s own pacer just met a wall. When another key of its project met one at

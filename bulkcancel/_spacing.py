@@ -9,7 +9,7 @@ row, every accept followed by the same number of refusals, and the gaps bound th
 accept ``g`` after the one before says it is at least ``1/g``, a refusal ``g`` after the last
 accept that it is under ``1/g`` (for any bucket). Such a wall (8 answers suffice, 40% refused;
 never the wall that ends slow start, when all keys meet walls at once and the requests of keys
-sharing one quota interleave as regularly; never on a pacer that took over other keys, whose
+sharing one quota interleave as regularly; never on a pacer that took over two keys or more, whose
 requests interleave too: three regions' fixed windows merged on trial, one spent, read so,
 held them to a third of one region's quota; never on a key held at its stated limit, which
 such a bucket would not refuse) needs no judging: the key lands on the last rate it

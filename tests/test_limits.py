@@ -422,6 +422,47 @@ def test_a_key_is_alone_until_another_key_of_its_project_is_paced() -> None:
     assert other_project.alone
 
 
+def test_a_project_wide_quota_s_pacer_is_alone_once_every_key_that_sent_joined_it() -> None:
+    """ErrorInfo says the quota is the project's: its pacer paces all of that quota's traffic
+    once every key of the project with a pacer joined it, and is alone then (a share that holds
+    when its rate moves is background); a key still paced on its own beside it shares the
+    quota, and the project's pacer is not alone until that key joins too."""
+    governor = RateGovernor(100.0, clock=lambda: 1.0)
+    told = QuotaInfo(location="global")
+    a, b = "projects/p/locations/a", "projects/p/locations/b"
+    grant = governor.try_acquire_key(a)
+    assert grant is not None
+    governor.report(grant, throttled=True, quota=told, key=a)
+    shared = governor.pacer(a)
+    assert shared is governor.pacer("projects/p") and shared.absorbed == 1
+    assert shared.alone  # one region: its one key joined
+    own = governor.pacer(b)  # another region starts, paced on its own for now
+    assert own is not shared and not shared.alone and not own.alone
+    grant = governor.try_acquire_key(b)
+    assert grant is not None
+    governor.report(grant, throttled=True, quota=told, key=b)
+    assert governor.pacer(b) is shared and shared.absorbed == 2
+    assert shared.alone  # both joined
+
+
+def test_a_project_pacer_over_one_key_parks_on_a_spent_burst_as_the_key_would() -> None:
+    """The pacer a key joined (its quota is the project's) paces that key's requests only:
+    a burst spent within a decision (8 accepts, then refusals) parks it at the fifth refusal,
+    as it parks the key's own pacer. Over two keys or more, their requests interleave and one
+    key's lull among the others' accepts would read so: the rule waits for a share."""
+    parked = []
+    for keys in (0, 1, 2):
+        pacer = KeyPacer(200.0, rate=50.0)
+        for _ in range(keys):
+            pacer.absorb(KeyPacer(200.0, rate=50.0), 0.0, first=not pacer.absorbed)
+        # Past its first wall (a window's budget spent at 50/s), deciding afresh at 1.0 s.
+        pacer.burst, pacer.walls, pacer.estimate, pacer.decided_at = 50.0, 1, 60.0, 1.0
+        assert pacer.interleaved == (keys >= 2)
+        feed_marks(pacer, 1.0, 50.0, "A" * 8 + "R" * 5)  # 5 of 13: under a wall's 40%
+        parked.append(pacer.state is PacerState.PARKED)
+    assert parked == [True, True, False]
+
+
 def test_a_high_share_that_holds_after_a_cut_is_tested_by_going_back_up() -> None:
     """Half the answers refused at random (no burst-1 spacing: accepts come two in a row):
     cut on 16; the share holds over the 32 answers after the cut, so the key goes back to its
@@ -1243,11 +1284,11 @@ def test_a_burst_spent_at_a_decision_s_end_waits_for_its_fifth_refusal_and_parks
     told 50/s, 50 names: 29% of the run's requests refused). A lead of 8 accepts or more
     before a wall within the decision is a burst spent: the key waits for five refused in a
     row and parks then, however small the decision's share. An accept before the fifth ends
-    the wait: the decision is made as any other. Not on a pacer that took over other keys
-    (one key's lull among the others' accepts reads so: a merged pacer of eight regions' buckets
-    parked every half second): it decides on the 16 as before."""
+    the wait: the decision is made as any other. Not on a pacer that took over two keys or
+    more (one key's lull among the others' accepts reads so: a merged pacer of eight regions'
+    buckets parked every half second): it decides on the 16 as before."""
     merged = KeyPacer(50.0, rate=25.0)
-    merged.absorbed = True
+    merged.absorbed = 2
     now = feed_pattern(merged, 0.0, 25.0, [False] * 4)
     feed_pattern(merged, now, 50.0, [False] * 13 + [True] * 3)
     assert merged.rate < 50.0 and merged.checking is not None  # cut on the 16
@@ -1269,7 +1310,7 @@ def test_a_resume_that_finds_no_budget_is_cut_on_its_third_refusal() -> None:
     came back (a window that turned gives a budget's worth of accepts): the key is cut to what
     came back since the park began, not after eight answers (a minute's bucket of 5/s told
     50/s, 50 names: 24% -> 18% of the run's requests refused). Not on a pacer that took over
-    other keys (three regions' sliding windows, separate but in step, merged: cut so to a
+    two keys or more (three regions' sliding windows, separate but in step, merged: cut so to a
     fifth of what they allowed together, the merged pacer held there for 32 answers, 12 s)."""
     for merged in (False, True):
         pacer = KeyPacer(50.0, rate=25.0)
@@ -1278,7 +1319,7 @@ def test_a_resume_that_finds_no_budget_is_cut_on_its_third_refusal() -> None:
         assert pacer.state is PacerState.PARKED
         now = probe(pacer, now, accepted=True, quota=None)
         assert pacer.state.value == "active" and pacer.rate > 25.0
-        pacer.absorbed = merged
+        pacer.absorbed = 3 if merged else 0
         now = feed_pattern(pacer, now, pacer.rate, [True, False, True])
         assert pacer.checking is None  # two refused: not yet
         feed_pattern(pacer, now, pacer.rate, [True])

@@ -169,14 +169,17 @@ def test_a_merged_pacers_interleaved_refusals_are_no_spacing() -> None:
     region's spent window refuses every third request while the others accept, as regular as
     a spacing (a key alone sent to at 40/s, accepted one in three, has a bucket of one token
     at 13-20/s). Read as one, three regions with fixed windows of 15.5/s each were held to
-    5.5/s together until the run's end (2.5x the floor)."""
-    alone, merged = KeyPacer(200.0, rate=40.0), KeyPacer(200.0, rate=40.0)
-    merged.absorb(KeyPacer(200.0, rate=20.0), 0.5, first=False)
-    for pacer in (alone, merged):
+    5.5/s together until the run's end (2.5x the floor). A project's pacer that one key
+    joined paces that key's requests only: it reads a spacing as the key's own pacer would."""
+    alone, one, merged = (KeyPacer(200.0, rate=40.0) for _ in range(3))
+    one.absorb(KeyPacer(200.0, rate=20.0), 0.5, first=True)
+    for region in range(3):
+        merged.absorb(KeyPacer(200.0, rate=20.0), 0.5, first=region == 0)
+    for pacer in (alone, one, merged):
         pacer.cut_at = 0.0  # past the wall that ends slow start
         pacer.rate = 40.0
         feed_marks(pacer, 1.0, 40.0, "ARR" * 6)
-    assert alone.spacing is not None
+    assert alone.spacing is not None and one.spacing is not None
     assert merged.spacing is None
 
 
