@@ -42,17 +42,11 @@ import anyio.lowlevel
 from bulkcancel._answers import Answer, AnswerKind
 from bulkcancel._classify import classify, done_outcome, needs_get
 from bulkcancel._client import OperationsClient
+from bulkcancel._engine_options import EngineOptions, EngineStats, ReconcileMode
 from bulkcancel._errors import RecordingError
 from bulkcancel._models import OperationResult, Outcome, StopReason, Target
 from bulkcancel._names import parent_of, quota_key
-from bulkcancel._reconciler import (
-    _SENT,
-    _TAKEN,
-    EngineOptions,
-    EngineStats,
-    ReconcileMode,
-    Reconciler,
-)
+from bulkcancel._reconciler import SENT, TAKEN, Reconciler
 
 __all__ = ["Emit", "Engine", "EngineOptions", "EngineStats", "JournalSink", "ReconcileMode"]
 
@@ -215,7 +209,7 @@ class Engine(Reconciler):
         if target.accepted_before:
             self._schedule(target.name, None, accepted=True, calls=0)
             return
-        self._in_cancel[target.name] = _TAKEN
+        self._in_cancel[target.name] = TAKEN
         key = parent_of(target.name)
         self._unanswered[key] = self._unanswered.get(key, 0) + 1
         await self._queue_cancel(target)
@@ -263,7 +257,7 @@ class Engine(Reconciler):
             self._release()
             await self._not_attempted(name)
             return
-        self._in_cancel[name] = _SENT
+        self._in_cancel[name] = SENT
         started = self._clock()
         answer = await self._client.cancel(name)
         self._costs.record_cancel(self._clock() - started)

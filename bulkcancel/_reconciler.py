@@ -30,76 +30,23 @@ how the input is let go on (``_release``).
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import math
 import sys
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
 from bulkcancel._answers import Answer, AnswerKind
 from bulkcancel._classify import Verdict, classify, is_done, is_not_found, malformed
 from bulkcancel._client import OperationsClient
+from bulkcancel._engine_options import EngineOptions, EngineStats, ReconcileMode
+from bulkcancel._handoff import Handoff
 from bulkcancel._names import in_our_spelling, parent_of
 from bulkcancel._reconcile import Costs, FirstLook, Parent, Pending, prefer_list
-
-
-class ReconcileMode(StrEnum):
-    GET = "get"  # one GET per operation per poll
-    LIST = "list"  # sweeps of each parent's listing settle a page of operations per call
-    AUTO = "auto"  # per parent, whichever costs less (calls when the rate binds, else time)
-
-
-@dataclass(frozen=True, slots=True)
-class EngineOptions:
-    concurrency: int = 32
-    deadline: float = 120.0
-    poll_initial: float = 0.5
-    poll_factor: float = 1.5
-    poll_max: float = 10.0
-    reconcile: ReconcileMode = ReconcileMode.AUTO
-    #: auto mode lists a parent when at least this many of its operations await reconciliation.
-    list_threshold: int = 8
-    list_page_size: int = 500
-    #: after a complete pass over a parent's listing, the next pass starts no sooner than this
-    #: (while cancels are still going out; after that a rest would only lengthen the tail).
-    sweep_gap: float = 1.0
-    #: most pages one sweep fetches; past it the sweep ends and the parent goes to GET.
-    sweep_page_budget: int = 2_000
-    #: after a graceful stop, how long accepted cancels are still reconciled.
-    grace: float = 5.0
-    #: at most this many operations between "taken from the input" and "settled": the input
-    #: waits for the reconciler beyond it, so memory stays flat however long the input.
-    max_pending: int = 20_000
-
-    def __post_init__(self) -> None:
-        # A zero poll interval would let the reconciler go round without ever waiting.
-        positive = {"poll_initial": self.poll_initial, "poll_max": self.poll_max}
-        for label, value in positive.items():
-            if not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{label} must be a positive number of seconds, not {value!r}")
-        if not self.poll_factor >= 1:
-            raise ValueError(f"poll_factor must be at least 1, not {self.poll_factor!r}")
-        for label, value in {"deadline": self.deadline, "grace": self.grace}.items():
-            if not value >= 0:
-                raise ValueError(f"{label} must not be negative, not {value!r}")
-        counts = {
-            "concurrency": self.concurrency,
-            "max_pending": self.max_pending,
-            "sweep_page_budget": self.sweep_page_budget,
-            "list_threshold": self.list_threshold,
-        }
-        for label, count in counts.items():
-            if count < 1:
-                raise ValueError(f"{label} must be at least 1, not {count!r}")
-        if self.list_page_size < 0 or self.sweep_gap < 0:
-            raise ValueError("list_page_size and sweep_gap must not be negative")
 
 
 @dataclass(eq=False, slots=True)
@@ -108,16 +55,7 @@ class _Sweep:
     due: list[Pending]
 
 
-@dataclass(slots=True)
-class EngineStats:
-    sweeps: int = 0
-    sweep_pages: int = 0
-    #: every operation a listing settled
-    settled_by_list: int = 0
-    list_disabled: list[str] = field(default_factory=list)
-
-
-_TAKEN, _SENT = False, True  # values of Reconciler._in_cancel
+TAKEN, SENT = False, True  # values of Reconciler._in_cancel
 #: ``Pending.ticket`` of an operation taken off the heap for a job (a GET or a sweep's due)
 _TAKEN_OFF = -1
 
@@ -222,7 +160,7 @@ class Reconciler:
             self._wake.set()
 
     async def _reconciler(self) -> None:
-        jobs = _Handoff[Pending | _Sweep]()
+        jobs = Handoff[Pending | _Sweep]()
         async with anyio.create_task_group() as tg:
             for _ in range(self._opt.concurrency):
                 tg.start_soon(self._reconcile_worker, jobs)
@@ -378,7 +316,7 @@ class Reconciler:
         ceiling = min(rates.values()) if rates else math.inf
         self._rate_binds = self._client.stats.throttled > 0 or reached >= 0.7 * ceiling
 
-    async def _reconcile_worker(self, jobs: _Handoff[Pending | _Sweep]) -> None:
+    async def _reconcile_worker(self, jobs: Handoff[Pending | _Sweep]) -> None:
         while (job := await jobs.get()) is not None:
             try:
                 if isinstance(job, _Sweep):
@@ -543,7 +481,7 @@ class Reconciler:
                 sent = self._in_cancel.get(name)
                 if sent is not None:  # taken, its cancel not answered yet: it joins later
                     parent.wire_pages[name] = (parent.pass_no, parent.pass_pages - 1, token)
-                    if sent is _SENT:
+                    if sent is SENT:
                         on_the_wire = True
                         ours += 1
                 continue
@@ -616,9 +554,6 @@ class Reconciler:
         await self._finish(pending.name, verdict.outcome, details, pending.calls)
 
 
-_T = TypeVar("_T")
-
-
 def _stale(entry: tuple[float, int, Pending]) -> bool:
     """A heap entry that no longer stands for a look: settled, or rescheduled since."""
     pending = entry[2]
@@ -627,50 +562,3 @@ def _stale(entry: tuple[float, int, Pending]) -> bool:
 
 #: seconds the reconciler may wake late so that operations due together go out together
 _COALESCE = 0.01
-
-
-class _Handoff(Generic[_T]):
-    """The planner hands each job to an idle worker, waiting while none is idle: a zero-buffer
-    memory stream without anyio's checkpoints and ``WouldBlock`` round trips (a job per
-    operation is the hot path of a GET run). Plain asyncio futures, as the client's slots are:
-    the engine runs on anyio's asyncio backend only, where a cancelled worker's future is
-    cancelled with it and skipped here. A worker cancelled after it was handed a job drops it;
-    that happens only when the whole run is cancelled, and what is unsettled is then settled
-    from the last observation."""
-
-    def __init__(self) -> None:
-        self._idle: deque[asyncio.Future[_T | None]] = deque()
-        self._room: asyncio.Future[None] | None = None  # the planner, waiting for a worker
-        self._closed = False
-
-    async def put(self, job: _T) -> None:
-        while True:
-            idle = self._idle
-            while idle:
-                worker = idle.popleft()
-                if not worker.done():  # else cancelled while it waited
-                    worker.set_result(job)
-                    return
-            self._room = room = asyncio.get_running_loop().create_future()
-            try:
-                await room
-            finally:
-                self._room = None
-
-    async def get(self) -> _T | None:
-        """The next job; None once the planner has closed the hand-off."""
-        if self._closed:
-            return None
-        worker: asyncio.Future[_T | None] = asyncio.get_running_loop().create_future()
-        self._idle.append(worker)
-        room = self._room
-        if room is not None and not room.done():
-            room.set_result(None)
-        return await worker
-
-    def close(self) -> None:
-        self._closed = True
-        for worker in self._idle:
-            if not worker.done():
-                worker.set_result(None)
-        self._idle.clear()

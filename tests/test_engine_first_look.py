@@ -17,9 +17,9 @@ from dataclasses import replace
 
 import anyio
 
+from bulkcancel._engine import ReconcileMode
 from bulkcancel._models import Target
 from bulkcancel._reconcile import FirstLook
-from bulkcancel._reconciler import ReconcileMode
 from bulkcancel.testing import MemoryOperations
 from bulkcancel.testing._model import Behavior
 from tests._support import FAST, Recorder, make_client, make_engine, now, op, virtual

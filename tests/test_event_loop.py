@@ -16,8 +16,8 @@ import pytest
 
 from bulkcancel._auth import anonymous_source
 from bulkcancel._config import RunConfig
+from bulkcancel._engine import ReconcileMode
 from bulkcancel._models import OperationResult
-from bulkcancel._reconciler import ReconcileMode
 from bulkcancel._run import BulkRun, run_clock
 from bulkcancel.cli import GC_YOUNG_THRESHOLD, loop_options, tune_gc
 from bulkcancel.testing import MemoryOperations
