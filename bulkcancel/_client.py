@@ -28,7 +28,8 @@ call at once and they return ``STOPPED``.
 Fatal conditions (``fatal`` and a one-line ``fatal_detail``): 401 on the first requests
 (``UNAUTHENTICATED``); no HTTP answer at all to the run's first attempts, or a TLS failure
 (``UNREACHABLE``); non-JSON 404 pages to several GET or list calls before any Google JSON answer
-(``WRONG_ENDPOINT``).
+(``WRONG_ENDPOINT``). :class:`bulkcancel._fail_fast.FailFast` tells them from the answers; the
+in-flight slots and the scopes a stop of the cancels ends are :mod:`bulkcancel._slots`.
 
 Every request carries ``User-Agent: bulkcancel/VERSION (+python aiohttp)``. Server text is scrubbed
 of the bearer token sent before it becomes part of an Answer.
@@ -36,25 +37,24 @@ of the bearer token sent before it becomes part of an Answer.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
-from collections import deque
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from importlib import metadata
-from types import TracebackType
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import anyio
 
 from bulkcancel._answers import Answer, AnswerKind, interpret, scrub_text
+from bulkcancel._fail_fast import FailFast
 from bulkcancel._limits import Grant, KeyExhaustedError, RateGovernor, Sleep
 from bulkcancel._models import StopReason
 from bulkcancel._names import in_our_spelling, location_of, quota_key
 from bulkcancel._retry import Backoff, RetryDecision, verdict
+from bulkcancel._slots import CancelWait, Slots
 from bulkcancel._transport import Transport, TransportError
 
 if TYPE_CHECKING:
@@ -62,9 +62,6 @@ if TYPE_CHECKING:
 
 _CANCEL_BODY = b"{}"
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
-_AUTH_GIVE_UP = 8  # this many 401s before any success: the credentials are wrong, stop early
-_UNREACHABLE_AFTER = 16  # the run's first attempts all without an HTTP answer: stop early
-_WRONG_ENDPOINT_AFTER = 4  # GET/list answered by non-JSON 404 pages before any Google JSON
 _BUSY_CALLS = 16  # calls' first tries averaged to tell a key that sheds load ...
 _BUSY_SHARE = 0.25  # ... when this share of them failed transiently
 _MIN_SECRET = 4  # shorter "tokens" are not scrubbed (they would mangle every message)
@@ -121,13 +118,12 @@ class OperationsClient:
         self._prefix = f"{self._endpoint}/{api_version}/"
         self._tokens = tokens
         self._governor = governor
-        self._slots = _Slots(concurrency)
+        self._slots = Slots(concurrency)
         self._backoff = backoff or Backoff()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._sleep = sleep  # None: the governor's naps, which a stop cuts short
         self._max_call_time = max_call_time
         self.stats = ClientStats()
-        self._successes = 0
         #: (quota key, reads) -> when it last gave a call of that kind an answer that ends it
         #: (not a transient failure, not a throttle): what a throttled call's budget counts
         #: from (reads may be metered apart from cancels, and a key whose writes are refused
@@ -155,10 +151,7 @@ class OperationsClient:
         #: cancel calls waiting (for their key's turn, a hint, a backoff): stop_cancels() ends
         #: those waits at once
         self._cancel_waits: set[anyio.CancelScope] = set()
-        self._first_attempts = 0
-        self._unanswered = 0
-        self._google_answered = False
-        self._unrouted: list[str] = []
+        self._fail_fast = FailFast(self._endpoint)
 
     def _headers(self, auth: Mapping[str, str], *, with_body: bool) -> Mapping[str, str]:
         """The request headers, built once per auth mapping (a token source hands out the same
@@ -204,7 +197,7 @@ class OperationsClient:
         """Around a cancel call's waits (never around a request on the wire), so that
         ``stop_cancels`` can end them; the caller checks ``_refused`` afterwards. Other calls'
         waits need no scope (and a GET run makes one wait per request)."""
-        return _CancelWait(self._cancel_waits) if kind == "cancel" else _NO_SCOPE
+        return CancelWait(self._cancel_waits) if kind == "cancel" else _NO_SCOPE
 
     def _fail(self, reason: StopReason, detail: str) -> None:
         """The whole run is doomed: remember why, and behave as stopped."""
@@ -336,7 +329,9 @@ class OperationsClient:
                 key=key,
                 read=read,
             )
-            self._watch(kind, url, answer)
+            doomed = self._fail_fast.answered(kind, url, answer)
+            if doomed is not None:
+                self._fail(*doomed)
             last = answer
             last_throttled = decision is RetryDecision.THROTTLED
             if decision is RetryDecision.THROTTLED:
@@ -376,7 +371,9 @@ class OperationsClient:
                 if self._busy(base, first_failure, tried_before, transient):
                     tries = self._backoff.busy_attempts  # up and shedding load
                 if transient >= tries or now + delay >= deadline:
-                    self._given_up(answer)
+                    doomed = self._fail_fast.gave_up(answer)
+                    if doomed is not None and self.fatal is None:
+                        self._fail(*doomed)
                     return answer
                 self.stats.retries += 1
                 with self._wait_scope(kind):
@@ -384,19 +381,16 @@ class OperationsClient:
                 continue
             if answer.status == 401:
                 self.stats.unauthenticated += 1
-                if not self._successes and self.stats.unauthenticated >= _AUTH_GIVE_UP:
-                    self._fail(
-                        StopReason.UNAUTHENTICATED,
-                        f"{self._endpoint} rejected the credentials (401) on the first "
-                        f"{self.stats.unauthenticated} requests",
-                    )
+                doomed = self._fail_fast.unauthenticated(self.stats.unauthenticated)
+                if doomed is not None:
+                    self._fail(*doomed)
                 if not auth_retried and await self._tokens.invalidate(auth):
                     auth_retried = True
                     self.stats.retries += 1
                     continue
                 return answer
             if answer.kind is not AnswerKind.TRANSPORT and answer.status < 500:
-                self._successes += 1
+                self._fail_fast.successes += 1
             self._ended_at[base, read] = governor.now()
             return answer
 
@@ -487,43 +481,6 @@ class OperationsClient:
             message=answer.message,
         )
 
-    def _given_up(self, answer: Answer) -> None:
-        """A call ran out of tries. If no request of the run has had an HTTP answer yet, that
-        is proof enough that the endpoint is unreachable, even before the run's first
-        ``_UNREACHABLE_AFTER`` attempts are in (a few calls can exhaust their tries first)."""
-        nothing_answered = self._unanswered == self._first_attempts
-        if answer.kind is AnswerKind.TRANSPORT and nothing_answered and self.fatal is None:
-            self._unreachable(answer)
-
-    def _unreachable(self, answer: Answer) -> None:
-        self._fail(
-            StopReason.UNREACHABLE,
-            f"no answer from {self._endpoint}: the first {self._unanswered} requests "
-            f"failed ({answer.message})",
-        )
-
-    def _watch(self, kind: str, url: str, answer: Answer) -> None:
-        """Fail fast when the first answers say the whole run is doomed."""
-        if answer.kind in (AnswerKind.OK, AnswerKind.API_ERROR):
-            self._google_answered = True
-        self._first_attempts += 1
-        if answer.kind is AnswerKind.TRANSPORT:
-            self._unanswered += 1
-            if self._unanswered == self._first_attempts and self._unanswered >= _UNREACHABLE_AFTER:
-                self._unreachable(answer)
-            return
-        if self._google_answered or kind == "cancel":
-            return
-        if answer.kind is AnswerKind.HTTP_ERROR and answer.status == 404:
-            self._unrouted.append(urlsplit(url).path)
-            if len(self._unrouted) >= _WRONG_ENDPOINT_AFTER:
-                self._fail(
-                    StopReason.WRONG_ENDPOINT,
-                    f"{self._endpoint} answered {len(self._unrouted)} GET/list calls with "
-                    f"non-JSON 404 pages and nothing else (e.g. {self._unrouted[0]}): "
-                    "check --endpoint and --api-version",
-                )
-
     def _gave_up(self, last: Answer | None, why: str, attempts: int, throttled: int) -> Answer:
         """End a call whose throttle budget (or time budget, while throttled) ran out."""
         self.stats.gave_up_throttled += 1
@@ -537,74 +494,6 @@ class OperationsClient:
             attempts=attempts,
             throttled=throttled,
         )
-
-
-class _Slots:
-    """The in-flight slots: a counting semaphore whose free slot is taken without an await.
-
-    Not anyio's (it yields to the loop twice per acquire, a cancel checkpoint and a shielded
-    one, even when a slot is free: ~10% of a fast run), nor asyncio's (two coroutines per
-    ``async with`` even then). A slot given back goes straight to the longest waiter (FIFO).
-    Plain asyncio futures: the engine runs on anyio's asyncio backend only, where a cancelled
-    task's future is cancelled with it."""
-
-    __slots__ = ("_free", "_waiters")
-
-    def __init__(self, count: int) -> None:
-        self._free = count
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    def take_now(self) -> bool:
-        """A free slot, if there is one and nobody waits for it before us."""
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return True
-        return False
-
-    async def take(self) -> None:
-        """Wait for a slot (after ``take_now`` found none)."""
-        if self.take_now():
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                self.give()  # handed a slot, then cancelled before using it: pass it on
-            raise
-
-    def give(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():  # (else cancelled while it waited)
-                waiter.set_result(None)
-                return
-        self._free += 1
-
-
-class _CancelWait:
-    """A cancel scope registered in ``waits`` while it is entered: ``stop_cancels`` cancels
-    what is there. A class, not a ``@contextmanager`` generator: one per cancel call."""
-
-    __slots__ = ("_scope", "_waits")
-
-    def __init__(self, waits: set[anyio.CancelScope]) -> None:
-        self._waits = waits
-        self._scope = anyio.CancelScope()
-
-    def __enter__(self) -> None:
-        self._waits.add(self._scope.__enter__())
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        self._waits.discard(self._scope)
-        return self._scope.__exit__(exc_type, exc, tb)
 
 
 def _stopped(attempts: int, throttled: int) -> Answer:

@@ -16,8 +16,8 @@ from yarl import URL
 
 import bulkcancel
 from bulkcancel._answers import AnswerKind, interpret
-from bulkcancel._client import _Slots
 from bulkcancel._limits import RateGovernor
+from bulkcancel._slots import Slots
 from bulkcancel._transport import AiohttpTransport, RawResponse
 from bulkcancel.testing import MemoryOperations
 from tests._support import op
@@ -29,7 +29,7 @@ KEY = "projects/p/locations/l"
 
 
 async def test_free_slots_are_taken_without_waiting_and_the_rest_wait_in_order() -> None:
-    slots = _Slots(2)
+    slots = Slots(2)
     assert slots.take_now() and slots.take_now()
     assert not slots.take_now()
     order: list[int] = []
@@ -55,7 +55,7 @@ async def test_free_slots_are_taken_without_waiting_and_the_rest_wait_in_order()
 
 
 async def test_a_cancelled_waiter_gives_up_its_place_and_a_slot_handed_to_it_goes_on() -> None:
-    slots = _Slots(1)
+    slots = Slots(1)
     assert slots.take_now()
     skipped = asyncio.create_task(slots.take())
     handed = asyncio.create_task(slots.take())
