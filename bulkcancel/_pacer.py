@@ -116,8 +116,8 @@ How a pacer tells a wall from noise, and what it borrowed:
   when a decision had just begun cost three more; with a background of 15% a chance run of five in
   a decision's first seven answers parked a key that met no wall), 40% of the decision refused, or
   whatever its share when eight or more of its answers before the first refusal were accepted, on a
-  pacer that paces one key's requests (its own, or its project's after one key joined it:
-  :attr:`interleaved`) (a burst spent at the decision's end, 3 of 16 refused, was cut
+  pacer whose answers are one key's (its own, or its project's that one key joined: see
+  :attr:`interleaved`; a burst spent at the decision's end, 3 of 16 refused, was cut
   on the 16 to three quarters of slow start's pace, and nine more were refused before the key
   parked: a minute's bucket of 5/s told 50/s, 50 names, 29% of the requests refused, 24% now); with
   no background known, such a decision waits for the fifth refusal rather than cutting on the first
