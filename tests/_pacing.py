@@ -1,8 +1,8 @@
 """The pacing simulator: the real RateGovernor and OperationsClient against quota models, on
 virtual time.
 
-An event loop whose clock jumps ahead whenever nothing is ready (aiolimiter's tests patch
-``loop.time`` the same way): every sleep, pacer wait and hint costs no real time, and a run is
+On ``tests._support.VirtualLoop``, whose clock jumps ahead whenever nothing is ready
+(:func:`run_simulation`): every sleep, pacer wait and hint costs no real time, and a run is
 deterministic. Server models (a token bucket, a fixed window, the fake's own quotas, open and
 closed), a server answering by them, and :func:`simulate`, which cancels names through the real
 client against one. Used by the pacing tests and by ``benchmarks/sweep.py``.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import selectors
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -26,56 +25,16 @@ from bulkcancel._retry import Backoff
 from bulkcancel._transport import CallableTransport, RawResponse
 from bulkcancel.testing._personalities import Quota as FakeQuota
 from bulkcancel.testing._personalities import QuotaShape, jitter_factor
-from tests._support import NoAuth
+from tests._support import NoAuth, VirtualLoop
 
 T = TypeVar("T")
 
 
-class _JumpingSelector(selectors.BaseSelector):
-    """Polls the real selector without blocking; when nothing is ready, the loop's clock jumps
-    to the next timer instead of waiting for it."""
-
-    def __init__(self, loop: VirtualLoop) -> None:
-        self._real = selectors.DefaultSelector()
-        self._loop = loop
-
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.register(fileobj, events, data)
-
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._real.unregister(fileobj)
-
-    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.modify(fileobj, events, data)
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        ready = self._real.select(0)
-        if not ready:
-            if timeout is None:
-                raise RuntimeError("deadlock: nothing scheduled and nothing ready")
-            # At least a nanosecond: a timer due "now" by float rounding (aiolimiter's waker)
-            # would otherwise fire forever at the same instant.
-            self._loop.now += max(timeout, 1e-9)
-        return ready
-
-    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
-        return self._real.get_map()
-
-    def close(self) -> None:
-        self._real.close()
-
-
-class VirtualLoop(asyncio.SelectorEventLoop):
-    def __init__(self) -> None:
-        self.now = 0.0
-        super().__init__(_JumpingSelector(self))
-
-    def time(self) -> float:
-        return self.now
-
-
-def run_virtual(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    loop = VirtualLoop()
+def run_simulation(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``main()`` to its end on a :class:`~tests._support.VirtualLoop` that jumps a nanosecond
+    at least, by asyncio's own ``run_until_complete`` (no anyio around it): the simulations'
+    figures, asserted exactly here and in ``benchmarks/sweep.py``'s outputs, were measured so."""
+    loop = VirtualLoop(least=1e-9)
     try:
         return loop.run_until_complete(main())
     finally:
@@ -311,7 +270,7 @@ def simulate(
             assert read.kind is not AnswerKind.STOPPED
         return Result([a for a in answers if a is not None], loop.time() - start, server, done_at)
 
-    return run_virtual(main)
+    return run_simulation(main)
 
 
 def per_minute_limit(per_second: float, location: str = "a") -> dict[str, str]:

@@ -114,21 +114,26 @@ class _VirtualSelector(selectors.DefaultSelector):
             return ready
         if timeout is None:
             raise RuntimeError("deadlock: nothing can ever happen (no timer, no I/O)")
-        # At least a microsecond: a wait shorter than a float can add to ``now`` (aiolimiter
-        # computes some) would otherwise leave time standing still, and the loop spinning.
-        self.loop.now += max(timeout, 1e-6)
+        # At least ``least``: a wait shorter than a float can add to ``now`` (aiolimiter
+        # computes some), or a timer due "now" by float rounding, would otherwise leave time
+        # standing still, and the loop spinning.
+        self.loop.now += max(timeout, self.loop.least)
         return []
 
 
 class VirtualLoop(asyncio.SelectorEventLoop):
     """An asyncio loop on virtual time: ``sleep(60)`` returns at once, 60 virtual seconds
-    later. Only for work without real I/O (the in-memory fake)."""
+    later; when nothing is ready, time jumps by the wait, and by ``least`` seconds at least.
+    Only for work without real I/O over the network (the in-memory fake, in-test servers);
+    aiolimiter's tests patch ``loop.time`` the same way. (The pacing simulations,
+    ``tests/_pacing.py``, jump a nanosecond at least: their figures were measured so.)"""
 
-    def __init__(self) -> None:
+    def __init__(self, least: float = 1e-6) -> None:
         selector = _VirtualSelector()
         super().__init__(selector)
         selector.loop = self
         self.now = 0.0
+        self.least = least
 
     def time(self) -> float:
         return self.now

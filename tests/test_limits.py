@@ -14,7 +14,7 @@ from bulkcancel._limits import Grant, RateGovernor
 from bulkcancel._metering import READS
 from bulkcancel._pacer import KeyPacer
 from bulkcancel._spacing import Spacing
-from tests._pacing import feed_marks, run_virtual
+from tests._pacing import feed_marks, run_simulation
 
 KEY = "projects/p/locations/l"
 
@@ -361,7 +361,7 @@ def test_reads_waiting_at_the_key_s_pacer_move_to_their_own_once_paced_apart() -
         await asyncio.gather(*tasks)
         return granted
 
-    granted = run_virtual(main)
+    granted = run_simulation(main)
     assert granted["read"][0] < 0.2 and not granted["read"][1]  # at once, by its own pacer
     assert granted["cancel"][1]  # the key's turn, in its place
     assert not granted["later read"][1]
@@ -792,7 +792,7 @@ def test_a_keys_next_turn_waits_for_the_one_before_to_be_sent_and_is_spaced_from
         assert await asyncio.wait_for(third, 1.0) is not None
         assert loop.time() - start == pytest.approx(1.4)
 
-    run_virtual(main)
+    run_simulation(main)
 
 
 def test_absorbed_pacer_hands_over_history_limit_and_waiters() -> None:
@@ -1132,7 +1132,7 @@ def test_a_request_waiting_for_its_turn_is_counted_until_it_has_it() -> None:
             await waiter
         assert governor._queued[KEY] == 0
 
-    run_virtual(main)
+    run_simulation(main)
 
 
 def test_keys_split_after_a_trial_stay_apart_at_their_next_walls() -> None:
@@ -1172,7 +1172,7 @@ def test_a_request_waiting_at_the_merged_pacer_moves_to_its_keys_own_at_a_split(
         grant = await asyncio.wait_for(waiting, 1.0)  # (virtual seconds: not the project's 30)
         assert grant is not None and grant.pacer is governor.pacer(a)
 
-    run_virtual(main)
+    run_simulation(main)
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from tests._pacing import (
     bucket_floor,
     name,
     per_minute_limit,
-    run_virtual,
+    run_simulation,
     simulate,
     throttle,
 )
@@ -305,7 +305,7 @@ def test_waiters_of_a_parked_key_go_as_soon_as_it_resumes() -> None:
         await asyncio.gather(*waiters)
         return resumed, granted, pacer.rate
 
-    resumed, granted, resumed_rate = run_virtual(main)
+    resumed, granted, resumed_rate = run_simulation(main)
     assert len(granted) == 3
     assert granted[0] == pytest.approx(resumed)  # not a probe gap (1 s) later
     assert max(granted) - resumed == pytest.approx(2 / resumed_rate)  # then at the resumed pace
@@ -680,7 +680,7 @@ def test_cancels_refused_all_along_end_on_budget_while_the_key_answers_reads() -
         reader.cancel()
         return list(answers), ended, reads
 
-    answers, ended, reads = run_virtual(main)
+    answers, ended, reads = run_simulation(main)
     assert [a.kind for a in answers] == [AnswerKind.THROTTLED] * 10
     assert ended <= 30.0 + 5.0, ended
     assert reads >= 1  # (reads were answered meanwhile)
