@@ -4,8 +4,9 @@ The ground floor of the pacer (the design is in :mod:`bulkcancel._pacer`'s docst
 :class:`KeyRecord` holds every field of a key's pacer, the rates measured from its sends and
 accepts, and the small steps every part of it takes (a new decision's epoch, a wall met, the
 stated limit as a cap). On top of it :class:`bulkcancel._parking.Parking` parks and resumes,
-:class:`bulkcancel._background.Background` learns the background share of 429s, and
-:class:`bulkcancel._pacer.KeyPacer` decides. Pure: no I/O and no clock of its own (the time is
+:class:`bulkcancel._background.Background` learns the background share of 429s,
+:class:`bulkcancel._peers.Peers` takes what other keys of the project do (a peer gone, a merge),
+and :class:`bulkcancel._pacer.KeyPacer` decides. Pure: no I/O and no clock of its own (the time is
 passed in, ``now``).
 """
 
@@ -23,6 +24,7 @@ MIN_RATE = 0.5  # requests/s: a key never stalls completely while active
 _START_SHARE = 0.5  # a new key starts at this share of the ceiling (slow start)
 MIN_SAMPLES = 16  # fresh answers before any wall decision
 CLEAN_SAMPLES = 64  # ... and before an increase (or _CLEAN_TIME seconds of them)
+CHECK_SAMPLES = 32  # fresh answers after a cut before judging it
 SURE_WALL = 0.4  # a throttle share this high is a wall, never background
 #: idle stretches of a key kept (see KeyPacer.reserve and _fresh_rate)
 _IDLE_KEPT = 64

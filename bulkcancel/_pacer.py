@@ -220,35 +220,36 @@ How a pacer tells a wall from noise, and what it borrowed:
   fake). A key held at its limit counts its next turn from a send that waited for a slot or the
   run's ceiling (a bucket of one token refuses a turn brought early by that wait).
 
-Keys of one project that share a quota are merged into one pacer (:meth:`KeyPacer.absorb`; the
-governor in ``_limits`` decides when); its burst is what the keys accepted together (one key's
-share of a window's budget, 150/s of 300/s, was taken for a 123/s limit's spacing), and so is
-the cap on its estimate of the quota (the keys' estimates, each measured at its own wall, summed
-to 1.4x a quota of 50/s). A burst is measured at a wall's first throttle after a quiet second,
-or after a clean decision: with a background share of 429s a quiet second never comes, and a
-stated 40/s then held a key the server let through at 190/s to 39/s, a fixed window's budgets
-spent at that pace; within a second of a resume, over the time since the resume (counted over
-the last second, the park's silence in it, a sliding window's echo 0.2 s after a resume at
-100/s read 19/s, under 1.5x a stated 20/s, and the limit held the key for the rest of the run:
-1.24x the floor). A throttle with too few accepts before it to measure a burst (a wall's later
-refusal whose start a background 429 hid, one just after a resume, a chance 429 at a few a
-second) leaves the burst as it was: set to 0, it turned a stated limit into a spacing, and a
-window of 60 a minute stated at 1/s, with 10% of background, was crept through at the limit
-(1.25-1.55x the floor). A key that resumed at its burst measures it over what it was let
-through since. Known limits: the first wall costs about ten 429s (slow start opens at half of
-``--rate``), a large share of a short run at a quota of a few requests per second; a minute's
-bucket with a stated limit costs one resume at the burst's pace (about ten 429s, once per key)
-before the limit caps it; background and a wall together can hide a small overshoot.
+Keys of one project that share a quota are merged into one pacer (:meth:`KeyPacer.absorb`, in
+:mod:`bulkcancel._peers` with what a peer's finishing does; ``_sharing`` decides when); its
+burst is what the keys accepted together (one key's share of a window's budget, 150/s of 300/s,
+was taken for a 123/s limit's spacing), and so is the cap on its estimate of the quota (the
+keys' estimates, each measured at its own wall, summed to 1.4x a quota of 50/s). A burst is
+measured at a wall's first throttle after a quiet second, or after a clean decision: with a
+background share of 429s a quiet second never comes, and a stated 40/s then held a key the
+server let through at 190/s to 39/s, a fixed window's budgets spent at that pace; within a
+second of a resume, over the time since the resume (counted over the last second, the park's
+silence in it, a sliding window's echo 0.2 s after a resume at 100/s read 19/s, under 1.5x a
+stated 20/s, and the limit held the key for the rest of the run: 1.24x the floor). A throttle
+with too few accepts before it to measure a burst (a wall's later refusal whose start a
+background 429 hid, one just after a resume, a chance 429 at a few a second) leaves the burst as
+it was: set to 0, it turned a stated limit into a spacing, and a window of 60 a minute stated at
+1/s, with 10% of background, was crept through at the limit (1.25-1.55x the floor). A key that
+resumed at its burst measures it over what it was let through since. Known limits: the first
+wall costs about ten 429s (slow start opens at half of ``--rate``), a large share of a short run
+at a quota of a few requests per second; a minute's bucket with a stated limit costs one resume
+at the burst's pace (about ten 429s, once per key) before the limit caps it; background and a
+wall together can hide a small overshoot.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 
 from bulkcancel._answers import QuotaInfo
 from bulkcancel._background import MAX_NOISE, Background, fell_beyond_chance, noise_margin
 from bulkcancel._key_record import (
+    CHECK_SAMPLES,
     CLEAN_SAMPLES,
     HISTORY,
     MIN_RATE,
@@ -261,18 +262,15 @@ from bulkcancel._key_record import (
     trim_history,
 )
 from bulkcancel._parking import Parking
+from bulkcancel._peers import Peers
 from bulkcancel._spacing import Spacing, spacing_bounds
 
-#: a key whose peer finished starts slow start from at least this part of its share of the
-#: finished key's rate (see KeyPacer.peer_left)
-_FREED_SHARE = 0.5
 #: turns without a send, nothing waiting: the key was idle (an idle stretch of its own, see
 #: KeyPacer.reserve; a finished peer, see QuotaSharing._peers_gone)
 IDLE_TURNS = 4.0
 _QUICK_SAMPLES = 4  # fewer fresh answers than MIN_SAMPLES: none throttled, and half a second
 _CLEAN_TIME = 0.5  # seconds of fresh answers that allow an increase, short of CLEAN_SAMPLES
-_CHECK_SAMPLES = 32  # fresh answers after a cut before judging it
-_SLOW_CHECK = 4.0  # ... or, after a cut on a sure wall, this many seconds and 4 answers
+_SLOW_CHECK = 4.0  # a cut on a sure wall is judged after this many seconds and 4 answers too
 _PARK_SHARE = 0.9  # this share of PARK_SAMPLES fresh answers or more refused parks the key
 _PARK_RUN = 5  # ... or this many refused in a row, none accepted since the first refusal
 _SPENT_SHARE = 0.75  # ... or, this share of the last window's budget accepted since a resume,
@@ -293,7 +291,7 @@ _SPACING_STEP = 0.15  # the first climb above the low bound, doubling per clean 
 _SPACING_ACCEPTS = 256  # accepts after which a spacing bound is forgotten (a quota may grow)
 
 
-class KeyPacer(Background, Parking):
+class KeyPacer(Background, Parking, Peers):
     """The adaptive rate of one quota key. Pure: every method takes ``now``.
 
     Requests are spaced ``1/rate`` apart (GCRA), nothing booked ahead: a waiter asks again when
@@ -640,7 +638,7 @@ class KeyPacer(Background, Parking):
         spotless rate that did not clear the wall, cut again); False when the cut is confirmed
         as a wall, what it let through the quota, and the decision goes on."""
         before, rate_before, accepted = checking
-        if n < _CHECK_SAMPLES:
+        if n < CHECK_SAMPLES:
             if share < SURE_WALL and not slow:
                 return True
             # Still 40% refused after a cut: judged on 16 answers when the share moved (a
@@ -653,10 +651,10 @@ class KeyPacer(Background, Parking):
             ):
                 return True
         if (
-            n < 2 * _CHECK_SAMPLES
+            n < 2 * CHECK_SAMPLES
             and self.walls == 0
             and before < SURE_WALL
-            and not any(throttled for _, throttled in self.fresh_answers[:_CHECK_SAMPLES])
+            and not any(throttled for _, throttled in self.fresh_answers[:CHECK_SAMPLES])
         ):
             # Not one refusal in 32 answers since a first cut on a small share: a wall's
             # overshoot cleared, or a background's lull after its chance cluster (2 of 16
@@ -949,100 +947,6 @@ class KeyPacer(Background, Parking):
         self._new_epoch(now)
         if late is not None:
             self.late_from, self.late_answers = late
-
-    def peer_left(self, now: float, freed: float = 0.0) -> None:
-        """Another key of this project finished its work: a quota it shared with this key is
-        all this key's now, so a wall this key measured beside it is stale. Back to slow start
-        from the current rate, or from half its share of the finished key's if that is more
-        (see ``freed``), doubling per clean decision, never past twice what it sent lately, up
-        to the next wall: one wall's few 429s where the quotas were separate after all. Not
-        held by a stated limit, or still in slow start (but for a cut made there and judged
-        seconds on, dropped as below: confirmed after the peer left, its rate became the key's
-        quota, 4/s for 45 s in one sweep draw); while parked, or judging a cut due within a
-        second, owed until the first answer after (ignored there, a key cut on a chance cluster
-        of background 429s beside a peer, and confirmed, crept up by 5% steps for seconds after
-        the peer left). A judgement further off (a slow key's 32 answers: 32 s at
-        the 1/s a key beside a finished peer was cut to) is dropped for it.
-
-        ``freed``: this key's share of the finished key's rate. A key starved beside it (most
-        of its recent answers refused, at a rate under that share: the other key took what the
-        quota gave) starts from there, in slow start or not: doubling from under a request a
-        second waits four answers, seconds, per step. Any other key starts from half that share
-        if it was slower: two regions on one bucket of 50/s, one cut to 2/s at its first walls
-        (the other, over the quota alone, took each token as it came) and every answer accepted
-        there, the other taking the quota; when that one finished, slow start from 2.2/s took 5 s
-        to reach the quota, doubling per four answers and never past twice what it sent in the
-        last second (real, about one round in five: 1.36x the floor). Where the quotas were
-        separate, the jump costs a few 429s more than slow start from its own rate (a region of
-        5/s beside a freed 45/s: 12 refused in the next ten seconds, 10 before); a jump to the
-        whole share cost a wall of them, and a quarter of it left draws of separate quotas
-        that differ worse in the sweeps."""
-        # (past 32 answers, a cut still judged waits for 64: a lull's, see _decide)
-        due = _CHECK_SAMPLES if self.fresh < _CHECK_SAMPLES else 2 * _CHECK_SAMPLES
-        judging = self.checking is not None and due - self.fresh <= self.rate * HISTORY
-        if self.state is not PacerState.ACTIVE or judging:
-            self.peer_gone = True
-            return
-        self.peer_gone = False
-        starved = freed > self.rate and self.refused_lately >= SURE_WALL
-        if self.limit < math.inf or (self._slow_start and self.checking is None and not starved):
-            return  # (a cut judged before any wall is confirmed would end slow start stale)
-        self.checking = None
-        self.walls, self.estimate = 0, math.inf
-        self.spacing, self.step, self.before_cuts = None, PROBE_STEP, None
-        if starved:
-            self.rate = min(self.ceiling, freed)
-        else:
-            self.rate = max(self.rate, min(self.ceiling, freed * _FREED_SHARE))
-        self._new_epoch(now)
-
-    def absorb(self, other: KeyPacer, now: float, *, first: bool) -> None:
-        """Take over the pacing of ``other``'s key (one quota shared by several keys): its
-        history and what it learned join this pacer's; the rate is the higher of the two
-        (``first``: this pacer has paced nothing yet, so ``other``'s), never above a known
-        limit unless the keys together let through more than 1.5x it (see ``_cap``), which is
-        what the merged pacer's burst becomes. Its estimate of the quota is the sum of the
-        keys', never above what they were let through together over the last second (16
-        accepts or more). The merge is a decision: answers to requests sent before it count as
-        history (accepts, sends), not toward the next decision."""
-        self.sends = deque(sorted([*self.sends, *other.sends]))
-        self.accepts = deque(sorted([*self.accepts, *other.accepts]))
-        trim_history(self.sends, now)
-        trim_history(self.accepts, now)
-        if other.born is not None:
-            self.born = other.born if self.born is None else min(self.born, other.born)
-        # What the keys were let through together over the last second: the shared quota's
-        # own measure (None: too few accepts to tell).
-        together = self.accepted_rate(now) if len(self.accepts) >= MIN_SAMPLES else None
-        if together is not None:
-            # It is the shared quota's burst (each key's own, or this pacer's measured before
-            # the other key joined, is a part of it): a window's budget, spent by two keys at
-            # 150/s each, was taken for a 123/s spacing.
-            self.burst = max(self.burst, other.burst, together)
-        self.limit = min(self.limit, other.limit)
-        self.noise = min(self.noise, other.noise)  # per-key verdicts were confounded
-        # Not the sum: keys that each ramped up alone have just overrun the quota together.
-        rate = other.rate if first else max(self.rate, other.rate)
-        if other.estimate < math.inf:
-            # (A pacer that has measured nothing yet, or whose walls were undone as background,
-            # adds nothing: the sum must not stay unknown because one key's part is.)
-            known = not first and self.estimate < math.inf
-            self.estimate = self.estimate + other.estimate if known else other.estimate
-            if known and together is not None:
-                # Each key measured its share when it met its own wall, one maybe while the
-                # other was starved: the sum overstates the one quota (21 + 50 for 50/s, and
-                # the merged pacer went back to 95% of that at once, learned its refusals as
-                # background, 16% of 429s).
-                self.estimate = min(self.estimate, together)
-            self.walls = max(self.walls, other.walls)
-        self.rate = max(MIN_RATE, min(self.ceiling, rate, self._cap()))
-        other.merged_into = self
-        self.absorbed += 1
-        self.spacing, self.clean_rate = None, 0.0  # (one key's spacing: not the quota's)
-        # The merge is a decision: answers to requests sent before it were sent at the keys'
-        # own rates, and a few of one key's would read as the whole quota's acceptance (a cut
-        # to a fraction of a stated limit, then seconds of growing back).
-        self._new_epoch(now)
 
     # -- a burst-1 bucket ---------------------------------------------------------------------
 
