@@ -33,13 +33,13 @@ _WRONG_ENDPOINT_AFTER = 4  # GET/list answered by non-JSON 404 pages before any 
 class FailFast:
     """What the run's answers so far say of the endpoint (``endpoint``: named in the line)."""
 
-    __slots__ = ("_endpoint", "_first_attempts", "_google_answered", "_unanswered", "_unrouted",
+    __slots__ = ("_endpoint", "_google_answered", "_heard", "_unanswered", "_unrouted",
                  "successes")  # fmt: skip
 
     def __init__(self, endpoint: str) -> None:
         self._endpoint = endpoint
-        self._first_attempts = 0
-        self._unanswered = 0
+        self._heard = False  # any attempt had an HTTP answer
+        self._unanswered = 0  # attempts without one, until one had
         self._google_answered = False
         self._unrouted: list[str] = []
         #: calls that ended in an answer under 500 (not a transport failure)
@@ -47,14 +47,15 @@ class FailFast:
 
     def answered(self, kind: str, url: str, answer: Answer) -> Doomed | None:
         """Every attempt's answer (``kind``: cancel, get or list; ``url``: what was asked)."""
+        if answer.kind is AnswerKind.TRANSPORT:
+            if not self._heard:
+                self._unanswered += 1
+                if self._unanswered >= _UNREACHABLE_AFTER:
+                    return self._unreachable(answer)
+            return None
+        self._heard = True
         if answer.kind in (AnswerKind.OK, AnswerKind.API_ERROR):
             self._google_answered = True
-        self._first_attempts += 1
-        if answer.kind is AnswerKind.TRANSPORT:
-            self._unanswered += 1
-            if self._unanswered == self._first_attempts and self._unanswered >= _UNREACHABLE_AFTER:
-                return self._unreachable(answer)
-            return None
         if self._google_answered or kind == "cancel":
             return None
         if answer.kind is AnswerKind.HTTP_ERROR and answer.status == 404:
@@ -72,8 +73,7 @@ class FailFast:
         """A call ran out of tries (``answer``: its last). If no request of the run has had an
         HTTP answer yet, that is proof enough that the endpoint is unreachable, even before the
         run's first ``_UNREACHABLE_AFTER`` attempts are in."""
-        nothing_answered = self._unanswered == self._first_attempts
-        if answer.kind is AnswerKind.TRANSPORT and nothing_answered:
+        if answer.kind is AnswerKind.TRANSPORT and not self._heard:
             return self._unreachable(answer)
         return None
 
